@@ -356,7 +356,7 @@ def _folder_values(sec: _Section, base: Path, fallback: dict[str, Any]) -> dict[
         "settle": _number(0, 3600),
         "extensions": lambda v: tuple(e.lower().lstrip(".") for e in _text_list(v)),
         "ignore": _text_list,
-        "output_format": lambda v: {"jpg": "jpeg"}.get(str(v).lower(), _choice(*OUTPUT_FORMATS)(v)),
+        "output_format": lambda v: _choice(*OUTPUT_FORMATS)("jpeg" if v in ("jpg", "JPG") else v),
         "filename": _filename,
         "overwrite": _bool,
         "originals": _choice(*ORIGINALS),
@@ -378,7 +378,7 @@ def parse(text: str, file: str | Path) -> Config:
     path = Path(file).absolute()
     doc = _Doc(str(file))
     data = doc.load(text)
-    if doc.problems:
+    if data is None and doc.problems:  # unparseable: nothing more to check
         raise ConfigError(doc.problems)
     base = path.parent
     top = _Section(doc, data, (), TOP_KEYS)

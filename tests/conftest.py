@@ -1,0 +1,144 @@
+"""Shared fixtures: config files on tmp_path, images, and the real daemon in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_config(tmp_path: Path, folders: list[dict[str, Any]], **top: Any) -> Path:
+    """A config file in tmp_path; folders default to fast settling for tests."""
+    data: dict[str, Any] = {"backend": "local", "state_dir": str(tmp_path / "state"),
+                            "log": {"format": "json", "level": "debug"},
+                            "retry": {"attempts": 3, "backoff": 0.2, "max_backoff": 1}}
+    data.update(top)
+    data["folders"] = [{"settle": 0.4, **f} for f in folders]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def make_image(path: Path, size: tuple[int, int] = (40, 30), color: str = "red",
+               fmt: str | None = None, mode: str = "RGB", **params: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.new(mode, size, color)
+    # a little structure so the encoders do real work and dedupe tests can tell images apart
+    for x in range(0, size[0], 7):
+        image.putpixel((x, min(x, size[1] - 1)), (0, 0, 0) if mode == "RGB" else 0)
+    tmp = path.with_name(".tmp-" + path.name)
+    image.save(tmp, fmt or Image.registered_extensions()[path.suffix.lower()], **params)
+    os.replace(tmp, path)
+    return path
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
+        cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the real command line in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "crystal_watchd", *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})},
+                          cwd=cwd)
+
+
+class Daemon:
+    """``crystal-watchd run`` in a subprocess, with its JSON log lines parsed."""
+
+    def __init__(self, config: Path, *extra: str, env: dict[str, str] | None = None):
+        self.config = config
+        self.log_path = config.parent / f"daemon-{time.monotonic_ns()}.log"
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "crystal_watchd", "run", "--config", str(config), *extra],
+            stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        return [e for e in self.events() if e.get("event") == event]
+
+    def wait_event(self, event: str, count: int = 1, timeout: float = 20.0) -> list[dict[str, Any]]:
+        def enough():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.text()}")
+            found = self.named(event)
+            return found if len(found) >= count else None
+        return wait_for(enough, timeout, f"{count}× {event}\n{self.text()[-3000:]}")
+
+    def ready(self) -> Daemon:
+        self.wait_event("daemon_ready")
+        return self
+
+    def text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self._log.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def daemons():
+    """Start daemons with ``daemons(config)``; any still running at the end are killed."""
+    started: list[Daemon] = []
+
+    def start(config: Path, *extra: str, env: dict[str, str] | None = None) -> Daemon:
+        d = Daemon(config, *extra, env=env)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.kill()
+
+
+def images_in(directory: Path) -> dict[str, tuple[int, int]]:
+    """name → pixel size of every visible file in ``directory`` (recursively)."""
+    out = {}
+    for path in sorted(directory.rglob("*")):
+        if path.is_file() and not path.name.startswith("."):
+            with Image.open(path) as im:
+                out[path.relative_to(directory).as_posix()] = im.size
+    return out
+
+
+def hidden_files(directory: Path) -> list[Path]:
+    return [p for p in directory.rglob(".*") if p.is_file()]

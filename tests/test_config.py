@@ -1,0 +1,116 @@
+"""Config parsing: every problem reported with file, line and key; exit 78; no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crystal_watchd import config as config_mod
+from crystal_watchd.errors import ConfigError
+
+from conftest import ROOT, cli
+
+
+def problems(text: str, tmp_path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        config_mod.parse(text, tmp_path / "c.yaml")
+    return [str(p) for p in info.value.problems]
+
+
+def test_check_reports_range_typo_and_yaml_errors_with_exit_78(tmp_path):
+    """``check`` names file, line and key for a range error and a typo'd key (with a hint),
+    and the line of a YAML syntax error; exit 78, never a traceback."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("backend: local\nfolders:\n  - inbox: in\n    outbox: out\n"
+                   "    scale_factor: 500\n    creativty: 3\n")
+    result = cli("check", "--config", str(bad))
+    assert result.returncode == 78
+    assert "Traceback" not in result.stderr
+    assert f"{bad}:5: folders[0].scale_factor: must be from 1 to 200, not 500" in result.stderr
+    assert f"{bad}:6: folders[0].creativty: unknown setting; did you mean 'creativity'?" \
+        in result.stderr
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("folders:\n  - inbox: in\n   outbox: out\n")
+    result = cli("check", "--config", str(broken))
+    assert result.returncode == 78
+    assert "Traceback" not in result.stderr
+    assert f"{broken}:3: YAML syntax error" in result.stderr
+
+
+def test_example_config_passes_check():
+    """config.example.yaml, as shipped, is valid."""
+    result = cli("check", "--config", str(ROOT / "config.example.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert '"scale_factor": 4.0' in result.stdout
+
+
+def test_config_may_come_from_environment_and_after_subcommand(tmp_path):
+    """--config works after the subcommand, and $CRYSTAL_WATCHD_CONFIG is the default."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("backend: local\nfolders: [{inbox: in, outbox: out}]\n")
+    assert cli("check", "--config", str(cfg)).returncode == 0
+    assert cli("--config", str(cfg), "check").returncode == 0
+    assert cli("check", env={"CRYSTAL_WATCHD_CONFIG": str(cfg)}).returncode == 0
+    missing = cli("check", env={"CRYSTAL_WATCHD_CONFIG": str(tmp_path / "nope.yaml")})
+    assert missing.returncode == 78 and "not found" in missing.stderr
+
+
+def test_usage_errors_exit_2():
+    """An unknown subcommand is a usage error."""
+    assert cli("frobnicate").returncode == 2
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    """Types, choices, unknown keys at several levels and missing keys all show together."""
+    found = problems("concurency: 3\nlog: {level: loud}\nretry: {attempts: 0}\n"
+                     "folders:\n  - inbox: a\n    polling: -1\n  - outbox: b\n"
+                     "    recursive: yes please\n", tmp_path)
+    text = "\n".join(found)
+    assert "concurency: unknown setting; did you mean 'concurrency'?" in text
+    assert "log.level: must be one of debug, info, warning, error" in text
+    assert "retry.attempts: must be from 1 to 1000, not 0" in text
+    assert "folders[0].outbox: is required" in text
+    assert "folders[0].polling: must be from 0.5 to 3600" in text
+    assert "folders[1].inbox: is required" in text
+    assert "folders[1].recursive: must be true or false" in text
+
+
+def test_duplicate_keys_and_bad_templates_are_errors(tmp_path):
+    """A key given twice and a filename with an unknown placeholder or a folder are refused."""
+    text = "\n".join(problems(
+        "folders:\n  - inbox: a\n    outbox: b\n    settle: 1\n    settle: 2\n"
+        "  - inbox: c\n    outbox: d\n    filename: '{stem}_{size}.{ext}'\n"
+        "  - inbox: e\n    outbox: f\n    filename: '../{name}'\n", tmp_path))
+    assert "c.yaml:5: folders[0].settle: this key appears twice" in text
+    assert "unknown placeholder {size}" in text
+    assert "folders[2].filename: must be a plain file name" in text
+
+
+def test_overlaps_between_folders_are_errors(tmp_path):
+    """The same inbox twice, and an outbox inside another folder's recursive inbox, are
+    refused; a folder's own done/failed dirs inside its inbox are fine (never watched)."""
+    text = "\n".join(problems(
+        "folders:\n"
+        "  - {name: one, inbox: in, outbox: out, recursive: true}\n"
+        "  - {name: two, inbox: in, outbox: out2}\n"
+        "  - {name: three, inbox: other, outbox: in/results}\n", tmp_path))
+    assert "folders[1].inbox: " in text and "is watched twice" in text
+    assert "folders[2].outbox: " in text and "inside the recursive inbox of folders[0]" in text
+    ok = config_mod.parse("folders:\n  - {inbox: in, outbox: out, recursive: true}\n",
+                          tmp_path / "ok.yaml")
+    assert ok.folders[0].done_dir == tmp_path / "in" / "done"
+
+
+def test_defaults_apply_and_paths_are_relative_to_the_file(tmp_path):
+    """``defaults`` fill every folder; relative paths resolve against the config's folder."""
+    cfg = config_mod.parse(
+        "defaults: {scale_factor: 3, output_format: jpg, polling: true}\n"
+        "folders:\n  - {inbox: a, outbox: b}\n  - {inbox: c, outbox: d, scale_factor: 1.5}\n",
+        tmp_path / "sub" / "c.yaml")
+    first, second = cfg.folders
+    assert (first.scale_factor, second.scale_factor) == (3.0, 1.5)
+    assert first.output_format == "jpeg" and first.polling == config_mod.DEFAULT_POLL_SECONDS
+    assert first.inbox == tmp_path / "sub" / "a" and first.name == "a"
+    assert cfg.backend == "fal" and cfg.concurrency == 4
