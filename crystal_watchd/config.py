@@ -86,6 +86,12 @@ class RetryConfig:
 
 
 @dataclass(frozen=True)
+class BudgetConfig:
+    #: Stop submitting once today's estimated spend reaches this (None: no limit).
+    daily_usd: float | None = None
+
+
+@dataclass(frozen=True)
 class LogConfig:
     format: str = "auto"
     level: str = "info"
@@ -103,6 +109,7 @@ class Config:
     folders: tuple[FolderConfig, ...]
     rescan_interval: float = 300.0
     shutdown_grace: float = 20.0
+    budget: BudgetConfig = BudgetConfig()
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def folder(self, name: str) -> FolderConfig | None:
@@ -135,6 +142,7 @@ class Config:
             "log": asdict(self.log),
             "retry": asdict(self.retry),
             "fal": asdict(self.fal),
+            "budget": asdict(self.budget),
             "folders": [asdict(f) for f in self.folders],
         }
         return plain(data)
@@ -342,7 +350,7 @@ def _filename(value: Any) -> str:
 FOLDER_KEYS = tuple(f for f in FolderConfig.__dataclass_fields__)
 DEFAULTS_KEYS = tuple(k for k in FOLDER_KEYS if k not in ("name", "inbox", "outbox"))
 TOP_KEYS = ("backend", "concurrency", "state_dir", "log", "fal", "retry", "defaults", "folders",
-            "rescan_interval", "shutdown_grace")
+            "rescan_interval", "shutdown_grace", "budget")
 
 
 def _folder_values(sec: _Section, base: Path, fallback: dict[str, Any]) -> dict[str, Any]:
@@ -386,6 +394,7 @@ def parse(text: str, file: str | Path) -> Config:
     log = _Section(doc, top.data.get("log"), ("log",), ("format", "level"))
     fal = _Section(doc, top.data.get("fal"), ("fal",), tuple(FalConfig.__dataclass_fields__))
     retry = _Section(doc, top.data.get("retry"), ("retry",), ("attempts", "backoff", "max_backoff"))
+    budget = _Section(doc, top.data.get("budget"), ("budget",), ("daily_usd",))
     defaults = _Section(doc, top.data.get("defaults"), ("defaults",), DEFAULTS_KEYS)
     default_values = _folder_values(defaults, base, {})
 
@@ -428,6 +437,8 @@ def parse(text: str, file: str | Path) -> Config:
         folders=tuple(folders),
         rescan_interval=top.get("rescan_interval", _number(1, 86_400), 300.0),
         shutdown_grace=top.get("shutdown_grace", _number(0, 3600), 20.0),
+        budget=BudgetConfig(daily_usd=budget.get(
+            "daily_usd", lambda v: None if v is None else _number(0, 1e9)(v), None)),
     )
     _check_folders(doc, config)
     if doc.problems:

@@ -134,12 +134,22 @@ class Journal:
             out.setdefault(folder, {})[state] = n
         return out
 
+    def spent_since(self, since: float) -> float:
+        """Estimated dollars of the jobs finished since ``since`` (a Unix time)."""
+        row = self.db.execute("SELECT SUM(cost_usd) FROM jobs WHERE state=? AND finished_at>=?",
+                              (JobState.DONE.value, since)).fetchone()
+        return row[0] or 0.0
+
     def next_ready(self, now: float, *, exclude_folders: Iterable[str] = (),
-                   limit: int = 1) -> list[Job]:
+                   limit: int = 1, only_paid: bool = False) -> list[Job]:
+        """Queued jobs whose time has come, oldest first. ``only_paid``: just the ones that
+        already hold a backend request or an output (resuming them costs nothing more)."""
         excluded = list(exclude_folders)
         marks = ",".join("?" * len(excluded))
         sql = (f"SELECT {_COLUMNS} FROM jobs WHERE state=? AND next_attempt_at<=?"
                + (f" AND folder NOT IN ({marks})" if excluded else "")
+               + (" AND (request_id IS NOT NULL OR pending!='[]' OR outputs!='[]')"
+                  if only_paid else "")
                + " ORDER BY next_attempt_at, id LIMIT ?")
         rows = self.db.execute(sql, (JobState.QUEUED.value, now, *excluded, limit))
         return [_row_to_job(r) for r in rows]

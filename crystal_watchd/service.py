@@ -35,6 +35,7 @@ log = logs.get(__name__)
 HASH_PARALLELISM = 4
 AVAILABILITY_CHECK = 5.0  # seconds between checks that every inbox is still there
 STATUS_MIN_INTERVAL = 2.0
+DISPATCH_POLL = 2.0  # seconds; the longest the dispatcher sleeps without looking at the queue
 
 
 def journal_path(config: Config) -> Path:
@@ -331,8 +332,10 @@ class Service:
             free = self.config.concurrency - len(self._inflight)
             paused = now < self._paused_until
             excluded = self._excluded_folders()
+            over_budget = self._over_budget(now)
             if free > 0 and not paused:
-                jobs = self.journal.next_ready(now, exclude_folders=excluded, limit=free)
+                jobs = self.journal.next_ready(now, exclude_folders=excluded, limit=free,
+                                               only_paid=over_budget)
                 for job in jobs:
                     job = self.journal.claim(job)
                     task = asyncio.create_task(self.worker.process(job), name=f"job-{job.id}")
@@ -344,10 +347,31 @@ class Service:
             wakeup = self.journal.next_wakeup(exclude_folders=excluded)
             if wakeup is not None and free > 0:
                 timeout = max(0.05, (self._paused_until if paused else wakeup) - now)
+                if over_budget:
+                    timeout = max(0.05, min(timeout if wakeup > now else 60.0,
+                                            _next_midnight(now) - now))
+            # Another process (``crystal-watchd retry``) may queue work: look again now and then.
+            timeout = min(timeout or DISPATCH_POLL, DISPATCH_POLL)
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
+
+    def _over_budget(self, now: float) -> bool:
+        limit = self.config.budget.daily_usd
+        if limit is None or self.backend.name == "local":
+            return False
+        spent = self.journal.spent_since(_local_midnight(now))
+        if spent < limit:
+            self._budget_day = None
+            return False
+        day = time.strftime("%Y-%m-%d", time.localtime(now))
+        if getattr(self, "_budget_day", None) != day:
+            self._budget_day = day
+            log.warning("budget_reached", spent_usd=round(spent, 4), daily_usd=limit,
+                        note="new submissions wait until tomorrow (or a reload); files stay "
+                             "queued; requests already paid for still finish")
+        return True
 
     def _job_finished(self, job_id: int, task: asyncio.Task) -> None:
         self._inflight.pop(job_id, None)
@@ -423,6 +447,16 @@ class Service:
             return
         self._last_status = time.monotonic()
         self.notifier.status(self._status_text())
+
+
+def _local_midnight(now: float) -> float:
+    t = time.localtime(now)
+    return time.mktime((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0, 0, 0, -1))
+
+
+def _next_midnight(now: float) -> float:
+    t = time.localtime(now)
+    return time.mktime((t.tm_year, t.tm_mon, t.tm_mday + 1, 0, 0, 0, 0, 0, -1))
 
 
 def run_service(config: Config, *, once: bool = False, progress=None) -> int:

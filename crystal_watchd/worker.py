@@ -160,9 +160,11 @@ class Worker:
         return data
 
     def _encode_temps(self, job: Job, folder: FolderConfig, source: preflight.SourceImage | None,
-                      scale: float, results: list[ResultImage], copy: bool) -> list[list[str]]:
-        """Write every result to a temp file beside its final name: [[temp, chosen, wanted]]."""
-        pending = []
+                      scale: float, results: list[ResultImage],
+                      copy: bool) -> tuple[list[list[str]], float]:
+        """Write every result to a temp file beside its final name: [[temp, chosen, wanted]],
+        and the output megapixels (what fal bills)."""
+        pending, pixels = [], 0
         for i, result in enumerate(results):
             if copy:
                 assert result.path is not None
@@ -175,12 +177,13 @@ class Worker:
                 ext = output.output_ext(folder, job.path, source.format)
                 wanted = output.render_name(folder, job.rel, scale=scale, ext=ext, index=i)
                 image = result.open()
+                pixels += image.width * image.height
                 tmp = output.write_temp(wanted, output.encode(image, fmt, source),
                                         f"{job.id}-{i}")
                 result.discard()
             chosen = output.choose_name(wanted, folder.overwrite)
             pending.append([str(tmp), str(chosen), str(wanted)])
-        return pending
+        return pending, pixels / 1e6
 
     def _place(self, job: Job, folder: FolderConfig, pending: list[list[str]]) -> tuple[Job, list[str] | None]:
         """Rename temps into place; journal every changed name choice before using it."""
@@ -203,16 +206,16 @@ class Worker:
                         results: list[ResultImage], bound, started: float,
                         copy: bool = False) -> JobState:
         scale = plan.scale if plan else folder.scale_factor
-        pending = await asyncio.to_thread(self._encode_temps, job, folder, source, scale,
-                                          results, copy)
+        pending, megapixels = await asyncio.to_thread(self._encode_temps, job, folder, source,
+                                                      scale, results, copy)
         job = self.journal.output_pending(job, pending)
         job, finals = self._place(job, folder, pending)
         if finals is None:
             raise RetryableError("the output vanished while it was being placed", kind="internal")
-        megapixels = None if copy or plan is None else plan.megapixels * len(finals)
-        cost = 0.0 if copy or self.backend.name == "local" or megapixels is None \
-            else round(megapixels * self.config.fal.price_per_megapixel, 6)
-        job = self.journal.output_written(job, finals, megapixels=megapixels, cost_usd=cost)
+        billed = 0.0 if copy or self.backend.name == "local" else megapixels
+        job = self.journal.output_written(
+            job, finals, megapixels=None if copy else round(megapixels, 6),
+            cost_usd=round(billed * self.config.fal.price_per_megapixel, 6))
         return self._finish(job, folder, bound, started)
 
     async def _resume_completion(self, job: Job, folder: FolderConfig, bound) -> JobState:

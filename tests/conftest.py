@@ -142,3 +142,74 @@ def images_in(directory: Path) -> dict[str, tuple[int, int]]:
 
 def hidden_files(directory: Path) -> list[Path]:
     return [p for p in directory.rglob(".*") if p.is_file()]
+
+
+# -- the fake fal server -------------------------------------------------------------------
+
+FAKE_KEY = "fake-key-id-1234:fake-key-secret-abcdefgh"
+BOOTSTRAP = ROOT / "tests" / "fakefal" / "bootstrap.py"
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory):
+    """A throwaway CA and a server certificate for 127.0.0.1 (trustme)."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    folder = tmp_path_factory.mktemp("tls")
+    ca_file, cert_file, key_file = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    cert_file.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    return {"ca": str(ca_file), "cert": str(cert_file), "key": str(key_file)}
+
+
+@pytest.fixture
+def fakefal(tls_files):
+    """Start fake fal servers with ``fakefal(latency=…, runners=…, faults=…)``."""
+    from fakefal import FakeFal
+
+    servers = []
+
+    def start(**kw) -> FakeFal:
+        server = FakeFal(key=FAKE_KEY, certfile=tls_files["cert"], keyfile=tls_files["key"], **kw)
+        servers.append(server.start())
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def fal_env(server, tls_files, **extra: str) -> dict[str, str]:
+    """Environment for a daemon subprocess that talks to ``server``."""
+    return {"FAL_RUN_HOST": server.host, "FAL_QUEUE_RUN_HOST": server.host,
+            "SSL_CERT_FILE": tls_files["ca"], "FAKEFAL_BASE_URL": server.base_url,
+            "FAL_KEY": FAKE_KEY, **extra}
+
+
+class FalDaemon(Daemon):
+    """``crystal-watchd run`` through the bootstrap that points fal_client at the fake."""
+
+    def __init__(self, config: Path, *extra: str, env: dict[str, str] | None = None):
+        self.config = config
+        self.log_path = config.parent / f"daemon-{time.monotonic_ns()}.log"
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(BOOTSTRAP), "run", "--config", str(config), *extra],
+            stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+def fal_daemons():
+    started: list[FalDaemon] = []
+
+    def start(config: Path, env: dict[str, str]) -> FalDaemon:
+        d = FalDaemon(config, env=env)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.kill()

@@ -1,0 +1,450 @@
+"""A fake of fal's HTTP API on loopback, over TLS, for the real ``fal_client`` to talk to.
+
+It serves the queue (submit, status, result, cancel), the storage token and CDN upload that
+``upload_file`` uses (plus the GCS-style fallback), and file downloads, all on one port.
+It really resizes the input with Pillow, so pixel sizes can be asserted, answers with
+``width``/``height`` null like the real service, and keeps a ledger of billed requests so a
+test can assert "submitted exactly once".
+
+Time is modelled, not threaded: a request's start and end are fixed at submit from the
+number of runners and the latency, and its status is a function of the clock.
+
+Fault knobs (``Faults``) inject, per endpoint, 429s, 5xx (with ``x-fal-request-id`` so they
+reach the caller like fal's own), dropped connections, slow answers; truncated downloads;
+failed runs (COMPLETED with ``error``); expired results; and a locked account (403).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import random
+import re
+import ssl
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from PIL import Image
+
+ENDPOINTS = ("submit", "status", "result", "cancel", "token", "upload", "download")
+MAX_OUTPUT_PIXELS = 100_000_000
+MAX_SIDE = 65535
+
+
+@dataclass
+class Faults:
+    """Probabilities (0..1) per endpoint name in ENDPOINTS, and other misbehaviour."""
+
+    http429: dict[str, float] = field(default_factory=dict)
+    http5xx: dict[str, float] = field(default_factory=dict)
+    drop: dict[str, float] = field(default_factory=dict)
+    slow: dict[str, float] = field(default_factory=dict)  # seconds added before answering
+    truncate_download: float = 0.0
+    app_error: float = 0.0  # a run that ends COMPLETED with error (transient type)
+    expire_after: float | None = None  # results 404 this many seconds after completion
+    plain_urls: bool = False  # images as plain URL strings instead of objects
+    locked: bool = False  # every authenticated call answers 403 (exhausted balance)
+    reject_inputs: bool = False  # every run ends in a 422 image_load_error
+
+    @classmethod
+    def mix(cls, rate: float, **extra: Any) -> Faults:
+        """``rate`` of every endpoint's calls fail one way or another."""
+        share = rate / 3
+        every = {name: share for name in ENDPOINTS}
+        return cls(http429=dict(every), http5xx=dict(every), drop=dict(every),
+                   truncate_download=share, app_error=share, **extra)
+
+
+@dataclass
+class _Request:
+    id: str
+    arguments: dict[str, Any]
+    input_sha256: str | None
+    submitted: float
+    start: float
+    end: float
+    cancelled: bool = False
+    outcome: str | None = None  # "ok", "rejected", "app_error", "cancelled"
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    completed_at: float | None = None
+
+
+class FakeFal:
+    def __init__(self, *, key: str = "test-key-id:test-key-secret", latency: float = 0.2,
+                 runners: int = 2, faults: Faults | None = None, seed: int = 1,
+                 certfile: str | None = None, keyfile: str | None = None):
+        self.key, self.latency, self.runners = key, latency, runners
+        self.faults = faults or Faults()
+        self._random = random.Random(seed)
+        self._lock = threading.RLock()
+        self._runner_free = [0.0] * runners
+        self.requests: dict[str, _Request] = {}
+        self.files: dict[str, tuple[bytes, str]] = {}
+        #: Every request fal would bill: one row per run that produced a result or a 422.
+        self.ledger: list[dict[str, Any]] = []
+        #: Every accepted submission, billed or not.
+        self.submissions: list[dict[str, Any]] = []
+        self.calls: dict[str, int] = {name: 0 for name in ENDPOINTS}
+        self._certfile, self._keyfile = certfile, keyfile
+        self._server: ThreadingHTTPServer | None = None
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def start(self) -> FakeFal:
+        fake = self
+
+        class Handler(_Handler):
+            server_fake = fake
+
+        server = _QuietServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        if self._certfile:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(self._certfile, self._keyfile)
+            server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        self._server = server
+        threading.Thread(target=server.serve_forever, daemon=True, name="fakefal").start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    @property
+    def host(self) -> str:
+        assert self._server is not None
+        return f"127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def base_url(self) -> str:
+        return f"https://{self.host}"
+
+    # -- ledger helpers for tests ----------------------------------------------------------------
+
+    def billed_per_input(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for row in self.ledger:
+            if row["outcome"] == "ok":
+                counts[row["input_sha256"]] = counts.get(row["input_sha256"], 0) + 1
+        return counts
+
+    def chance(self, table: dict[str, float] | float, endpoint: str | None = None) -> bool:
+        p = table.get(endpoint, 0.0) if isinstance(table, dict) else table
+        with self._lock:
+            return p > 0 and self._random.random() < p
+
+    # -- model -------------------------------------------------------------------------------
+
+    def submit(self, app: str, arguments: dict[str, Any]) -> _Request:
+        now = time.monotonic()
+        data = self._load_input(arguments.get("image_url"))
+        with self._lock:
+            slot = min(range(self.runners), key=lambda i: self._runner_free[i])
+            start = max(now, self._runner_free[slot])
+            end = start + self.latency
+            self._runner_free[slot] = end
+            req = _Request(id=str(uuid.uuid4()), arguments=arguments,
+                           input_sha256=hashlib.sha256(data).hexdigest() if data else None,
+                           submitted=now, start=start, end=end)
+            self.requests[req.id] = req
+            self.submissions.append({"request_id": req.id, "app": app,
+                                     "input_sha256": req.input_sha256,
+                                     "scale_factor": arguments.get("scale_factor"),
+                                     "creativity": arguments.get("creativity"),
+                                     "output_format": arguments.get("output_format")})
+        req._data = data  # type: ignore[attr-defined]
+        return req
+
+    def _load_input(self, url: Any) -> bytes | None:
+        if not isinstance(url, str):
+            return None
+        if url.startswith("data:"):
+            try:
+                return base64.b64decode(url.split(",", 1)[1])
+            except (IndexError, ValueError):
+                return None
+        match = re.search(r"/files/([^/?]+)$", url)
+        if match and match.group(1) in self.files:
+            return self.files[match.group(1)][0]
+        return None
+
+    def state(self, req: _Request) -> str:
+        now = time.monotonic()
+        if req.cancelled or now >= req.end:
+            self._finish(req)
+            return "COMPLETED"
+        return "IN_PROGRESS" if now >= req.start else "IN_QUEUE"
+
+    def queue_position(self, req: _Request) -> int:
+        with self._lock:
+            return sum(1 for r in self.requests.values()
+                       if r.start < req.start and time.monotonic() < r.start)
+
+    def _finish(self, req: _Request) -> None:
+        with self._lock:
+            if req.outcome is not None:
+                return
+            # The modelled end, not when somebody looked: results expire while nobody asks.
+            req.completed_at = time.monotonic() if req.cancelled else req.end
+            if req.cancelled:
+                req.outcome = "cancelled"
+                req.error = {"error": "Request was cancelled", "error_type": "request_cancelled"}
+                return
+            if self.chance(self.faults.app_error):
+                req.outcome = "app_error"
+                req.error = {"error": "Runner crashed while processing", "error_type":
+                             "runner_disconnected"}
+                return
+            req.outcome, req.result, req.error = self._run_model(req)
+            self.ledger.append({"request_id": req.id, "input_sha256": req.input_sha256,
+                                "outcome": req.outcome,
+                                "output_megapixels": (req.result or {}).get("_mp", 0)})
+
+    def _run_model(self, req: _Request) -> tuple[str, dict | None, dict | None]:
+        args, data = req.arguments, getattr(req, "_data", None)
+
+        def rejected(loc: str, msg: str, kind: str) -> tuple[str, None, dict]:
+            return "rejected", None, {"detail": [{"loc": ["body", loc], "msg": msg,
+                                                  "type": kind}]}
+
+        scale = args.get("scale_factor", 2)
+        if not isinstance(scale, (int, float)) or not 1 <= scale <= 200:
+            return rejected("scale_factor", "Input should be between 1 and 200",
+                            "less_than_equal")
+        if self.faults.reject_inputs:
+            return rejected("image_url", "Could not load the image", "image_load_error")
+        if data is None:
+            return rejected("image_url", "Failed to download the file", "file_download_error")
+        try:
+            image = Image.open(io.BytesIO(data))
+            image.load()
+        except Exception:  # noqa: BLE001
+            return rejected("image_url", "Could not load the image", "image_load_error")
+        width, height = round(image.width * scale), round(image.height * scale)
+        if width * height > MAX_OUTPUT_PIXELS or max(width, height) > MAX_SIDE:
+            return rejected("image_url", f"Output {width}x{height} exceeds the limit",
+                            "image_too_large")
+        out = image.convert("RGBA" if "A" in image.mode else "RGB").resize(
+            (width, height), Image.Resampling.BILINEAR)
+        buffer = io.BytesIO()
+        fmt = "JPEG" if args.get("output_format") == "jpg" else "PNG"
+        out.save(buffer, fmt, compress_level=1) if fmt == "PNG" else out.save(buffer, fmt)
+        name = f"out-{req.id}.{'jpg' if fmt == 'JPEG' else 'png'}"
+        payload = buffer.getvalue()
+        self.files[name] = (payload, f"image/{fmt.lower()}")
+        url = f"{self.base_url}/files/{name}"
+        item: Any = url if self.faults.plain_urls else {
+            "url": url, "content_type": f"image/{fmt.lower()}", "file_name": name,
+            "file_size": len(payload), "width": None, "height": None}
+        return "ok", {"images": [item], "_mp": width * height / 1e6}, None
+
+    def expired(self, req: _Request) -> bool:
+        return (self.faults.expire_after is not None and req.completed_at is not None
+                and time.monotonic() - req.completed_at > self.faults.expire_after)
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # dropped connections are deliberate here
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, like fal
+    server_fake: FakeFal
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json" if not isinstance(body, bytes)
+                         else (headers or {}).pop("Content-Type", "application/octet-stream"))
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("x-fal-request-id", str(uuid.uuid4()))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _faulted(self, endpoint: str) -> bool:
+        fake = self.server_fake
+        fake.calls[endpoint] += 1
+        delay = fake.faults.slow.get(endpoint, 0.0)
+        if delay:
+            time.sleep(delay)
+        if fake.chance(fake.faults.drop, endpoint):
+            self.close_connection = True
+            self.connection.close()
+            return True
+        if fake.chance(fake.faults.http429, endpoint):
+            self._send(429, {"detail": "Rate limit exceeded"}, {"Retry-After": "0"})
+            return True
+        if fake.chance(fake.faults.http5xx, endpoint):
+            self._send(503, {"detail": "Runner scheduling failure",
+                             "error_type": "runner_scheduling_failure"},
+                       {"X-Fal-Error-Type": "runner_scheduling_failure"})
+            return True
+        return False
+
+    def _authorised(self, scheme: str = "Key") -> bool:
+        fake = self.server_fake
+        auth = self.headers.get("Authorization", "")
+        if scheme == "Bearer":
+            ok = auth == "Bearer fake-cdn-token"
+        else:
+            ok = auth == f"Key {fake.key}"
+        if not ok:
+            self._send(401, {"detail": "No user found for Key ID and Secret"})
+            return False
+        if fake.faults.locked:
+            self._send(403, {"detail": "User is locked. Reason: Exhausted balance. Top up your "
+                                       "balance at fal.ai/dashboard/billing."})
+            return False
+        return True
+
+    # -- routes -------------------------------------------------------------------------------------
+
+    def do_POST(self) -> None:  # noqa: N802
+        path = urlparse(self.path).path
+        body = self._body()
+        fake = self.server_fake
+        if path.startswith("/storage/auth/token"):
+            if self._faulted("token") or not self._authorised():
+                return
+            expires = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+            self._send(200, {"token": "fake-cdn-token", "token_type": "Bearer",
+                             "base_url": fake.base_url, "expires_at": expires})
+        elif path == "/files/upload":
+            if self._faulted("upload") or not self._authorised("Bearer"):
+                return
+            name = f"up-{uuid.uuid4().hex[:12]}-{self.headers.get('X-Fal-File-Name', 'file')}"
+            fake.files[name] = (body, self.headers.get("Content-Type", "application/octet-stream"))
+            self._send(200, {"access_url": f"{fake.base_url}/files/{name}"})
+        elif path.startswith("/storage/upload/initiate"):
+            if self._faulted("upload") or not self._authorised():
+                return
+            name = f"up-{uuid.uuid4().hex[:12]}-{json.loads(body or b'{}').get('file_name', 'f')}"
+            self._send(200, {"upload_url": f"{fake.base_url}/put/{name}",
+                             "file_url": f"{fake.base_url}/files/{name}"})
+        elif re.fullmatch(r"/[^/]+/[^/]+", path):
+            if self._faulted("submit") or not self._authorised():
+                return
+            try:
+                arguments = json.loads(body)
+            except ValueError:
+                self._send(422, {"detail": [{"loc": ["body"], "msg": "Invalid JSON",
+                                             "type": "json_invalid"}]})
+                return
+            req = fake.submit(path.strip("/"), arguments)
+            base = f"{fake.base_url}{path}/requests/{req.id}"
+            self._send(200, {"status": "IN_QUEUE", "request_id": req.id, "response_url": base,
+                             "status_url": base + "/status", "cancel_url": base + "/cancel",
+                             "queue_position": fake.queue_position(req)})
+        else:
+            self._send(404, {"detail": "Not found"})
+
+    def do_PUT(self) -> None:  # noqa: N802
+        path = urlparse(self.path).path
+        body = self._body()
+        fake = self.server_fake
+        if path.startswith("/put/"):
+            fake.files[path[len("/put/"):]] = (body, self.headers.get("Content-Type", ""))
+            self._send(200, {})
+            return
+        match = re.fullmatch(r"/[^/]+/[^/]+/requests/([^/]+)/cancel", path)
+        if not match:
+            self._send(404, {"detail": "Not found"})
+            return
+        if self._faulted("cancel") or not self._authorised():
+            return
+        req = fake.requests.get(match.group(1))
+        if req is None:
+            self._send(404, {"status": "NOT_FOUND"})
+        elif fake.state(req) == "COMPLETED":
+            self._send(400, {"status": "ALREADY_COMPLETED"})
+        else:
+            req.cancelled = True
+            self._send(202, {"status": "CANCELLATION_REQUESTED"})
+
+    def do_GET(self) -> None:  # noqa: N802
+        url = urlparse(self.path)
+        path, query = url.path, parse_qs(url.query)
+        fake = self.server_fake
+        if path.startswith("/files/"):
+            self._download(path[len("/files/"):])
+            return
+        match = re.fullmatch(r"/[^/]+/[^/]+/requests/([^/]+)(/status)?", path)
+        if not match:
+            self._send(404, {"detail": "Not found"})
+            return
+        endpoint = "status" if match.group(2) else "result"
+        if self._faulted(endpoint) or not self._authorised():
+            return
+        req = fake.requests.get(match.group(1))
+        if req is None or fake.expired(req):
+            self._send(404, {"detail": "Request not found"})
+            return
+        state = fake.state(req)
+        want_logs = query.get("logs", ["0"])[0].lower() in ("1", "true")
+        logs = [{"message": "Upscaling image", "level": "INFO", "source": "user",
+                 "timestamp": datetime.now(timezone.utc).isoformat()}] if want_logs else None
+        if endpoint == "status":
+            if state == "IN_QUEUE":
+                self._send(202, {"status": "IN_QUEUE", "queue_position": fake.queue_position(req),
+                                 "response_url": path.removesuffix("/status")})
+            elif state == "IN_PROGRESS":
+                self._send(202, {"status": "IN_PROGRESS", "logs": logs})
+            else:
+                body: dict[str, Any] = {"status": "COMPLETED", "logs": logs,
+                                        "metrics": {"inference_time": fake.latency}}
+                if req.outcome in ("app_error", "cancelled"):
+                    body.update(req.error or {})
+                self._send(200, body)
+            return
+        if state != "COMPLETED":
+            self._send(400, {"detail": "Request is still in progress"})
+        elif req.outcome == "ok":
+            self._send(200, {k: v for k, v in (req.result or {}).items() if not k.startswith("_")})
+        elif req.outcome == "rejected":
+            self._send(422, req.error)
+        else:
+            self._send(500, {"detail": (req.error or {}).get("error"),
+                             "error_type": (req.error or {}).get("error_type")})
+
+    def _download(self, name: str) -> None:
+        fake = self.server_fake
+        if self._faulted("download"):
+            return
+        item = fake.files.get(name)
+        if item is None:
+            self._send(404, {"detail": "File not found"})
+            return
+        data, content_type = item
+        if fake.chance(fake.faults.truncate_download):
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.close()
+            return
+        self._send(200, data, {"Content-Type": content_type})
