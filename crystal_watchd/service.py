@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import signal
 import sys
@@ -20,11 +19,14 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent
 
 from . import backends, logs
+from . import config as config_mod
 from .backends.base import Backend
+from .budget import Budget, next_midnight
 from .config import Config, FolderConfig
-from .errors import AccountError, LockedError
+from .errors import AccountError, ConfigError
 from .jobs import JobState
 from .journal import Journal
+from .lock import StateLock
 from .rules import Rules
 from .settle import Settler
 from .systemd import Notifier
@@ -40,33 +42,6 @@ DISPATCH_POLL = 2.0  # seconds; the longest the dispatcher sleeps without lookin
 
 def journal_path(config: Config) -> Path:
     return config.state_dir / "journal.sqlite3"
-
-
-class StateLock:
-    """An exclusive flock on ``state_dir``: one daemon per journal."""
-
-    def __init__(self, state_dir: Path):
-        self.path = state_dir / "crystal-watchd.lock"
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise LockedError(f"another crystal-watchd (pid {other}) is already using "
-                              f"{self.path.parent}; stop it first or use another state_dir") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
 
 class Service:
@@ -91,6 +66,7 @@ class Service:
         self._failed_this_run = 0
         self._done_this_run = 0
         self._last_status = 0.0
+        self._budget = Budget()
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -163,6 +139,7 @@ class Service:
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         # A second Ctrl-C stops at once instead of waiting for the grace period.
         loop.add_signal_handler(signal.SIGINT, lambda: self.request_stop(immediately=True))
 
@@ -203,6 +180,54 @@ class Service:
                 await asyncio.wait_for(self._stop.wait(), 0.2)
             except asyncio.TimeoutError:
                 pass
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config. Added folders start, removed ones stop, changed
+        settings apply to jobs not started yet; in-flight work carries on. An invalid config
+        is logged and the running one kept. Also lifts an account or budget pause."""
+        if self._stopping:
+            return
+        self.notifier.reloading()
+        old = self.config
+        try:
+            new = config_mod.load(old.path).with_backend(old.backend)
+        except ConfigError as exc:
+            log.error("reload_failed", problems=[str(p) for p in exc.problems],
+                      note="keeping the running configuration")
+            self.notifier.ready(self._status_text())
+            return
+        fixed = [k for k in ("state_dir", "backend") if getattr(new, k) != getattr(old, k)]
+        if fixed:
+            log.warning("reload_needs_restart", settings=fixed, note="kept as they were")
+            new = Config(**{**new.__dict__, **{k: getattr(old, k) for k in fixed}})
+        loop = asyncio.get_running_loop()
+        old_folders = {f.name: f for f in old.folders}
+        new_folders = {f.name: f for f in new.folders}
+        removed = [n for n in old_folders if n not in new_folders]
+        added = [n for n in new_folders if n not in old_folders]
+        changed = [n for n in new_folders if n in old_folders and new_folders[n] != old_folders[n]]
+        for name in removed + changed:
+            watcher = self._watchers.pop(name, None)
+            if watcher is not None:
+                watcher.stop()
+            self.settler.forget_folder(name)
+            self._unavailable.discard(name)
+        self.config = self.worker.config = new
+        self._rules = {f.name: Rules(f) for f in new.folders}
+        if (new.log.format, new.log.level) != (old.log.format, old.log.level):
+            logs.configure(new.log.format, new.log.level)
+        for name in added + changed:
+            folder = new_folders[name]
+            for directory in (folder.inbox, folder.outbox):
+                directory.mkdir(parents=True, exist_ok=True)
+            self._start_watcher(folder, loop)
+            self._scans_pending += 1
+            self._scan(folder, folder.inbox)
+        self._paused_until = 0.0
+        self._budget.reset()
+        log.info("config_reloaded", added=added, removed=removed, changed=changed)
+        self._wake.set()
+        self.notifier.ready(self._status_text())
 
     # -- watching and intake -----------------------------------------------------------------
 
@@ -349,7 +374,7 @@ class Service:
                 timeout = max(0.05, (self._paused_until if paused else wakeup) - now)
                 if over_budget:
                     timeout = max(0.05, min(timeout if wakeup > now else 60.0,
-                                            _next_midnight(now) - now))
+                                            next_midnight(now) - now))
             # Another process (``crystal-watchd retry``) may queue work: look again now and then.
             timeout = min(timeout or DISPATCH_POLL, DISPATCH_POLL)
             try:
@@ -358,20 +383,9 @@ class Service:
                 pass
 
     def _over_budget(self, now: float) -> bool:
-        limit = self.config.budget.daily_usd
-        if limit is None or self.backend.name == "local":
+        if self.backend.name == "local":
             return False
-        spent = self.journal.spent_since(_local_midnight(now))
-        if spent < limit:
-            self._budget_day = None
-            return False
-        day = time.strftime("%Y-%m-%d", time.localtime(now))
-        if getattr(self, "_budget_day", None) != day:
-            self._budget_day = day
-            log.warning("budget_reached", spent_usd=round(spent, 4), daily_usd=limit,
-                        note="new submissions wait until tomorrow (or a reload); files stay "
-                             "queued; requests already paid for still finish")
-        return True
+        return self._budget.reached(self.config.budget.daily_usd, now, self.journal)
 
     def _job_finished(self, job_id: int, task: asyncio.Task) -> None:
         self._inflight.pop(job_id, None)
@@ -447,16 +461,6 @@ class Service:
             return
         self._last_status = time.monotonic()
         self.notifier.status(self._status_text())
-
-
-def _local_midnight(now: float) -> float:
-    t = time.localtime(now)
-    return time.mktime((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0, 0, 0, -1))
-
-
-def _next_midnight(now: float) -> float:
-    t = time.localtime(now)
-    return time.mktime((t.tm_year, t.tm_mon, t.tm_mday + 1, 0, 0, 0, 0, 0, -1))
 
 
 def run_service(config: Config, *, once: bool = False, progress=None) -> int:

@@ -17,12 +17,11 @@ write) beside it, and the daemon's dispatcher picks retried jobs up on its next 
 
 from __future__ import annotations
 
-import fcntl
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from . import lock
 from .config import Config
 from .jobs import JobState
 from .journal import Journal
@@ -35,28 +34,13 @@ def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds") if ts else None
 
 
-def daemon_running(state_dir: Path) -> bool:
-    path = state_dir / "crystal-watchd.lock"
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
 def collect(config: Config, journal_file: Path) -> dict[str, Any]:
     folders: dict[str, dict[str, Any]] = {
         f.name: {**{s: 0 for s in STATES}, "oldest_waiting": None, "spend_today_usd": 0.0,
                  "spend_total_usd": 0.0} for f in config.folders}
     report: dict[str, Any] = {
         "version": 1, "journal": str(journal_file),
-        "daemon_running": daemon_running(config.state_dir),
+        "daemon_running": lock.held(config.state_dir),
         "generated_at": _iso(datetime.now(timezone.utc).timestamp()),
         "folders": folders, "totals": {s: 0 for s in STATES},
         "spend": {"today_usd": 0.0, "total_usd": 0.0, "today_megapixels": 0.0,

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, cli
 
 from crystal_watchd import config as config_mod
 from crystal_watchd.errors import ConfigError
-
-from conftest import ROOT, cli
 
 
 def problems(text: str, tmp_path: Path) -> list[str]:

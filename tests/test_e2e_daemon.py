@@ -7,9 +7,8 @@ import os
 import signal
 import time
 
-from PIL import Image
-
 from conftest import cli, hidden_files, images_in, make_image, wait_for, write_config
+from PIL import Image
 
 
 def test_several_folders_get_their_own_names_sizes_and_formats(tmp_path, daemons):

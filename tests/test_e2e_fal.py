@@ -8,10 +8,9 @@ import os
 import signal
 import time
 
-from PIL import Image
-
 from conftest import FAKE_KEY, cli, fal_env, images_in, make_image, wait_for, write_config
 from fakefal import Faults
+from PIL import Image
 
 
 def fal_config(tmp_path, folders, **top):
@@ -197,3 +196,35 @@ def test_fault_mix_still_yields_every_output_without_double_billing(tmp_path, fa
     assert max(billed.values()) == 1, billed
     assert d.stop() == 0
     wait_for(lambda: d.proc.poll() is not None, 5, "exit")
+
+
+def test_timeout_cancels_the_request_and_retries(tmp_path, fakefal, fal_daemons, tls_files):
+    """Past fal.timeout the request is cancelled and the job retried as transient; with the
+    service answering in time again, the file completes."""
+    server = fakefal(latency=30)
+    config = fal_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 0.2}],
+                        fal={"timeout": 10})
+    d = fal_daemons(config, fal_env(server, tls_files)).ready()
+    make_image(tmp_path / "in/t.png", (10, 10), fmt="PNG")
+    d.wait_event("fal_request_submitted")
+    server.latency = 0.1  # later submissions are quick
+    d.wait_event("fal_request_timed_out", timeout=20)
+    d.wait_event("job_done", timeout=20)
+    assert any(r.cancelled for r in server.requests.values())
+    assert len(server.submissions) == 2 and sorted(server.billed_per_input().values()) == [1]
+    assert d.stop() == 0
+
+
+def test_plain_url_results_and_truncated_downloads(tmp_path, fakefal, fal_daemons, tls_files):
+    """Images given as plain URL strings are accepted, and a truncated download is fetched
+    again from the same request (one submission)."""
+    server = fakefal(latency=0.1, faults=Faults(plain_urls=True, truncate_download=0.5), seed=3)
+    config = fal_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 0.2}])
+    d = fal_daemons(config, fal_env(server, tls_files)).ready()
+    for i in range(3):
+        make_image(tmp_path / f"in/p{i}.png", (10, 6), color=f"#{i}{i}0000", fmt="PNG")
+    d.wait_event("job_done", 3)
+    assert len(server.submissions) == 3
+    assert server.calls["download"] > 3  # some downloads were cut short and fetched again
+    assert all(size == (20, 12) for size in images_in(tmp_path / "out").values())
+    assert d.stop() == 0

@@ -289,7 +289,8 @@ class FalBackend:
             if not url:
                 raise RetryableError("fal returned an image without a URL", kind="protocol")
             target = request.work_dir / f"{request.job_id}-{i}.download"
-            await self._retrying("download", lambda: self._download(url, target, size))
+            await self._retrying("download",
+                                 lambda u=url, t=target, n=size: self._download(u, t, n))
             out.append(ResultImage(path=target))
         bound.info("fal_result_downloaded", request_id=request_id, images=len(out))
         return out

@@ -1,0 +1,54 @@
+"""fal backend pieces that need no server: key lookup, masking, error wording."""
+
+from __future__ import annotations
+
+import pytest
+
+from crystal_watchd import logs
+from crystal_watchd.backends import fal
+from crystal_watchd.config import FalConfig
+from crystal_watchd.errors import AccountError, ConfigError, PermanentJobError, RetryableError
+
+
+def test_key_sources_in_order(tmp_path):
+    """key_file wins, then a systemd credential, then FAL_KEY, then FAL_KEY_ID:SECRET."""
+    key_file = tmp_path / "k"
+    key_file.write_text("from-file\n")
+    assert fal.read_key(FalConfig(key_file=key_file), {"FAL_KEY": "env"}) == "from-file"
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "fal-key").write_text("from-credential")
+    assert fal.read_key(FalConfig(), {"CREDENTIALS_DIRECTORY": str(creds)}) == "from-credential"
+    assert fal.read_key(FalConfig(), {"FAL_KEY": " env "}) == "env"
+    assert fal.read_key(FalConfig(), {"FAL_KEY_ID": "id", "FAL_KEY_SECRET": "s"}) == "id:s"
+    with pytest.raises(ConfigError) as info:
+        fal.read_key(FalConfig(), {})
+    assert "--backend local" in str(info.value)
+    with pytest.raises(ConfigError):
+        fal.read_key(FalConfig(key_file=tmp_path / "missing"), {"FAL_KEY": "x"})
+
+
+def test_key_is_masked_in_repr_and_scrubbed_from_logs():
+    """The backend's repr hides the key; any log text containing it is scrubbed."""
+    backend = fal.FalBackend(FalConfig(), {"FAL_KEY": "secret-id-123456:secret-value-abcdef"})
+    assert "secret" not in repr(backend) and "key=***" in repr(backend)
+    assert "secret-value-abcdef" not in repr(backend._client)
+    line = logs.scrub("auth Key secret-id-123456:secret-value-abcdef and "
+                      "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAAB")
+    assert "secret" not in line and "iVBOR" not in line
+
+
+def test_errors_are_sorted_by_what_to_do():
+    """401/403 pause the account, 422 fails with fal's words, 429/5xx retry with Retry-After."""
+    backend = fal.FalBackend.__new__(fal.FalBackend)
+    detail = [{"loc": ["body", "image_url"], "msg": "Could not load", "type": "image_load_error"}]
+    rejected = backend._classify("result", 422, detail, None, {})
+    assert isinstance(rejected, PermanentJobError)
+    assert rejected.reason == "fal rejected the input: image_url: Could not load"
+    locked = backend._classify("submit", 403, "User is locked", None, {})
+    assert isinstance(locked, AccountError)
+    busy = backend._classify("submit", 429, "slow down", None, {"retry-after": "7"})
+    assert isinstance(busy, RetryableError) and busy.delay == 7
+    down = backend._classify("status", 503, "x", "runner_scheduling_failure", {})
+    assert isinstance(down, RetryableError) and down.kind == "runner_scheduling_failure"
+    assert isinstance(backend._classify("status", 404, "gone", None, {}), fal._Gone)
