@@ -62,6 +62,10 @@ def _progress_bar() -> object:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # File names need not be valid UTF-8; never let printing one crash a command.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = _parser()
     try:
         args = parser.parse_args(argv)

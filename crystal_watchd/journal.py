@@ -8,6 +8,7 @@ read while the daemon writes.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -20,8 +21,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
     folder TEXT NOT NULL,
-    path TEXT NOT NULL,
-    rel TEXT NOT NULL,
+    path BLOB NOT NULL,  -- os.fsencode(): file names need not be UTF-8
+    rel BLOB NOT NULL,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     sha256 TEXT NOT NULL,
@@ -53,9 +54,15 @@ _COLUMNS = ("id, folder, path, rel, size, mtime_ns, sha256, state, attempts, nex
             "finished_at, output_megapixels, cost_usd, submissions")
 
 
+def _b(path: Path | str) -> bytes:
+    """Paths are stored as the bytes the filesystem uses, so any name round-trips."""
+    return os.fsencode(path)
+
+
 def _row_to_job(row: sqlite3.Row) -> Job:
     return Job(
-        id=row["id"], folder=row["folder"], path=Path(row["path"]), rel=row["rel"],
+        id=row["id"], folder=row["folder"], path=Path(os.fsdecode(row["path"])),
+        rel=os.fsdecode(row["rel"]),
         size=row["size"], mtime_ns=row["mtime_ns"], sha256=row["sha256"],
         state=JobState(row["state"]), attempts=row["attempts"],
         next_attempt_at=row["next_attempt_at"], request_id=row["request_id"],
@@ -112,12 +119,12 @@ class Journal:
         rows = self.db.execute(
             "SELECT path, size, mtime_ns FROM jobs WHERE folder=? AND state!=?",
             (folder, JobState.SUPERSEDED.value))
-        return {(r[0], r[1], r[2]) for r in rows}
+        return {(os.fsdecode(r[0]), r[1], r[2]) for r in rows}
 
     def is_known(self, folder: str, path: Path, size: int, mtime_ns: int) -> bool:
         return self.db.execute(
             "SELECT 1 FROM jobs WHERE folder=? AND path=? AND size=? AND mtime_ns=? AND state!=?",
-            (folder, str(path), size, mtime_ns, JobState.SUPERSEDED.value)).fetchone() is not None
+            (folder, _b(path), size, mtime_ns, JobState.SUPERSEDED.value)).fetchone() is not None
 
     def find_done_output(self, folder: str, sha256: str, settings_key: str) -> Job | None:
         """An earlier finished job in ``folder`` with the same content and settings."""
@@ -191,17 +198,17 @@ class Journal:
             existing = self.db.execute(
                 "SELECT id FROM jobs WHERE folder=? AND path=? AND size=? AND mtime_ns=? "
                 "AND sha256=? AND state!=?",
-                (folder, str(path), size, mtime_ns, sha256, JobState.SUPERSEDED.value)).fetchone()
+                (folder, _b(path), size, mtime_ns, sha256, JobState.SUPERSEDED.value)).fetchone()
             if existing:
                 return None
             self.db.execute(
                 "UPDATE jobs SET state=?, reason=?, updated_at=? WHERE folder=? AND path=? AND state=?",
                 (JobState.SUPERSEDED.value, "the file changed before it was processed", now,
-                 folder, str(path), JobState.QUEUED.value))
+                 folder, _b(path), JobState.QUEUED.value))
             cur = self.db.execute(
                 "INSERT INTO jobs (folder, path, rel, size, mtime_ns, sha256, state, created_at, "
                 "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (folder, str(path), rel, size, mtime_ns, sha256, JobState.QUEUED.value, now, now))
+                (folder, _b(path), _b(rel), size, mtime_ns, sha256, JobState.QUEUED.value, now, now))
         return self.get(cur.lastrowid)
 
     def recover(self) -> int:
@@ -266,10 +273,10 @@ class Journal:
 
     def moved_source(self, job: Job, path: Path) -> Job:
         """The original now lives at ``path`` (failed_dir, or back in the inbox on retry)."""
-        return self._update(job, path=str(path))
+        return self._update(job, path=_b(path))
 
     def retry_failed(self, job: Job, path: Path) -> Job:
-        return self._update(job, state=JobState.QUEUED.value, path=str(path), attempts=0,
+        return self._update(job, state=JobState.QUEUED.value, path=_b(path), attempts=0,
                             next_attempt_at=0, finished_at=None, request_id=None)
 
     def iter_failed(self) -> Iterator[Job]:

@@ -64,6 +64,7 @@ def render_name(folder: FolderConfig, rel: str, *, scale: float, ext: str,
     if index:
         base, dot, extension = rendered.rpartition(".")
         rendered = f"{base}_{index + 1}.{extension}" if dot else f"{rendered}_{index + 1}"
+    rendered = fit_name(rendered)
     if not rendered or "/" in rendered or "\0" in rendered or rendered in (".", ".."):
         raise PermanentJobError(f"the filename template gives an unusable name {rendered!r}",
                                 kind="bad_output_name")
@@ -73,6 +74,23 @@ def render_name(folder: FolderConfig, rel: str, *, scale: float, ext: str,
         raise PermanentJobError(f"output name {rendered!r} would fall outside the outbox",
                                 kind="bad_output_name")
     return resolved
+
+
+#: Longest output name in bytes: 255 (most filesystems) less room for a "-NNNNN" suffix.
+MAX_NAME_BYTES = 240
+
+
+def fit_name(name: str) -> str:
+    """Shorten an over-long name (keeping its extension) so the filesystem accepts it."""
+    if len(os.fsencode(name)) <= MAX_NAME_BYTES:
+        return name
+    base, dot, extension = name.rpartition(".")
+    if not dot or len(os.fsencode(extension)) > 16:
+        base, extension = name, ""
+    tail = f".{extension}" if extension else ""
+    room = MAX_NAME_BYTES - len(os.fsencode(tail)) - 1
+    # Cut by bytes: Linux names are bytes, and fsdecode round-trips a split character.
+    return f"{os.fsdecode(os.fsencode(base)[:room])}~{tail}"
 
 
 def encode(image: Image.Image, fmt: str, source: SourceImage | None) -> bytes:
@@ -125,9 +143,14 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def temp_path(final: Path, tag: str) -> Path:
+    """A hidden name beside ``final``: ignored by every watcher, short whatever ``final`` is."""
+    return final.parent / f".crystal-watchd-{tag}.tmp"
+
+
 def write_temp(final: Path, data: bytes, tag: str) -> Path:
     """Write ``data`` to a hidden temp file beside ``final`` and fsync it."""
-    tmp = final.parent / f".{final.name}.{tag}.tmp"
+    tmp = temp_path(final, tag)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:
@@ -145,7 +168,7 @@ def write_temp(final: Path, data: bytes, tag: str) -> Path:
 
 def copy_temp(final: Path, source: Path, tag: str) -> Path:
     """Like write_temp, from an existing file (dedupe copies)."""
-    tmp = final.parent / f".{final.name}.{tag}.tmp"
+    tmp = temp_path(final, tag)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, tmp)

@@ -35,7 +35,7 @@ from .worker import Hooks, Worker, sha256_file
 
 log = logs.get(__name__)
 HASH_PARALLELISM = 4
-AVAILABILITY_CHECK = 5.0  # seconds between checks that every inbox is still there
+AVAILABILITY_CHECK = 2.0  # seconds between checks that every inbox is still there
 STATUS_MIN_INTERVAL = 2.0
 DISPATCH_POLL = 2.0  # seconds; the longest the dispatcher sleeps without looking at the queue
 

@@ -17,6 +17,7 @@ write) beside it, and the daemon's dispatcher picks retried jobs up on its next 
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ def collect(config: Config, journal_file: Path) -> dict[str, Any]:
         for folder, rel, created in db.execute(
                 "SELECT folder, rel, MIN(created_at) FROM jobs WHERE state IN (?, ?) "
                 "GROUP BY folder", (JobState.QUEUED.value, JobState.RUNNING.value)):
-            folders[folder]["oldest_waiting"] = {"file": rel, "since": _iso(created)}
+            folders[folder]["oldest_waiting"] = {"file": os.fsdecode(rel), "since": _iso(created)}
         today = datetime.now().astimezone().date().isoformat()
         spend = report["spend"]
         for folder, day, usd, mp in db.execute(
@@ -85,7 +86,7 @@ def collect(config: Config, journal_file: Path) -> dict[str, Any]:
                 "WHERE error_kind IS NOT NULL AND state IN (?, ?) ORDER BY updated_at DESC LIMIT 10",
                 (JobState.FAILED.value, JobState.QUEUED.value)):
             report["last_errors"].append({
-                "job_id": row[0], "folder": row[1], "file": row[2], "error": row[3],
+                "job_id": row[0], "folder": row[1], "file": os.fsdecode(row[2]), "error": row[3],
                 "reason": row[4], "at": _iso(row[5]), "state": row[6]})
     finally:
         journal.close()

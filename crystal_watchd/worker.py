@@ -20,7 +20,8 @@ from pathlib import Path
 from . import logs, output, preflight
 from .backends.base import Backend, ResultImage, UpscaleRequest
 from .config import Config, FolderConfig
-from .errors import AccountError, JobError, PermanentJobError, RetryableError
+from .errors import (AccountError, JobError, OutputBlockedError, PermanentJobError,
+                     RetryableError)
 from .jobs import Job, JobState, Settings
 from .journal import Journal
 
@@ -120,6 +121,13 @@ class Worker:
         except AccountError as exc:
             self.hooks.account_error(exc)
             return self.journal.retry_later(self.journal.get(job.id), delay=0, kind=exc.kind,
+                                            reason=exc.reason, count_attempt=False).state
+        except OutputBlockedError as exc:
+            # A full or read-only outbox is the machine's problem, not the file's: wait for
+            # it as long as it takes, never fail the file for it.
+            delay = self.config.retry.max_backoff
+            bound.warning("job_waiting_for_outbox", reason=exc.reason, retry_in=delay)
+            return self.journal.retry_later(self.journal.get(job.id), delay=delay, kind=exc.kind,
                                             reason=exc.reason, count_attempt=False).state
         except RetryableError as exc:
             return await asyncio.shield(self._retry(self.journal.get(job.id), folder, exc, bound))
@@ -281,7 +289,8 @@ class Worker:
                 self.journal.moved_source(job, moved)
             except OSError as exc_move:
                 bound.warning("original_not_moved_to_failed", error=str(exc_move))
-        report_path = (moved or where).with_name((moved or where).name + ".error.json")
+        report_path = (moved or where).with_name(
+            output.fit_name((moved or where).name + ".error.json"))
         report = {
             "file": job.path.name, "folder": job.folder, "original": str(moved or job.path),
             "error": exc.kind, "reason": exc.reason, "attempts": attempts,
@@ -292,7 +301,7 @@ class Worker:
         try:
             report_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = output.write_temp(report_path, json.dumps(report, indent=2).encode() + b"\n",
-                                    str(job.id))
+                                    f"{job.id}-error")
             os.replace(tmp, report_path)
         except (OSError, JobError) as exc_write:
             bound.warning("error_report_not_written", error=str(exc_write))
