@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,7 +85,8 @@ class Settler:
             entry = self._tracked.get(path)
             if entry is None:
                 continue  # forgotten while the stats were taken
-            if st is None:
+            if st is None or not stat.S_ISREG(st.st_mode):
+                # Not a regular file (a symbolic link, a directory, a pipe) is never taken.
                 # Deleted or renamed before it settled: the rename's own event (or the next
                 # scan) brings the new name; the old one is simply forgotten.
                 del self._tracked[path]

@@ -20,8 +20,7 @@ from pathlib import Path
 from . import logs, output, preflight
 from .backends.base import Backend, ResultImage, UpscaleRequest
 from .config import Config, FolderConfig
-from .errors import (AccountError, JobError, OutputBlockedError, PermanentJobError,
-                     RetryableError)
+from .errors import AccountError, JobError, OutputBlockedError, PermanentJobError, RetryableError
 from .jobs import Job, JobState, Settings
 from .journal import Journal
 
@@ -36,9 +35,14 @@ class _FolderGone(Exception):
     """The inbox itself is missing (share unmounted): wait, do not judge the file."""
 
 
+def open_source(path: Path):
+    """Open an inbox file for reading without ever following a symbolic link."""
+    return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_source(path) as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -154,7 +158,7 @@ class Worker:
             self.hooks.retouch(job.folder, job.path)
             raise _Superseded("the file changed after it was queued; the new version is queued")
         try:
-            with open(job.path, "rb") as fh:
+            with open_source(job.path) as fh:
                 data = fh.read()
         except PermissionError:
             raise RetryableError("the file cannot be read (permission denied)",

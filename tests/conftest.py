@@ -65,13 +65,17 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
 class Daemon:
     """``crystal-watchd run`` in a subprocess, with its JSON log lines parsed."""
 
-    def __init__(self, config: Path, *extra: str, env: dict[str, str] | None = None):
+    command: tuple[str, ...] = ("-m", "crystal_watchd")
+
+    def __init__(self, config: Path, *extra: str, env: dict[str, str] | None = None,
+                 preexec_fn: Callable[[], None] | None = None, wrapper: tuple[str, ...] = ()):
         self.config = config
         self.log_path = config.parent / f"daemon-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "crystal_watchd", "run", "--config", str(config), *extra],
-            stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+            [*wrapper, sys.executable, *self.command, "run", "--config", str(config), *extra],
+            stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+            preexec_fn=preexec_fn)
 
     def events(self) -> list[dict[str, Any]]:
         out = []
@@ -192,13 +196,7 @@ def fal_env(server, tls_files, **extra: str) -> dict[str, str]:
 class FalDaemon(Daemon):
     """``crystal-watchd run`` through the bootstrap that points fal_client at the fake."""
 
-    def __init__(self, config: Path, *extra: str, env: dict[str, str] | None = None):
-        self.config = config
-        self.log_path = config.parent / f"daemon-{time.monotonic_ns()}.log"
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(BOOTSTRAP), "run", "--config", str(config), *extra],
-            stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    command = (str(BOOTSTRAP),)
 
 
 @pytest.fixture
