@@ -13,7 +13,9 @@ import io
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image
 
@@ -93,15 +95,17 @@ def fit_name(name: str) -> str:
     return f"{os.fsdecode(os.fsencode(base)[:room])}~{tail}"
 
 
-def encode(image: Image.Image, fmt: str, source: SourceImage | None) -> bytes:
-    """Encode ``image`` as ``fmt``, carrying the source's ICC profile and EXIF where allowed."""
+def encode(image: Image.Image, fmt: str, source: SourceImage | None,
+           target: BinaryIO | None = None) -> bytes | None:
+    """Encode ``image`` as ``fmt`` into ``target`` (or return the bytes), carrying the
+    source's ICC profile and EXIF where the format allows."""
     params: dict[str, object] = {}
     if source is not None and source.icc_profile and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
         params["icc_profile"] = source.icc_profile
     if source is not None and source.exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
         params["exif"] = source.exif
     if fmt == "JPEG":
-        params.update(quality=95, subsampling=0, optimize=True)
+        params.update(quality=95, subsampling=0)
         if image.mode in ("RGBA", "LA", "P"):
             # JPEG has no alpha: flatten onto white rather than let dark pixels show.
             background = Image.new("RGB", image.size, "white")
@@ -117,6 +121,9 @@ def encode(image: Image.Image, fmt: str, source: SourceImage | None) -> bytes:
         params.update(compression="tiff_lzw")
     elif fmt == "BMP" and image.mode not in ("RGB", "L", "P", "1"):
         image = image.convert("RGB")
+    if target is not None:
+        image.save(target, fmt, **params)
+        return None
     buffer = io.BytesIO()
     image.save(buffer, fmt, **params)
     return buffer.getvalue()
@@ -148,13 +155,17 @@ def temp_path(final: Path, tag: str) -> Path:
     return final.parent / f".crystal-watchd-{tag}.tmp"
 
 
-def write_temp(final: Path, data: bytes, tag: str) -> Path:
-    """Write ``data`` to a hidden temp file beside ``final`` and fsync it."""
+def write_temp(final: Path, data: bytes | Callable[[BinaryIO], object], tag: str) -> Path:
+    """Write ``data`` (bytes, or a function that writes to the file) to a hidden temp file
+    beside ``final`` and fsync it."""
     tmp = temp_path(final, tag)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:
-            fh.write(data)
+            if callable(data):
+                data(fh)
+            else:
+                fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
     except OSError as exc:

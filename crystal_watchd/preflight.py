@@ -24,24 +24,23 @@ EXIF_ORIENTATION = 0x0112
 _KEEP_MODES = ("RGB", "RGBA", "L", "LA")
 
 
-@dataclass(frozen=True)
+@dataclass
 class SourceImage:
     """A decoded, upright input image and what must be carried over to the output."""
 
-    image: Image.Image
+    image: Image.Image | None  # None once the backend no longer needs the pixels
     format: str  # Pillow's name: JPEG, PNG, WEBP, TIFF, BMP, GIF …
     icc_profile: bytes | None
     exif: bytes | None  # orientation reset to 1: the pixels are already upright
     reoriented: bool
     frames: int
+    width: int
+    height: int
 
-    @property
-    def width(self) -> int:
-        return self.image.width
-
-    @property
-    def height(self) -> int:
-        return self.image.height
+    def drop_pixels(self) -> None:
+        """Free the decoded pixels (tens of MB for a photo) while the job waits on the
+        network; only the metadata is needed to write the output."""
+        self.image = None
 
 
 @dataclass(frozen=True)
@@ -115,7 +114,8 @@ def inspect(data: bytes, folder: FolderConfig) -> SourceImage:
         exif[EXIF_ORIENTATION] = 1
         exif_bytes = exif.tobytes()
     return SourceImage(image=_normalise_mode(upright), format=fmt, icc_profile=icc,
-                       exif=exif_bytes, reoriented=orientation not in (None, 1), frames=frames)
+                       exif=exif_bytes, reoriented=orientation not in (None, 1), frames=frames,
+                       width=upright.width, height=upright.height)
 
 
 def output_size(width: int, height: int, scale: float) -> tuple[int, int]:

@@ -37,6 +37,7 @@ log = logs.get(__name__)
 HASH_PARALLELISM = 4
 AVAILABILITY_CHECK = 2.0  # seconds between checks that every inbox is still there
 STATUS_MIN_INTERVAL = 2.0
+PREPARE_AHEAD = 3
 DISPATCH_POLL = 2.0  # seconds; the longest the dispatcher sleeps without looking at the queue
 
 
@@ -213,6 +214,8 @@ class Service:
             self.settler.forget_folder(name)
             self._unavailable.discard(name)
         self.config = self.worker.config = new
+        if new.concurrency != old.concurrency:
+            asyncio.get_running_loop().create_task(self.backend.slots.resize(new.concurrency))
         self._rules = {f.name: Rules(f) for f in new.folders}
         if (new.log.format, new.log.level) != (old.log.format, old.log.level):
             logs.configure(new.log.format, new.log.level)
@@ -354,7 +357,9 @@ class Service:
         while not self._stopping:
             self._wake.clear()
             now = time.time()
-            free = self.config.concurrency - len(self._inflight)
+            # Up to three times `concurrency` jobs run at once: a third hold a slot at the
+            # upscaler, the others prepare or finish beside them (see backends.base.Slots).
+            free = self.config.concurrency * PREPARE_AHEAD - len(self._inflight)
             paused = now < self._paused_until
             excluded = self._excluded_folders()
             over_budget = self._over_budget(now)

@@ -91,6 +91,11 @@ class Settler:
                 # scan) brings the new name; the old one is simply forgotten.
                 del self._tracked[path]
                 continue
+            if entry.size < 0:
+                # First look: the quiet period runs from the event (or scan) that found it,
+                # but a second look is always needed before the file is taken.
+                entry.size, entry.mtime_ns = st.st_size, st.st_mtime_ns
+                continue
             if (st.st_size, st.st_mtime_ns) != (entry.size, entry.mtime_ns):
                 entry.size, entry.mtime_ns, entry.changed_at = st.st_size, st.st_mtime_ns, now
                 continue
@@ -106,7 +111,10 @@ class Settler:
             if not self._tracked:
                 self._wake.clear()
                 await self._wake.wait()
-            await asyncio.sleep(TICK)
+            # Look again after TICK, or sooner when a file's quiet period ends before that.
+            due = min(t.changed_at + t.settle for t in self._tracked.values()) \
+                if len(self._tracked) < 2000 else 0.0
+            await asyncio.sleep(min(TICK, max(0.01, due - self._clock())))
             paths = list(self._tracked)
             # Thousands of stats (a big drop, a slow share) would stall the event loop.
             stats = await asyncio.to_thread(self._stat, paths) if len(paths) > 200 \

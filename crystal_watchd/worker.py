@@ -190,8 +190,10 @@ class Worker:
                 wanted = output.render_name(folder, job.rel, scale=scale, ext=ext, index=i)
                 image = result.open()
                 pixels += image.width * image.height
-                tmp = output.write_temp(wanted, output.encode(image, fmt, source),
-                                        f"{job.id}-{i}")
+                tmp = output.write_temp(
+                    wanted, lambda fh, im=image: output.encode(im, fmt, source, fh),
+                    f"{job.id}-{i}")
+                del image
                 result.discard()
             chosen = output.choose_name(wanted, folder.overwrite)
             pending.append([str(tmp), str(chosen), str(wanted)])

@@ -30,7 +30,7 @@ def test_key_sources_in_order(tmp_path):
 
 def test_key_is_masked_in_repr_and_scrubbed_from_logs():
     """The backend's repr hides the key; any log text containing it is scrubbed."""
-    backend = fal.FalBackend(FalConfig(), {"FAL_KEY": "secret-id-123456:secret-value-abcdef"})
+    backend = fal.FalBackend(FalConfig(), environ={"FAL_KEY": "secret-id-123456:secret-value-abcdef"})
     assert "secret" not in repr(backend) and "key=***" in repr(backend)
     assert "secret-value-abcdef" not in repr(backend._client)
     line = logs.scrub("auth Key secret-id-123456:secret-value-abcdef and "

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ..config import Config
-from .base import Backend, ResultImage, UpscaleRequest
+from .base import Backend, ResultImage, Slots, UpscaleRequest
 
-__all__ = ["Backend", "ResultImage", "UpscaleRequest", "create"]
+__all__ = ["Backend", "ResultImage", "Slots", "UpscaleRequest", "create"]
 
 
 def create(config: Config) -> Backend:
@@ -13,7 +13,7 @@ def create(config: Config) -> Backend:
     if config.backend == "local":
         from .local import LocalBackend
 
-        return LocalBackend()
+        return LocalBackend(Slots(config.concurrency))
     from .fal import FalBackend
 
-    return FalBackend(config.fal)
+    return FalBackend(config.fal, Slots(config.concurrency))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,17 +43,62 @@ class ResultImage:
         if self.image is not None:
             return self.image
         assert self.path is not None
-        with Image.open(self.path) as im:
-            im.load()
-            return im.copy() if im.mode in ("RGB", "RGBA", "L", "LA") else im.convert("RGBA")
+        im = Image.open(self.path)
+        im.load()  # reads all pixels and closes the file; no second copy in memory
+        return im if im.mode in ("RGB", "RGBA", "L", "LA") else im.convert("RGBA")
 
     def discard(self) -> None:
         if self.path is not None:
             self.path.unlink(missing_ok=True)
 
 
+class Slots:
+    """How many requests may be at the upscaler at once (``concurrency``).
+
+    Jobs prepare (decode, upload) and finish (download, write) outside a slot, so the next
+    request is ready the moment one completes and the upscaler never waits for our disk or
+    network. Resizable, because a reload may change ``concurrency``.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+        self._changed: asyncio.Condition | None = None
+
+    def _condition(self) -> asyncio.Condition:
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    async def acquire(self) -> None:
+        changed = self._condition()
+        async with changed:
+            await changed.wait_for(lambda: self.used < self.limit)
+            self.used += 1
+
+    async def release(self) -> None:
+        changed = self._condition()
+        async with changed:
+            self.used -= 1
+            changed.notify_all()
+
+    async def __aenter__(self) -> Slots:
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.release()
+
+    async def resize(self, limit: int) -> None:
+        changed = self._condition()
+        async with changed:
+            self.limit = limit
+            changed.notify_all()
+
+
 class Backend(Protocol):
     name: str
+    slots: Slots
 
     async def upscale(self, request: UpscaleRequest) -> list[ResultImage]:
         """Upscale one image. Raise errors from crystal_watchd.errors; never retry on your own

@@ -27,16 +27,21 @@ from PIL import Image
 from .. import logs
 from ..config import FalConfig
 from ..errors import AccountError, ConfigError, JobError, PermanentJobError, RetryableError
-from .base import ResultImage, UpscaleRequest
+from .base import ResultImage, Slots, UpscaleRequest
 
 log = logs.get(__name__)
 
 #: Inputs up to this size go inline as a data URI under ``upload: auto``; larger ones go
 #: through fal storage (fal recommends data URIs only for small files).
 DATA_URI_LIMIT = 256 * 1024
-#: Status poll intervals: a finished request waits at most this long to be noticed.
+#: Status poll intervals (seconds). While a request runs we poll every POLL_IN_PROGRESS,
+#: and every POLL_FINE once it nears the usual run time, so a finished request is noticed
+#: within a few hundredths of a second without polling fast all the time.
 POLL_IN_PROGRESS = 0.1
+POLL_FINE = 0.02
 POLL_IN_QUEUE = 0.25
+#: How long before a running request is expected to finish its slot goes to the next one.
+HANDOVER_LEAD = 0.15
 #: Formats fal accepts as they are; anything else is re-encoded as PNG before upload.
 _ACCEPTED = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 #: Pause after 401/403 before trying the account again (SIGHUP resumes sooner).
@@ -108,6 +113,28 @@ def _retry_after(headers: dict[str, str] | httpx.Headers | None) -> float | None
         return None
 
 
+class RunTime:
+    """A running estimate of how long requests stay IN_PROGRESS, to poll finely only when
+    one is likely to finish."""
+
+    def __init__(self) -> None:
+        self.estimate: float | None = None
+
+    def observe(self, seconds: float) -> None:
+        self.estimate = seconds if self.estimate is None else 0.8 * self.estimate + 0.2 * seconds
+
+    def nearly_done(self, running_for: float) -> bool:
+        return self.estimate is not None and running_for >= self.estimate - HANDOVER_LEAD
+
+    def poll_delay(self, running_for: float) -> float:
+        if self.estimate is None:
+            return POLL_IN_PROGRESS
+        soon = 0.85 * self.estimate
+        if running_for < soon:
+            return max(POLL_FINE, min(POLL_IN_QUEUE, soon - running_for))
+        return POLL_FINE if running_for < 1.5 * self.estimate + 1 else POLL_IN_PROGRESS
+
+
 class _Gone(Exception):
     """fal no longer has this request (404 / expired result)."""
 
@@ -115,8 +142,11 @@ class _Gone(Exception):
 class FalBackend:
     name = "fal"
 
-    def __init__(self, cfg: FalConfig, environ: dict[str, str] | None = None):
+    def __init__(self, cfg: FalConfig, slots: Slots | None = None,
+                 environ: dict[str, str] | None = None):
         self.cfg = cfg
+        self.slots = slots or Slots(2)
+        self._runtime = RunTime()
         key = read_key(cfg, environ)
         logs.register_secret(key)
         import fal_client  # imported late: it reads FAL_*_HOST when imported
@@ -136,25 +166,59 @@ class FalBackend:
 
     async def upscale(self, request: UpscaleRequest) -> list[ResultImage]:
         bound = log.bind(job_id=request.job_id)
-        deadline = time.monotonic() + self.cfg.timeout
+        # Upload outside a slot: it is our work, not the upscaler's.
+        image_url = None if request.request_id else await self._input_url(request)
         request_id = request.request_id
-        if request_id:
-            bound.info("fal_request_resumed", request_id=request_id)
-        else:
-            request_id = await self._submit(request, bound)
+        for attempt in (1, 2):
+            try:
+                handle = await self._run(request, request_id, image_url, bound)
+                # The slot is free again: download while the next request runs.
+                result = await self._retrying("result",
+                                              lambda h=handle: h.get(interval=POLL_FINE))
+                return await self._download_all(result, request, handle.request_id, bound)
+            except _Gone:
+                if attempt == 2:
+                    raise RetryableError("fal lost the request twice", kind="gone") from None
+                await request.on_forgotten()
+                bound.warning("fal_request_gone", request_id=request_id,
+                              note="fal no longer has this request; submitting again is a "
+                                   "second charge")
+                request_id = None
+                image_url = image_url or await self._input_url(request)
+            except _Failed as exc:
+                await request.on_forgotten()  # fal says it failed: the next attempt submits anew
+                raise exc.error from None
+        raise AssertionError("unreachable")
+
+    async def _run(self, request: UpscaleRequest, request_id: str | None, image_url: str | None,
+                   bound) -> Any:
+        """Hold a slot from submit (or resume) until the request is about to complete.
+
+        The slot is handed on HANDOVER_LEAD seconds before the request is expected to
+        finish, so the next request is already waiting in fal's queue when a runner frees
+        and no runner sits idle while we notice and resubmit. That request waits at most a
+        moment at fal, and waiting costs nothing (fal bills output megapixels, not time).
+        """
+        await self.slots.acquire()
+        held = True
+
+        async def hand_over() -> None:
+            nonlocal held
+            if held:
+                held = False
+                await self.slots.release()
+
         try:
-            result = await self._wait(request_id, deadline, bound)
-        except _Gone:
-            await request.on_forgotten()
-            bound.warning("fal_request_gone", request_id=request_id,
-                          note="fal no longer has this request; submitting again is a second "
-                               "charge")
-            request_id = await self._submit(request, bound)
-            result = await self._wait(request_id, time.monotonic() + self.cfg.timeout, bound)
-        except _Failed as exc:
-            await request.on_forgotten()  # fal says it failed: the next attempt submits anew
-            raise exc.error from None
-        return await self._download_all(result, request, request_id, bound)
+            if request_id:
+                bound.info("fal_request_resumed", request_id=request_id)
+            else:
+                assert image_url is not None
+                request_id = await self._submit(request, image_url, bound)
+            handle = await self._client.get_handle(self.cfg.endpoint, request_id)
+            await self._wait(handle, time.monotonic() + self.cfg.timeout, bound, hand_over)
+            return handle
+        finally:
+            await hand_over()
 
     async def _retrying(self, what: str, make: Callable[[], Awaitable[Any]]) -> Any:
         """One call, retried in place on transient errors. Polls, result fetches and
@@ -208,9 +272,11 @@ class FalBackend:
         if source.format in _ACCEPTED and not source.reoriented and source.frames == 1:
             data, mime = request.data, _ACCEPTED[source.format]
         else:  # upright pixels fal can read: rotated, TIFF/BMP, animated (first frame)
+            assert source.image is not None
             buffer = io.BytesIO()
             await asyncio.to_thread(source.image.save, buffer, "PNG")
             data, mime = buffer.getvalue(), "image/png"
+        source.drop_pixels()
         mode = self.cfg.upload
         if mode == "data-uri" or (mode == "auto" and len(data) <= DATA_URI_LIMIT):
             return f"data:{mime};base64,{base64.b64encode(data).decode()}"
@@ -219,8 +285,8 @@ class FalBackend:
         return await self._retrying("upload", lambda: self._client.upload(data, mime,
                                                                            file_name=name))
 
-    async def _submit(self, request: UpscaleRequest, bound) -> str:
-        arguments = {"image_url": await self._input_url(request),
+    async def _submit(self, request: UpscaleRequest, image_url: str, bound) -> str:
+        arguments = {"image_url": image_url,
                      "scale_factor": request.plan.scale,
                      "creativity": request.creativity,
                      "output_format": "png"}  # lossless; converted locally to the folder's format
@@ -234,26 +300,43 @@ class FalBackend:
                    output=f"{request.plan.width}x{request.plan.height}")
         return handle.request_id
 
-    async def _wait(self, request_id: str, deadline: float, bound) -> dict[str, Any]:
-        handle = await self._client.get_handle(self.cfg.endpoint, request_id)
+    async def _wait(self, handle: Any, deadline: float, bound,
+                    nearly_done: Callable[[], Awaitable[None]]) -> None:
+        """Poll until COMPLETED; raise _Failed if fal reports the run failed. Calls
+        ``nearly_done`` once the request is expected to finish within HANDOVER_LEAD."""
+        request_id = handle.request_id
         seen_logs = 0
+        waiting_since = time.monotonic()
+        running_since: float | None = None
+        last_queued: float | None = None
         while True:
             if time.monotonic() > deadline:
                 await self._cancel_after_timeout(handle, request_id, bound)
             status = await self._retrying("status", lambda: handle.status(with_logs=True))
+            now = time.monotonic()
             logs_now = getattr(status, "logs", None) or []
             for entry in logs_now[seen_logs:]:
                 bound.debug("fal_log", request_id=request_id,
                             message=str(entry.get("message", entry))[:500])
             seen_logs = max(seen_logs, len(logs_now))
             if isinstance(status, self._fal.Completed):
+                if running_since is not None:
+                    self._runtime.observe(now - running_since)
                 if status.error:
                     raise _Failed(self._app_error(status.error, status.error_type))
-                break
-            await asyncio.sleep(POLL_IN_QUEUE if isinstance(status, self._fal.Queued)
-                                else POLL_IN_PROGRESS)
-        # handle.get() polls once more (already COMPLETED) and fetches the response.
-        return await self._retrying("result", lambda: handle.get(interval=POLL_IN_PROGRESS))
+                return
+            if isinstance(status, self._fal.Queued):
+                last_queued = now
+                # A request handed a slot early usually starts within the lead: watch
+                # closely then, so its start (and so its expected end) is known precisely.
+                await asyncio.sleep(POLL_FINE if now - waiting_since < 2 * HANDOVER_LEAD
+                                    else POLL_IN_QUEUE)
+                continue
+            if running_since is None:
+                running_since = now if last_queued is None else (last_queued + now) / 2
+            if self._runtime.nearly_done(now - running_since):
+                await nearly_done()
+            await asyncio.sleep(self._runtime.poll_delay(now - running_since))
 
     def _app_error(self, error: str, error_type: str | None) -> JobError:
         if error_type and (error_type in _PERMANENT_TYPES or "validation" in error_type):
@@ -334,6 +417,8 @@ class _Failed(Exception):
 
 
 def _verify_image(path: Path) -> None:
+    """Structural check (headers, chunk checksums) without decoding every pixel; the
+    writer decodes it in full next, and any damage left fails the job there."""
     with Image.open(path) as im:
-        im.load()
+        im.verify()
 

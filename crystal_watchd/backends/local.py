@@ -7,7 +7,7 @@ import asyncio
 from PIL import Image
 
 from .. import logs
-from .base import ResultImage, UpscaleRequest
+from .base import ResultImage, Slots, UpscaleRequest
 
 log = logs.get(__name__)
 
@@ -15,7 +15,8 @@ log = logs.get(__name__)
 class LocalBackend:
     name = "local"
 
-    def __init__(self) -> None:
+    def __init__(self, slots: Slots | None = None) -> None:
+        self.slots = slots or Slots(1)
         self._told_creativity = False
 
     async def upscale(self, request: UpscaleRequest) -> list[ResultImage]:
@@ -23,7 +24,10 @@ class LocalBackend:
             self._told_creativity = True
             log.info("local_backend_ignores_creativity", creativity=request.creativity)
         size = (request.plan.width, request.plan.height)
-        image = await asyncio.to_thread(request.source.image.resize, size, Image.Resampling.LANCZOS)
+        assert request.source.image is not None
+        async with self.slots:
+            image = await asyncio.to_thread(request.source.image.resize, size,
+                                            Image.Resampling.LANCZOS)
         return [ResultImage(image=image)]
 
     async def aclose(self) -> None:

@@ -76,6 +76,8 @@ class _Request:
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     completed_at: float | None = None
+    seen_completed_at: float | None = None  # when the client first saw COMPLETED
+    runner: int = 0
 
 
 class FakeFal:
@@ -94,6 +96,10 @@ class FakeFal:
         #: Every accepted submission, billed or not.
         self.submissions: list[dict[str, Any]] = []
         self.calls: dict[str, int] = {name: 0 for name in ENDPOINTS}
+        #: Requests submitted whose completion the client has not yet seen, and the most
+        #: there ever were at once: what the client's concurrency limit bounds.
+        self.open: set[str] = set()
+        self.peak_open = 0
         self._certfile, self._keyfile = certfile, keyfile
         self._server: ThreadingHTTPServer | None = None
 
@@ -153,10 +159,12 @@ class FakeFal:
             start = max(now, self._runner_free[slot])
             end = start + self.latency
             self._runner_free[slot] = end
-            req = _Request(id=str(uuid.uuid4()), arguments=arguments,
+            req = _Request(id=str(uuid.uuid4()), arguments=arguments, runner=slot,
                            input_sha256=hashlib.sha256(data).hexdigest() if data else None,
                            submitted=now, start=start, end=end)
             self.requests[req.id] = req
+            self.open.add(req.id)
+            self.peak_open = max(self.peak_open, len(self.open))
             self.submissions.append({"request_id": req.id, "app": app,
                                      "input_sha256": req.input_sha256,
                                      "scale_factor": arguments.get("scale_factor"),
@@ -416,6 +424,9 @@ class _Handler(BaseHTTPRequestHandler):
                                         "metrics": {"inference_time": fake.latency}}
                 if req.outcome in ("app_error", "cancelled"):
                     body.update(req.error or {})
+                fake.open.discard(req.id)
+                if req.seen_completed_at is None:
+                    req.seen_completed_at = time.monotonic()
                 self._send(200, body)
             return
         if state != "COMPLETED":

@@ -1,0 +1,404 @@
+"""Benchmark crystal-watchd against the physical limit and a do-it-yourself peer.
+
+    python bench/run.py [--files 200] [--concurrency 8] [--latency 1.0] [--settle 0.5]
+                        [--idle-seconds 60] [--backlog 10000] [--done 100000] [--out FILE]
+
+Uses the fake fal server from tests/ (fixed latency, as many runners as the concurrency) on
+loopback, prints a table with each goal beside its number, and writes the numbers as JSON.
+Parts: throughput (efficiency = (N·L/C) / wall), the peer side by side, drop→submit and
+drop→output latency, idle CPU and RSS with 10 watched folders (native and polling), backlog
+journaling and restart over many done files, and CPU per job for a 12 MP JPEG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+import trustme  # noqa: E402
+import yaml  # noqa: E402
+from fakefal import FakeFal  # noqa: E402
+from PIL import Image  # noqa: E402
+
+KEY = "bench-key-id:bench-key-secret"
+# The fake server answers from many threads; a short GIL switch interval keeps its own
+# answer latency well below what is being measured.
+sys.setswitchinterval(0.0005)
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class Env:
+    def __init__(self, base: Path):
+        self.base = base
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1")
+        self.ca, self.cert, self.key = base / "ca.pem", base / "cert.pem", base / "key.pem"
+        ca.cert_pem.write_to_path(str(self.ca))
+        cert.private_key_pem.write_to_path(str(self.key))
+        self.cert.write_bytes(b"".join(b.bytes() for b in cert.cert_chain_pems))
+
+    def fake(self, latency: float, runners: int) -> FakeFal:
+        return FakeFal(key=KEY, latency=latency, runners=runners, certfile=str(self.cert),
+                       keyfile=str(self.key)).start()
+
+    def environ(self, server: FakeFal) -> dict[str, str]:
+        return {**os.environ, "FAL_RUN_HOST": server.host, "FAL_QUEUE_RUN_HOST": server.host,
+                "SSL_CERT_FILE": str(self.ca), "FAKEFAL_BASE_URL": server.base_url,
+                "FAL_KEY": KEY}
+
+
+class Proc:
+    """A daemon (or peer) subprocess with its log and /proc accounting."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path):
+        self.log = log
+        self.proc = subprocess.Popen([sys.executable, *args], env=env, stdout=open(log, "w"),
+                                     stderr=subprocess.STDOUT)
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if name is None or event.get("event") == name:
+                out.append(event)
+        return out
+
+    def wait_event(self, name: str, count: int = 1, timeout: float = 600) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.events(name)
+            if len(found) >= count:
+                return found
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"process exited: {self.log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        raise TimeoutError(f"{count}× {name}")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
+
+    def rss_mb(self, peak: bool = False) -> float:
+        key = "VmHWM:" if peak else "VmRSS:"
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def daemon(env: Env, server: FakeFal | None, config: Path, log: Path) -> Proc:
+    if server is None:
+        return Proc(["-m", "crystal_watchd", "run", "--config", str(config)], dict(os.environ),
+                    log)
+    return Proc([str(ROOT / "tests/fakefal/bootstrap.py"), "run", "--config", str(config)],
+                env.environ(server), log)
+
+
+def write_config(path: Path, folders: list[dict], **top: Any) -> Path:
+    data = {"backend": "fal", "state_dir": str(path.parent / "state"),
+            "log": {"format": "json", "level": "info"}, **top, "folders": folders}
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def jpeg(size: tuple[int, int], seed: int) -> bytes:
+    image = Image.new("RGB", size, ((seed * 37) % 256, (seed * 11) % 256, 90))
+    image.putpixel((0, 0), (seed % 256, seed // 256 % 256, 1))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def ts(event: dict) -> float:
+    return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def count_files(folder: Path) -> int:
+    try:
+        return sum(1 for n in os.listdir(folder) if not n.startswith("."))
+    except FileNotFoundError:
+        return 0
+
+
+# -- parts --------------------------------------------------------------------------------
+
+def throughput(env: Env, work: Path, n: int, c: int, latency: float, settle: float) -> dict:
+    server = env.fake(latency, runners=c)
+    try:
+        files = [jpeg((64, 48), i) for i in range(n)]
+        config = write_config(work / "tp.yaml", [{"inbox": str(work / "tp/in"),
+                                                  "outbox": str(work / "tp/out"),
+                                                  "settle": settle}], concurrency=c)
+        d = daemon(env, server, config, work / "tp.log")
+        d.wait_event("daemon_ready")
+        start = time.time()
+        for i, data in enumerate(files):
+            (work / "tp/in" / f"f{i:04d}.jpg").write_bytes(data)
+        while count_files(work / "tp/out") < n:
+            time.sleep(0.02)
+        ours = time.time() - start
+        daemon_cpu = d.cpu_seconds()
+        phases = {name: round(ts(d.events(name)[0]) - start, 3) for name in
+                  ("file_queued", "fal_request_submitted")}
+        phases["last_submit"] = round(ts(d.events("fal_request_submitted")[-1]) - start, 3)
+        phases["last_done"] = round(ts(d.events("job_done")[-1]) - start, 3)
+        d.stop()
+
+        (work / "peer/in").mkdir(parents=True)
+        peer = Proc([str(ROOT / "bench/peer.py"), str(work / "peer/in"), str(work / "peer/out"),
+                     str(c), "2"], env.environ(server), work / "peer.log")
+        while "peer_ready" not in peer.log.read_text():
+            time.sleep(0.05)
+        start = time.time()
+        for i, data in enumerate(files):
+            (work / "peer/in" / f"f{i:04d}.jpg").write_bytes(data)
+        deadline = time.time() + 600
+        while count_files(work / "peer/out") < n and time.time() < deadline:
+            time.sleep(0.02)
+        theirs = time.time() - start
+        peer.proc.kill()
+        ideal = n * latency / c
+        return {"files": n, "concurrency": c, "latency": latency, "settle": settle,
+                "ideal_s": round(ideal, 2), "wall_s": round(ours, 2),
+                "daemon_cpu_s": round(daemon_cpu, 2), "timeline_s": phases,
+                "efficiency": round(ideal / ours, 3), "peer_wall_s": round(theirs, 2),
+                "ours_over_peer": round(ours / theirs, 3)}
+    finally:
+        server.stop()
+
+
+def latency_part(env: Env, work: Path, latency: float, settle: float, samples: int) -> dict:
+    server = env.fake(latency, runners=2)
+    try:
+        config = write_config(work / "lat.yaml", [{"inbox": str(work / "lat/in"),
+                                                   "outbox": str(work / "lat/out"),
+                                                   "settle": settle}], concurrency=2)
+        d = daemon(env, server, config, work / "lat.log")
+        d.wait_event("daemon_ready")
+        to_submit, to_output = [], []
+        for i in range(samples):
+            data = jpeg((64, 48), 1000 + i)
+            path = work / "lat/in" / f"l{i:03d}.jpg"
+            with open(path, "wb") as fh:
+                fh.write(data)
+            closed = time.time()
+            submitted = d.wait_event("fal_request_submitted", i + 1)[-1]
+            out = work / "lat/out" / f"l{i:03d}_x2.jpg"
+            while not out.exists():
+                time.sleep(0.005)
+            to_output.append(time.time() - closed)
+            to_submit.append(ts(submitted) - closed)
+            time.sleep(0.2)
+        d.stop()
+
+        def pct(values: list[float], q: float) -> float:
+            return round(statistics.quantiles(values, n=100)[q - 1], 3) if len(values) > 1 \
+                else round(values[0], 3)
+
+        return {"samples": samples, "settle": settle, "latency": latency,
+                "submit_p50_s": pct(to_submit, 50), "submit_p95_s": pct(to_submit, 95),
+                "output_p50_s": pct(to_output, 50), "output_p95_s": pct(to_output, 95)}
+    finally:
+        server.stop()
+
+
+def idle(env: Env, work: Path, seconds: float) -> dict:
+    out = {}
+    for mode in ("native", "polling"):
+        folders = [{"inbox": str(work / f"idle-{mode}/in{i}"),
+                    "outbox": str(work / f"idle-{mode}/out{i}"),
+                    "polling": mode == "polling"} for i in range(10)]
+        config = write_config(work / f"idle-{mode}.yaml", folders, backend="local",
+                              state_dir=str(work / f"idle-{mode}/state"))
+        d = daemon(env, None, config, work / f"idle-{mode}.log")
+        d.wait_event("daemon_ready")
+        time.sleep(2)
+        cpu0 = d.cpu_seconds()
+        time.sleep(seconds)
+        cpu = d.cpu_seconds() - cpu0
+        out[mode] = {"cpu_percent": round(100 * cpu / seconds, 3), "rss_mb": round(d.rss_mb(), 1),
+                     "peak_rss_mb": round(d.rss_mb(peak=True), 1)}
+        d.stop()
+    return out
+
+
+def backlog(env: Env, work: Path, queued: int, done: int) -> dict:
+    from crystal_watchd.journal import Journal
+
+    # 1. journal a backlog: budget 0 means nothing is submitted, everything is journaled
+    inbox = work / "bl/in"
+    inbox.mkdir(parents=True)
+    for i in range(queued):
+        (inbox / f"q{i:05d}.jpg").write_bytes(jpeg((8, 8), i))
+    server = env.fake(0.1, runners=2)
+    config = write_config(work / "bl.yaml", [{"inbox": str(inbox), "outbox": str(work / "bl/out"),
+                                              "settle": 0.5}], budget={"daily_usd": 0},
+                          state_dir=str(work / "bl/state"))
+    start = time.time()
+    d = daemon(env, server, config, work / "bl.log")
+    d.wait_event("file_queued", queued, timeout=900)
+    journal_s = time.time() - start
+    rss = d.rss_mb(peak=True)
+    d.stop()
+    server.stop()
+
+    # 2. restart over many done files (originals kept)
+    inbox = work / "done/in"
+    inbox.mkdir(parents=True)
+    journal = Journal(work / "done/state/journal.sqlite3")
+    data = jpeg((4, 4), 1)
+    rows = []
+    for i in range(done):
+        path = inbox / f"d{i:06d}.jpg"
+        path.write_bytes(data)
+        st = path.stat()
+        rows.append((path, st))
+    with journal.db:
+        for i, (path, st) in enumerate(rows):
+            journal.db.execute(
+                "INSERT INTO jobs (folder, path, rel, size, mtime_ns, sha256, state, created_at, "
+                "updated_at) VALUES ('in', ?, ?, ?, ?, ?, 'done', 0, 0)",
+                (os.fsencode(path), os.fsencode(path.name), st.st_size, st.st_mtime_ns, f"h{i}"))
+    journal.close()
+    server = env.fake(0.1, runners=2)
+    config = write_config(work / "done.yaml", [{"inbox": str(inbox),
+                                                "outbox": str(work / "done/out")}],
+                          state_dir=str(work / "done/state"))
+    start = time.time()
+    d = daemon(env, server, config, work / "done.log")
+    scanned = d.wait_event("folder_scanned", timeout=300)[0]
+    restart_s = time.time() - start
+    time.sleep(1.5)
+    submissions = len(server.submissions)
+    queued_again = len(d.events("file_queued"))
+    d.stop()
+    server.stop()
+    return {"queued_files": queued, "journal_s": round(journal_s, 2),
+            "peak_rss_mb_backlog": round(rss, 1), "done_files": done,
+            "restart_s": round(restart_s, 2), "restart_new": scanned["new"],
+            "restart_queued": queued_again, "restart_submissions": submissions}
+
+
+def per_file(env: Env, work: Path, jobs: int) -> dict:
+    server = env.fake(0.0, runners=4)
+    try:
+        config = write_config(work / "pf.yaml", [{"inbox": str(work / "pf/in"),
+                                                  "outbox": str(work / "pf/out"),
+                                                  "settle": 0.3, "output_format": "jpeg"}],
+                              concurrency=1)
+        d = daemon(env, server, config, work / "pf.log")
+        d.wait_event("daemon_ready")
+        time.sleep(1)
+        cpu0 = d.cpu_seconds()
+        start = time.time()
+        for i in range(jobs):
+            image = Image.frombytes("RGB", (4000, 3000), os.urandom(4000 * 3000 * 3 // 64) * 64)
+            image.save(work / "pf/in" / f"big{i}.jpg", quality=90)
+            d.wait_event("job_done", i + 1, timeout=600)
+        wall = time.time() - start
+        cpu = d.cpu_seconds() - cpu0
+        return {"jobs": jobs, "input": "4000x3000 JPEG", "output": "8000x6000 JPEG q95",
+                "cpu_ms_per_job": round(1000 * cpu / jobs), "wall_s_per_job": round(wall / jobs, 2),
+                "peak_rss_mb": round(d.rss_mb(peak=True), 1)}
+    finally:
+        d.stop()
+        server.stop()
+
+
+def report(results: dict, args: argparse.Namespace) -> str:
+    t, lat, idle_, bl, pf = (results["throughput"], results["latency"], results["idle"],
+                             results["backlog"], results["per_file"])
+    rows = [
+        ("efficiency (N·L/C ÷ wall)", f"{t['efficiency']:.3f}  ({t['wall_s']} s vs ideal "
+         f"{t['ideal_s']} s)", "≥ 0.95", t["efficiency"] >= 0.95),
+        ("ours ÷ peer wall time", f"{t['ours_over_peer']:.3f}  (peer {t['peer_wall_s']} s)",
+         "≤ 1", t["ours_over_peer"] <= 1),
+        ("drop→submit p50 / p95", f"{lat['submit_p50_s']} / {lat['submit_p95_s']} s",
+         f"p95 ≤ settle + 0.3 = {lat['settle'] + 0.3:g} s",
+         lat["submit_p95_s"] <= lat["settle"] + 0.3),
+        ("drop→output p50 / p95", f"{lat['output_p50_s']} / {lat['output_p95_s']} s",
+         f"(latency {lat['latency']:g} s)", True),
+        ("idle CPU native / polling", f"{idle_['native']['cpu_percent']} / "
+         f"{idle_['polling']['cpu_percent']} % of a core", "< 0.5 %",
+         max(idle_["native"]["cpu_percent"], idle_["polling"]["cpu_percent"]) < 0.5),
+        ("idle RSS native / polling", f"{idle_['native']['rss_mb']} / "
+         f"{idle_['polling']['rss_mb']} MB", "< 100 MB",
+         max(idle_["native"]["rss_mb"], idle_["polling"]["rss_mb"]) < 100),
+        (f"journal {bl['queued_files']} queued files", f"{bl['journal_s']} s, peak RSS "
+         f"{bl['peak_rss_mb_backlog']} MB", "RSS < 150 MB", bl["peak_rss_mb_backlog"] < 150),
+        (f"restart over {bl['done_files']} done files", f"{bl['restart_s']} s, "
+         f"{bl['restart_submissions']} submissions", "< 10 s, 0 submissions",
+         bl["restart_s"] < 10 and bl["restart_submissions"] == 0),
+        ("CPU per 12 MP job (×2)", f"{pf['cpu_ms_per_job']} ms "
+         f"(wall {pf['wall_s_per_job']} s, peak RSS {pf['peak_rss_mb']} MB)", "(measured)", True),
+    ]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"crystal-watchd benchmark — N={t['files']} C={t['concurrency']} "
+             f"L={t['latency']}s settle={t['settle']}s, {os.cpu_count()} cores",
+             f"{'measure':<{width}}  {'result':<48} {'goal':<26} ok"]
+    for name, value, goal, ok in rows:
+        lines.append(f"{name:<{width}}  {value:<48} {goal:<26} {'yes' if ok else 'NO'}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--files", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--latency", type=float, default=1.0)
+    parser.add_argument("--settle", type=float, default=0.5)
+    parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument("--idle-seconds", type=float, default=60)
+    parser.add_argument("--backlog", type=int, default=10_000)
+    parser.add_argument("--done", type=int, default=100_000)
+    parser.add_argument("--big-jobs", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="crystal-watchd-bench-"))
+    env = Env(work)
+    try:
+        results = {
+            "throughput": throughput(env, work, args.files, args.concurrency, args.latency,
+                                     args.settle),
+            "latency": latency_part(env, work, args.latency, args.settle, args.samples),
+            "idle": idle(env, work, args.idle_seconds),
+            "backlog": backlog(env, work, args.backlog, args.done),
+            "per_file": per_file(env, work, args.big_jobs),
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(report(results, args))
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"numbers written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
