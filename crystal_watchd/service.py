@@ -68,6 +68,8 @@ class Service:
         self._done_this_run = 0
         self._last_status = 0.0
         self._budget = Budget()
+        #: ``once`` gave up waiting: the account is refused or the budget is spent.
+        self._stalled = False
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -123,7 +125,7 @@ class Service:
             self.journal.close()
             lock.release()
         log.info("daemon_stopped", done=self._done_this_run, failed=self._failed_this_run)
-        return 1 if self.once and self._failed_this_run else 0
+        return 1 if self.once and (self._failed_this_run or self._stalled) else 0
 
     def request_stop(self, *, immediately: bool = False) -> None:
         if self._stopping and immediately:
@@ -176,6 +178,13 @@ class Service:
                 total = done + self.journal.unfinished() + len(self.settler)
                 self._progress(done, total)
             if not busy:
+                return
+            # Waiting out an account pause or tomorrow's budget is for ``run``, not ``once``.
+            blocked = time.time() < self._paused_until or self._over_budget(time.time())
+            if blocked and not self._inflight and not self._intake_tasks and not len(self.settler):
+                self._stalled = True
+                log.error("once_stopped_early", queued=self.journal.unfinished(),
+                          note="files stay queued in the journal for the next run")
                 return
             try:
                 await asyncio.wait_for(self._stop.wait(), 0.2)

@@ -229,3 +229,25 @@ def test_plain_url_results_and_truncated_downloads(tmp_path, fakefal, fal_daemon
     assert server.calls["download"] > 3  # some downloads were cut short and fetched again
     assert all(size == (20, 12) for size in images_in(tmp_path / "out").values())
     assert d.stop() == 0
+
+
+def test_once_with_a_refused_account_stops_with_files_still_queued(tmp_path, fakefal, tls_files):
+    """``once`` does not wait out an account pause: it exits 1 promptly, fails no file, and
+    the files stay queued for the next run."""
+    import subprocess
+    import sys
+
+    from conftest import BOOTSTRAP
+
+    server = fakefal(faults=Faults(locked=True))
+    config = fal_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 0.1}])
+    make_image(tmp_path / "in/wait.png", (10, 10), fmt="PNG")
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, str(BOOTSTRAP), "once", "--config", str(config)],
+                            env={**os.environ, **fal_env(server, tls_files)},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert time.monotonic() - started < 30
+    assert "once_stopped_early" in result.stderr + result.stdout
+    report = json.loads(cli("status", "--json", "--config", str(config)).stdout)
+    assert report["totals"]["queued"] == 1 and report["totals"]["failed"] == 0
