@@ -8,6 +8,7 @@ done) runs shielded from cancellation, so a shutdown never loses finished work.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import os
@@ -68,8 +69,16 @@ class Worker:
         folder = self.config.folder(job.folder)
         if folder is None:  # removed by a reload; stays queued until it comes back
             return self.journal.requeue(job).state
-        settings = Settings(self.backend.name, folder.scale_factor, folder.creativity,
-                            folder.output_format)
+        if job.request_id and job.settings:
+            # Already at the backend: finish with the settings it was submitted with, even if
+            # a reload changed the folder since (new settings apply to new submissions).
+            settings = Settings(**job.settings)
+            folder = dataclasses.replace(folder, scale_factor=settings.scale_factor,
+                                         creativity=settings.creativity,
+                                         output_format=settings.output_format)
+        else:
+            settings = Settings(self.backend.name, folder.scale_factor, folder.creativity,
+                                folder.output_format)
         job = self.journal.start(job, settings.__dict__, settings.key())
         bound = log.bind(job_id=job.id, folder=job.folder, file=job.rel)
         started = time.monotonic()
@@ -116,7 +125,7 @@ class Worker:
             return self.journal.superseded(job, str(exc)).state
         except _FolderGone:
             bound.warning("job_waiting_for_folder", inbox=str(folder.inbox))
-            return self.journal.retry_later(job, delay=self.config.retry.backoff,
+            return self.journal.retry_later(job, delay=max(self.config.retry.backoff, 2.0),
                                             kind="folder_unavailable",
                                             reason="the inbox is not available",
                                             count_attempt=False).state

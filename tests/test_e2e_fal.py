@@ -194,7 +194,8 @@ def test_fault_mix_still_yields_every_output_without_double_billing(tmp_path, fa
     # a run fal completed but whose result we never saw would show up as >1; a re-run only
     # happens after fal itself reported the run failed, which is not billed as a success
     assert max(billed.values()) == 1, billed
-    assert server.peak_open <= 4  # concurrency bounds the requests at fal
+    # concurrency 4 holding slots, plus at most 4 handed on early: never more at fal
+    assert server.peak_open <= 2 * 4
     assert d.stop() == 0
     wait_for(lambda: d.proc.poll() is not None, 5, "exit")
 

@@ -52,3 +52,30 @@ def test_errors_are_sorted_by_what_to_do():
     down = backend._classify("status", 503, "x", "runner_scheduling_failure", {})
     assert isinstance(down, RetryableError) and down.kind == "runner_scheduling_failure"
     assert isinstance(backend._classify("status", 404, "gone", None, {}), fal._Gone)
+
+
+def test_slots_bound_requests_even_when_handed_on_early():
+    """Slots never admit more than ``limit`` holders, and early hand-overs are capped at
+    ``limit`` more, so hung requests cannot pile up at the upscaler."""
+    import asyncio
+
+    from crystal_watchd.backends.base import Slots
+
+    async def main():
+        slots = Slots(2)
+        await slots.acquire()
+        await slots.acquire()
+        waiter = asyncio.create_task(slots.acquire())
+        await asyncio.sleep(0.01)
+        assert not waiter.done()
+        assert slots.try_lend() and slots.try_lend() and not slots.try_lend()
+        await slots.release()
+        await asyncio.wait_for(waiter, 1)
+        slots.returned()
+        assert slots.try_lend()
+        await slots.resize(3)
+        third = asyncio.create_task(slots.acquire())
+        await asyncio.wait_for(third, 1)
+        assert slots.used == 3
+
+    asyncio.run(main())

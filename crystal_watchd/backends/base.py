@@ -63,7 +63,19 @@ class Slots:
     def __init__(self, limit: int):
         self.limit = limit
         self.used = 0
+        #: Slots handed on early whose request has not completed yet. Capped at ``limit``,
+        #: so at most twice ``limit`` requests are ever at the upscaler, even if they hang.
+        self.lent = 0
         self._changed: asyncio.Condition | None = None
+
+    def try_lend(self) -> bool:
+        if self.lent >= self.limit:
+            return False
+        self.lent += 1
+        return True
+
+    def returned(self) -> None:
+        self.lent -= 1
 
     def _condition(self) -> asyncio.Condition:
         if self._changed is None:

@@ -200,12 +200,12 @@ class FalBackend:
         moment at fal, and waiting costs nothing (fal bills output megapixels, not time).
         """
         await self.slots.acquire()
-        held = True
+        held, lent = True, False
 
         async def hand_over() -> None:
-            nonlocal held
-            if held:
-                held = False
+            nonlocal held, lent
+            if held and self.slots.try_lend():
+                held, lent = False, True
                 await self.slots.release()
 
         try:
@@ -218,7 +218,10 @@ class FalBackend:
             await self._wait(handle, time.monotonic() + self.cfg.timeout, bound, hand_over)
             return handle
         finally:
-            await hand_over()
+            if held:
+                await self.slots.release()
+            if lent:
+                self.slots.returned()
 
     async def _retrying(self, what: str, make: Callable[[], Awaitable[Any]]) -> Any:
         """One call, retried in place on transient errors. Polls, result fetches and
