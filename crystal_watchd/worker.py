@@ -200,7 +200,7 @@ class Worker:
                 image = result.open()
                 pixels += image.width * image.height
                 tmp = output.write_temp(
-                    wanted, lambda fh, im=image: output.encode(im, fmt, source, fh),
+                    wanted, lambda fh, im=image, f=fmt: output.encode(im, f, source, fh),
                     f"{job.id}-{i}")
                 del image
                 result.discard()
