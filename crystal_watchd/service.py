@@ -67,6 +67,7 @@ class Service:
         self._failed_this_run = 0
         self._done_this_run = 0
         self._last_status = 0.0
+        self._status_pending = False
         self._budget = Budget()
         #: ``once`` gave up waiting: the account is refused or the budget is spent.
         self._stalled = False
@@ -168,15 +169,12 @@ class Service:
 
     async def _until_idle(self) -> None:
         """``once``: return when every file found has been settled, journaled and finished."""
-        total = None
         while not self._stop.is_set():
             busy = (len(self.settler) or self._intake_tasks or self._inflight
                     or self._scans_pending or self.journal.unfinished())
-            if self._progress is not None:
-                counts = self.journal.counts()
-                done = sum(c.get("done", 0) + c.get("failed", 0) for c in counts.values())
-                total = done + self.journal.unfinished() + len(self.settler)
-                self._progress(done, total)
+            if self._progress is not None:  # this run's files only
+                finished = self._done_this_run + self._failed_this_run
+                self._progress(finished, finished + self.journal.unfinished() + len(self.settler))
             if not busy:
                 return
             # Waiting out an account pause or tomorrow's budget is for ``run``, not ``once``.
@@ -471,10 +469,22 @@ class Service:
                 f"{total['done']} done, {total['failed']} failed")
 
     def _notify_status(self) -> None:
-        if not self.notifier.enabled or time.monotonic() - self._last_status < STATUS_MIN_INTERVAL:
+        """STATUS= as counts change, at most every STATUS_MIN_INTERVAL; a change inside the
+        interval is sent when it ends, so the last word is always current."""
+        if not self.notifier.enabled or self._status_pending:
             return
+        wait = self._last_status + STATUS_MIN_INTERVAL - time.monotonic()
+        if wait > 0:
+            self._status_pending = True
+            asyncio.get_running_loop().call_later(wait, self._send_status)
+            return
+        self._send_status()
+
+    def _send_status(self) -> None:
+        self._status_pending = False
         self._last_status = time.monotonic()
-        self.notifier.status(self._status_text())
+        if not self._stopping:
+            self.notifier.status(self._status_text())
 
 
 def run_service(config: Config, *, once: bool = False, progress=None) -> int:
