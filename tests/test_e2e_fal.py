@@ -252,3 +252,28 @@ def test_once_with_a_refused_account_stops_with_files_still_queued(tmp_path, fak
     assert "once_stopped_early" in result.stderr + result.stdout
     report = json.loads(cli("status", "--json", "--config", str(config)).stdout)
     assert report["totals"]["queued"] == 1 and report["totals"]["failed"] == 0
+
+
+def test_daily_budget_stops_new_submissions_and_keeps_files_queued(tmp_path, fakefal,
+                                                                   fal_daemons, tls_files):
+    """Once today's spend reaches budget.daily_usd, nothing new is submitted: files wait in
+    the queue (not failed), the log says so once, and a reload with a higher budget resumes."""
+    server = fakefal(latency=0.1)
+    config = fal_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 0.2}],
+                        concurrency=1, budget={"daily_usd": 0.00001})
+    d = fal_daemons(config, fal_env(server, tls_files)).ready()
+    make_image(tmp_path / "in/first.png", (20, 20), fmt="PNG")
+    d.wait_event("job_done")
+    for i in range(2):
+        make_image(tmp_path / f"in/later{i}.png", (20, 20), color="blue" if i else "green",
+                   fmt="PNG")
+    d.wait_event("budget_reached")
+    time.sleep(1.5)
+    assert len(server.submissions) == 1 and len(d.named("budget_reached")) == 1
+    report = json.loads(cli("status", "--json", "--config", str(config)).stdout)
+    assert report["totals"]["queued"] == 2 and report["totals"]["failed"] == 0
+    config.write_text(config.read_text().replace("1.0e-05", "100").replace("1e-05", "100"))
+    os.kill(d.proc.pid, signal.SIGHUP)
+    d.wait_event("job_done", 3)
+    assert len(server.submissions) == 3
+    assert d.stop() == 0
