@@ -11,7 +11,7 @@ import difflib
 import math
 import os
 import string
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -110,7 +110,6 @@ class Config:
     rescan_interval: float = 300.0
     shutdown_grace: float = 20.0
     budget: BudgetConfig = BudgetConfig()
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def folder(self, name: str) -> FolderConfig | None:
         return next((f for f in self.folders if f.name == name), None)

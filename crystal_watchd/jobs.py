@@ -68,7 +68,3 @@ class Job:
     output_megapixels: float | None = None
     cost_usd: float | None = None
     submissions: int = 0
-
-    @property
-    def name(self) -> str:
-        return self.path.name

@@ -11,7 +11,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -278,6 +278,3 @@ class Journal:
     def retry_failed(self, job: Job, path: Path) -> Job:
         return self._update(job, state=JobState.QUEUED.value, path=_b(path), attempts=0,
                             next_attempt_at=0, finished_at=None, request_id=None)
-
-    def iter_failed(self) -> Iterator[Job]:
-        yield from self.jobs(state=JobState.FAILED)

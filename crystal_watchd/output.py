@@ -179,19 +179,12 @@ def write_temp(final: Path, data: bytes | Callable[[BinaryIO], object], tag: str
 
 def copy_temp(final: Path, source: Path, tag: str) -> Path:
     """Like write_temp, from an existing file (dedupe copies)."""
-    tmp = temp_path(final, tag)
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-    except OSError as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise _blocked(exc, final.parent) from None
-    return tmp
+
+    def copy(fh: BinaryIO) -> None:
+        with open(source, "rb") as src:
+            shutil.copyfileobj(src, fh, 1 << 20)
+
+    return write_temp(final, copy, tag)
 
 
 def choose_name(final: Path, overwrite: bool) -> Path:

@@ -35,10 +35,13 @@ def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds") if ts else None
 
 
+def _folder_entry() -> dict[str, Any]:
+    return {**{s: 0 for s in STATES}, "oldest_waiting": None, "spend_today_usd": 0.0,
+            "spend_total_usd": 0.0}
+
+
 def collect(config: Config, journal_file: Path) -> dict[str, Any]:
-    folders: dict[str, dict[str, Any]] = {
-        f.name: {**{s: 0 for s in STATES}, "oldest_waiting": None, "spend_today_usd": 0.0,
-                 "spend_total_usd": 0.0} for f in config.folders}
+    folders: dict[str, dict[str, Any]] = {f.name: _folder_entry() for f in config.folders}
     report: dict[str, Any] = {
         "version": 1, "journal": str(journal_file),
         "daemon_running": lock.held(config.state_dir),
@@ -56,8 +59,7 @@ def collect(config: Config, journal_file: Path) -> dict[str, Any]:
         for folder, state, n in db.execute("SELECT folder, state, COUNT(*) FROM jobs "
                                            "GROUP BY folder, state"):
             key = "in_flight" if state == JobState.RUNNING.value else state
-            entry = folders.setdefault(folder, {**{s: 0 for s in STATES}, "oldest_waiting": None,
-                                                "spend_today_usd": 0.0, "spend_total_usd": 0.0})
+            entry = folders.setdefault(folder, _folder_entry())
             entry[key] = entry.get(key, 0) + n
             report["totals"][key] = report["totals"].get(key, 0) + n
         for folder, rel, created in db.execute(
@@ -119,7 +121,7 @@ def retry(config: Config, journal_file: Path, paths: list[str]) -> list[str]:
     journal = Journal(journal_file)
     done: list[str] = []
     try:
-        for job in journal.iter_failed():
+        for job in journal.jobs(state=JobState.FAILED):
             folder = config.folder(job.folder)
             if folder is None:
                 continue
