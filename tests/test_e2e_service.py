@@ -125,3 +125,28 @@ def test_sighup_lifts_an_account_pause(tmp_path, fakefal, fal_daemons, tls_files
     d.wait_event("job_done", timeout=15)
     assert not d.named("job_failed")
     assert d.stop() == 0
+
+
+def test_second_sigint_stops_at_once_and_keeps_the_request(tmp_path, fakefal, fal_daemons,
+                                                            tls_files):
+    """The first SIGINT waits for in-flight work (up to shutdown_grace); a second one stops
+    at once, and the request id survives for the next start (no second submission)."""
+    server = fakefal(latency=3, runners=2)
+    config = write_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 0.2}],
+                          backend="fal", shutdown_grace=60)
+    make_image(tmp_path / "in/s.png", (10, 8), fmt="PNG")
+    d = fal_daemons(config, fal_env(server, tls_files)).ready()
+    d.wait_event("fal_request_submitted")
+    os.kill(d.proc.pid, signal.SIGINT)
+    d.wait_event("waiting_for_jobs")
+    time.sleep(0.3)
+    assert d.proc.poll() is None  # still waiting for the job
+    started = time.monotonic()
+    os.kill(d.proc.pid, signal.SIGINT)
+    assert d.proc.wait(timeout=10) == 0
+    assert time.monotonic() - started < 5
+    assert d.named("shutdown_forced") and d.named("job_interrupted")
+    d2 = fal_daemons(config, fal_env(server, tls_files)).ready()
+    d2.wait_event("job_done", timeout=20)
+    assert len(server.submissions) == 1
+    assert d2.stop() == 0
