@@ -197,12 +197,19 @@ class Worker:
                 fmt = output.target_format(folder, source.format)
                 ext = output.output_ext(folder, job.path, source.format)
                 wanted = output.render_name(folder, job.rel, scale=scale, ext=ext, index=i)
-                image = result.open()
-                pixels += image.width * image.height
-                tmp = output.write_temp(
-                    wanted, lambda fh, im=image, f=fmt: output.encode(im, f, source, fh),
-                    f"{job.id}-{i}")
-                del image
+                if result.is_png_file() and fmt == "PNG" and not (source.icc_profile
+                                                                  or source.exif):
+                    # Already what we would write (fal answers in PNG), with nothing to carry
+                    # over: check it decodes, then keep its bytes instead of re-encoding.
+                    pixels += result.decoded_pixel_count()
+                    tmp = output.copy_temp(wanted, result.path, f"{job.id}-{i}")
+                else:
+                    image = result.open()
+                    pixels += image.width * image.height
+                    tmp = output.write_temp(
+                        wanted, lambda fh, im=image, f=fmt: output.encode(im, f, source, fh),
+                        f"{job.id}-{i}")
+                    del image
                 result.discard()
             chosen = output.choose_name(wanted, folder.overwrite)
             pending.append([str(tmp), str(chosen), str(wanted)])

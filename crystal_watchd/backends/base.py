@@ -47,6 +47,21 @@ class ResultImage:
         im.load()  # reads all pixels and closes the file; no second copy in memory
         return im if im.mode in ("RGB", "RGBA", "L", "LA") else im.convert("RGBA")
 
+    def is_png_file(self) -> bool:
+        if self.path is None:
+            return False
+        with open(self.path, "rb") as fh:
+            return fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+    def decoded_pixel_count(self) -> int:
+        """Decode every pixel once (proof the file is whole), return width × height."""
+        if self.image is not None:
+            return self.image.width * self.image.height
+        assert self.path is not None
+        with Image.open(self.path) as im:
+            im.load()
+            return im.width * im.height
+
     def discard(self) -> None:
         if self.path is not None:
             self.path.unlink(missing_ok=True)
