@@ -68,6 +68,7 @@ class Service:
         self._done_this_run = 0
         self._last_status = 0.0
         self._status_pending = False
+        self._scans_pending = 0
         self._budget = Budget()
         #: ``once`` gave up waiting: the account is refused or the budget is spent.
         self._stalled = False
@@ -90,17 +91,12 @@ class Service:
             recovered = self.journal.recover()
             if recovered:
                 log.info("jobs_recovered", count=recovered, note="interrupted jobs resume")
-            for folder in self.config.folders:
-                for directory in (folder.inbox, folder.outbox):
-                    directory.mkdir(parents=True, exist_ok=True)
             if not self.once:
                 overflow.install()
-                for folder in self.config.folders:
-                    self._start_watcher(folder, loop)
                 self._install_signals(loop)
-            self._scans_pending = len(self.config.folders)
             for folder in self.config.folders:
-                self._scan(folder, folder.inbox)
+                _create_dirs(folder)
+                self._start_folder(folder)
             tasks = [asyncio.create_task(self.settler.run(), name="settle"),
                      asyncio.create_task(self._dispatch(), name="dispatch")]
             if not self.once:
@@ -215,24 +211,17 @@ class Service:
         added = [n for n in new_folders if n not in old_folders]
         changed = [n for n in new_folders if n in old_folders and new_folders[n] != old_folders[n]]
         for name in removed + changed:
-            watcher = self._watchers.pop(name, None)
-            if watcher is not None:
-                watcher.stop()
-            self.settler.forget_folder(name)
+            self._stop_folder(name)
             self._unavailable.discard(name)
         self.config = self.worker.config = new
         if new.concurrency != old.concurrency:
-            asyncio.get_running_loop().create_task(self.backend.slots.resize(new.concurrency))
+            loop.create_task(self.backend.slots.resize(new.concurrency))
         self._rules = {f.name: Rules(f) for f in new.folders}
         if (new.log.format, new.log.level) != (old.log.format, old.log.level):
             logs.configure(new.log.format, new.log.level)
         for name in added + changed:
-            folder = new_folders[name]
-            for directory in (folder.inbox, folder.outbox):
-                directory.mkdir(parents=True, exist_ok=True)
-            self._start_watcher(folder, loop)
-            self._scans_pending += 1
-            self._scan(folder, folder.inbox)
+            _create_dirs(new_folders[name])
+            self._start_folder(new_folders[name])
         self._paused_until = 0.0
         self._budget.reset()
         log.info("config_reloaded", added=added, removed=removed, changed=changed)
@@ -241,10 +230,21 @@ class Service:
 
     # -- watching and intake -----------------------------------------------------------------
 
-    def _start_watcher(self, folder: FolderConfig, loop: asyncio.AbstractEventLoop) -> None:
-        watcher = FolderWatcher(folder, self._rules[folder.name], loop, self._on_event)
-        watcher.start()
-        self._watchers[folder.name] = watcher
+    def _start_folder(self, folder: FolderConfig) -> None:
+        """Watch the folder (not in ``once``) and scan it for what is already there."""
+        if not self.once:
+            watcher = FolderWatcher(folder, self._rules[folder.name],
+                                    asyncio.get_running_loop(), self._on_event)
+            watcher.start()
+            self._watchers[folder.name] = watcher
+        self._scan(folder, folder.inbox)
+
+    def _stop_folder(self, name: str) -> None:
+        """Stop watching the folder and forget its unsettled files (its queued jobs stay)."""
+        watcher = self._watchers.pop(name, None)
+        if watcher is not None:
+            watcher.stop()
+        self.settler.forget_folder(name)
 
     def _on_event(self, folder_name: str, event: FileSystemEvent) -> None:
         """Every watchdog event arrives here, in the event loop."""
@@ -262,7 +262,6 @@ class Service:
             new_dir = dest if kind == "moved" else src if kind == "created" else None
             if new_dir is not None and new_dir != folder.inbox and rules.wants_dir(new_dir):
                 self._watchers[folder_name].add_dir(new_dir)
-                self._scans_pending += 1
                 self._scan(folder, new_dir)
             return
         if kind in ("deleted", "moved"):
@@ -279,6 +278,7 @@ class Service:
 
     def _scan(self, folder: FolderConfig, start: Path) -> None:
         """List ``start`` (in a thread) and track every file version not journaled yet."""
+        self._scans_pending += 1
         known = self.journal.known_versions(folder.name)
         rules = self._rules[folder.name]
 
@@ -305,7 +305,6 @@ class Service:
         log.info("rescan_started", folders=len(self.config.folders))
         for folder in self.config.folders:
             if folder.name not in self._unavailable:
-                self._scans_pending += 1
                 self._scan(folder, folder.inbox)
 
     def _spawn_intake(self, coro) -> None:
@@ -427,18 +426,13 @@ class Service:
             return
         if not available:
             self._unavailable.add(folder.name)
-            self.settler.forget_folder(folder.name)
-            watcher = self._watchers.pop(folder.name, None)
-            if watcher is not None:
-                watcher.stop()
+            self._stop_folder(folder.name)
             log.warning("folder_unavailable", folder=folder.name, inbox=str(folder.inbox),
                         note="paused; nothing is treated as deleted; resumes when it returns")
         else:
             self._unavailable.discard(folder.name)
             log.info("folder_available", folder=folder.name, inbox=str(folder.inbox))
-            self._start_watcher(folder, asyncio.get_running_loop())
-            self._scans_pending += 1
-            self._scan(folder, folder.inbox)
+            self._start_folder(folder)
             self._wake.set()
 
     async def _housekeeping(self) -> None:
@@ -485,6 +479,12 @@ class Service:
         self._last_status = time.monotonic()
         if not self._stopping:
             self.notifier.status(self._status_text())
+
+
+def _create_dirs(folder: FolderConfig) -> None:
+    """Missing inbox and outbox folders are created at start (and on reload)."""
+    for directory in (folder.inbox, folder.outbox):
+        directory.mkdir(parents=True, exist_ok=True)
 
 
 def run_service(config: Config, *, once: bool = False, progress=None) -> int:

@@ -63,9 +63,6 @@ class Settler:
         for path in [p for p, t in self._tracked.items() if t.folder == folder]:
             del self._tracked[path]
 
-    def paths(self) -> set[Path]:
-        return set(self._tracked)
-
     @staticmethod
     def _stat(paths: list[Path]) -> dict[Path, os.stat_result | None]:
         out: dict[Path, os.stat_result | None] = {}

@@ -99,12 +99,6 @@ def _plain_detail(detail: Any) -> str:
     return str(detail)
 
 
-def _detail_types(detail: Any) -> set[str]:
-    if isinstance(detail, list):
-        return {str(d.get("type")) for d in detail if isinstance(d, dict) and d.get("type")}
-    return set()
-
-
 def _retry_after(headers: dict[str, str] | httpx.Headers | None) -> float | None:
     value = (headers or {}).get("retry-after") or (headers or {}).get("Retry-After")
     try:
@@ -382,7 +376,8 @@ class FalBackend:
         return out
 
     async def _download(self, url: str, target: Path, expected: int | None) -> None:
-        """Stream ``url`` to ``target`` and prove it whole: status, length, and a full decode."""
+        """Stream ``url`` to ``target`` and prove it whole: status, length, and Pillow's
+        structural check (the writer then decodes every pixel)."""
         received = 0
         try:
             async with self._http.stream("GET", url) as response:
