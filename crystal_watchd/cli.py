@@ -1,6 +1,8 @@
 """Command line: ``crystal-watchd run|once|check|status|retry``. The only place that exits.
 
-Exit codes: 0 ok, 1 job failures (``once``) or a refused start, 2 usage, 78 config error.
+Exit codes: 0 ok, 1 job failures (``once``) or a refused start, 2 usage, 78 config error;
+``status`` exits 3 when no daemon is running (as LSB init scripts do), so health checks can
+rely on its exit code alone.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from . import config as config_mod
 from .errors import ConfigError, LockedError
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
+EXIT_NOT_RUNNING = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("check", parents=[common], help="validate the config and print the "
                                                    "effective settings per folder")
     status = sub.add_parser("status", parents=[common], help="queue, failures and spend, "
-                                                              "from the journal")
+                                                              "from the journal (exit 3 if no "
+                                                              "daemon is running)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     retry = sub.add_parser("retry", parents=[common],
                            help="put failed files (all, or the ones named) back in the queue")
@@ -90,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         report = status_mod.collect(config, journal_path(config))
         print(json.dumps(report, indent=2) if args.json else status_mod.render(report))
-        return EXIT_OK
+        return EXIT_OK if report["daemon_running"] else EXIT_NOT_RUNNING
     if args.command == "retry":
         for line in status_mod.retry(config, journal_path(config), args.paths):
             print(f"retrying {line}")
