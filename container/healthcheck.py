@@ -9,7 +9,6 @@ nothing it touches in /config/state ends up owned by root.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
