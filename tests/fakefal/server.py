@@ -97,6 +97,8 @@ class FakeFal:
         self.requests: dict[str, _Request] = {}
         self.files: dict[str, tuple[bytes, str]] = {}
         self.corrupted: set[str] = set()
+        #: Bytes of results sent to clients (what a home connection pays for).
+        self.bytes_served = 0
         #: Every request fal would bill: one row per run that produced a result or a 422.
         self.ledger: list[dict[str, Any]] = []
         #: Every accepted submission, billed or not.
@@ -474,4 +476,6 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 data[len(data) // 2] ^= 0xFF
             data = bytes(data)
+        with fake._lock:
+            fake.bytes_served += len(data)
         self._send(200, data, {"Content-Type": content_type})
