@@ -64,7 +64,8 @@ def unfinished_sign(data: bytes, st: os.stat_result | None = None) -> Sign | Non
     if missing:
         return Sign(missing, zeros)
     run = completeness.TAIL_WINDOW
-    if st is not None and completeness.unallocated_tail(st, run) and completeness.zero_tail(fh, run):
+    if st is not None and completeness.unallocated_tail(st, run) \
+            and completeness.zero_tail(fh, run):
         # Formats without an end marker (TIFF, BMP) may end in black pixels; zeros that
         # were never stored on disk are a size set up front instead. Filesystems that
         # compress zeros away (ZFS, btrfs) look the same, so this sign only makes the file

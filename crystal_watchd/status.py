@@ -120,9 +120,11 @@ def render(report: dict[str, Any]) -> str:
     lines.append(f"spend: today ${s['today_usd']:.2f} ({s['today_megapixels']:.1f} MP), "
                  f"total ${s['total_usd']:.2f} ({s['total_megapixels']:.1f} MP)")
     if report.get("arriving"):
-        lines.append("arriving (not decodable yet; judged when the grace ends unless it changes):")
+        lines.append("arriving (does not decode yet; judged at the end of its grace "
+                     "unless it changes first):")
         for a in report["arriving"]:
-            lines.append(f"  [{a['folder']}] {a['file']}: {a['reason']} (judged at {a['judged_at']})")
+            lines.append(f"  [{a['folder']}] {a['file']}: {a['reason']} "
+                         f"(judged at {a['judged_at']})")
     if report["last_errors"]:
         lines.append("last errors:")
         for e in report["last_errors"]:
