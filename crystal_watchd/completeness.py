@@ -111,8 +111,8 @@ def missing_end_marker(source: Source, fmt: str | None) -> str | None:
 
     JPEG, PNG and GIF end in a marker; some writers add their own bytes after a JPEG's or
     PNG's, so it may sit anywhere in the last ``TAIL_WINDOW`` bytes — except before zero
-    padding, which must follow the marker directly. A WebP file must be as long as its RIFF header
-    says, and the data it declares must not end in a long run of zero bytes.
+    padding, which must follow the marker directly. A WebP file must be as long as its RIFF
+    header says, and the data it declares must not end in a long run of zero bytes.
     """
     fmt = (fmt or "").upper()
     with _opened(source) as fh:
@@ -126,7 +126,9 @@ def missing_end_marker(source: Source, fmt: str | None) -> str | None:
         if zeros >= MAX_PADDING:
             return f"no {_MARKER_NAMES[fmt]}: the file ends in {MAX_PADDING}+ zero bytes"
         end = size - zeros
-        window = len(marker) + PADDING_SLACK if zeros >= ZERO_RUN else _TRAILER_ROOM[fmt]
+        window = _TRAILER_ROOM[fmt]
+        if zeros >= ZERO_RUN:
+            window = min(window, len(marker) + PADDING_SLACK)
         tail = _read_at(fh, end - window, min(window, end))
     if marker in tail:
         return None
