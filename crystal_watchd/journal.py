@@ -17,6 +17,9 @@ from typing import Any
 
 from .jobs import Job, JobState
 
+#: States of a job that waits for ``next_attempt_at`` before a worker takes it.
+_WAITING = (JobState.QUEUED.value, JobState.ARRIVING.value)
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
@@ -153,12 +156,12 @@ class Journal:
         already hold a backend request or an output (resuming them costs nothing more)."""
         excluded = list(exclude_folders)
         marks = ",".join("?" * len(excluded))
-        sql = (f"SELECT {_COLUMNS} FROM jobs WHERE state=? AND next_attempt_at<=?"
+        sql = (f"SELECT {_COLUMNS} FROM jobs WHERE state IN (?, ?) AND next_attempt_at<=?"
                + (f" AND folder NOT IN ({marks})" if excluded else "")
                + (" AND (request_id IS NOT NULL OR pending!='[]' OR outputs!='[]')"
                   if only_paid else "")
                + " ORDER BY next_attempt_at, id LIMIT ?")
-        rows = self.db.execute(sql, (JobState.QUEUED.value, now, *excluded, limit))
+        rows = self.db.execute(sql, (*_WAITING, now, *excluded, limit))
         return [_row_to_job(r) for r in rows]
 
     def next_wakeup(self, *, exclude_folders: Iterable[str] = ()) -> float | None:
@@ -166,18 +169,18 @@ class Journal:
         excluded = list(exclude_folders)
         marks = ",".join("?" * len(excluded))
         row = self.db.execute(
-            "SELECT MIN(next_attempt_at) FROM jobs WHERE state=?"
+            "SELECT MIN(next_attempt_at) FROM jobs WHERE state IN (?, ?)"
             + (f" AND folder NOT IN ({marks})" if excluded else ""),
-            (JobState.QUEUED.value, *excluded)).fetchone()
+            (*_WAITING, *excluded)).fetchone()
         return row[0]
 
     def queued_folders(self) -> set[str]:
-        return {r[0] for r in self.db.execute("SELECT DISTINCT folder FROM jobs WHERE state=?",
-                                              (JobState.QUEUED.value,))}
+        return {r[0] for r in self.db.execute(
+            "SELECT DISTINCT folder FROM jobs WHERE state IN (?, ?)", _WAITING)}
 
     def unfinished(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM jobs WHERE state IN (?, ?)",
-                               (JobState.QUEUED.value, JobState.RUNNING.value)).fetchone()[0]
+        return self.db.execute("SELECT COUNT(*) FROM jobs WHERE state IN (?, ?, ?)",
+                               (*_WAITING, JobState.RUNNING.value)).fetchone()[0]
 
     # -- state changes -----------------------------------------------------------------
 
@@ -202,9 +205,10 @@ class Journal:
             if existing:
                 return None
             self.db.execute(
-                "UPDATE jobs SET state=?, reason=?, updated_at=? WHERE folder=? AND path=? AND state=?",
+                "UPDATE jobs SET state=?, reason=?, updated_at=? WHERE folder=? AND path=? "
+                "AND state IN (?, ?)",
                 (JobState.SUPERSEDED.value, "the file changed before it was processed", now,
-                 folder, _b(path), JobState.QUEUED.value))
+                 folder, _b(path), *_WAITING))
             cur = self.db.execute(
                 "INSERT INTO jobs (folder, path, rel, size, mtime_ns, sha256, state, created_at, "
                 "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -256,6 +260,18 @@ class Journal:
                     count_attempt: bool = True) -> Job:
         return self._update(job, state=JobState.QUEUED.value, next_attempt_at=time.time() + delay,
                             attempts=job.attempts + (1 if count_attempt else 0),
+                            error_kind=kind, reason=reason)
+
+    def arriving(self, job: Job, *, until: float, kind: str, reason: str) -> Job:
+        """The file does not decode yet and may still be being written: look again at
+        ``until``, without counting an attempt. If a newer version of the file was journaled
+        meanwhile, this one is superseded instead."""
+        newer = self.db.execute(
+            "SELECT 1 FROM jobs WHERE folder=? AND path=? AND id>? AND state!=?",
+            (job.folder, _b(job.path), job.id, JobState.SUPERSEDED.value)).fetchone()
+        if newer:
+            return self.superseded(job, "the file changed while it was being checked")
+        return self._update(job, state=JobState.ARRIVING.value, next_attempt_at=until,
                             error_kind=kind, reason=reason)
 
     def requeue(self, job: Job) -> Job:

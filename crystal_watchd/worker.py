@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import logs, output, preflight, render
+from . import arrival, logs, output, preflight, render
 from .backends.base import Backend, ResultImage, UpscaleRequest
 from .config import Config, FolderConfig
 from .errors import AccountError, JobError, OutputBlockedError, PermanentJobError, RetryableError
@@ -101,7 +101,7 @@ class Worker:
                 return await asyncio.shield(self._complete(job, folder, None, None, results,
                                                            bound, started, copy=True))
             source = await self.pixels.run(
-                functools.partial(preflight.inspect, data, folder,
+                functools.partial(arrival.inspect, data, folder, job,
                                   keep_pixels=self.backend.name == "local"),
                 megapixels=preflight.declared_megapixels(data))
             plan = preflight.plan(source.width, source.height, folder.scale_factor, folder,
@@ -138,6 +138,8 @@ class Worker:
         except _Superseded as exc:
             bound.info("job_superseded", reason=str(exc))
             return self.journal.superseded(job, str(exc)).state
+        except arrival.StillArriving as exc:
+            return self._wait_for_arrival(self.journal.get(job.id), exc, bound)
         except _FolderGone:
             bound.warning("job_waiting_for_folder", inbox=str(folder.inbox))
             return self.journal.retry_later(job, delay=max(self.config.retry.backoff, 2.0),
@@ -334,6 +336,16 @@ class Worker:
                 bound.info("original_deleted")
         except OSError as exc:
             bound.warning("original_not_handled", originals=folder.originals, error=str(exc))
+
+    def _wait_for_arrival(self, job: Job, exc: arrival.StillArriving, bound) -> JobState:
+        """Nothing moved, nothing submitted: a change to the file brings a new version, and
+        otherwise the job is looked at again when the grace ends."""
+        if job.error_kind != arrival.INCOMPLETE_KIND:  # said once, not at every look
+            bound.info("file_incomplete_waiting", reason=exc.reason,
+                       gives_up_in=round(max(0.0, exc.until - time.time()), 1),
+                       note="taken to be still arriving; any change to it starts over")
+        return self.journal.arriving(job, until=exc.until, kind=exc.kind,
+                                     reason=exc.reason).state
 
     async def _retry(self, job: Job, folder: FolderConfig, exc: RetryableError, bound) -> JobState:
         attempts = job.attempts + 1

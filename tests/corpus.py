@@ -126,7 +126,7 @@ def corpus() -> list[tuple[str, bytes, str]]:
         ("zero-tail.jpg", lambda: _save(rgb, "JPEG") + b"\0" * 4096, "ok"),
         ("truncated.jpg", lambda: _noisy_jpeg()[: len(_noisy_jpeg()) // 2], "fail"),
         ("truncated.png", lambda: _save(_noise(), "PNG")[:3000], "fail"),
-        # ("zero-padded.jpg", lambda: _zero_padded(_noisy_jpeg()), "fail"),
+        ("zero-padded.jpg", lambda: _zero_padded(_noisy_jpeg()), "fail"),
     ]
     return [(name, make(), expected) for name, make, expected in cases]
 

@@ -24,8 +24,9 @@ def _run(tmp_path, backend, files, fakefal, fal_daemons, daemons, tls_files, **f
     if backend == "fal":
         server = fakefal(latency=0.05, runners=8)
         top["fal"] = {"timeout": 60}
+    # Files cut short wait incomplete_grace for the rest to arrive; a second here.
     config = write_config(tmp_path, [{"name": "odd", "inbox": "in", "outbox": "out",
-                                      **folder}], **top)
+                                      "incomplete_grace": 1, **folder}], **top)
     d = (fal_daemons(config, fal_env(server, tls_files)) if server else daemons(config)).ready()
     for name, data, _ in files:
         tmp = inbox / f".part-{name}"
