@@ -179,7 +179,9 @@ class Service:
             busy = (len(self.settler) or self._intake_tasks or self._inflight
                     or self._scans_pending or self.journal.unfinished())
             if self._progress is not None:
-                self._progress(self.journal.waiting_by_folder())
+                waiting = self.settler.by_folder()
+                waiting.update(self.journal.waiting_by_folder())
+                self._progress(dict(waiting))
             if not busy:
                 return
             # Waiting out an account pause or tomorrow's budget is for ``run``, not ``once``.

@@ -26,6 +26,7 @@ from markupsafe import Markup
 from .. import logs
 from ..config import Config
 from ..events import Events, JobChanged
+from ..jobs import JobState
 from . import auth
 from .chart import spend_bars
 from .metrics import CONTENT_TYPE, Metrics
@@ -128,7 +129,11 @@ class WebServer:
         self.thumbs.on_change(event)
         self.metrics.on_change(event)
         job = event.job
+        if event.before == JobState.FAILED and job.state == JobState.QUEUED:
+            self.phases.pop(job.id, None)  # retried: this attempt's timings start afresh
         phases = self.phases.setdefault(job.id, {"queued": job.created_at})
+        if event.before == JobState.FAILED:
+            phases["retried"] = event.at
         self.phases.move_to_end(job.id)
         if event.started:
             phases.setdefault("started", event.at)
