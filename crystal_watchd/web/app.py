@@ -118,7 +118,9 @@ class WebServer:
     async def stop(self) -> None:
         self._unsubscribe()
         for queue in list(self._streams):
-            queue.put_nowait(None)
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(None)  # ends the stream
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
@@ -358,7 +360,9 @@ def _journal_writable(path: Path) -> None:
 def _local(target: Any) -> str:
     """Only a path on this site is a place to go after signing in."""
     text = str(target or "/")
-    return text if text.startswith("/") and not text.startswith("//") else "/"
+    # "//host" and "/\host" are other sites to a browser
+    return text if text.startswith("/") and not text.startswith("//") and "\\" not in text \
+        else "/"
 
 
 def _scrubbed(report: dict[str, Any] | None) -> str | None:

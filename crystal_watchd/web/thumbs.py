@@ -42,7 +42,8 @@ def render(source: Path | BinaryIO, dest: Path) -> int:
     """Write a JPEG of ``source`` no larger than THUMB_SIDE a side; returns its size.
 
     ``draft`` lets the JPEG decoder scale by 1/2…1/8 while decoding, so a large JPEG is never
-    decoded at full size; ``thumbnail`` then reduces in steps."""
+    decoded at full size (``thumbnail`` with a reducing_gap would ask for it too; saying it
+    keeps it so); ``thumbnail`` then reduces in steps."""
     with Image.open(source) as image:
         image.draft("RGB", (THUMB_SIDE, THUMB_SIDE))
         image.thumbnail((THUMB_SIDE, THUMB_SIDE), reducing_gap=2.0)
@@ -67,6 +68,8 @@ class ThumbCache:
         self.cap_bytes = cap_bytes
         self._making: dict[tuple[int, str], asyncio.Task] = {}
         self._held: dict[int, BinaryIO] = {}
+        #: (job id, kind) that could not be made (source gone, not decodable): not retried
+        self._unmakeable: set[tuple[int, str]] = set()
         self._size: int | None = None
 
     def path(self, job_id: int, kind: str) -> Path:
@@ -118,6 +121,8 @@ class ThumbCache:
             size = await run_pixel_work(render, source, self.path(job_id, kind))
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             log.info("thumbnail_not_made", job_id=job_id, kind=kind, error=str(exc))
+            if len(self._unmakeable) < 100_000:
+                self._unmakeable.add((job_id, kind))
             return False
         finally:
             if not isinstance(source, Path):
@@ -132,7 +137,7 @@ class ThumbCache:
         if task is None:
             if path.exists():
                 return path
-            if job.state != JobState.DONE:
+            if job.state != JobState.DONE or (job.id, kind) in self._unmakeable:
                 return None
             task = self._start(job, kind)
         if task is not None and await asyncio.shield(task):
@@ -155,7 +160,7 @@ class ThumbCache:
 
     def _evict(self) -> int:
         """Drop the oldest thumbnails until the cache is at 90 % of its cap."""
-        entries = sorted((e.stat().st_mtime, e.stat().st_size, e.path)
+        entries = sorted((e.stat().st_mtime_ns, e.stat().st_size, e.path)
                          for e in os.scandir(self.directory) if e.is_file())
         total = sum(size for _, size, _ in entries)
         for _, size, path in entries:
