@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from conftest import fal_env, make_image, write_config
-from fakefal import Faults
 from PIL import Image, ImageStat
 
 CHROMIUM = Path(os.environ.get("CRYSTAL_WATCHD_CHROMIUM", "/usr/bin/chromium"))
