@@ -237,3 +237,30 @@ def test_account_pause_shows_on_the_page_and_resume_lifts_it(tmp_path, fakefal, 
         d.wait_event("job_done")
         wait_for(lambda: "nothing is paused" in client.get("/").text, 10, "pause lifted")
     assert d.stop() == 0
+
+
+def test_retries_are_counted_by_reason(tmp_path, fakefal, fal_daemons, tls_files):
+    """Every retry the daemon schedules (one log line each) is one increment of
+    crystal_watchd_retries_total with the error kind as its reason; the job's attempts show
+    in the duration histogram as retry and then failed."""
+    from fakefal import Faults
+
+    server = fakefal(latency=0.05, faults=Faults(app_error=1.0))
+    config = write_config(tmp_path, [{"inbox": "in", "outbox": "out"}], backend="fal",
+                          fal={"timeout": 60}, retry={"attempts": 3, "backoff": 0.1,
+                                                      "max_backoff": 0.2},
+                          http={"listen": "127.0.0.1:0"})
+    d = fal_daemons(config, fal_env(server, tls_files)).ready()
+    url = page_url(d)
+    make_image(tmp_path / "in/a.png", (10, 10), fmt="PNG")
+    d.wait_event("job_failed", timeout=60)
+    scheduled = d.named("job_retry_scheduled")
+    assert len(scheduled) == 2
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(httpx.get(url + "metrics").text)
+               for s in family.samples}
+    reason = scheduled[0]["error"]
+    assert samples[("crystal_watchd_retries_total", (("reason", reason),))] == 2
+    assert samples[("crystal_watchd_job_duration_seconds_count", (("outcome", "retry"),))] == 2
+    assert samples[("crystal_watchd_job_duration_seconds_count", (("outcome", "failed"),))] == 1
+    assert d.stop() == 0
