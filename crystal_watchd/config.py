@@ -25,6 +25,7 @@ OUTPUT_FORMATS = ("same", "png", "jpeg", "webp")
 ORIGINALS = ("keep", "move", "delete")
 OVERSIZE = ("fail", "reduce")
 UPLOAD_MODES = ("auto", "data-uri", "cdn")
+RESULT_FORMATS = ("auto", "png")
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 FILENAME_FIELDS = ("stem", "ext", "name", "scale", "creativity", "folder")
@@ -59,6 +60,9 @@ class FolderConfig:
     max_input_megapixels: float = 100.0
     max_output_megapixels: float = MAX_OUTPUT_MEGAPIXELS
     oversize: str = "fail"
+    #: Encoder quality when an output is (re-)encoded; a result passed through keeps fal's.
+    jpeg_quality: int = 95
+    webp_quality: int = 90
 
     def excluded_dirs(self) -> tuple[Path, ...]:
         """Folders of our own that may sit inside the inbox and must never be watched."""
@@ -73,6 +77,18 @@ class FalConfig:
     timeout: float = 900.0
     #: Dollars per output megapixel, used for the recorded cost and the budget.
     price_per_megapixel: float = 0.016
+    #: auto: ask fal for JPEG when the folder writes JPEG (its bytes become the output);
+    #: png: always ask for lossless PNG and encode locally.
+    result_format: str = "auto"
+
+
+@dataclass(frozen=True)
+class PixelConfig:
+    """The bounded pool that decodes and encodes pixels (see pixels.py)."""
+
+    workers: int = os.cpu_count() or 1
+    #: Estimated working memory all pixel work together may use; one larger job runs alone.
+    memory_mb: float = 512.0
 
 
 @dataclass(frozen=True)
@@ -147,6 +163,7 @@ class Config:
     rescan_interval: float = 300.0
     shutdown_grace: float = 20.0
     budget: BudgetConfig = BudgetConfig()
+    pixels: PixelConfig = PixelConfig()
     #: None: no web page (``http: null``).
     http: HttpConfig | None = HttpConfig()
 
@@ -181,6 +198,7 @@ class Config:
             "retry": asdict(self.retry),
             "fal": asdict(self.fal),
             "budget": asdict(self.budget),
+            "pixels": asdict(self.pixels),
             "http": None if self.http is None else {
                 **asdict(self.http), "token": "***" if self.http.token else None},
             "folders": [asdict(f) for f in self.folders],
@@ -390,7 +408,7 @@ def _filename(value: Any) -> str:
 FOLDER_KEYS = tuple(f for f in FolderConfig.__dataclass_fields__)
 DEFAULTS_KEYS = tuple(k for k in FOLDER_KEYS if k not in ("name", "inbox", "outbox"))
 TOP_KEYS = ("backend", "concurrency", "state_dir", "log", "fal", "retry", "defaults", "folders",
-            "rescan_interval", "shutdown_grace", "budget", "http")
+            "rescan_interval", "shutdown_grace", "budget", "pixels", "http")
 
 
 def _folder_values(sec: _Section, base: Path, fallback: dict[str, Any]) -> dict[str, Any]:
@@ -413,6 +431,8 @@ def _folder_values(sec: _Section, base: Path, fallback: dict[str, Any]) -> dict[
         "max_input_megapixels": _number(0.001, 10_000),
         "max_output_megapixels": _number(0.001, MAX_OUTPUT_MEGAPIXELS),
         "oversize": _choice(*OVERSIZE),
+        "jpeg_quality": _number(1, 100, integer=True),
+        "webp_quality": _number(1, 100, integer=True),
     }
     out = {}
     for key, check in checks.items():
@@ -435,6 +455,7 @@ def parse(text: str, file: str | Path) -> Config:
     fal = _Section(doc, top.data.get("fal"), ("fal",), tuple(FalConfig.__dataclass_fields__))
     retry = _Section(doc, top.data.get("retry"), ("retry",), ("attempts", "backoff", "max_backoff"))
     budget = _Section(doc, top.data.get("budget"), ("budget",), ("daily_usd",))
+    pixels = _Section(doc, top.data.get("pixels"), ("pixels",), ("workers", "memory_mb"))
     defaults = _Section(doc, top.data.get("defaults"), ("defaults",), DEFAULTS_KEYS)
     default_values = _folder_values(defaults, base, {})
 
@@ -470,6 +491,7 @@ def parse(text: str, file: str | Path) -> Config:
             upload=fal.get("upload", _choice(*UPLOAD_MODES), "auto"),
             timeout=fal.get("timeout", _number(10, 86_400), 900.0),
             price_per_megapixel=fal.get("price_per_megapixel", _number(0, 100), 0.016),
+            result_format=fal.get("result_format", _choice(*RESULT_FORMATS), "auto"),
         ),
         retry=RetryConfig(attempts=retry.get("attempts", _number(1, 1000, integer=True), 5),
                           backoff=retry.get("backoff", _number(0, 86_400), 5.0),
@@ -479,6 +501,9 @@ def parse(text: str, file: str | Path) -> Config:
         shutdown_grace=top.get("shutdown_grace", _number(0, 3600), 20.0),
         budget=BudgetConfig(daily_usd=budget.get(
             "daily_usd", lambda v: None if v is None else _number(0, 1e9)(v), None)),
+        pixels=PixelConfig(
+            workers=pixels.get("workers", _number(1, 256, integer=True), PixelConfig.workers),
+            memory_mb=pixels.get("memory_mb", _number(32, 1_048_576), PixelConfig.memory_mb)),
         http=_http(doc, top, base),
     )
     _check_folders(doc, config)

@@ -21,6 +21,7 @@ from watchdog.events import FileSystemEvent
 from . import backends, logs, web
 from . import config as config_mod
 from .backends.base import Backend
+from .pixels import PixelPool
 from .budget import Budget, next_midnight
 from .config import Config, FolderConfig
 from .errors import AccountError, ConfigError
@@ -87,8 +88,10 @@ class Service:
         self.journal = Journal(journal_path(self.config), events=self.events)
         page = None
         self.backend = self._backend_factory(self.config)
+        self.pixels = PixelPool(self.config.pixels.workers, self.config.pixels.memory_mb)
         self.worker = Worker(self.config, self.journal, self.backend,
-                             Hooks(retouch=self._retouch, account_error=self._account_error))
+                             Hooks(retouch=self._retouch, account_error=self._account_error),
+                             pixels=self.pixels)
         self._hash_limit = asyncio.Semaphore(HASH_PARALLELISM)
         self.settler = Settler(self._on_stable)
         overflow = OverflowHook(loop, self.rescan_all)

@@ -40,7 +40,8 @@ def test_folder_settings_reach_the_api_and_outputs_match(tmp_path, fakefal, fal_
         assert im.format == "JPEG"
     sent = sorted((s["scale_factor"], s["creativity"], s["output_format"])
                   for s in server.submissions)
-    assert sent == [(2, 1, "png"), (3, 7, "png")]
+    # a JPEG folder asks fal for JPEG (its bytes become the output); a PNG folder for PNG
+    assert sent == [(2, 1, "png"), (3, 7, "jpg")]
     assert sorted(server.billed_per_input().values()) == [1, 1]
     assert d.stop() == 0
     text = d.text()

@@ -10,6 +10,7 @@ from conftest import make_image
 from PIL import Image
 
 from crystal_watchd.jobs import Job, JobState
+from crystal_watchd.pixels import PixelPool
 from crystal_watchd.web import thumbs
 
 
@@ -53,7 +54,8 @@ def test_cache_drops_the_oldest_beyond_its_cap(tmp_path):
 
     async def scenario():
         one = thumbs.render(source, tmp_path / "probe.jpg")
-        cache = thumbs.ThumbCache(tmp_path / "thumbs", cap_bytes=int(one * 2 * 4.5))
+        cache = thumbs.ThumbCache(tmp_path / "thumbs", cap_bytes=int(one * 2 * 4.5),
+                                  pixels=PixelPool(1, 64))
         for job_id in range(1, 7):
             job = done_job(job_id, source, source)
             for kind in thumbs.KINDS:
@@ -74,7 +76,7 @@ def test_missing_source_is_not_retried_on_every_view(tmp_path):
     output = make_image(tmp_path / "out.jpg", (100, 80))
 
     async def scenario():
-        cache = thumbs.ThumbCache(tmp_path / "thumbs", cap_bytes=10**7)
+        cache = thumbs.ThumbCache(tmp_path / "thumbs", cap_bytes=10**7, pixels=PixelPool(1, 64))
         job = done_job(1, tmp_path / "gone.jpg", output)
         assert await cache.get(job, "before") is None
         assert (1, "before") in cache._unmakeable

@@ -27,6 +27,7 @@ from .. import logs
 from ..config import Config
 from ..events import Events, JobChanged
 from ..jobs import JobState
+from ..pixels import PixelPool
 from . import auth
 from .chart import spend_bars
 from .metrics import CONTENT_TYPE, Metrics
@@ -45,6 +46,7 @@ class Daemon(Protocol):
 
     config: Config
     events: Events
+    pixels: PixelPool
 
     def live_state(self) -> LiveState: ...
     def retry_job(self, job_id: int) -> bool: ...
@@ -59,7 +61,8 @@ class WebServer:
         self.sessions = auth.Sessions()
         self.view = JournalView(journal_file)
         self.thumbs = ThumbCache(daemon.config.state_dir / "thumbs",
-                                 int(daemon.config.http.thumbs_cache_mb * 1024 * 1024))
+                                 int(daemon.config.http.thumbs_cache_mb * 1024 * 1024),
+                                 daemon.pixels)
         self.metrics = Metrics(self.view, daemon.live_state,
                                lambda: [f.name for f in self.daemon.config.folders])
         self._streams: set[asyncio.Queue] = set()

@@ -16,6 +16,7 @@ from PIL import Image, ImageOps
 from .. import logs
 from ..events import JobChanged
 from ..jobs import Job, JobState
+from ..pixels import PixelPool
 from ..worker import open_source
 
 log = logs.get(__name__)
@@ -25,17 +26,20 @@ KINDS = ("before", "after")
 #: made of an original that ``originals: delete`` removes; beyond this many, none are held.
 MAX_HELD_SOURCES = 32
 
-_pixel_slots: asyncio.Semaphore | None = None
+#: The most a thumbnail decode of a JPEG can take: draft() decodes at 1/2…1/8 scale, keeping
+#: at least twice the thumbnail's side.
+JPEG_DRAFT_MEGAPIXELS = 2.0
 
 
-async def run_pixel_work(fn, *args):
-    """The one place thumbnail pixels are decoded and encoded: a thread, at most one per CPU
-    at once (the same bound the daemon's own image work keeps)."""
-    global _pixel_slots
-    if _pixel_slots is None:
-        _pixel_slots = asyncio.Semaphore(os.cpu_count() or 1)
-    async with _pixel_slots:
-        return await asyncio.to_thread(fn, *args)
+def estimated_megapixels(job: Job, kind: str, source: Path | BinaryIO) -> float:
+    """What the pixel pool should reserve for one thumbnail of ``job``."""
+    megapixels = job.output_megapixels or 0.0
+    if kind == "before" and job.settings:
+        megapixels /= max(float(job.settings.get("scale_factor") or 1.0), 1.0) ** 2
+    name = source.name if isinstance(source, Path) else str(getattr(source, "name", ""))
+    if name.lower().endswith((".jpg", ".jpeg")):
+        megapixels = min(megapixels, JPEG_DRAFT_MEGAPIXELS)
+    return megapixels
 
 
 def render(source: Path | BinaryIO, dest: Path) -> int:
@@ -63,8 +67,10 @@ def render(source: Path | BinaryIO, dest: Path) -> int:
 
 
 class ThumbCache:
-    def __init__(self, directory: Path, cap_bytes: int):
+    def __init__(self, directory: Path, cap_bytes: int, pixels: PixelPool):
         self.directory = directory
+        #: The daemon's one bounded pixel pool: thumbnails queue with the workers' own work.
+        self.pixels = pixels
         self.cap_bytes = cap_bytes
         self._making: dict[tuple[int, str], asyncio.Task] = {}
         self._held: dict[int, BinaryIO] = {}
@@ -111,14 +117,17 @@ class ThumbCache:
         source: Path | BinaryIO | None = held
         if source is None:
             source = Path(job.outputs[0]) if kind == "after" and job.outputs else job.path
-        task = asyncio.get_running_loop().create_task(self._make(job.id, kind, source))
+        task = asyncio.get_running_loop().create_task(
+            self._make(job.id, kind, source, estimated_megapixels(job, kind, source)))
         self._making[key] = task
         task.add_done_callback(lambda _t: self._making.pop(key, None))
         return task
 
-    async def _make(self, job_id: int, kind: str, source: Path | BinaryIO) -> bool:
+    async def _make(self, job_id: int, kind: str, source: Path | BinaryIO,
+                    megapixels: float) -> bool:
         try:
-            size = await run_pixel_work(render, source, self.path(job_id, kind))
+            size = await self.pixels.run(render, source, self.path(job_id, kind),
+                                         megapixels=megapixels)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             log.info("thumbnail_not_made", job_id=job_id, kind=kind, error=str(exc))
             if len(self._unmakeable) < 100_000:
