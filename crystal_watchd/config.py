@@ -8,10 +8,11 @@ hint: a misspelt setting that is silently ignored is worse than one that stops t
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import os
 import string
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -116,6 +117,42 @@ class LogConfig:
     level: str = "info"
 
 
+DEFAULT_HTTP_LISTEN = "127.0.0.1:8765"
+#: Where systemd's LoadCredential= puts the page's token (like ``fal-key`` for the key).
+HTTP_TOKEN_CREDENTIAL = "http-token"
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """The local web page, /metrics and /healthz. ``http: null`` in the config turns it off."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    #: Never printed: kept out of repr() and shown masked by ``check``.
+    token: str | None = field(default=None, repr=False)
+    token_file: Path | None = None
+    #: Thumbnails kept in state_dir/thumbs; the oldest are dropped beyond this.
+    thumbs_cache_mb: float = 200.0
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.host)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path
@@ -130,6 +167,8 @@ class Config:
     shutdown_grace: float = 20.0
     budget: BudgetConfig = BudgetConfig()
     pixels: PixelConfig = PixelConfig()
+    #: None: no web page (``http: null``).
+    http: HttpConfig | None = HttpConfig()
 
     def folder(self, name: str) -> FolderConfig | None:
         return next((f for f in self.folders if f.name == name), None)
@@ -163,6 +202,8 @@ class Config:
             "fal": asdict(self.fal),
             "budget": asdict(self.budget),
             "pixels": asdict(self.pixels),
+            "http": None if self.http is None else {
+                **asdict(self.http), "token": "***" if self.http.token else None},
             "folders": [asdict(f) for f in self.folders],
         }
         return plain(data)
@@ -370,7 +411,7 @@ def _filename(value: Any) -> str:
 FOLDER_KEYS = tuple(f for f in FolderConfig.__dataclass_fields__)
 DEFAULTS_KEYS = tuple(k for k in FOLDER_KEYS if k not in ("name", "inbox", "outbox"))
 TOP_KEYS = ("backend", "concurrency", "state_dir", "log", "fal", "retry", "defaults", "folders",
-            "rescan_interval", "shutdown_grace", "budget", "pixels")
+            "rescan_interval", "shutdown_grace", "budget", "pixels", "http")
 
 
 def _folder_values(sec: _Section, base: Path, fallback: dict[str, Any]) -> dict[str, Any]:
@@ -467,11 +508,49 @@ def parse(text: str, file: str | Path) -> Config:
         pixels=PixelConfig(
             workers=pixels.get("workers", _number(1, 256, integer=True), PixelConfig.workers),
             memory_mb=pixels.get("memory_mb", _number(32, 1_048_576), PixelConfig.memory_mb)),
+        http=_http(doc, top, base),
     )
     _check_folders(doc, config)
     if doc.problems:
         raise ConfigError(sorted(doc.problems, key=lambda p: (p.line or 0)))
     return config
+
+
+def _listen(value: Any) -> tuple[str, int]:
+    text = _text(value).strip()
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"must be HOST:PORT, like {DEFAULT_HTTP_LISTEN} or [::1]:8765, "
+                         f"not {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not 0 <= int(port) <= 65535:
+        raise ValueError(f"port must be from 0 to 65535, not {port}")
+    return host, int(port)
+
+
+def _http(doc: _Doc, top: _Section, base: Path) -> HttpConfig | None:
+    """``http:`` absent means the default page on loopback; ``http: null`` turns it off."""
+    if "http" in top.data and top.data["http"] is None:
+        return None
+    sec = _Section(doc, top.data.get("http"), ("http",),
+                   ("listen", "token", "token_file", "thumbs_cache_mb"))
+    host, port = sec.get("listen", _listen, ("127.0.0.1", 8765))
+    token = sec.get("token", lambda v: None if v is None else _text(v).strip(), None)
+    token_file = sec.get("token_file", lambda v: None if v is None else _path(base)(v), None)
+    http = HttpConfig(host=host, port=port, token=token, token_file=token_file,
+                      thumbs_cache_mb=sec.get("thumbs_cache_mb", _number(1, 1_000_000), 200.0))
+    if not http.loopback and token is None and token_file is None and not _token_credential():
+        doc.problem(("http", "listen"),
+                    f"listening on {host} (not a loopback address) needs http.token or "
+                    "http.token_file: the page can retry jobs and lift pauses, and the "
+                    "pictures are private")
+    return http
+
+
+def _token_credential() -> bool:
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    return bool(creds) and (Path(creds) / HTTP_TOKEN_CREDENTIAL).is_file()
 
 
 def _inside(child: Path, parent: Path) -> bool:

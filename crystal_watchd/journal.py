@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .events import Events, JobChanged
 from .jobs import Job, JobState
 
 #: States of a job that waits for ``next_attempt_at`` before a worker takes it.
@@ -49,6 +50,9 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS jobs_path ON jobs(folder, path);
 CREATE INDEX IF NOT EXISTS jobs_content ON jobs(folder, sha256, settings_key, state);
+-- counts per folder and state, and the latest finished jobs, without a table scan (web page)
+CREATE INDEX IF NOT EXISTS jobs_folder_state ON jobs(folder, state);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished_at, cost_usd);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 SCHEMA_VERSION = "1"
@@ -79,8 +83,9 @@ def _row_to_job(row: sqlite3.Row) -> Job:
 
 
 class Journal:
-    def __init__(self, path: Path, *, readonly: bool = False):
+    def __init__(self, path: Path, *, readonly: bool = False, events: Events | None = None):
         self.path = path
+        self.events = events
         if readonly:
             self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
         else:
@@ -178,6 +183,12 @@ class Journal:
         return {r[0] for r in self.db.execute(
             "SELECT DISTINCT folder FROM jobs WHERE state IN (?, ?)", _WAITING)}
 
+    def waiting_by_folder(self) -> dict[str, int]:
+        """Queued or running jobs per folder."""
+        return dict(self.db.execute(
+            "SELECT folder, COUNT(*) FROM jobs WHERE state IN (?, ?) GROUP BY folder",
+            (JobState.QUEUED.value, JobState.RUNNING.value)).fetchall())
+
     def unfinished(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM jobs WHERE state IN (?, ?, ?)",
                                (*_WAITING, JobState.RUNNING.value)).fetchone()[0]
@@ -189,7 +200,13 @@ class Journal:
         cols = ", ".join(f"{k}=?" for k in values)
         with self.db:
             self.db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*values.values(), job.id))
-        return self.get(job.id)
+        return self._publish(job.state, job.id, values)
+
+    def _publish(self, before: JobState | None, job_id: int, values: dict[str, Any]) -> Job:
+        job = self.get(job_id)
+        if self.events is not None:
+            self.events.publish(JobChanged(job, before, frozenset(values)))
+        return job
 
     def enqueue(self, folder: str, path: Path, rel: str, size: int, mtime_ns: int,
                 sha256: str) -> Job | None:
@@ -213,7 +230,7 @@ class Journal:
                 "INSERT INTO jobs (folder, path, rel, size, mtime_ns, sha256, state, created_at, "
                 "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (folder, _b(path), _b(rel), size, mtime_ns, sha256, JobState.QUEUED.value, now, now))
-        return self.get(cur.lastrowid)
+        return self._publish(None, cur.lastrowid, {"state": JobState.QUEUED.value})
 
     def recover(self) -> int:
         """At start: jobs a dead process held go back to the queue, keeping their
@@ -238,7 +255,7 @@ class Journal:
         with self.db:
             self.db.execute("UPDATE jobs SET request_id=?, submissions=submissions+1, "
                             "updated_at=? WHERE id=?", (request_id, time.time(), job.id))
-        return self.get(job.id)
+        return self._publish(job.state, job.id, {"request_id": request_id})
 
     def forget_request(self, job: Job) -> Job:
         return self._update(job, request_id=None)

@@ -137,24 +137,35 @@ def retry(config: Config, journal_file: Path, paths: list[str]) -> list[str]:
     was retried, one line each."""
     if not journal_file.exists():
         return []
-    wanted = {str(Path(p).absolute()) for p in paths}
     journal = Journal(journal_file)
-    done: list[str] = []
     try:
-        for job in journal.jobs(state=JobState.FAILED):
-            folder = config.folder(job.folder)
-            if folder is None:
-                continue
-            original = folder.inbox / job.rel
-            if wanted and not wanted & {str(job.path), str(original), job.rel}:
-                continue
-            back = job.path
-            if job.path != original and job.path.exists():
-                back = move_file(job.path, original)
-                report = job.path.with_name(job.path.name + ".error.json")
-                report.unlink(missing_ok=True)
-            journal.retry_failed(job, back)
-            done.append(f"{job.folder}: {job.rel}")
+        return retry_jobs(config, journal, paths=paths)
     finally:
         journal.close()
+
+
+def retry_jobs(config: Config, journal: Journal, *, paths: list[str] = (),
+               job_ids: set[int] | None = None) -> list[str]:
+    """``retry`` on an open journal (the daemon's web page uses its own): all failed jobs,
+    or those named by path or by id."""
+    wanted = {str(Path(p).absolute()) for p in paths}
+    done: list[str] = []
+    if job_ids is None:
+        candidates = journal.jobs(state=JobState.FAILED)
+    else:
+        candidates = [j for j in map(journal.get, sorted(job_ids)) if j.state == JobState.FAILED]
+    for job in candidates:
+        folder = config.folder(job.folder)
+        if folder is None:
+            continue
+        original = folder.inbox / job.rel
+        if wanted and not wanted & {str(job.path), str(original), job.rel}:
+            continue
+        back = job.path
+        if job.path != original and job.path.exists():
+            back = move_file(job.path, original)
+            report = job.path.with_name(job.path.name + ".error.json")
+            report.unlink(missing_ok=True)
+        journal.retry_failed(job, back)
+        done.append(f"{job.folder}: {job.rel}")
     return done
