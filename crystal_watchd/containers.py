@@ -224,7 +224,10 @@ def check_png(path: Path) -> Info:
                 ihdr += data
             elif kind == b"IDAT":
                 while data:
-                    produced += len(inflate.decompress(data, _CHUNK))
+                    try:
+                        produced += len(inflate.decompress(data, _CHUNK))
+                    except zlib.error as exc:
+                        raise DamagedFile(f"the PNG's image data is damaged ({exc})") from None
                     data = inflate.unconsumed_tail
     header = _ihdr(ihdr) if len(ihdr) >= 13 else None
     if header is None:

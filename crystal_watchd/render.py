@@ -68,9 +68,8 @@ def write(result: ResultImage, target: Target, where: Path, tag: str) -> Written
     ConversionError if an in-memory result cannot be written."""
     if result.path is not None and passes_through(result, target):
         return _pass_through(result.path, target.meta, where, tag, target.fmt)
-    image = _decode(result)
     try:
-        image = _prepare(image, target)
+        image = _prepare(_decode(result), target)
         tmp = output.write_temp(where, lambda fh: encode(image, target, fh), tag)
         read_back(tmp, target.fmt, image.size)
         return Written(tmp, target.fmt, image.width * image.height / 1e6)
@@ -82,8 +81,6 @@ def write(result: ResultImage, target: Target, where: Path, tag: str) -> Written
         return Written(written.tmp, fmt, written.megapixels,
                        fallback=f"{target.fmt} could not be written ({exc.reason}); the paid "
                                 f"result was kept as {fmt}")
-    finally:
-        del image
 
 
 def _decode(result: ResultImage) -> Image.Image:

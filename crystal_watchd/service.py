@@ -21,7 +21,6 @@ from watchdog.events import FileSystemEvent
 from . import backends, logs, web
 from . import config as config_mod
 from .backends.base import Backend
-from .pixels import PixelPool
 from .budget import Budget, next_midnight
 from .config import Config, FolderConfig
 from .errors import AccountError, ConfigError
@@ -29,6 +28,7 @@ from .events import Events
 from .jobs import JobState
 from .journal import Journal
 from .lock import StateLock
+from .pixels import PixelPool
 from .rules import Rules
 from .settle import Settler
 from .systemd import Notifier

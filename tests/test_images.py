@@ -8,9 +8,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
-from PIL import ImageCms
+from PIL import Image, ImageCms
 
 from crystal_watchd import output, preflight, render
 from crystal_watchd.backends.base import ResultImage

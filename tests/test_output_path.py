@@ -73,7 +73,7 @@ def test_png_check_finds_damage_the_length_cannot(tmp_path):
     flipped = bytearray(good)
     flipped[len(good) // 2] ^= 0x01
     path.write_bytes(bytes(flipped))
-    with pytest.raises(Exception):
+    with pytest.raises(containers.DamagedFile):
         containers.check_png(path)
     path.write_bytes(good[:-12])
     assert containers.complete(path) is not None
