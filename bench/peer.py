@@ -5,7 +5,7 @@ watchdog + a thread pool of C workers, each calling ``fal_client.upload_file``,
 beyond waiting for the close of the write, no retries.
 
     FAL_* / SSL_CERT_FILE / FAKEFAL_BASE_URL set as for the daemon;
-    python bench/peer.py INBOX OUTBOX CONCURRENCY SCALE
+    python bench/peer.py INBOX OUTBOX CONCURRENCY SCALE [png|jpg]
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ fal_client_module.CDN_URL = os.environ["FAKEFAL_BASE_URL"]
 def main() -> None:
     inbox, outbox = Path(sys.argv[1]), Path(sys.argv[2])
     concurrency, scale = int(sys.argv[3]), float(sys.argv[4])
+    arguments = {"output_format": sys.argv[5]} if len(sys.argv) > 5 else {}
+    ext = ".png" if arguments.get("output_format") == "png" else ".jpg"
     outbox.mkdir(parents=True, exist_ok=True)
     pool = ThreadPoolExecutor(concurrency)
     seen: set[str] = set()
@@ -38,10 +40,10 @@ def main() -> None:
     def process(path: str) -> None:
         url = fal_client.upload_file(path)
         result = fal_client.subscribe("clarityai/crystal-upscaler",
-                                      {"image_url": url, "scale_factor": scale})
+                                      {"image_url": url, "scale_factor": scale, **arguments})
         image = result["images"][0]
         data = httpx.get(image["url"] if isinstance(image, dict) else image).content
-        target = outbox / (Path(path).stem + ".png")
+        target = outbox / (Path(path).stem + ext)
         target.write_bytes(data)
 
     class Handler(FileSystemEventHandler):

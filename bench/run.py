@@ -123,7 +123,9 @@ def daemon(env: Env, server: FakeFal | None, config: Path, log: Path) -> Proc:
 
 def write_config(path: Path, folders: list[dict], **top: Any) -> Path:
     data = {"backend": "fal", "state_dir": str(path.parent / "state"),
-            "log": {"format": "json", "level": "info"}, **top, "folders": folders}
+            "log": {"format": "json", "level": "info"},
+            "http": {"listen": "127.0.0.1:0"},  # the page is on, as by default; any free port
+            **top, "folders": folders}
     path.write_text(yaml.safe_dump(data))
     return path
 

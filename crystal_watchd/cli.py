@@ -36,8 +36,14 @@ def _parser() -> argparse.ArgumentParser:
                          help="override the config's backend (local works offline, no key)")
     sub.add_parser("run", parents=[common, backend],
                    help="watch and process until stopped (SIGTERM/SIGINT)")
-    sub.add_parser("once", parents=[common, backend],
-                   help="process what is in the inboxes now, then exit (1 if any file failed)")
+    once = sub.add_parser("once", parents=[common, backend],
+                          help="process what is in the inboxes now, then exit (1 if any file "
+                               "failed)")
+    loudness = once.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="store_true",
+                          help="on a terminal, print every job's log lines too")
+    loudness.add_argument("-q", "--quiet", action="store_true",
+                          help="print only warnings and errors")
     sub.add_parser("check", parents=[common], help="validate the config and print the "
                                                    "effective settings per folder")
     status = sub.add_parser("status", parents=[common], help="queue, failures and spend, "
@@ -54,15 +60,6 @@ def _load(args: argparse.Namespace) -> config_mod.Config:
     path = getattr(args, "config", None) or config_mod.default_config_path()
     config = config_mod.load(path)
     return config.with_backend(getattr(args, "backend", None))
-
-
-def _progress_bar() -> object:
-    def show(done: int, total: int) -> None:
-        width = 30
-        filled = int(width * done / total) if total else width
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-        sys.stderr.flush()
-    return show
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,13 +97,34 @@ def main(argv: list[str] | None = None) -> int:
             print(f"retrying {line}")
         return EXIT_OK
 
-    logs.configure(config.log.format, config.log.level)
+    from .events import Events
     from .service import run_service
 
     once = args.command == "once"
-    progress = _progress_bar() if once and sys.stderr.isatty() else None
+    level = config.log.level
+    if once and args.quiet:
+        level = "warning"
+    elif once and args.verbose and level in ("warning", "error"):
+        level = "info"
+    events = Events()
+    view = None
+    if once and sys.stderr.isatty() and config.log.format != "json":
+        from rich.console import Console
+
+        from .terminal import ConsoleStream, JobLinesFilter, ProgressView
+
+        console = Console(stderr=True)
+        logs.configure("console", level, stream=ConsoleStream(console),
+                       filters=() if args.verbose else (JobLinesFilter(),))
+        view = ProgressView(config, events, console)
+    else:
+        logs.configure(config.log.format, level)
     try:
-        code = run_service(config, once=once, progress=progress)
+        if view is not None:
+            with view:
+                code = run_service(config, once=once, progress=view.update, events=events)
+        else:
+            code = run_service(config, once=once, events=events)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"crystal-watchd: {problem}", file=sys.stderr)
@@ -114,6 +132,4 @@ def main(argv: list[str] | None = None) -> int:
     except LockedError as exc:
         print(f"crystal-watchd: {exc}", file=sys.stderr)
         return EXIT_FAILURES
-    if progress is not None:
-        sys.stderr.write("\n")
     return code

@@ -8,10 +8,11 @@ hint: a misspelt setting that is silently ignored is worse than one that stops t
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import os
 import string
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,6 +25,7 @@ OUTPUT_FORMATS = ("same", "png", "jpeg", "webp")
 ORIGINALS = ("keep", "move", "delete")
 OVERSIZE = ("fail", "reduce")
 UPLOAD_MODES = ("auto", "data-uri", "cdn")
+RESULT_FORMATS = ("auto", "png")
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 FILENAME_FIELDS = ("stem", "ext", "name", "scale", "creativity", "folder")
@@ -47,6 +49,9 @@ class FolderConfig:
     #: None for native events; otherwise seconds between polling scans.
     polling: float | None = None
     settle: float = 2.0
+    #: Seconds a file that does not decode yet may stay unchanged before it is judged
+    #: broken; until then it is taken to be still arriving.
+    incomplete_grace: float = 300.0
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
     ignore: tuple[str, ...] = ()
     output_format: str = "same"
@@ -58,6 +63,9 @@ class FolderConfig:
     max_input_megapixels: float = 100.0
     max_output_megapixels: float = MAX_OUTPUT_MEGAPIXELS
     oversize: str = "fail"
+    #: Encoder quality when an output is (re-)encoded; a result passed through keeps fal's.
+    jpeg_quality: int = 95
+    webp_quality: int = 90
 
     def excluded_dirs(self) -> tuple[Path, ...]:
         """Folders of our own that may sit inside the inbox and must never be watched."""
@@ -72,6 +80,18 @@ class FalConfig:
     timeout: float = 900.0
     #: Dollars per output megapixel, used for the recorded cost and the budget.
     price_per_megapixel: float = 0.016
+    #: auto: ask fal for JPEG when the folder writes JPEG (its bytes become the output);
+    #: png: always ask for lossless PNG and encode locally.
+    result_format: str = "auto"
+
+
+@dataclass(frozen=True)
+class PixelConfig:
+    """The bounded pool that decodes and encodes pixels (see pixels.py)."""
+
+    workers: int = os.cpu_count() or 1
+    #: Estimated working memory all pixel work together may use; one larger job runs alone.
+    memory_mb: float = 512.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +117,42 @@ class LogConfig:
     level: str = "info"
 
 
+DEFAULT_HTTP_LISTEN = "127.0.0.1:8765"
+#: Where systemd's LoadCredential= puts the page's token (like ``fal-key`` for the key).
+HTTP_TOKEN_CREDENTIAL = "http-token"
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """The local web page, /metrics and /healthz. ``http: null`` in the config turns it off."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    #: Never printed: kept out of repr() and shown masked by ``check``.
+    token: str | None = field(default=None, repr=False)
+    token_file: Path | None = None
+    #: Thumbnails kept in state_dir/thumbs; the oldest are dropped beyond this.
+    thumbs_cache_mb: float = 200.0
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.host)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path
@@ -110,6 +166,9 @@ class Config:
     rescan_interval: float = 300.0
     shutdown_grace: float = 20.0
     budget: BudgetConfig = BudgetConfig()
+    pixels: PixelConfig = PixelConfig()
+    #: None: no web page (``http: null``).
+    http: HttpConfig | None = HttpConfig()
 
     def folder(self, name: str) -> FolderConfig | None:
         return next((f for f in self.folders if f.name == name), None)
@@ -142,6 +201,9 @@ class Config:
             "retry": asdict(self.retry),
             "fal": asdict(self.fal),
             "budget": asdict(self.budget),
+            "pixels": asdict(self.pixels),
+            "http": None if self.http is None else {
+                **asdict(self.http), "token": "***" if self.http.token else None},
             "folders": [asdict(f) for f in self.folders],
         }
         return plain(data)
@@ -349,7 +411,7 @@ def _filename(value: Any) -> str:
 FOLDER_KEYS = tuple(f for f in FolderConfig.__dataclass_fields__)
 DEFAULTS_KEYS = tuple(k for k in FOLDER_KEYS if k not in ("name", "inbox", "outbox"))
 TOP_KEYS = ("backend", "concurrency", "state_dir", "log", "fal", "retry", "defaults", "folders",
-            "rescan_interval", "shutdown_grace", "budget")
+            "rescan_interval", "shutdown_grace", "budget", "pixels", "http")
 
 
 def _folder_values(sec: _Section, base: Path, fallback: dict[str, Any]) -> dict[str, Any]:
@@ -361,6 +423,7 @@ def _folder_values(sec: _Section, base: Path, fallback: dict[str, Any]) -> dict[
         "recursive": _bool,
         "polling": _polling,
         "settle": _number(0, 3600),
+        "incomplete_grace": _number(0, 86_400),
         "extensions": lambda v: tuple(e.lower().lstrip(".") for e in _text_list(v)),
         "ignore": _text_list,
         "output_format": lambda v: _choice(*OUTPUT_FORMATS)("jpeg" if v in ("jpg", "JPG") else v),
@@ -372,6 +435,8 @@ def _folder_values(sec: _Section, base: Path, fallback: dict[str, Any]) -> dict[
         "max_input_megapixels": _number(0.001, 10_000),
         "max_output_megapixels": _number(0.001, MAX_OUTPUT_MEGAPIXELS),
         "oversize": _choice(*OVERSIZE),
+        "jpeg_quality": _number(1, 100, integer=True),
+        "webp_quality": _number(1, 100, integer=True),
     }
     out = {}
     for key, check in checks.items():
@@ -394,6 +459,7 @@ def parse(text: str, file: str | Path) -> Config:
     fal = _Section(doc, top.data.get("fal"), ("fal",), tuple(FalConfig.__dataclass_fields__))
     retry = _Section(doc, top.data.get("retry"), ("retry",), ("attempts", "backoff", "max_backoff"))
     budget = _Section(doc, top.data.get("budget"), ("budget",), ("daily_usd",))
+    pixels = _Section(doc, top.data.get("pixels"), ("pixels",), ("workers", "memory_mb"))
     defaults = _Section(doc, top.data.get("defaults"), ("defaults",), DEFAULTS_KEYS)
     default_values = _folder_values(defaults, base, {})
 
@@ -429,6 +495,7 @@ def parse(text: str, file: str | Path) -> Config:
             upload=fal.get("upload", _choice(*UPLOAD_MODES), "auto"),
             timeout=fal.get("timeout", _number(10, 86_400), 900.0),
             price_per_megapixel=fal.get("price_per_megapixel", _number(0, 100), 0.016),
+            result_format=fal.get("result_format", _choice(*RESULT_FORMATS), "auto"),
         ),
         retry=RetryConfig(attempts=retry.get("attempts", _number(1, 1000, integer=True), 5),
                           backoff=retry.get("backoff", _number(0, 86_400), 5.0),
@@ -438,11 +505,52 @@ def parse(text: str, file: str | Path) -> Config:
         shutdown_grace=top.get("shutdown_grace", _number(0, 3600), 20.0),
         budget=BudgetConfig(daily_usd=budget.get(
             "daily_usd", lambda v: None if v is None else _number(0, 1e9)(v), None)),
+        pixels=PixelConfig(
+            workers=pixels.get("workers", _number(1, 256, integer=True), PixelConfig.workers),
+            memory_mb=pixels.get("memory_mb", _number(32, 1_048_576), PixelConfig.memory_mb)),
+        http=_http(doc, top, base),
     )
     _check_folders(doc, config)
     if doc.problems:
         raise ConfigError(sorted(doc.problems, key=lambda p: (p.line or 0)))
     return config
+
+
+def _listen(value: Any) -> tuple[str, int]:
+    text = _text(value).strip()
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"must be HOST:PORT, like {DEFAULT_HTTP_LISTEN} or [::1]:8765, "
+                         f"not {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not 0 <= int(port) <= 65535:
+        raise ValueError(f"port must be from 0 to 65535, not {port}")
+    return host, int(port)
+
+
+def _http(doc: _Doc, top: _Section, base: Path) -> HttpConfig | None:
+    """``http:`` absent means the default page on loopback; ``http: null`` turns it off."""
+    if "http" in top.data and top.data["http"] is None:
+        return None
+    sec = _Section(doc, top.data.get("http"), ("http",),
+                   ("listen", "token", "token_file", "thumbs_cache_mb"))
+    host, port = sec.get("listen", _listen, ("127.0.0.1", 8765))
+    token = sec.get("token", lambda v: None if v is None else _text(v).strip(), None)
+    token_file = sec.get("token_file", lambda v: None if v is None else _path(base)(v), None)
+    http = HttpConfig(host=host, port=port, token=token, token_file=token_file,
+                      thumbs_cache_mb=sec.get("thumbs_cache_mb", _number(1, 1_000_000), 200.0))
+    if not http.loopback and token is None and token_file is None and not _token_credential():
+        doc.problem(("http", "listen"),
+                    f"listening on {host} (not a loopback address) needs http.token or "
+                    "http.token_file: the page can retry jobs and lift pauses, and the "
+                    "pictures are private")
+    return http
+
+
+def _token_credential() -> bool:
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    return bool(creds) and (Path(creds) / HTTP_TOKEN_CREDENTIAL).is_file()
 
 
 def _inside(child: Path, parent: Path) -> bool:

@@ -7,6 +7,8 @@
         ├── RetryableError     try the same job again later (carries its delay)
         │   └── OutputBlockedError   the outbox cannot take the file right now
         ├── PermanentJobError  this job can never succeed: fail it, keep the original
+        │   └── ConversionError      the result cannot be written in the folder's format:
+        │                            keep a paid result in its own format, else fail
         └── AccountError       the backend account refuses all work: pause everything
 
 The worker decides what happens; backends and helpers only raise.
@@ -91,6 +93,12 @@ class PermanentJobError(JobError):
     """The job cannot succeed as it is (bad image, rejected input): fail it with a reason."""
 
     kind = "permanent"
+
+
+class ConversionError(PermanentJobError):
+    """An encoder or a read-back refused the output; retrying would fail the same way."""
+
+    kind = "conversion"
 
 
 class AccountError(JobError):

@@ -15,7 +15,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .events import Events, JobChanged
 from .jobs import Job, JobState
+
+#: States of a job that waits for ``next_attempt_at`` before a worker takes it.
+_WAITING = (JobState.QUEUED.value, JobState.ARRIVING.value)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -46,6 +50,9 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS jobs_path ON jobs(folder, path);
 CREATE INDEX IF NOT EXISTS jobs_content ON jobs(folder, sha256, settings_key, state);
+-- counts per folder and state, and the latest finished jobs, without a table scan (web page)
+CREATE INDEX IF NOT EXISTS jobs_folder_state ON jobs(folder, state);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished_at, cost_usd);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 SCHEMA_VERSION = "1"
@@ -76,8 +83,9 @@ def _row_to_job(row: sqlite3.Row) -> Job:
 
 
 class Journal:
-    def __init__(self, path: Path, *, readonly: bool = False):
+    def __init__(self, path: Path, *, readonly: bool = False, events: Events | None = None):
         self.path = path
+        self.events = events
         if readonly:
             self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
         else:
@@ -153,12 +161,12 @@ class Journal:
         already hold a backend request or an output (resuming them costs nothing more)."""
         excluded = list(exclude_folders)
         marks = ",".join("?" * len(excluded))
-        sql = (f"SELECT {_COLUMNS} FROM jobs WHERE state=? AND next_attempt_at<=?"
+        sql = (f"SELECT {_COLUMNS} FROM jobs WHERE state IN (?, ?) AND next_attempt_at<=?"
                + (f" AND folder NOT IN ({marks})" if excluded else "")
                + (" AND (request_id IS NOT NULL OR pending!='[]' OR outputs!='[]')"
                   if only_paid else "")
                + " ORDER BY next_attempt_at, id LIMIT ?")
-        rows = self.db.execute(sql, (JobState.QUEUED.value, now, *excluded, limit))
+        rows = self.db.execute(sql, (*_WAITING, now, *excluded, limit))
         return [_row_to_job(r) for r in rows]
 
     def next_wakeup(self, *, exclude_folders: Iterable[str] = ()) -> float | None:
@@ -166,18 +174,24 @@ class Journal:
         excluded = list(exclude_folders)
         marks = ",".join("?" * len(excluded))
         row = self.db.execute(
-            "SELECT MIN(next_attempt_at) FROM jobs WHERE state=?"
+            "SELECT MIN(next_attempt_at) FROM jobs WHERE state IN (?, ?)"
             + (f" AND folder NOT IN ({marks})" if excluded else ""),
-            (JobState.QUEUED.value, *excluded)).fetchone()
+            (*_WAITING, *excluded)).fetchone()
         return row[0]
 
     def queued_folders(self) -> set[str]:
-        return {r[0] for r in self.db.execute("SELECT DISTINCT folder FROM jobs WHERE state=?",
-                                              (JobState.QUEUED.value,))}
+        return {r[0] for r in self.db.execute(
+            "SELECT DISTINCT folder FROM jobs WHERE state IN (?, ?)", _WAITING)}
+
+    def waiting_by_folder(self) -> dict[str, int]:
+        """Queued or running jobs per folder."""
+        return dict(self.db.execute(
+            "SELECT folder, COUNT(*) FROM jobs WHERE state IN (?, ?) GROUP BY folder",
+            (JobState.QUEUED.value, JobState.RUNNING.value)).fetchall())
 
     def unfinished(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM jobs WHERE state IN (?, ?)",
-                               (JobState.QUEUED.value, JobState.RUNNING.value)).fetchone()[0]
+        return self.db.execute("SELECT COUNT(*) FROM jobs WHERE state IN (?, ?, ?)",
+                               (*_WAITING, JobState.RUNNING.value)).fetchone()[0]
 
     # -- state changes -----------------------------------------------------------------
 
@@ -186,7 +200,13 @@ class Journal:
         cols = ", ".join(f"{k}=?" for k in values)
         with self.db:
             self.db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*values.values(), job.id))
-        return self.get(job.id)
+        return self._publish(job.state, job.id, values)
+
+    def _publish(self, before: JobState | None, job_id: int, values: dict[str, Any]) -> Job:
+        job = self.get(job_id)
+        if self.events is not None:
+            self.events.publish(JobChanged(job, before, frozenset(values)))
+        return job
 
     def enqueue(self, folder: str, path: Path, rel: str, size: int, mtime_ns: int,
                 sha256: str) -> Job | None:
@@ -202,14 +222,15 @@ class Journal:
             if existing:
                 return None
             self.db.execute(
-                "UPDATE jobs SET state=?, reason=?, updated_at=? WHERE folder=? AND path=? AND state=?",
+                "UPDATE jobs SET state=?, reason=?, updated_at=? WHERE folder=? AND path=? "
+                "AND state IN (?, ?)",
                 (JobState.SUPERSEDED.value, "the file changed before it was processed", now,
-                 folder, _b(path), JobState.QUEUED.value))
+                 folder, _b(path), *_WAITING))
             cur = self.db.execute(
                 "INSERT INTO jobs (folder, path, rel, size, mtime_ns, sha256, state, created_at, "
                 "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (folder, _b(path), _b(rel), size, mtime_ns, sha256, JobState.QUEUED.value, now, now))
-        return self.get(cur.lastrowid)
+        return self._publish(None, cur.lastrowid, {"state": JobState.QUEUED.value})
 
     def recover(self) -> int:
         """At start: jobs a dead process held go back to the queue, keeping their
@@ -234,7 +255,7 @@ class Journal:
         with self.db:
             self.db.execute("UPDATE jobs SET request_id=?, submissions=submissions+1, "
                             "updated_at=? WHERE id=?", (request_id, time.time(), job.id))
-        return self.get(job.id)
+        return self._publish(job.state, job.id, {"request_id": request_id})
 
     def forget_request(self, job: Job) -> Job:
         return self._update(job, request_id=None)
@@ -256,6 +277,18 @@ class Journal:
                     count_attempt: bool = True) -> Job:
         return self._update(job, state=JobState.QUEUED.value, next_attempt_at=time.time() + delay,
                             attempts=job.attempts + (1 if count_attempt else 0),
+                            error_kind=kind, reason=reason)
+
+    def arriving(self, job: Job, *, until: float, kind: str, reason: str) -> Job:
+        """The file does not decode yet and may still be being written: look again at
+        ``until``, without counting an attempt. If a newer version of the file was journaled
+        meanwhile, this one is superseded instead."""
+        newer = self.db.execute(
+            "SELECT 1 FROM jobs WHERE folder=? AND path=? AND id>? AND state!=?",
+            (job.folder, _b(job.path), job.id, JobState.SUPERSEDED.value)).fetchone()
+        if newer:
+            return self.superseded(job, "the file changed while it was being checked")
+        return self._update(job, state=JobState.ARRIVING.value, next_attempt_at=until,
                             error_kind=kind, reason=reason)
 
     def requeue(self, job: Job) -> Job:

@@ -43,7 +43,8 @@ def _scrub_processor(_logger: Any, _name: str, event_dict: dict[str, Any]) -> di
     return event_dict
 
 
-def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None,
+              filters: tuple[logging.Filter, ...] = ()) -> None:
     """Set up structlog and the stdlib root logger. Safe to call again (on reload)."""
     stream = stream or sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
@@ -71,6 +72,8 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
     )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
+    for log_filter in filters:
+        handler.addFilter(log_filter)
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_crystal_watchd", False):

@@ -1,4 +1,4 @@
-"""Output files: names, format conversion, metadata carry-over, and atomic placement.
+"""Output files: names and atomic placement (encoding lives in render.py).
 
 A final name only ever appears holding a complete, fsynced file: every output is written to
 a hidden temp file in the target folder first, then linked (or renamed) into place. The chosen
@@ -9,7 +9,6 @@ instead of producing a second copy.
 from __future__ import annotations
 
 import errno
-import io
 import os
 import shutil
 import threading
@@ -17,17 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from PIL import Image
-
 from .config import FolderConfig
-from .errors import OutputBlockedError, PermanentJobError
-from .preflight import SourceImage
+from .errors import ConversionError, OutputBlockedError, PermanentJobError
+from .preflight import target_format
 
-#: Pillow format for each output_format / input format we write.
-_PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 _EXTENSION = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "TIFF": "tif", "BMP": "bmp"}
-# Formats we can write back unchanged when output_format is "same"; others become PNG.
-_SAME_OK = {"JPEG", "PNG", "WEBP", "TIFF", "BMP"}
 _name_lock = threading.Lock()
 
 
@@ -36,15 +29,11 @@ def format_number(value: float) -> str:
     return f"{value:g}" if value == int(value) or abs(value) >= 1e-4 else str(value)
 
 
-def target_format(folder: FolderConfig, source_format: str) -> str:
-    if folder.output_format != "same":
-        return _PIL_FORMAT[folder.output_format]
-    return source_format if source_format in _SAME_OK else "PNG"
-
-
-def output_ext(folder: FolderConfig, source_path: Path, source_format: str) -> str:
-    """``{ext}``: the input's own extension when keeping its format, else png/jpg/webp."""
-    fmt = target_format(folder, source_format)
+def output_ext(folder: FolderConfig, source_path: Path, source_format: str,
+               written: str | None = None) -> str:
+    """``{ext}``: the input's own extension when keeping its format, else png/jpg/webp.
+    ``written`` is the format actually written, when a fallback changed it."""
+    fmt = written or target_format(folder, source_format)
     if folder.output_format == "same" and fmt == source_format:
         return source_path.suffix.lstrip(".") or _EXTENSION[fmt]
     return _EXTENSION[fmt]
@@ -95,41 +84,8 @@ def fit_name(name: str) -> str:
     return f"{os.fsdecode(os.fsencode(base)[:room])}~{tail}"
 
 
-def encode(image: Image.Image, fmt: str, source: SourceImage | None,
-           target: BinaryIO | None = None) -> bytes | None:
-    """Encode ``image`` as ``fmt`` into ``target`` (or return the bytes), carrying the
-    source's ICC profile and EXIF where the format allows."""
-    params: dict[str, object] = {}
-    if source is not None and source.icc_profile and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
-        params["icc_profile"] = source.icc_profile
-    if source is not None and source.exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
-        params["exif"] = source.exif
-    if fmt == "JPEG":
-        params.update(quality=95, subsampling=0)
-        if image.mode in ("RGBA", "LA", "P"):
-            # JPEG has no alpha: flatten onto white rather than let dark pixels show.
-            background = Image.new("RGB", image.size, "white")
-            background.paste(image, mask=image.convert("RGBA").getchannel("A"))
-            image = background
-        elif image.mode not in ("RGB", "L", "CMYK"):
-            image = image.convert("RGB")
-    elif fmt == "WEBP":
-        params.update(quality=95, method=4)
-    elif fmt == "PNG":
-        params.update(compress_level=6)
-    elif fmt == "TIFF":
-        params.update(compression="tiff_lzw")
-    elif fmt == "BMP" and image.mode not in ("RGB", "L", "P", "1"):
-        image = image.convert("RGB")
-    if target is not None:
-        image.save(target, fmt, **params)
-        return None
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **params)
-    return buffer.getvalue()
-
-
 def _blocked(exc: OSError, where: Path) -> OutputBlockedError:
+    """An OS error writing to the outbox: the job waits until the disk can take it."""
     what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exhausted",
             errno.EACCES: "permission denied", errno.EPERM: "permission denied",
             errno.EROFS: "the filesystem is read-only", errno.EFBIG: "the file is too large "
@@ -168,12 +124,18 @@ def write_temp(final: Path, data: bytes | Callable[[BinaryIO], object], tag: str
                 fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-    except OSError as exc:
+    except Exception as exc:
         try:
             tmp.unlink()
         except OSError:
             pass
-        raise _blocked(exc, final.parent) from None
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise _blocked(exc, final.parent) from None
+        if isinstance(exc, (OSError, ValueError, TypeError, KeyError, RuntimeError)):
+            # An OSError without errno comes from an image codec ("encoder error -2"), not
+            # from the disk: waiting would not help, so it is a conversion failure.
+            raise ConversionError(f"the output cannot be encoded: {exc}") from None
+        raise
     return tmp
 
 

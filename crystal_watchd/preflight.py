@@ -10,32 +10,60 @@ import math
 import warnings
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from . import metadata
 from .config import MAX_OUTPUT_SIDE, FolderConfig
 from .errors import PermanentJobError
+from .metadata import Metadata
 
 # Our own pixel limit (max_input_megapixels) is checked on the declared size before any
 # pixel is decoded, so Pillow's global bomb guard is replaced by a per-folder one.
 Image.MAX_IMAGE_PIXELS = None
 
-EXIF_ORIENTATION = 0x0112
-#: Formats whose pixels we keep in their own mode; anything else is converted to RGB(A).
-_KEEP_MODES = ("RGB", "RGBA", "L", "LA")
+#: Formats fal takes as they are, and the modes of those it reads as we mean them.
+FAL_ACCEPTS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
+               "GIF": "image/gif"}
+_AS_IS_MODES = ("RGB", "L", "RGBA", "LA", "P")
+#: Formats an output keeps when ``output_format: same``; others are written as PNG.
+SAME_OK = {"JPEG", "PNG", "WEBP", "TIFF", "BMP"}
+_PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+#: The largest side each output format can store (fal's own cap is MAX_OUTPUT_SIDE).
+FORMAT_MAX_SIDE = {"WEBP": 16383, "JPEG": 65535}
+_GREY = ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def target_format(folder: FolderConfig, source_format: str) -> str:
+    """The Pillow format the folder writes for an input of ``source_format``."""
+    if folder.output_format != "same":
+        return _PIL_FORMAT[folder.output_format]
+    return source_format if source_format in SAME_OK else "PNG"
 
 
 @dataclass
 class SourceImage:
-    """A decoded, upright input image and what must be carried over to the output."""
+    """An input image, checked, and what must be carried over to the output."""
 
-    image: Image.Image | None  # None once the backend no longer needs the pixels
+    #: Upright pixels in RGB, RGBA, L or LA; None when only the original bytes are needed
+    #: (sent as they are) or once the backend no longer needs them.
+    image: Image.Image | None
     format: str  # Pillow's name: JPEG, PNG, WEBP, TIFF, BMP, GIF …
-    icc_profile: bytes | None
-    exif: bytes | None  # orientation reset to 1: the pixels are already upright
+    meta: Metadata
     reoriented: bool
     frames: int
     width: int
     height: int
+    #: The folder's output format for this input (JPEG, PNG, WEBP, TIFF, BMP).
+    target: str = "PNG"
+    #: The original bytes can go to the upscaler unchanged (an accepted format, upright,
+    #: one frame, a plain mode, nothing to flatten).
+    as_is: bool = False
+    #: The input has real transparency and the output format can keep it.
+    has_alpha: bool = False
+    #: The input is greyscale (a re-encoded output is written as greyscale too).
+    grey: bool = False
+    #: What was changed to make the input usable, for the log.
+    conversions: tuple[str, ...] = ()
 
     def drop_pixels(self) -> None:
         """Free the decoded pixels (tens of MB for a photo) while the job waits on the
@@ -57,35 +85,111 @@ class Plan:
         return self.width * self.height / 1e6
 
 
-def _normalise_mode(image: Image.Image) -> Image.Image:
-    if image.mode in _KEEP_MODES:
-        return image
-    if image.mode == "P":
-        return image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode == "PA":
-        return image.convert("RGBA")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16-bit greyscale: scale down to 8 bits rather than clip at 255.
-        return image.convert("I").point(lambda v: v / 257).convert("L")
-    if image.mode == "1":
-        return image.convert("L")
-    return image.convert("RGBA" if "A" in image.mode else "RGB")
+def _to_eight_bits(image: Image.Image) -> Image.Image:
+    """Deep greyscale (16/32-bit integer, float) to 8-bit L, spreading its real range."""
+    low, high = image.getextrema()
+    if image.mode.startswith("I;16"):
+        low, high = 0, 65535
+    elif image.mode == "F" and low >= 0 and high <= 1:
+        low, high = 0.0, 1.0
+    elif low >= 0 and high <= 255:
+        low, high = 0, 255
+    elif low >= 0 and high <= 65535:
+        low, high = 0, 65535
+    span = (high - low) or 1
+    base = image if image.mode in ("I", "F") else image.convert("I")
+    return base.point(lambda v: (v - low) * 255 / span).convert("L")
 
 
-def inspect(data: bytes, folder: FolderConfig) -> SourceImage:
-    """Decode ``data`` fully; raise PermanentJobError with a plain reason if it cannot be used."""
+def _lab_to_rgb(image: Image.Image) -> Image.Image:
+    transform = ImageCms.buildTransform(ImageCms.createProfile("LAB"),
+                                        ImageCms.createProfile("sRGB"), "LAB", "RGB")
+    return ImageCms.applyTransform(image, transform)
+
+
+def _cmyk_to_rgb(image: Image.Image, meta: Metadata) -> tuple[Image.Image, str]:
+    if meta.icc_space == "cmyk" and meta.icc_profile:
+        try:
+            profile = ImageCms.ImageCmsProfile(io.BytesIO(meta.icc_profile))
+            converted = ImageCms.profileToProfile(image, profile, ImageCms.createProfile("sRGB"),
+                                                  outputMode="RGB")
+            if converted is not None:
+                return converted, "CMYK converted to sRGB through its ICC profile"
+        except Exception:  # noqa: BLE001 - fall back to the plain conversion below
+            pass
+    return image.convert("RGB"), "CMYK converted to RGB"
+
+
+def working_mode(image: Image.Image, meta: Metadata) -> tuple[Image.Image, str | None]:
+    """``image`` in RGB, RGBA, L or LA, and a note of what was converted (None if nothing)."""
+    mode = image.mode
+    if mode in ("RGB", "RGBA", "L", "LA"):
+        return image, None
+    if mode == "1":
+        return image.convert("L"), "1-bit converted to 8-bit grey"
+    if mode == "P":
+        has_alpha = "transparency" in image.info
+        return image.convert("RGBA" if has_alpha else "RGB"), "palette expanded"
+    if mode == "PA":
+        return image.convert("RGBA"), "palette expanded"
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return _to_eight_bits(image), f"{mode} greyscale reduced to 8 bits"
+    if mode == "CMYK":
+        return _cmyk_to_rgb(image, meta)
+    if mode == "LAB":
+        return _lab_to_rgb(image), "CIE Lab converted to sRGB"
+    if mode in ("RGBa", "La"):
+        return image.convert("RGBA" if mode == "RGBa" else "LA"), "alpha un-premultiplied"
+    try:
+        return image.convert("RGBA" if "A" in mode else "RGB"), f"{mode} converted to RGB"
+    except Exception as exc:  # noqa: BLE001 - a mode Pillow cannot convert
+        raise PermanentJobError(f"the image's colour mode {mode} cannot be converted to RGB "
+                                f"({exc})", kind="unsupported_mode") from None
+
+
+def _real_alpha(image: Image.Image) -> bool:
+    """Whether any pixel is not fully opaque."""
+    if image.mode not in ("RGBA", "LA"):
+        return False
+    return image.getchannel("A").getextrema()[0] < 255
+
+
+def flatten(image: Image.Image) -> Image.Image:
+    """Composite onto white (for formats without alpha; dark fringes would show otherwise)."""
+    background = Image.new("RGB" if image.mode == "RGBA" else "L", image.size, "white")
+    background.paste(image.convert(background.mode), mask=image.getchannel("A"))
+    return background
+
+
+def _open(data: bytes) -> Image.Image:
     if not data:
         raise PermanentJobError("the file is empty (0 bytes)", kind="empty_file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            return Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise PermanentJobError("not an image Pillow can read (the content does not match any "
                                 "known image format)", kind="not_an_image") from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure is the file's fault
         raise PermanentJobError(f"the image header cannot be read: {exc}",
                                 kind="not_an_image") from None
+
+
+def declared_megapixels(data: bytes) -> float:
+    """The input's size from its header alone (0 if unreadable): for the pixel pool."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.width * image.height / 1e6
+    except Exception:  # noqa: BLE001 - inspect() reports it properly
+        return 0.0
+
+
+def inspect(data: bytes, folder: FolderConfig, *, keep_pixels: bool = True) -> SourceImage:
+    """Check ``data`` decodes in full; raise PermanentJobError with a plain reason if it
+    cannot be used. With ``keep_pixels`` off, pixels are kept only when the original bytes
+    cannot go to the upscaler as they are (and a JPEG is checked with a reduced decode)."""
+    image = _open(data)
     width, height = image.size
     if width < 1 or height < 1:
         raise PermanentJobError(f"the image has no pixels ({width}×{height})", kind="no_pixels")
@@ -97,55 +201,85 @@ def inspect(data: bytes, folder: FolderConfig) -> SourceImage:
     if width < 2 or height < 2:
         raise PermanentJobError(f"the image is {width}×{height}; the upscaler needs at least 2×2",
                                 kind="too_small")
-    frames = getattr(image, "n_frames", 1)
+    try:
+        frames = getattr(image, "n_frames", 1)
+    except Exception:  # noqa: BLE001 - a damaged frame index
+        frames = 1
+    fmt = image.format or "PNG"
+    meta = metadata.read(image)
+    turn = metadata.orientation(image)
+    target = target_format(folder, fmt)
+    as_is = (fmt in FAL_ACCEPTS and turn == 1 and frames == 1 and image.mode in _AS_IS_MODES
+             and meta.icc_space in (None, "rgb", "grey"))
+    alpha_possible = image.mode in ("RGBA", "LA", "PA") or (
+        image.mode == "P" and "transparency" in image.info)
     try:
         image.seek(0)
+        if not keep_pixels and as_is and not alpha_possible and fmt == "JPEG":
+            # Reading every scan at 1/8 size proves the file whole at a fraction of the cost.
+            image.draft(image.mode, (max(1, width // 8), max(1, height // 8)))
         image.load()
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt pixel data
         raise PermanentJobError(f"the image data is damaged or incomplete: {exc}",
                                 kind="corrupt_image") from None
-    fmt = image.format or "PNG"
-    icc = image.info.get("icc_profile")
-    exif = image.getexif()
-    orientation = exif.get(EXIF_ORIENTATION, 1)
-    upright = ImageOps.exif_transpose(image) if orientation not in (None, 1) else image
-    exif_bytes = None
-    if len(exif):
-        exif[EXIF_ORIENTATION] = 1
-        exif_bytes = exif.tobytes()
-    return SourceImage(image=_normalise_mode(upright), format=fmt, icc_profile=icc,
-                       exif=exif_bytes, reoriented=orientation not in (None, 1), frames=frames,
-                       width=upright.width, height=upright.height)
+    conversions = []
+    if frames > 1:
+        conversions.append(f"first of {frames} frames/pages used")
+    grey = image.mode in _GREY
+    if not keep_pixels and as_is and not alpha_possible:
+        return SourceImage(image=None, format=fmt, meta=meta, reoriented=False, frames=frames,
+                           width=width, height=height, target=target, as_is=True, grey=grey)
+    pixels, note = working_mode(image, meta)
+    if note:
+        conversions.append(note)
+    upright = ImageOps.exif_transpose(pixels) if turn != 1 else pixels
+    if upright is None:  # exif_transpose returns None only when transposing in place
+        upright = pixels
+    has_alpha = _real_alpha(upright)
+    if upright.mode in ("RGBA", "LA") and not has_alpha:
+        upright = upright.convert("RGB" if upright.mode == "RGBA" else "L")
+    elif has_alpha and target in ("JPEG", "BMP"):
+        upright, has_alpha = flatten(upright), False
+        conversions.append("transparency flattened onto white (the output format has none)")
+        as_is = False
+    return SourceImage(image=upright, format=fmt, meta=meta, reoriented=turn != 1,
+                       frames=frames, width=upright.width, height=upright.height, target=target,
+                       as_is=as_is, has_alpha=has_alpha, grey=grey,
+                       conversions=tuple(conversions))
 
 
 def output_size(width: int, height: int, scale: float) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _fits(width: int, height: int, cap_mp: float) -> bool:
-    return width <= MAX_OUTPUT_SIDE and height <= MAX_OUTPUT_SIDE and width * height <= cap_mp * 1e6
+def _fits(width: int, height: int, cap_mp: float, side: int) -> bool:
+    return width <= side and height <= side and width * height <= cap_mp * 1e6
 
 
-def largest_scale(width: int, height: int, cap_mp: float) -> float:
+def largest_scale(width: int, height: int, cap_mp: float, side: int = MAX_OUTPUT_SIDE) -> float:
     """The largest scale, to two decimals, whose output fits the caps (0 if none ≥ 1 does)."""
-    bound = min(math.sqrt(cap_mp * 1e6 / (width * height)), MAX_OUTPUT_SIDE / width,
-                MAX_OUTPUT_SIDE / height)
+    bound = min(math.sqrt(cap_mp * 1e6 / (width * height)), side / width, side / height)
     scale = math.floor(bound * 100) / 100
-    while scale >= 1 and not _fits(*output_size(width, height, scale), cap_mp):
+    while scale >= 1 and not _fits(*output_size(width, height, scale), cap_mp, side):
         scale = round(scale - 0.01, 2)
     return scale if scale >= 1 else 0.0
 
 
-def plan(width: int, height: int, scale: float, folder: FolderConfig) -> Plan:
-    """The output size for ``scale``, within the caps; reduce or refuse per ``oversize``."""
+def plan(width: int, height: int, scale: float, folder: FolderConfig,
+         fmt: str | None = None) -> Plan:
+    """The output size for ``scale`` within the upscaler's caps and those of the output
+    format ``fmt`` (WebP stores at most 16383 px a side); reduce or refuse per ``oversize``,
+    before any money is spent."""
     cap = folder.max_output_megapixels
+    side = min(MAX_OUTPUT_SIDE, FORMAT_MAX_SIDE.get(fmt or "", MAX_OUTPUT_SIDE))
     out_w, out_h = output_size(width, height, scale)
-    if _fits(out_w, out_h, cap):
+    if _fits(out_w, out_h, cap, side):
         return Plan(scale, out_w, out_h)
-    best = largest_scale(width, height, cap)
+    best = largest_scale(width, height, cap, side)
+    limit = f"{side} px a side" + (f" (the most {fmt} can store)" if side < MAX_OUTPUT_SIDE
+                                   else "")
     what = (f"×{scale:g} of {width}×{height} would be {out_w}×{out_h} = "
-            f"{out_w * out_h / 1e6:.1f} MP, over the limit of {cap:g} MP and "
-            f"{MAX_OUTPUT_SIDE} px a side")
+            f"{out_w * out_h / 1e6:.1f} MP, over the limit of {cap:g} MP and {limit}")
     if best < 1:
         raise PermanentJobError(f"{what}; even ×1 does not fit", kind="output_too_large")
     if folder.oversize == "reduce":

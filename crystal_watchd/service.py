@@ -18,15 +18,17 @@ from pathlib import Path
 
 from watchdog.events import FileSystemEvent
 
-from . import backends, logs
+from . import backends, logs, web
 from . import config as config_mod
 from .backends.base import Backend
 from .budget import Budget, next_midnight
 from .config import Config, FolderConfig
 from .errors import AccountError, ConfigError
+from .events import Events
 from .jobs import JobState
 from .journal import Journal
 from .lock import StateLock
+from .pixels import PixelPool
 from .rules import Rules
 from .settle import Settler
 from .systemd import Notifier
@@ -48,8 +50,11 @@ def journal_path(config: Config) -> Path:
 class Service:
     def __init__(self, config: Config, *, once: bool = False, notifier: Notifier | None = None,
                  backend_factory: Callable[[Config], Backend] = backends.create,
-                 progress: Callable[[int, int], None] | None = None):
+                 progress: Callable[[dict[str, int]], None] | None = None,
+                 events: Events | None = None):
         self.config = config
+        #: Every job change the journal commits; the web page and the terminal view read it.
+        self.events = events or Events()
         self.once = once
         self.notifier = notifier or Notifier()
         self._backend_factory = backend_factory
@@ -64,6 +69,7 @@ class Service:
         self._wake = asyncio.Event()
         self._stopping = False
         self._paused_until = 0.0
+        self._pause_reason: str | None = None
         self._failed_this_run = 0
         self._done_this_run = 0
         self._last_status = 0.0
@@ -79,10 +85,13 @@ class Service:
         loop = asyncio.get_running_loop()
         lock = StateLock(self.config.state_dir)
         lock.acquire()
-        self.journal = Journal(journal_path(self.config))
+        self.journal = Journal(journal_path(self.config), events=self.events)
+        page = None
         self.backend = self._backend_factory(self.config)
+        self.pixels = PixelPool(self.config.pixels.workers, self.config.pixels.memory_mb)
         self.worker = Worker(self.config, self.journal, self.backend,
-                             Hooks(retouch=self._retouch, account_error=self._account_error))
+                             Hooks(retouch=self._retouch, account_error=self._account_error),
+                             pixels=self.pixels)
         self._hash_limit = asyncio.Semaphore(HASH_PARALLELISM)
         self.settler = Settler(self._on_stable)
         overflow = OverflowHook(loop, self.rescan_all)
@@ -97,6 +106,8 @@ class Service:
             for folder in self.config.folders:
                 _create_dirs(folder)
                 self._start_folder(folder)
+            if not self.once:
+                page = await web.start(self, journal_path(self.config))
             tasks = [asyncio.create_task(self.settler.run(), name="settle"),
                      asyncio.create_task(self._dispatch(), name="dispatch")]
             if not self.once:
@@ -118,6 +129,8 @@ class Service:
             overflow.uninstall()
             for watcher in self._watchers.values():
                 watcher.stop()
+            if page is not None:
+                await page.stop()
             await self.backend.aclose()
             self.journal.close()
             lock.release()
@@ -168,9 +181,10 @@ class Service:
         while not self._stop.is_set():
             busy = (len(self.settler) or self._intake_tasks or self._inflight
                     or self._scans_pending or self.journal.unfinished())
-            if self._progress is not None:  # this run's files only
-                finished = self._done_this_run + self._failed_this_run
-                self._progress(finished, finished + self.journal.unfinished() + len(self.settler))
+            if self._progress is not None:
+                waiting = self.settler.by_folder()
+                waiting.update(self.journal.waiting_by_folder())
+                self._progress(dict(waiting))
             if not busy:
                 return
             # Waiting out an account pause or tomorrow's budget is for ``run``, not ``once``.
@@ -200,7 +214,7 @@ class Service:
                       note="keeping the running configuration")
             self.notifier.ready(self._status_text())
             return
-        fixed = [k for k in ("state_dir", "backend") if getattr(new, k) != getattr(old, k)]
+        fixed = [k for k in ("state_dir", "backend", "http") if getattr(new, k) != getattr(old, k)]
         if fixed:
             log.warning("reload_needs_restart", settings=fixed, note="kept as they were")
             new = Config(**{**new.__dict__, **{k: getattr(old, k) for k in fixed}})
@@ -223,6 +237,7 @@ class Service:
             _create_dirs(new_folders[name])
             self._start_folder(new_folders[name])
         self._paused_until = 0.0
+        self._pause_reason = None
         self._budget.reset()
         log.info("config_reloaded", added=added, removed=removed, changed=changed)
         self._wake.set()
@@ -415,9 +430,37 @@ class Service:
         delay = exc.delay or 300.0
         first = time.time() >= self._paused_until
         self._paused_until = time.time() + delay
+        self._pause_reason = exc.reason
         if first:
             log.error("account_paused", reason=exc.reason, resume_in=delay,
                       note="no file is failed; all submissions wait (SIGHUP resumes now)")
+
+    # -- what the web page sees and does ----------------------------------------------------
+
+    def live_state(self) -> web.LiveState:
+        modes = {f.name: "unavailable" if f.name in self._unavailable else
+                 self._watchers[f.name].mode if f.name in self._watchers else "scan"
+                 for f in self.config.folders}
+        return web.LiveState(
+            backend=self.backend.name, in_flight=len(self._inflight),
+            paused_until=self._paused_until, pause_reason=self._pause_reason,
+            over_budget=self._over_budget(time.time()), daily_usd=self.config.budget.daily_usd,
+            watch_modes=modes)
+
+    def retry_job(self, job_id: int) -> bool:
+        """The page's Retry: what ``crystal-watchd retry PATH`` does, for one job."""
+        from .status import retry_jobs
+
+        try:
+            retried = retry_jobs(self.config, self.journal, job_ids={job_id})
+        except KeyError:
+            return False
+        self._wake.set()
+        return bool(retried)
+
+    def resume(self) -> None:
+        """The page's Resume: what SIGHUP does (re-read the config, lift any pause)."""
+        self.reload()
 
     # -- housekeeping ----------------------------------------------------------------------
 
@@ -458,9 +501,11 @@ class Service:
 
     def _status_text(self) -> str:
         counts = self.journal.counts()
-        total = {s: sum(c.get(s, 0) for c in counts.values()) for s in ("queued", "done", "failed")}
+        total = {s: sum(c.get(s, 0) for c in counts.values())
+                 for s in ("queued", "done", "failed", "arriving")}
         return (f"{total['queued']} queued, {len(self._inflight)} in flight, "
-                f"{total['done']} done, {total['failed']} failed")
+                f"{total['done']} done, {total['failed']} failed"
+                + (f", {total['arriving']} arriving" if total["arriving"] else ""))
 
     def _notify_status(self) -> None:
         """STATUS= as counts change, at most every STATUS_MIN_INTERVAL; a change inside the
@@ -487,9 +532,10 @@ def _create_dirs(folder: FolderConfig) -> None:
         directory.mkdir(parents=True, exist_ok=True)
 
 
-def run_service(config: Config, *, once: bool = False, progress=None) -> int:
+def run_service(config: Config, *, once: bool = False, progress=None,
+                events: Events | None = None) -> int:
     """Run the daemon to completion in a fresh event loop; returns the exit code."""
-    service = Service(config, once=once, progress=progress)
+    service = Service(config, once=once, progress=progress, events=events)
     try:
         return asyncio.run(service.run())
     except KeyboardInterrupt:

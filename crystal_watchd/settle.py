@@ -12,6 +12,7 @@ import asyncio
 import os
 import stat
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,10 @@ class Settler:
 
     def __len__(self) -> int:
         return len(self._tracked)
+
+    def by_folder(self) -> Counter[str]:
+        """Files still settling, per folder."""
+        return Counter(t.folder for t in self._tracked.values())
 
     def touch(self, folder: str, path: Path, settle: float) -> bool:
         """Something happened to ``path``: (re)start its quiet period. True if it is new."""

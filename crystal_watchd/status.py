@@ -6,13 +6,17 @@ write) beside it, and the daemon's dispatcher picks retried jobs up on its next 
 ``status --json`` shape (version 1; fields are only ever added):
 
     {"version": 1, "journal": str, "daemon_running": bool, "generated_at": iso,
-     "folders": {NAME: {"queued", "in_flight", "done", "failed", "superseded": int,
+     "folders": {NAME: {"queued", "in_flight", "done", "failed", "superseded", "arriving": int,
                         "oldest_waiting": {"file", "since"} | null,
                         "spend_today_usd", "spend_total_usd": float}},
-     "totals": {"queued", "in_flight", "done", "failed", "superseded": int},
+     "totals": {"queued", "in_flight", "done", "failed", "superseded", "arriving": int},
      "spend": {"today_usd", "total_usd", "today_megapixels", "total_megapixels": float,
                "by_day": {YYYY-MM-DD: usd}},
-     "last_errors": [{"job_id", "folder", "file", "error", "reason", "at", "state"}]}
+     "last_errors": [{"job_id", "folder", "file", "error", "reason", "at", "state"}],
+     "arriving": [{"job_id", "folder", "file", "reason", "since", "judged_at"}]}
+
+"arriving": files that do not decode yet and are taken to be still being written; each is
+judged at ``judged_at`` unless it changes first (see the folder's ``incomplete_grace``).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from .jobs import JobState
 from .journal import Journal
 from .output import move_file
 
-STATES = ("queued", "in_flight", "done", "failed", "superseded")
+STATES = ("queued", "in_flight", "done", "failed", "superseded", "arriving")
 
 
 def _iso(ts: float | None) -> str | None:
@@ -49,7 +53,7 @@ def collect(config: Config, journal_file: Path) -> dict[str, Any]:
         "folders": folders, "totals": {s: 0 for s in STATES},
         "spend": {"today_usd": 0.0, "total_usd": 0.0, "today_megapixels": 0.0,
                   "total_megapixels": 0.0, "by_day": {}},
-        "last_errors": [],
+        "last_errors": [], "arriving": [],
     }
     if not journal_file.exists():
         return report
@@ -90,21 +94,37 @@ def collect(config: Config, journal_file: Path) -> dict[str, Any]:
             report["last_errors"].append({
                 "job_id": row[0], "folder": row[1], "file": os.fsdecode(row[2]), "error": row[3],
                 "reason": row[4], "at": _iso(row[5]), "state": row[6]})
+        report["arriving"] = _arriving(db)
     finally:
         journal.close()
     return report
 
 
+def _arriving(db) -> list[dict[str, Any]]:
+    rows = db.execute("SELECT id, folder, rel, reason, created_at, next_attempt_at FROM jobs "
+                      "WHERE state=? ORDER BY id", (JobState.ARRIVING.value,))
+    return [{"job_id": r[0], "folder": r[1], "file": os.fsdecode(r[2]), "reason": r[3],
+             "since": _iso(r[4]), "judged_at": _iso(r[5])} for r in rows]
+
+
 def render(report: dict[str, Any]) -> str:
     lines = [f"journal: {report['journal']} (daemon {'running' if report['daemon_running'] else 'not running'})",
-             f"{'folder':<20} {'queued':>7} {'in flight':>9} {'done':>7} {'failed':>7}  oldest waiting"]
+             f"{'folder':<20} {'queued':>7} {'arriving':>8} {'in flight':>9} {'done':>7} "
+             f"{'failed':>7}  oldest waiting"]
     for name, f in report["folders"].items():
         oldest = f["oldest_waiting"]
-        lines.append(f"{name:<20} {f['queued']:>7} {f['in_flight']:>9} {f['done']:>7} "
-                     f"{f['failed']:>7}  {oldest['file'] + ' since ' + oldest['since'] if oldest else '-'}")
+        lines.append(f"{name:<20} {f['queued']:>7} {f.get('arriving', 0):>8} {f['in_flight']:>9} "
+                     f"{f['done']:>7} {f['failed']:>7}  "
+                     f"{oldest['file'] + ' since ' + oldest['since'] if oldest else '-'}")
     s = report["spend"]
     lines.append(f"spend: today ${s['today_usd']:.2f} ({s['today_megapixels']:.1f} MP), "
                  f"total ${s['total_usd']:.2f} ({s['total_megapixels']:.1f} MP)")
+    if report.get("arriving"):
+        lines.append("arriving (does not decode yet; judged at the end of its grace "
+                     "unless it changes first):")
+        for a in report["arriving"]:
+            lines.append(f"  [{a['folder']}] {a['file']}: {a['reason']} "
+                         f"(judged at {a['judged_at']})")
     if report["last_errors"]:
         lines.append("last errors:")
         for e in report["last_errors"]:
@@ -117,24 +137,35 @@ def retry(config: Config, journal_file: Path, paths: list[str]) -> list[str]:
     was retried, one line each."""
     if not journal_file.exists():
         return []
-    wanted = {str(Path(p).absolute()) for p in paths}
     journal = Journal(journal_file)
-    done: list[str] = []
     try:
-        for job in journal.jobs(state=JobState.FAILED):
-            folder = config.folder(job.folder)
-            if folder is None:
-                continue
-            original = folder.inbox / job.rel
-            if wanted and not wanted & {str(job.path), str(original), job.rel}:
-                continue
-            back = job.path
-            if job.path != original and job.path.exists():
-                back = move_file(job.path, original)
-                report = job.path.with_name(job.path.name + ".error.json")
-                report.unlink(missing_ok=True)
-            journal.retry_failed(job, back)
-            done.append(f"{job.folder}: {job.rel}")
+        return retry_jobs(config, journal, paths=paths)
     finally:
         journal.close()
+
+
+def retry_jobs(config: Config, journal: Journal, *, paths: list[str] = (),
+               job_ids: set[int] | None = None) -> list[str]:
+    """``retry`` on an open journal (the daemon's web page uses its own): all failed jobs,
+    or those named by path or by id."""
+    wanted = {str(Path(p).absolute()) for p in paths}
+    done: list[str] = []
+    if job_ids is None:
+        candidates = journal.jobs(state=JobState.FAILED)
+    else:
+        candidates = [j for j in map(journal.get, sorted(job_ids)) if j.state == JobState.FAILED]
+    for job in candidates:
+        folder = config.folder(job.folder)
+        if folder is None:
+            continue
+        original = folder.inbox / job.rel
+        if wanted and not wanted & {str(job.path), str(original), job.rel}:
+            continue
+        back = job.path
+        if job.path != original and job.path.exists():
+            back = move_file(job.path, original)
+            report = job.path.with_name(job.path.name + ".error.json")
+            report.unlink(missing_ok=True)
+        journal.retry_failed(job, back)
+        done.append(f"{job.folder}: {job.rel}")
     return done

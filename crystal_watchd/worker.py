@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -18,12 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import logs, output, preflight
+from . import arrival, logs, output, preflight, render
 from .backends.base import Backend, ResultImage, UpscaleRequest
 from .config import Config, FolderConfig
 from .errors import AccountError, JobError, OutputBlockedError, PermanentJobError, RetryableError
 from .jobs import Job, JobState, Settings
 from .journal import Journal
+from .pixels import PixelPool
 
 log = logs.get(__name__)
 
@@ -62,8 +64,10 @@ class Hooks:
 
 
 class Worker:
-    def __init__(self, config: Config, journal: Journal, backend: Backend, hooks: Hooks):
+    def __init__(self, config: Config, journal: Journal, backend: Backend, hooks: Hooks,
+                 pixels: PixelPool | None = None):
         self.config, self.journal, self.backend, self.hooks = config, journal, backend, hooks
+        self.pixels = pixels or PixelPool(config.pixels.workers, config.pixels.memory_mb)
 
     async def process(self, job: Job) -> JobState:
         folder = self.config.folder(job.folder)
@@ -96,13 +100,23 @@ class Worker:
                 results = [ResultImage(path=Path(p)) for p in earlier.outputs]
                 return await asyncio.shield(self._complete(job, folder, None, None, results,
                                                            bound, started, copy=True))
-            source = await asyncio.to_thread(preflight.inspect, data, folder)
-            plan = preflight.plan(source.width, source.height, folder.scale_factor, folder)
+            source = await self.pixels.run(
+                functools.partial(arrival.inspect, data, folder, job,
+                                  keep_pixels=self.backend.name == "local"),
+                megapixels=preflight.declared_megapixels(data))
+            plan = preflight.plan(source.width, source.height, folder.scale_factor, folder,
+                                  source.target)
             if plan.reduced:
                 bound.warning("scale_reduced", requested=folder.scale_factor, used=plan.scale,
                               output=f"{plan.width}x{plan.height}")
             if source.frames > 1:
                 bound.info("animated_first_frame_only", frames=source.frames)
+            if source.conversions:
+                bound.info("input_converted", changes=list(source.conversions))
+            if source.meta.dropped:
+                bound.warning("metadata_dropped", dropped=list(source.meta.dropped),
+                              note="the output is written without it")
+            alpha = await self._keep_alpha(job, source)
 
             async def on_submitted(request_id: str) -> None:
                 nonlocal job
@@ -116,13 +130,16 @@ class Worker:
                 job_id=job.id, source=source, data=data, source_name=job.path.name, plan=plan,
                 creativity=folder.creativity, request_id=job.request_id,
                 on_submitted=on_submitted, on_forgotten=on_forgotten,
-                work_dir=self.config.state_dir / "work")
+                work_dir=self.config.state_dir / "work", pixels=self.pixels,
+                result_format=self._result_format(source))
             results = await self.backend.upscale(request)
             return await asyncio.shield(self._complete(job, folder, source, plan, results, bound,
-                                                       started))
+                                                       started, alpha=alpha))
         except _Superseded as exc:
             bound.info("job_superseded", reason=str(exc))
             return self.journal.superseded(job, str(exc)).state
+        except arrival.StillArriving as exc:
+            return self._wait_for_arrival(self.journal.get(job.id), exc, bound)
         except _FolderGone:
             bound.warning("job_waiting_for_folder", inbox=str(folder.inbox))
             return self.journal.retry_later(job, delay=max(self.config.retry.backoff, 2.0),
@@ -151,8 +168,15 @@ class Worker:
             raise
         except Exception as exc:  # noqa: BLE001 - a bug must not lose the file or stop the daemon
             bound.exception("job_internal_error")
-            err = RetryableError(f"internal error: {type(exc).__name__}: {exc}", kind="internal")
-            return await asyncio.shield(self._retry(self.journal.get(job.id), folder, err, bound))
+            current = self.journal.get(job.id)
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            if current.error_kind == "internal":
+                # Twice in a row: the same input will keep failing the same way. Fail it with
+                # the exception named rather than loop.
+                return await asyncio.shield(self._fail(current, folder, PermanentJobError(
+                    f"{reason} (also on the attempt before)", kind="internal"), bound))
+            err = RetryableError(reason, kind="internal")
+            return await asyncio.shield(self._retry(current, folder, err, bound))
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -180,40 +204,65 @@ class Worker:
             raise _Superseded("the file's content changed after it was queued")
         return data
 
-    def _encode_temps(self, job: Job, folder: FolderConfig, source: preflight.SourceImage | None,
-                      scale: float, results: list[ResultImage],
-                      copy: bool) -> tuple[list[list[str]], float]:
+    def _result_format(self, source: preflight.SourceImage) -> str:
+        """jpg when the folder writes JPEG (fal's bytes become the output), else png."""
+        if self.config.fal.result_format == "auto" and source.target == "JPEG":
+            return "jpg"
+        return "png"
+
+    async def _keep_alpha(self, job: Job, source: preflight.SourceImage) -> Path | None:
+        """Save the input's alpha channel while the upscaler (which returns opaque RGB) runs;
+        the local backend scales alpha itself."""
+        if not source.has_alpha or self.backend.name == "local" or source.image is None:
+            return None
+        path = self.config.state_dir / "work" / f"{job.id}-alpha.png"
+
+        def save(image=source.image) -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.getchannel("A").save(path, "PNG", compress_level=1)
+
+        await self.pixels.run(save, megapixels=source.width * source.height / 1e6)
+        return path
+
+    async def _write_results(self, job: Job, folder: FolderConfig,
+                             source: preflight.SourceImage | None, plan: preflight.Plan | None,
+                             results: list[ResultImage], copy: bool, alpha: Path | None,
+                             bound) -> tuple[list[list[str]], float]:
         """Write every result to a temp file beside its final name: [[temp, chosen, wanted]],
         and the output megapixels (what fal bills)."""
-        pending, pixels = [], 0
+        scale = plan.scale if plan else folder.scale_factor
+        pending, megapixels = [], 0.0
         for i, result in enumerate(results):
+            tag = f"{job.id}-{i}"
             if copy:
                 assert result.path is not None
                 ext = result.path.suffix.lstrip(".")
                 wanted = output.render_name(folder, job.rel, scale=scale, ext=ext, index=i)
-                tmp = output.copy_temp(wanted, result.path, f"{job.id}-{i}")
+                tmp = await asyncio.to_thread(output.copy_temp, wanted, result.path, tag)
             else:
-                assert source is not None
-                fmt = output.target_format(folder, source.format)
+                assert source is not None and plan is not None
                 ext = output.output_ext(folder, job.path, source.format)
                 wanted = output.render_name(folder, job.rel, scale=scale, ext=ext, index=i)
-                if result.is_png_file() and fmt == "PNG" and not (source.icc_profile
-                                                                  or source.exif):
-                    # Already what we would write (fal answers in PNG), with nothing to carry
-                    # over: check it decodes, then keep its bytes instead of re-encoding.
-                    pixels += result.decoded_pixel_count()
-                    tmp = output.copy_temp(wanted, result.path, f"{job.id}-{i}")
+                target = render.Target(fmt=source.target, meta=source.meta, grey=source.grey,
+                                       alpha=alpha, jpeg_quality=folder.jpeg_quality,
+                                       webp_quality=folder.webp_quality)
+                if render.passes_through(result, target):
+                    written = await asyncio.to_thread(render.write, result, target, wanted, tag)
                 else:
-                    image = result.open()
-                    pixels += image.width * image.height
-                    tmp = output.write_temp(
-                        wanted, lambda fh, im=image, f=fmt: output.encode(im, f, source, fh),
-                        f"{job.id}-{i}")
-                    del image
+                    written = await self.pixels.run(render.write, result, target, wanted, tag,
+                                                    megapixels=plan.megapixels)
+                megapixels += written.megapixels
+                tmp = written.tmp
+                if written.fallback:
+                    bound.warning("output_format_fallback", reason=written.fallback)
+                    ext = output.output_ext(folder, job.path, source.format, written.fmt)
+                    wanted = output.render_name(folder, job.rel, scale=scale, ext=ext, index=i)
                 result.discard()
             chosen = output.choose_name(wanted, folder.overwrite)
             pending.append([str(tmp), str(chosen), str(wanted)])
-        return pending, pixels / 1e6
+        if alpha is not None:
+            alpha.unlink(missing_ok=True)
+        return pending, megapixels
 
     def _place(self, job: Job, folder: FolderConfig, pending: list[list[str]]) -> tuple[Job, list[str] | None]:
         """Rename temps into place; journal every changed name choice before using it."""
@@ -234,10 +283,9 @@ class Worker:
     async def _complete(self, job: Job, folder: FolderConfig,
                         source: preflight.SourceImage | None, plan: preflight.Plan | None,
                         results: list[ResultImage], bound, started: float,
-                        copy: bool = False) -> JobState:
-        scale = plan.scale if plan else folder.scale_factor
-        pending, megapixels = await asyncio.to_thread(self._encode_temps, job, folder, source,
-                                                      scale, results, copy)
+                        copy: bool = False, alpha: Path | None = None) -> JobState:
+        pending, megapixels = await self._write_results(job, folder, source, plan, results,
+                                                        copy, alpha, bound)
         job = self.journal.output_pending(job, pending)
         job, finals = self._place(job, folder, pending)
         if finals is None:
@@ -288,6 +336,16 @@ class Worker:
                 bound.info("original_deleted")
         except OSError as exc:
             bound.warning("original_not_handled", originals=folder.originals, error=str(exc))
+
+    def _wait_for_arrival(self, job: Job, exc: arrival.StillArriving, bound) -> JobState:
+        """Nothing moved, nothing submitted: a change to the file brings a new version, and
+        otherwise the job is looked at again when the grace ends."""
+        if job.error_kind != arrival.INCOMPLETE_KIND:  # said once, not at every look
+            bound.info("file_incomplete_waiting", reason=exc.reason,
+                       gives_up_in=round(max(0.0, exc.until - time.time()), 1),
+                       note="taken to be still arriving; any change to it starts over")
+        return self.journal.arriving(job, until=exc.until, kind=exc.kind,
+                                     reason=exc.reason).state
 
     async def _retry(self, job: Job, folder: FolderConfig, exc: RetryableError, bound) -> JobState:
         attempts = job.attempts + 1

@@ -23,7 +23,9 @@ def write_config(tmp_path: Path, folders: list[dict[str, Any]], **top: Any) -> P
     """A config file in tmp_path; folders default to fast settling for tests."""
     data: dict[str, Any] = {"backend": "local", "state_dir": str(tmp_path / "state"),
                             "log": {"format": "json", "level": "debug"},
-                            "retry": {"attempts": 3, "backoff": 0.2, "max_backoff": 1}}
+                            "retry": {"attempts": 3, "backoff": 0.2, "max_backoff": 1},
+                            # many daemons run at once in the tests: no page unless asked for
+                            "http": None}
     data.update(top)
     data["folders"] = [{"settle": 0.4, **f} for f in folders]
     path = tmp_path / "config.yaml"

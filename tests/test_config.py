@@ -113,3 +113,60 @@ def test_defaults_apply_and_paths_are_relative_to_the_file(tmp_path):
     assert first.output_format == "jpeg" and first.polling == config_mod.DEFAULT_POLL_SECONDS
     assert first.inbox == tmp_path / "sub" / "a" and first.name == "a"
     assert cfg.backend == "fal" and cfg.concurrency == 4
+
+
+def test_incomplete_grace_defaults_inherits_and_is_checked(tmp_path):
+    """incomplete_grace is 300 s unless set; defaults pass it on; a bad value names the
+    line and key."""
+    cfg = config_mod.parse("backend: local\ndefaults:\n  incomplete_grace: 30\nfolders:\n"
+                           "  - {inbox: a, outbox: oa}\n  - {inbox: b, outbox: ob, "
+                           "incomplete_grace: 0}\n", tmp_path / "c.yaml")
+    assert [f.incomplete_grace for f in cfg.folders] == [30.0, 0.0]
+    plain = config_mod.parse("backend: local\nfolders: [{inbox: a, outbox: o}]\n",
+                             tmp_path / "c.yaml")
+    assert plain.folders[0].incomplete_grace == 300.0
+    found = problems("backend: local\nfolders:\n  - inbox: a\n    outbox: o\n"
+                     "    incomplete_grace: -5\n", tmp_path)
+    assert found == [f"{tmp_path / 'c.yaml'}:5: folders[0].incomplete_grace: "
+                     "must be from 0 to 86400, not -5"]
+
+
+FOLDER = "folders:\n  - {inbox: in, outbox: out}\n"
+
+
+def test_http_defaults_on_at_loopback_and_null_turns_it_off(tmp_path):
+    """No http key: the page on 127.0.0.1:8765 without a token; `http: null`: no page;
+    IPv6 loopback and localhost need no token; the token never shows in repr()."""
+    default = config_mod.parse(FOLDER, tmp_path / "c.yaml").http
+    assert (default.host, default.port, default.token) == ("127.0.0.1", 8765, None)
+    assert config_mod.parse("http: null\n" + FOLDER, tmp_path / "c.yaml").http is None
+    for listen, host in (("'[::1]:9000'", "::1"), ("localhost:0", "localhost")):
+        http = config_mod.parse(f"http: {{listen: {listen}}}\n" + FOLDER, tmp_path / "c.yaml").http
+        assert http.host == host and http.loopback
+    guarded = config_mod.parse("http: {listen: '0.0.0.0:80', token: s3cret-token-value}\n"
+                               + FOLDER, tmp_path / "c.yaml")
+    assert "s3cret-token-value" not in repr(guarded)
+
+
+def test_http_problems_name_line_and_key(tmp_path):
+    """Non-loopback without a token, a bad port and an unknown http key are each reported
+    with their line and key."""
+    found = problems("http:\n  listen: '192.168.1.5:8765'\n  tokn: x\n" + FOLDER, tmp_path)
+    assert any(p.startswith(f"{tmp_path / 'c.yaml'}:2: http.listen: listening on 192.168.1.5 "
+                            "(not a loopback address) needs http.token") for p in found)
+    assert any(":3: http.tokn: unknown setting; did you mean 'token'?" in p for p in found)
+    found = problems("http: {listen: '127.0.0.1:70000'}\n" + FOLDER, tmp_path)
+    assert any("http.listen: port must be from 0 to 65535" in p for p in found)
+
+
+def test_systemd_credential_counts_as_a_token(tmp_path, monkeypatch):
+    """A non-loopback listen is accepted when $CREDENTIALS_DIRECTORY holds http-token, and
+    the page reads the token from there."""
+    from crystal_watchd.web.auth import read_token
+
+    text = "http: {listen: '0.0.0.0:8765'}\n" + FOLDER
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert problems(text, tmp_path)
+    (tmp_path / "http-token").write_text("from-the-credential\n")
+    http = config_mod.parse(text, tmp_path / "c.yaml").http
+    assert read_token(http) == "from-the-credential"

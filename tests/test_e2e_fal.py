@@ -40,7 +40,8 @@ def test_folder_settings_reach_the_api_and_outputs_match(tmp_path, fakefal, fal_
         assert im.format == "JPEG"
     sent = sorted((s["scale_factor"], s["creativity"], s["output_format"])
                   for s in server.submissions)
-    assert sent == [(2, 1, "png"), (3, 7, "png")]
+    # a JPEG folder asks fal for JPEG (its bytes become the output); a PNG folder for PNG
+    assert sent == [(2, 1, "png"), (3, 7, "jpg")]
     assert sorted(server.billed_per_input().values()) == [1, 1]
     assert d.stop() == 0
     text = d.text()
@@ -82,7 +83,7 @@ def test_bad_and_oversize_images_are_never_submitted(tmp_path, fakefal, fal_daem
     the oversize reason names the largest scale that fits."""
     server = fakefal()
     config = fal_config(tmp_path, [{"inbox": "in", "outbox": "out", "scale_factor": 10,
-                                    "max_output_megapixels": 0.5}])
+                                    "max_output_megapixels": 0.5, "incomplete_grace": 0.5}])
     d = fal_daemons(config, fal_env(server, tls_files)).ready()
     (tmp_path / "in/broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnope")
     make_image(tmp_path / "in/huge.png", (100, 100), fmt="PNG")

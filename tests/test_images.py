@@ -8,9 +8,10 @@ import zlib
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
-from crystal_watchd import output, preflight
+from crystal_watchd import output, preflight, render
+from crystal_watchd.backends.base import ResultImage
 from crystal_watchd.config import FolderConfig
 from crystal_watchd.errors import PermanentJobError
 
@@ -24,6 +25,19 @@ def encoded(image: Image.Image, fmt: str, **params) -> bytes:
     buf = io.BytesIO()
     image.save(buf, fmt, **params)
     return buf.getvalue()
+
+
+def srgb_icc() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def rendered(source: preflight.SourceImage, fmt: str, tmp_path: Path) -> Image.Image:
+    """The source's pixels written as ``fmt`` through render.write, opened again."""
+    target = render.Target(fmt=fmt, meta=source.meta, grey=source.grey)
+    written = render.write(ResultImage(image=source.image), target, tmp_path / "o" / "x", "t")
+    out = Image.open(written.tmp)
+    out.load()
+    return out
 
 
 def png_bomb(width: int, height: int) -> bytes:
@@ -65,11 +79,11 @@ def test_icc_and_exif_carried_over_with_orientation_reset(tmp_path):
     exif = image.getexif()
     exif[0x0112] = 6  # rotate 90° clockwise to display
     exif[0x010F] = "StudioCam"
-    icc = b"\0" * 128  # opaque bytes are enough: they must survive unchanged
+    icc = srgb_icc()
     data = encoded(image, "JPEG", exif=exif.tobytes(), icc_profile=icc)
     source = preflight.inspect(data, folder(tmp_path))
     assert source.reoriented and (source.width, source.height) == (20, 40)
-    out = Image.open(io.BytesIO(output.encode(source.image, "JPEG", source)))
+    out = rendered(source, "JPEG", tmp_path)
     assert out.info.get("icc_profile") == icc
     assert out.getexif()[0x0112] == 1 and out.getexif()[0x010F] == "StudioCam"
 
@@ -78,9 +92,11 @@ def test_alpha_kept_in_png_and_flattened_for_jpeg(tmp_path):
     """An alpha PNG keeps alpha as PNG; as JPEG it is flattened onto white."""
     image = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
     source = preflight.inspect(encoded(image, "PNG"), folder(tmp_path))
-    png = Image.open(io.BytesIO(output.encode(source.image, "PNG", source)))
+    png = rendered(source, "PNG", tmp_path)
     assert png.mode == "RGBA" and png.getpixel((0, 0))[3] == 0
-    jpg = Image.open(io.BytesIO(output.encode(source.image, "JPEG", source)))
+    jpeg_folder = folder(tmp_path, output_format="jpeg")
+    flat = preflight.inspect(encoded(image, "PNG"), jpeg_folder)
+    jpg = rendered(flat, "JPEG", tmp_path)
     assert jpg.mode == "RGB" and jpg.getpixel((0, 0)) == (255, 255, 255)
 
 

@@ -6,11 +6,14 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from PIL import Image
 
+from ..pixels import PixelPool
 from ..preflight import Plan, SourceImage
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,16 @@ class UpscaleRequest:
     #: Called when a journaled request is gone for good, before submitting anew.
     on_forgotten: Callable[[], Awaitable[None]]
     work_dir: Path = field(default=Path("."))
+    #: What to ask the upscaler for: "jpg" when the folder writes JPEG and the result's bytes
+    #: can be the output, else lossless "png".
+    result_format: str = "png"
+    #: The bounded pool every decode, resize and encode runs in (None: a plain thread).
+    pixels: PixelPool | None = None
+
+    async def pixel_work(self, func: Callable[..., T], *args: Any, megapixels: float) -> T:
+        if self.pixels is None:
+            return await asyncio.to_thread(func, *args)
+        return await self.pixels.run(func, *args, megapixels=megapixels)
 
 
 @dataclass
@@ -46,21 +59,6 @@ class ResultImage:
         im = Image.open(self.path)
         im.load()  # reads all pixels and closes the file; no second copy in memory
         return im if im.mode in ("RGB", "RGBA", "L", "LA") else im.convert("RGBA")
-
-    def is_png_file(self) -> bool:
-        if self.path is None:
-            return False
-        with open(self.path, "rb") as fh:
-            return fh.read(8) == b"\x89PNG\r\n\x1a\n"
-
-    def decoded_pixel_count(self) -> int:
-        """Decode every pixel once (proof the file is whole), return width × height."""
-        if self.image is not None:
-            return self.image.width * self.image.height
-        assert self.path is not None
-        with Image.open(self.path) as im:
-            im.load()
-            return im.width * im.height
 
     def discard(self) -> None:
         if self.path is not None:

@@ -24,9 +24,10 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from .. import logs
+from .. import containers, logs
 from ..config import FalConfig
 from ..errors import AccountError, ConfigError, JobError, PermanentJobError, RetryableError
+from ..preflight import FAL_ACCEPTS
 from .base import ResultImage, Slots, UpscaleRequest
 
 log = logs.get(__name__)
@@ -42,8 +43,6 @@ POLL_FINE = 0.02
 POLL_IN_QUEUE = 0.25
 #: How long before a running request is expected to finish its slot goes to the next one.
 HANDOVER_LEAD = 0.15
-#: Formats fal accepts as they are; anything else is re-encoded as PNG before upload.
-_ACCEPTED = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 #: Pause after 401/403 before trying the account again (SIGHUP resumes sooner).
 ACCOUNT_PAUSE = 600.0
 #: Transient errors of one call retried in place before the worker's backoff takes over.
@@ -266,13 +265,13 @@ class FalBackend:
 
     async def _input_url(self, request: UpscaleRequest) -> str:
         source = request.source
-        if source.format in _ACCEPTED and not source.reoriented and source.frames == 1:
-            data, mime = request.data, _ACCEPTED[source.format]
-        else:  # upright pixels fal can read: rotated, TIFF/BMP, animated (first frame)
+        if source.as_is:
+            data, mime = request.data, FAL_ACCEPTS[source.format]
+        else:  # upright pixels fal can read: rotated, TIFF/BMP, CMYK, animated, flattened
             assert source.image is not None
-            buffer = io.BytesIO()
-            await asyncio.to_thread(source.image.save, buffer, "PNG")
-            data, mime = buffer.getvalue(), "image/png"
+            data = await request.pixel_work(_png_bytes, source.image,
+                                            megapixels=source.width * source.height / 1e6)
+            mime = "image/png"
         source.drop_pixels()
         mode = self.cfg.upload
         if mode == "data-uri" or (mode == "auto" and len(data) <= DATA_URI_LIMIT):
@@ -286,7 +285,9 @@ class FalBackend:
         arguments = {"image_url": image_url,
                      "scale_factor": request.plan.scale,
                      "creativity": request.creativity,
-                     "output_format": "png"}  # lossless; converted locally to the folder's format
+                     # jpg when its bytes can be the output as they are; png (lossless)
+                     # when the output needs a pixel change or another format
+                     "output_format": request.result_format}
         # A 429 or 5xx on submit means fal did not take the request (and 5xx are not billed),
         # so submitting again is safe.
         handle = await self._retrying("submit",
@@ -376,8 +377,9 @@ class FalBackend:
         return out
 
     async def _download(self, url: str, target: Path, expected: int | None) -> None:
-        """Stream ``url`` to ``target`` and prove it whole: status, length, and Pillow's
-        structural check (the writer then decodes every pixel)."""
+        """Stream ``url`` to ``target`` (never whole in memory) and check it is complete:
+        status, length, the format's end marker. The output's read-back then proves the
+        compressed data."""
         received = 0
         try:
             async with self._http.stream("GET", url) as response:
@@ -398,12 +400,11 @@ class FalBackend:
                 target.unlink(missing_ok=True)
                 raise RetryableError(f"download of the result is incomplete ({received} of "
                                      f"{wanted} bytes)", kind="download")
-        try:
-            await asyncio.to_thread(_verify_image, target)
-        except Exception as exc:  # noqa: BLE001 - any decode failure means a bad download
+        problem = await asyncio.to_thread(containers.complete, target)
+        if problem:
             target.unlink(missing_ok=True)
-            raise RetryableError(f"the downloaded result does not decode: {exc}",
-                                 kind="download") from None
+            raise RetryableError(f"the downloaded result is incomplete or damaged: {problem}",
+                                 kind="download")
 
 
 class _Failed(Exception):
@@ -414,9 +415,7 @@ class _Failed(Exception):
         self.error = error
 
 
-def _verify_image(path: Path) -> None:
-    """Structural check (headers, chunk checksums) without decoding every pixel; the
-    writer decodes it in full next, and any damage left fails the job there."""
-    with Image.open(path) as im:
-        im.verify()
-
+def _png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")  # zlib level 6: a home uplink is slower than the CPU
+    return buffer.getvalue()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from PIL import Image
 
 from .. import logs
@@ -26,8 +24,9 @@ class LocalBackend:
         size = (request.plan.width, request.plan.height)
         assert request.source.image is not None
         async with self.slots:
-            image = await asyncio.to_thread(request.source.image.resize, size,
-                                            Image.Resampling.LANCZOS)
+            image = await request.pixel_work(request.source.image.resize, size,
+                                             Image.Resampling.LANCZOS,
+                                             megapixels=request.plan.megapixels)
         return [ResultImage(image=image)]
 
     async def aclose(self) -> None:

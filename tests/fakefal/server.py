@@ -48,6 +48,11 @@ class Faults:
     drop: dict[str, float] = field(default_factory=dict)
     slow: dict[str, float] = field(default_factory=dict)  # seconds added before answering
     truncate_download: float = 0.0
+    #: Each result's first download arrives at full length but damaged inside (a PNG byte
+    #: flipped, a JPEG's second half zeroed): only a check of the data itself can tell.
+    corrupt_first_download: bool = False
+    #: Results this many times wider than asked for (an upscaler that ignores the size).
+    stretch_results: float = 1.0
     app_error: float = 0.0  # a run that ends COMPLETED with error (transient type)
     expire_after: float | None = None  # results 404 this many seconds after completion
     plain_urls: bool = False  # images as plain URL strings instead of objects
@@ -91,6 +96,9 @@ class FakeFal:
         self._runner_free = [0.0] * runners
         self.requests: dict[str, _Request] = {}
         self.files: dict[str, tuple[bytes, str]] = {}
+        self.corrupted: set[str] = set()
+        #: Bytes of results sent to clients (what a home connection pays for).
+        self.bytes_served = 0
         #: Every request fal would bill: one row per run that produced a result or a 422.
         self.ledger: list[dict[str, Any]] = []
         #: Every accepted submission, billed or not.
@@ -238,11 +246,13 @@ class FakeFal:
             image.load()
         except Exception:  # noqa: BLE001
             return rejected("image_url", "Could not load the image", "image_load_error")
-        width, height = round(image.width * scale), round(image.height * scale)
+        width = round(image.width * scale * self.faults.stretch_results)
+        height = round(image.height * scale)
         if width * height > MAX_OUTPUT_PIXELS or max(width, height) > MAX_SIDE:
             return rejected("image_url", f"Output {width}x{height} exceeds the limit",
                             "image_too_large")
-        out = image.convert("RGBA" if "A" in image.mode else "RGB").resize(
+        # Like the real upscaler, results are opaque RGB whatever the input.
+        out = image.convert("RGB").resize(
             (width, height), Image.Resampling.BILINEAR)
         buffer = io.BytesIO()
         fmt = "JPEG" if args.get("output_format") == "jpg" else "PNG"
@@ -458,4 +468,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.close()
             return
+        if fake.faults.corrupt_first_download and name not in fake.corrupted:
+            fake.corrupted.add(name)
+            data = bytearray(data)
+            if data[:2] == b"\xff\xd8":
+                data[len(data) // 2:] = bytes(len(data) - len(data) // 2)
+            else:
+                data[len(data) // 2] ^= 0xFF
+            data = bytes(data)
+        with fake._lock:
+            fake.bytes_served += len(data)
         self._send(200, data, {"Content-Type": content_type})

@@ -1,0 +1,303 @@
+"""Work on image files without their pixels: read headers, prove a file whole, swap metadata.
+
+A result that already has the output's format is kept byte for byte: only the container
+around the compressed data is rewritten (JPEG APP segments, PNG ancillary chunks), so no
+pixel is decoded or re-encoded and nothing is held in memory beyond a small buffer.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .metadata import Metadata
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_CHUNK = 1 << 20
+#: JPEG markers with no length field.
+_STANDALONE = {0x01, *range(0xD0, 0xD8)}
+#: Start-of-frame markers (baseline, progressive, lossless …), which carry the size.
+_SOF = {*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC), *range(0xCD, 0xD0)}
+_EXIF_HEADER = b"Exif\x00\x00"
+_ICC_HEADER = b"ICC_PROFILE\x00"
+_XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
+#: Bytes of ICC data per APP2 segment (65535 less length, header and sequence bytes).
+_ICC_PER_SEGMENT = 65_519
+
+
+class DamagedFile(ValueError):
+    """The file is incomplete or its structure is broken."""
+
+
+@dataclass(frozen=True)
+class Info:
+    """What a header says: format, size, and how many colour channels."""
+
+    format: str  # JPEG or PNG
+    width: int
+    height: int
+    channels: int  # 1 grey, 2 grey+alpha, 3 colour, 4 colour+alpha (or CMYK in JPEG)
+    has_alpha: bool = False
+
+
+def sniff(path: Path) -> str | None:
+    """JPEG, PNG or None, from the first bytes."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head == PNG_SIGNATURE:
+        return "PNG"
+    return None
+
+
+# -- JPEG --------------------------------------------------------------------------------
+
+
+def _jpeg_segments(fh: BinaryIO) -> list[tuple[int, bytes]]:
+    """(marker, payload) of every segment before the scan data; ``fh`` is left at SOS."""
+    if fh.read(2) != b"\xff\xd8":
+        raise DamagedFile("not a JPEG (no start-of-image marker)")
+    segments = []
+    while True:
+        byte = fh.read(1)
+        if not byte:
+            raise DamagedFile("the JPEG ends before its image data")
+        if byte != b"\xff":
+            raise DamagedFile("the JPEG header is damaged (a segment does not start with 0xFF)")
+        marker = fh.read(1)
+        while marker == b"\xff":  # fill bytes
+            marker = fh.read(1)
+        if not marker:
+            raise DamagedFile("the JPEG ends inside its header")
+        code = marker[0]
+        if code in _STANDALONE:
+            segments.append((code, b""))
+            continue
+        raw_length = fh.read(2)
+        if len(raw_length) < 2:
+            raise DamagedFile("the JPEG ends inside its header")
+        length = struct.unpack(">H", raw_length)[0]
+        payload = fh.read(length - 2)
+        if length < 2 or len(payload) != length - 2:
+            raise DamagedFile("the JPEG ends inside a header segment")
+        if code == 0xDA:  # start of scan: compressed data follows
+            fh.seek(-(length + 2), 1)
+            return segments
+        if code == 0xD9:
+            raise DamagedFile("the JPEG ends before its image data")
+        segments.append((code, payload))
+
+
+def jpeg_info(path: Path) -> Info:
+    """Size and channels from the frame header; DamagedFile if it has no end marker."""
+    with open(path, "rb") as fh:
+        segments = _jpeg_segments(fh)
+        fh.seek(-2, 2)
+        if fh.read(2) != b"\xff\xd9":
+            raise DamagedFile("the JPEG has no end-of-image marker (it is incomplete)")
+    for code, payload in segments:
+        if code in _SOF and len(payload) >= 6:
+            height, width = struct.unpack(">HH", payload[1:5])
+            channels = payload[5]
+            if not width or not height:
+                raise DamagedFile("the JPEG declares no size")
+            return Info("JPEG", width, height, channels)
+    raise DamagedFile("the JPEG has no frame header")
+
+
+def _app(code: int, payload: bytes) -> bytes:
+    return b"\xff" + bytes([code]) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def _ours(code: int, payload: bytes) -> bool:
+    """Segments the output's metadata replaces: EXIF, XMP and ICC."""
+    return ((code == 0xE1 and (payload.startswith(_EXIF_HEADER) or payload.startswith(_XMP_HEADER)))
+            or (code == 0xE2 and payload.startswith(_ICC_HEADER)))
+
+
+def splice_jpeg(source: Path, target: BinaryIO, meta: Metadata, channels: int) -> None:
+    """Copy the JPEG ``source`` to ``target`` with ``meta``'s EXIF and ICC in place of its
+    own; the scan data is copied unchanged."""
+    icc = meta.icc_for("L" if channels == 1 else "RGB") if channels in (1, 3) else None
+    with open(source, "rb") as fh:
+        segments = _jpeg_segments(fh)
+        target.write(b"\xff\xd8")
+        kept = [(c, p) for c, p in segments if not _ours(c, p)]
+        # JFIF (APP0) stays first, as readers expect; ours follow it.
+        while kept and kept[0][0] == 0xE0:
+            target.write(_app(*kept.pop(0)))
+        if meta.exif:
+            target.write(_app(0xE1, meta.exif))
+        if icc:
+            parts = [icc[i:i + _ICC_PER_SEGMENT] for i in range(0, len(icc), _ICC_PER_SEGMENT)]
+            for n, part in enumerate(parts, 1):
+                target.write(_app(0xE2, _ICC_HEADER + bytes([n, len(parts)]) + part))
+        for code, payload in kept:
+            target.write(_app(code, payload) if payload or code not in _STANDALONE
+                         else b"\xff" + bytes([code]))
+        while chunk := fh.read(_CHUNK):
+            target.write(chunk)
+
+
+# -- PNG ---------------------------------------------------------------------------------
+
+
+def _png_chunks(fh: BinaryIO, *, check: bool):
+    """Walk a PNG chunk by chunk without holding a large chunk whole. Yields
+    ("start", type, length-bytes), ("data", type, piece)…, ("end", type, crc-bytes), and
+    raises DamagedFile if the file ends early or (with ``check``) a CRC is wrong."""
+    if fh.read(8) != PNG_SIGNATURE:
+        raise DamagedFile("not a PNG (bad signature)")
+    while True:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise DamagedFile("the PNG ends before its IEND chunk (it is incomplete)")
+        length, kind = struct.unpack(">I4s", head)
+        yield "start", kind, head[:4]
+        crc = zlib.crc32(kind)
+        remaining = length
+        while remaining:
+            piece = fh.read(min(remaining, _CHUNK))
+            if not piece:
+                raise DamagedFile("the PNG ends inside a chunk (it is incomplete)")
+            remaining -= len(piece)
+            if check:
+                crc = zlib.crc32(piece, crc)
+            yield "data", kind, piece
+        stored = fh.read(4)
+        if len(stored) < 4:
+            raise DamagedFile("the PNG ends inside a chunk (it is incomplete)")
+        if check and struct.unpack(">I", stored)[0] != crc & 0xFFFFFFFF:
+            raise DamagedFile(f"the PNG's {kind.decode('latin-1')} chunk fails its checksum")
+        yield "end", kind, stored
+        if kind == b"IEND":
+            return
+
+
+def _ihdr(data: bytes) -> tuple[int, int, int, int, int]:
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[:13])
+    return width, height, depth, colour, interlace
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def png_info(path: Path) -> Info:
+    """Size and channels from IHDR (no check of the rest)."""
+    with open(path, "rb") as fh:
+        if fh.read(8) != PNG_SIGNATURE:
+            raise DamagedFile("not a PNG (bad signature)")
+        length, kind = struct.unpack(">I4s", fh.read(8))
+        if kind != b"IHDR" or length < 13:
+            raise DamagedFile("the PNG has no header chunk")
+        width, height, _, colour, _ = _ihdr(fh.read(13))
+    channels = 3 if colour == 3 else _PNG_CHANNELS.get(colour, 3)
+    return Info("PNG", width, height, channels, has_alpha=colour in (4, 6))
+
+
+def png_has_iend(path: Path) -> bool:
+    """Cheap completeness: the file ends with an IEND chunk."""
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        if fh.tell() < 12:
+            return False
+        fh.seek(-12, 2)
+        return fh.read(12)[4:8] == b"IEND"
+
+
+def check_png(path: Path) -> Info:
+    """Prove a PNG whole without building the image: every chunk's CRC, and the compressed
+    pixel data inflated (into a small rolling buffer) to exactly the size IHDR promises."""
+    info = png_info(path)
+    inflate = zlib.decompressobj()
+    produced = 0
+    ihdr = b""
+    with open(path, "rb") as fh:
+        for event, kind, data in _png_chunks(fh, check=True):
+            if event != "data":
+                continue
+            if kind == b"IHDR":
+                ihdr += data
+            elif kind == b"IDAT":
+                while data:
+                    try:
+                        produced += len(inflate.decompress(data, _CHUNK))
+                    except zlib.error as exc:
+                        raise DamagedFile(f"the PNG's image data is damaged ({exc})") from None
+                    data = inflate.unconsumed_tail
+    header = _ihdr(ihdr) if len(ihdr) >= 13 else None
+    if header is None:
+        raise DamagedFile("the PNG has no header chunk")
+    produced += len(inflate.flush())
+    if not inflate.eof:
+        raise DamagedFile("the PNG's image data is cut short")
+    width, height, depth, colour, interlace = header
+    if not interlace:
+        bits = depth * _PNG_CHANNELS.get(colour, 1)
+        expected = height * (1 + (width * bits + 7) // 8)
+        if produced != expected:
+            raise DamagedFile(f"the PNG's image data has {produced} bytes, not {expected}")
+    return info
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(
+        ">I", zlib.crc32(data, zlib.crc32(kind)) & 0xFFFFFFFF)
+
+
+def splice_png(source: Path, target: BinaryIO, meta: Metadata, channels: int) -> None:
+    """Copy the PNG ``source`` to ``target`` with ``meta``'s EXIF (eXIf) and ICC (iCCP) in
+    place of its own; every other chunk, the pixel data included, is copied unchanged."""
+    icc = meta.icc_for("L" if channels <= 2 else "RGB")
+    replaced = {b"eXIf"} if meta.exif else set()
+    if icc:
+        replaced |= {b"iCCP", b"sRGB"}  # a PNG may not hold both
+    with open(source, "rb") as fh:
+        target.write(PNG_SIGNATURE)
+        for event, kind, data in _png_chunks(fh, check=False):
+            if kind in replaced:
+                continue
+            if event == "start":
+                target.write(data + kind)
+            else:
+                target.write(data)  # pieces, then the chunk's own CRC: all unchanged
+            if event == "end" and kind == b"IHDR":
+                if icc:
+                    target.write(_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc)))
+                if meta.exif:
+                    target.write(_chunk(b"eXIf", meta.exif[len(_EXIF_HEADER):]))
+
+
+def info(path: Path) -> Info:
+    """The header of a JPEG or PNG file."""
+    fmt = sniff(path)
+    if fmt == "JPEG":
+        return jpeg_info(path)
+    if fmt == "PNG":
+        return png_info(path)
+    raise DamagedFile("neither a JPEG nor a PNG")
+
+
+def complete(path: Path, expected_size: int | None = None) -> str | None:
+    """Why a downloaded result is not complete (length, end marker), or None. Cheap: reads
+    headers and the tail only; the output's read-back proves the pixel data."""
+    size = path.stat().st_size
+    if expected_size is not None and size != expected_size:
+        return f"{size} of {expected_size} bytes"
+    fmt = sniff(path)
+    try:
+        if fmt == "JPEG":
+            jpeg_info(path)
+        elif fmt == "PNG":
+            if not png_has_iend(path):
+                return "the PNG has no IEND chunk"
+            png_info(path)
+        else:
+            return "it is neither a JPEG nor a PNG"
+    except (DamagedFile, struct.error) as exc:
+        return str(exc)
+    return None

@@ -1,0 +1,178 @@
+"""What the page shows, read from the journal through indexed queries.
+
+The page never changes a job; it reads through its own read-only connection, on one thread
+of its own, so a page view never holds up the event loop where the workers run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..budget import local_midnight
+from ..jobs import Job, JobState
+from ..journal import Journal
+
+T = TypeVar("T")
+STATES = ("queued", "in_flight", "done", "failed", "superseded")
+CHART_DAYS = 30
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """What only the running daemon knows (not in the journal)."""
+
+    backend: str
+    in_flight: int
+    paused_until: float
+    pause_reason: str | None
+    over_budget: bool
+    daily_usd: float | None
+    #: folder → native | polling | polling-fallback | once | unavailable
+    watch_modes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_until > time.time()
+
+
+@dataclass
+class FolderRow:
+    name: str
+    counts: dict[str, int]
+    oldest_file: str | None = None
+    oldest_since: float | None = None
+
+
+@dataclass
+class Overview:
+    folders: list[FolderRow]
+    spend_today: float
+    spend_month: float
+    spend_by_day: dict[date, float]
+
+
+def month_start(now: float) -> float:
+    t = time.localtime(now)
+    return time.mktime((t.tm_year, t.tm_mon, 1, 0, 0, 0, 0, 0, -1))
+
+
+class JournalView:
+    """Read-only queries, run one at a time on a thread that owns the connection."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="web-journal")
+        self._journal: Journal | None = None
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the view's thread from any other thread (metrics scrapes)."""
+        return self._executor.submit(fn, *args).result()
+
+    @property
+    def journal(self) -> Journal:
+        if self._journal is None:  # created on the view's own thread, used only there
+            self._journal = Journal(self.path, readonly=True)
+        return self._journal
+
+    def close(self) -> None:
+        def shut() -> None:
+            if self._journal is not None:
+                self._journal.close()
+        self._executor.submit(shut).result()
+        self._executor.shutdown()
+
+    # -- queries (run on the view's thread) -----------------------------------------------
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for folder, state, n in self.journal.db.execute(
+                "SELECT folder, state, COUNT(*) FROM jobs GROUP BY folder, state"):
+            key = "in_flight" if state == JobState.RUNNING.value else state
+            out.setdefault(folder, dict.fromkeys(STATES, 0))[key] = n
+        return out
+
+    def totals(self) -> dict[str, dict[str, float]]:
+        """Per folder: submissions, output megapixels and dollars of done jobs (what
+        ``status --json`` sums as spend)."""
+        out: dict[str, dict[str, float]] = {}
+        for folder, subs, mp, usd in self.journal.db.execute(
+                "SELECT folder, SUM(submissions), "
+                "SUM(CASE WHEN state=? THEN COALESCE(output_megapixels, 0) ELSE 0 END), "
+                "SUM(CASE WHEN state=? THEN COALESCE(cost_usd, 0) ELSE 0 END) "
+                "FROM jobs GROUP BY folder", (JobState.DONE.value, JobState.DONE.value)):
+            out[folder] = {"submissions": subs or 0, "megapixels": mp or 0.0, "usd": usd or 0.0}
+        return out
+
+    def overview(self, folder_names: list[str], now: float) -> Overview:
+        counts = self.counts()
+        rows = {name: FolderRow(name, counts.get(name, dict.fromkeys(STATES, 0)))
+                for name in [*folder_names, *sorted(set(counts) - set(folder_names))]}
+        db = self.journal.db
+        for state in (JobState.QUEUED.value, JobState.RUNNING.value):
+            for folder, rel, created in db.execute(
+                    "SELECT folder, rel, MIN(created_at) FROM jobs WHERE state=? GROUP BY folder",
+                    (state,)):
+                row = rows.get(folder)
+                if row is not None and (row.oldest_since is None or created < row.oldest_since):
+                    row.oldest_file, row.oldest_since = os.fsdecode(rel), created
+        first_day = local_midnight(now) - (CHART_DAYS - 1) * 86400 - 7200  # DST-safe margin
+        by_day: dict[date, float] = {}
+        for day, usd in db.execute(
+                "SELECT date(finished_at, 'unixepoch', 'localtime'), SUM(COALESCE(cost_usd, 0)) "
+                "FROM jobs WHERE state=? AND finished_at>=? GROUP BY 1",
+                (JobState.DONE.value, min(first_day, month_start(now)))):
+            by_day[date.fromisoformat(day)] = usd
+        today = datetime.fromtimestamp(now).date()
+        month = sum(usd for day, usd in by_day.items()
+                    if (day.year, day.month) == (today.year, today.month))
+        chart = {today - timedelta(days=i): by_day.get(today - timedelta(days=i), 0.0)
+                 for i in range(CHART_DAYS - 1, -1, -1)}
+        return Overview(list(rows.values()), by_day.get(today, 0.0), month, chart)
+
+    def _jobs(self, where: str, args: tuple[Any, ...], order: str, limit: int) -> list[Job]:
+        db = self.journal.db
+        ids = [r[0] for r in db.execute(f"SELECT id FROM jobs WHERE {where} ORDER BY {order} "
+                                        "LIMIT ?", (*args, limit))]
+        return [self.journal.get(i) for i in ids]
+
+    def recent(self, limit: int = 24, folder: str | None = None) -> list[Job]:
+        if folder is not None:
+            return self._jobs("state=? AND folder=?", (JobState.DONE.value, folder),
+                              "finished_at DESC", limit)
+        return self._jobs("state=?", (JobState.DONE.value,), "finished_at DESC", limit)
+
+    def failures(self, limit: int = 100) -> list[Job]:
+        return self._jobs("state=?", (JobState.FAILED.value,), "finished_at DESC", limit)
+
+    def job(self, job_id: int) -> Job | None:
+        try:
+            return self.journal.get(job_id)
+        except KeyError:
+            return None
+
+
+def error_report(job: Job, failed_dir: Path | None) -> dict[str, Any] | None:
+    """The ``.error.json`` beside a failed original, if it can be read."""
+    candidates = [job.path.with_name(job.path.name + ".error.json")]
+    if failed_dir is not None:
+        candidates.append(failed_dir / (job.rel + ".error.json"))
+    for path in candidates:
+        try:
+            with open(path, "rb") as fh:
+                data = json.loads(fh.read(256 * 1024))
+            return data if isinstance(data, dict) else None
+        except (OSError, ValueError):
+            continue
+    return None
