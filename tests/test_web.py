@@ -175,7 +175,8 @@ def test_metrics_parse_and_match_status_after_a_fal_run(tmp_path, fakefal, fal_d
     server = fakefal(latency=0.1)
     config = write_config(tmp_path, [
         {"name": "a", "inbox": "in/a", "outbox": "out/a", "scale_factor": 2},
-        {"name": "b", "inbox": "in/b", "outbox": "out/b", "scale_factor": 3}],
+        {"name": "b", "inbox": "in/b", "outbox": "out/b", "scale_factor": 3,
+         "incomplete_grace": 0}],
         backend="fal", fal={"timeout": 60}, retry={"attempts": 2, "backoff": 0.2, "max_backoff": 1},
         http={"listen": "127.0.0.1:0", "token": TOKEN})
     d = fal_daemons(config, fal_env(server, tls_files)).ready()
