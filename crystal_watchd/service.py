@@ -216,6 +216,7 @@ class Service:
         self.config = self.worker.config = new
         if new.concurrency != old.concurrency:
             loop.create_task(self.backend.slots.resize(new.concurrency))
+        self.backend.slots.ahead = new.fal.queue_ahead if self.backend.name == "fal" else 0
         self._rules = {f.name: Rules(f) for f in new.folders}
         if (new.log.format, new.log.level) != (old.log.format, old.log.level):
             logs.configure(new.log.format, new.log.level)

@@ -186,12 +186,14 @@ class FalBackend:
 
     async def _run(self, request: UpscaleRequest, request_id: str | None, image_url: str | None,
                    bound) -> Any:
-        """Hold a slot from submit (or resume) until the request is about to complete.
+        """Hold a slot from submit (or resume) until the request has completed.
 
-        The slot is handed on HANDOVER_LEAD seconds before the request is expected to
-        finish, so the next request is already waiting in fal's queue when a runner frees
-        and no runner sits idle while we notice and resubmit. That request waits at most a
-        moment at fal, and waiting costs nothing (fal bills output megapixels, not time).
+        By default ``concurrency`` is a hard cap: the slot is freed only once fal reports
+        the request finished. With ``fal.queue_ahead`` the slot is handed on HANDOVER_LEAD
+        seconds before the request is expected to finish (at most ``queue_ahead`` at once),
+        so the next request already waits in fal's queue when a runner frees: useful when
+        ``concurrency`` is the account's own limit, where fal queues the extra request
+        without running it, and waiting costs nothing (fal bills output megapixels).
         """
         await self.slots.acquire()
         held, lent = True, False
