@@ -199,7 +199,8 @@ def throughput(env: Env, work: Path, n: int, c: int, latency: float, settle: flo
             time.sleep(0.02)
         theirs = time.time() - start
         peer.proc.kill()
-        return {**result, "peer_wall_s": round(theirs, 2), "ours_over_peer": round(ours / theirs, 3)}
+        return {**result, "peer_wall_s": round(theirs, 2),
+                "ours_over_peer": round(ours / theirs, 3)}
     finally:
         server.stop()
 

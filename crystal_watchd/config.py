@@ -27,7 +27,7 @@ UPLOAD_MODES = ("auto", "data-uri", "cdn")
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 FILENAME_FIELDS = ("stem", "ext", "name", "scale", "creativity", "folder")
-DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp")
+DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp", "heic", "heif", "avif")
 DEFAULT_POLL_SECONDS = 5.0
 #: Hard limits of the Crystal Upscaler; per-folder caps may only be lower.
 MAX_OUTPUT_MEGAPIXELS = 100.0

@@ -140,7 +140,8 @@ class Worker:
                 job_id=job.id, source=source, data=data, source_name=job.path.name, plan=plan,
                 creativity=folder.creativity, request_id=job.request_id,
                 on_submitted=on_submitted, on_forgotten=on_forgotten,
-                work_dir=self.config.state_dir / "work")
+                work_dir=self.config.state_dir / "work",
+                result_format=output.target_format(folder, source.format))
             results = await self.backend.upscale(request)
             return await asyncio.shield(self._complete(job, folder, source, plan, results, bound,
                                                        started))

@@ -30,6 +30,8 @@ class UpscaleRequest:
     #: Called when a journaled request is gone for good, before submitting anew.
     on_forgotten: Callable[[], Awaitable[None]]
     work_dir: Path = field(default=Path("."))
+    #: The Pillow format the output will be written in (JPEG, PNG …).
+    result_format: str = "PNG"
 
 
 @dataclass
