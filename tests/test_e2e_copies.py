@@ -91,6 +91,7 @@ def test_copies_keep_waiting_across_a_restart(tmp_path, fakefal, fal_daemons, tl
     wait_for(lambda: server.held == 1, 10, "the first submission to be held")
     os.kill(d.proc.pid, signal.SIGKILL)
     d.proc.wait()
+    wait_for(lambda: server.in_submit == server.held, 20, "submit calls to settle")
     rows = _jobs(tmp_path)
     leader = [r["id"] for r in rows if r["waits_for"] is None]
     assert len(leader) == 1

@@ -80,8 +80,9 @@ def test_real_rsync_copy_is_one_job(tmp_path, daemons):
 
 
 def test_file_written_over_ten_seconds_is_taken_once_complete(tmp_path, daemons):
-    """A phone-upload-like writer appends a chunk a second for 10 s; settle is 1.5 s."""
-    config = write_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 1.5}])
+    """A phone-upload-like writer appends a chunk a second for 10 s; settle is 2.5 s (room
+    for this writer to be delayed on a loaded machine without the file looking complete)."""
+    config = write_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 2.5}])
     d = daemons(config).ready()
     data = make_image(tmp_path / "src.png", (400, 300), fmt="PNG", compress_level=0).read_bytes()
     step = len(data) // 10 + 1
@@ -100,7 +101,9 @@ def test_file_written_over_ten_seconds_is_taken_once_complete(tmp_path, daemons)
 def test_moves_renames_and_deletions(tmp_path, daemons):
     """A file moved in from elsewhere (no write events) is taken; one renamed before it
     settled is taken once under its new name; one deleted before it settled is forgotten."""
-    config = write_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 1.0}])
+    # settle is well above the 0.3 s before the rename and the deletion, so a loaded machine
+    # delaying this test cannot let either file settle first.
+    config = write_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 2.0}])
     d = daemons(config).ready()
     outside = make_image(tmp_path / "elsewhere/moved.jpg", (12, 12))
     os.rename(outside, tmp_path / "in/moved.jpg")

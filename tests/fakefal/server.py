@@ -110,8 +110,9 @@ class FakeFal:
         self._hold_skip = 0
         self._gate_count = 0
         self._drop_held = False
-        #: Submit calls waiting at the gate now.
+        #: Submit calls waiting at the gate now, and submit calls being handled at all.
         self.held = 0
+        self.in_submit = 0
         self._certfile, self._keyfile = certfile, keyfile
         self._server: ThreadingHTTPServer | None = None
 
@@ -403,27 +404,37 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, {"upload_url": f"{fake.base_url}/put/{name}",
                              "file_url": f"{fake.base_url}/files/{name}"})
         elif re.fullmatch(r"/[^/]+/[^/]+", path):
-            if self._faulted("submit") or not self._authorised():
-                return
+            with fake._lock:
+                fake.in_submit += 1
             try:
-                arguments = json.loads(body)
-            except ValueError:
-                self._send(422, {"detail": [{"loc": ["body"], "msg": "Invalid JSON",
-                                             "type": "json_invalid"}]})
-                return
-            if not fake.gate("before"):
-                self.close_connection = True
-                return
-            req = fake.submit(path.strip("/"), arguments)
-            if not fake.gate("after"):
-                self.close_connection = True
-                return
-            base = f"{fake.base_url}{path}/requests/{req.id}"
-            self._send(200, {"status": "IN_QUEUE", "request_id": req.id, "response_url": base,
-                             "status_url": base + "/status", "cancel_url": base + "/cancel",
-                             "queue_position": fake.queue_position(req)})
+                self._submit(path, body)
+            finally:
+                with fake._lock:
+                    fake.in_submit -= 1
         else:
             self._send(404, {"detail": "Not found"})
+
+    def _submit(self, path: str, body: bytes) -> None:
+        fake = self.server_fake
+        if self._faulted("submit") or not self._authorised():
+            return
+        try:
+            arguments = json.loads(body)
+        except ValueError:
+            self._send(422, {"detail": [{"loc": ["body"], "msg": "Invalid JSON",
+                                         "type": "json_invalid"}]})
+            return
+        if not fake.gate("before"):
+            self.close_connection = True
+            return
+        req = fake.submit(path.strip("/"), arguments)
+        if not fake.gate("after"):
+            self.close_connection = True
+            return
+        base = f"{fake.base_url}{path}/requests/{req.id}"
+        self._send(200, {"status": "IN_QUEUE", "request_id": req.id, "response_url": base,
+                         "status_url": base + "/status", "cancel_url": base + "/cancel",
+                         "queue_position": fake.queue_position(req)})
 
     def do_PUT(self) -> None:  # noqa: N802
         path = urlparse(self.path).path
