@@ -58,7 +58,7 @@ _COLUMNS = ("id, folder, path, rel, size, mtime_ns, sha256, state, attempts, nex
 _UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value)
 #: A queued job may run unless it waits for an identical job that is still unfinished.
 _NOT_WAITING = ("(waits_for IS NULL OR waits_for NOT IN "
-                "(SELECT id FROM jobs WHERE state IN ('queued', 'running')))")
+                f"(SELECT id FROM jobs WHERE state IN {_UNFINISHED!r}))")
 
 
 def _b(path: Path | str) -> bytes:
@@ -100,7 +100,8 @@ class Journal:
                 self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         self.db.row_factory = sqlite3.Row
         self._columns = _COLUMNS
-        if readonly and "waits_for" not in {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}:
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}
+        if readonly and "waits_for" not in have:
             # ``status`` on a journal the daemon has not upgraded yet (it adds the column).
             self._columns = _COLUMNS.replace("waits_for", "NULL AS waits_for")
 
