@@ -438,13 +438,17 @@ class Service:
 
     async def _housekeeping(self) -> None:
         last_rescan = time.monotonic()
-        while True:
+        # Not ``while True``: on Python 3.11 asyncio.wait_for swallows a cancellation that
+        # lands just as the wrapped call finishes, and the shutdown would wait forever.
+        while not self._stopping:
             await asyncio.sleep(AVAILABILITY_CHECK)
             for folder in self.config.folders:
                 try:
                     present = await asyncio.wait_for(asyncio.to_thread(folder.inbox.is_dir), 10)
                 except asyncio.TimeoutError:
                     present = False  # a hung network mount is as good as gone
+                if self._stopping:
+                    return
                 self._set_available(folder, present)
             if time.monotonic() - last_rescan >= self.config.rescan_interval:
                 last_rescan = time.monotonic()
