@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at REAL,
     output_megapixels REAL,
     cost_usd REAL,
-    submissions INTEGER NOT NULL DEFAULT 0
+    submissions INTEGER NOT NULL DEFAULT 0,
+    waits_for INTEGER  -- an identical job in flight whose output this one will copy
 );
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS jobs_path ON jobs(folder, path);
@@ -53,12 +54,18 @@ CREATE INDEX IF NOT EXISTS jobs_content ON jobs(folder, sha256, settings_key, st
 -- counts per folder and state, and the latest finished jobs, without a table scan (web page)
 CREATE INDEX IF NOT EXISTS jobs_folder_state ON jobs(folder, state);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished_at, cost_usd);
+CREATE INDEX IF NOT EXISTS jobs_twins ON jobs(sha256, settings_key);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 SCHEMA_VERSION = "1"
 _COLUMNS = ("id, folder, path, rel, size, mtime_ns, sha256, state, attempts, next_attempt_at, "
             "request_id, settings, outputs, pending, error_kind, reason, created_at, updated_at, "
-            "finished_at, output_megapixels, cost_usd, submissions")
+            "finished_at, output_megapixels, cost_usd, submissions, waits_for")
+#: Unfinished states: a job in one of them may still produce an output.
+_UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value, JobState.ARRIVING.value)
+#: A queued job may run unless it waits for an identical job that is still unfinished.
+_NOT_WAITING = ("(waits_for IS NULL OR waits_for NOT IN "
+                f"(SELECT id FROM jobs WHERE state IN {_UNFINISHED!r}))")
 
 
 def _b(path: Path | str) -> bytes:
@@ -78,7 +85,7 @@ def _row_to_job(row: sqlite3.Row) -> Job:
         error_kind=row["error_kind"], reason=row["reason"], created_at=row["created_at"],
         updated_at=row["updated_at"], finished_at=row["finished_at"],
         output_megapixels=row["output_megapixels"], cost_usd=row["cost_usd"],
-        submissions=row["submissions"],
+        submissions=row["submissions"], waits_for=row["waits_for"],
     )
 
 
@@ -96,9 +103,21 @@ class Journal:
             # lose the last transactions, and every file is then found again by a rescan.
             self.db.execute("PRAGMA synchronous=NORMAL")
             with self.db:
+                self._add_missing_columns()
                 self.db.executescript(SCHEMA)
                 self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         self.db.row_factory = sqlite3.Row
+        self._columns = _COLUMNS
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}
+        if readonly and "waits_for" not in have:
+            # ``status`` on a journal the daemon has not upgraded yet (it adds the column).
+            self._columns = _COLUMNS.replace("waits_for", "NULL AS waits_for")
+
+    def _add_missing_columns(self) -> None:
+        """A journal written by an earlier version gains the columns added since."""
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}
+        if have and "waits_for" not in have:
+            self.db.execute("ALTER TABLE jobs ADD COLUMN waits_for INTEGER")
 
     def close(self) -> None:
         self.db.close()
@@ -106,13 +125,13 @@ class Journal:
     # -- reading ---------------------------------------------------------------------
 
     def get(self, job_id: int) -> Job:
-        row = self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
+        row = self.db.execute(f"SELECT {self._columns} FROM jobs WHERE id=?", (job_id,)).fetchone()
         if row is None:
             raise KeyError(job_id)
         return _row_to_job(row)
 
     def jobs(self, *, state: JobState | None = None, folder: str | None = None) -> list[Job]:
-        sql, args = f"SELECT {_COLUMNS} FROM jobs WHERE 1=1", []
+        sql, args = f"SELECT {self._columns} FROM jobs WHERE 1=1", []
         if state is not None:
             sql += " AND state=?"
             args.append(state.value)
@@ -135,11 +154,12 @@ class Journal:
             (folder, _b(path), size, mtime_ns, JobState.SUPERSEDED.value)).fetchone() is not None
 
     def find_done_output(self, folder: str, sha256: str, settings_key: str) -> Job | None:
-        """An earlier finished job in ``folder`` with the same content and settings."""
+        """An earlier finished job with the same content and settings: in ``folder`` if
+        there is one, else in any folder (the settings decide the output, not the folder)."""
         row = self.db.execute(
-            f"SELECT {_COLUMNS} FROM jobs WHERE folder=? AND sha256=? AND settings_key=? "
-            "AND state=? ORDER BY id DESC LIMIT 1",
-            (folder, sha256, settings_key, JobState.DONE.value)).fetchone()
+            f"SELECT {self._columns} FROM jobs WHERE sha256=? AND settings_key=? AND state=? "
+            "ORDER BY folder=? DESC, id DESC LIMIT 1",
+            (sha256, settings_key, JobState.DONE.value, folder)).fetchone()
         return _row_to_job(row) if row else None
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -161,10 +181,11 @@ class Journal:
         already hold a backend request or an output (resuming them costs nothing more)."""
         excluded = list(exclude_folders)
         marks = ",".join("?" * len(excluded))
-        sql = (f"SELECT {_COLUMNS} FROM jobs WHERE state IN (?, ?) AND next_attempt_at<=?"
+        sql = (f"SELECT {self._columns} FROM jobs WHERE state IN (?, ?) AND next_attempt_at<=?"
                + (f" AND folder NOT IN ({marks})" if excluded else "")
                + (" AND (request_id IS NOT NULL OR pending!='[]' OR outputs!='[]')"
                   if only_paid else "")
+               + f" AND {_NOT_WAITING}"
                + " ORDER BY next_attempt_at, id LIMIT ?")
         rows = self.db.execute(sql, (*_WAITING, now, *excluded, limit))
         return [_row_to_job(r) for r in rows]
@@ -174,7 +195,7 @@ class Journal:
         excluded = list(exclude_folders)
         marks = ",".join("?" * len(excluded))
         row = self.db.execute(
-            "SELECT MIN(next_attempt_at) FROM jobs WHERE state IN (?, ?)"
+            f"SELECT MIN(next_attempt_at) FROM jobs WHERE state IN (?, ?) AND {_NOT_WAITING}"
             + (f" AND folder NOT IN ({marks})" if excluded else ""),
             (*_WAITING, *excluded)).fetchone()
         return row[0]
@@ -257,6 +278,23 @@ class Journal:
                             "updated_at=? WHERE id=?", (request_id, time.time(), job.id))
         return self._publish(job.state, job.id, {"request_id": request_id})
 
+    def wait_for_twin(self, job: Job, settings_key: str) -> Job | None:
+        """Pay once for copies arriving together. If another unfinished job has the same
+        content and settings and is not itself waiting, ``job`` goes back to the queue
+        waiting for it (it is not ready again until that job has finished) and that job is
+        returned. Otherwise ``job`` stops waiting for anyone and None is returned: it does
+        the work itself. One transaction, so two copies never both wait or both go ahead."""
+        with self.db:
+            row = self.db.execute(
+                "SELECT id FROM jobs WHERE sha256=? AND settings_key=? AND state IN (?, ?) "
+                "AND waits_for IS NULL AND id!=? ORDER BY id LIMIT 1",
+                (job.sha256, settings_key, *_UNFINISHED, job.id)).fetchone()
+            self.db.execute("UPDATE jobs SET waits_for=?, state=?, updated_at=? WHERE id=?",
+                            (row[0] if row else None,
+                             JobState.QUEUED.value if row else JobState.RUNNING.value,
+                             time.time(), job.id))
+        return self.get(row[0]) if row else None
+
     def forget_request(self, job: Job) -> Job:
         return self._update(job, request_id=None)
 
@@ -310,4 +348,4 @@ class Journal:
 
     def retry_failed(self, job: Job, path: Path) -> Job:
         return self._update(job, state=JobState.QUEUED.value, path=_b(path), attempts=0,
-                            next_attempt_at=0, finished_at=None, request_id=None)
+                            next_attempt_at=0, finished_at=None, request_id=None, waits_for=None)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from . import metadata
+from . import formats, metadata
 from .config import MAX_OUTPUT_SIDE, FolderConfig
 from .errors import PermanentJobError
 from .metadata import Metadata
@@ -37,6 +37,8 @@ def target_format(folder: FolderConfig, source_format: str) -> str:
     """The Pillow format the folder writes for an input of ``source_format``."""
     if folder.output_format != "same":
         return _PIL_FORMAT[folder.output_format]
+    if source_format in formats.PHONE_FORMATS:
+        return "JPEG"  # HEIC/AVIF photos: the most widely readable photo format
     return source_format if source_format in SAME_OK else "PNG"
 
 
@@ -164,6 +166,7 @@ def flatten(image: Image.Image) -> Image.Image:
 def _open(data: bytes) -> Image.Image:
     if not data:
         raise PermanentJobError("the file is empty (0 bytes)", kind="empty_file")
+    formats.register_decoders()  # HEIC/HEIF
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
