@@ -286,7 +286,7 @@ class Journal:
         the work itself. One transaction, so two copies never both wait or both go ahead."""
         with self.db:
             row = self.db.execute(
-                "SELECT id FROM jobs WHERE sha256=? AND settings_key=? AND state IN (?, ?) "
+                "SELECT id FROM jobs WHERE sha256=? AND settings_key=? AND state IN (?, ?, ?) "
                 "AND waits_for IS NULL AND id!=? ORDER BY id LIMIT 1",
                 (job.sha256, settings_key, *_UNFINISHED, job.id)).fetchone()
             self.db.execute("UPDATE jobs SET waits_for=?, state=?, updated_at=? WHERE id=?",
