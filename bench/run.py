@@ -8,8 +8,9 @@ loopback, prints a table with each goal beside its number, and writes the number
 Parts: throughput (efficiency = (N·L/C) / wall) with ``concurrency`` as a hard cap
 (``fal.queue_ahead: 0``, the default) and with ``queue_ahead: C``, the peer side by side,
 drop→submit and drop→output latency, idle CPU and RSS with 10 watched folders (native and
-polling), backlog journaling and restart over many done files, and CPU per job for a 12 MP
-JPEG. The table's ``setting`` column says which backend and settings each row used.
+polling), backlog journaling and restart over many done files, CPU per job for a 12 MP
+JPEG, and resources per job against the peer (bench/resources.py; ``--no-resources`` skips
+it). The table's ``setting`` column says which backend and settings each row used.
 """
 
 from __future__ import annotations
@@ -384,6 +385,10 @@ def report(results: dict, args: argparse.Namespace) -> str:
          f"(wall {pf['wall_s_per_job']} s, peak RSS {pf['peak_rss_mb']} MB)", "(measured)", True,
          "fal C=1 queue_ahead=0, jpeg"),
     ]
+    if "resources" in results:
+        import resources
+
+        rows += [(*row, "fal C=8 queue_ahead=0") for row in resources.rows(results["resources"])]
     width = max(len(r[0]) for r in rows)
     setting = max(len(r[4]) for r in rows)
     lines = [f"crystal-watchd benchmark — N={t['files']} C={t['concurrency']} "
@@ -406,6 +411,8 @@ def main() -> int:
     parser.add_argument("--backlog", type=int, default=10_000)
     parser.add_argument("--done", type=int, default=100_000)
     parser.add_argument("--big-jobs", type=int, default=3)
+    parser.add_argument("--no-resources", action="store_true",
+                        help="skip the resources-per-job part (bench/resources.py)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="crystal-watchd-bench-"))
@@ -422,6 +429,10 @@ def main() -> int:
             "backlog": backlog(env, work, args.backlog, args.done),
             "per_file": per_file(env, work, args.big_jobs),
         }
+        if not args.no_resources:
+            import resources
+
+            results["resources"] = resources.measure(env, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(report(results, args))
