@@ -1,7 +1,10 @@
-"""Before/after thumbnails: 320 px JPEGs made once per finished job into state_dir/thumbs.
+"""Before/after thumbnails: 320 px JPEGs made at most once per finished job into
+state_dir/thumbs.
 
-A thumbnail is made when a job finishes (and on demand for jobs finished while the page was
-off or dropped from the cache). The cache is capped in bytes: the oldest files go first.
+A thumbnail is made the first time the page asks for it, so a job nobody looks at costs the
+daemon nothing beyond what the job itself needs; only the "before" picture of an original
+that ``originals: delete`` removes is made as the job finishes. The cache is capped in
+bytes: the oldest files go first.
 """
 
 from __future__ import annotations
@@ -93,11 +96,13 @@ class ThumbCache:
                 pass
         if event.finished:
             held = self._held.pop(job.id, None)
-            if job.state == JobState.DONE:
-                for kind in KINDS:
-                    self._start(job, kind, held if kind == "before" else None)
+            if held is not None and job.state == JobState.DONE and not job.path.exists():
+                # The original is gone (``originals: delete``): now or never for "before".
+                self._start(job, "before", held)
             elif held is not None:
                 held.close()
+            # Everything else is made when the page first asks for it: a job nobody looks
+            # at costs no decode (a PNG output cannot be decoded at reduced size).
 
     def close(self) -> None:
         for held in self._held.values():
