@@ -3,7 +3,7 @@
     python bench/resources.py [--files 8] [--concurrency 8] [--latency 1.0] [--burst 8]
 
 CPU time and peak RSS come from the kernel (``os.wait4`` rusage of each process, after it
-has stopped), bytes downloaded from the fake fal's own count of result bytes served. Each
+has stopped, reaped by the small bench/rusage.py so the benchmark's own size is not counted), bytes downloaded from the fake fal's own count of result bytes served. Each
 process's start-up and shutdown cost (measured in a run with no files) is subtracted from
 its CPU, so the numbers are per job. fal is modelled as it is: a fixed run time and as many
 runners as the concurrency, so neither side waits in fal's queue.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import signal
 import sys
@@ -26,8 +27,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import ROOT, Env, Proc, count_files, daemon, write_config  # noqa: E402
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from run import ROOT, Env, Proc, count_files, write_config  # noqa: E402
 
 
 def camera_jpeg(size: tuple[int, int], seed: int) -> bytes:
@@ -46,12 +48,18 @@ def camera_jpeg(size: tuple[int, int], seed: int) -> bytes:
     return buffer.getvalue()
 
 
+def _measured(args: list[str], env: dict[str, str], log: Path) -> Proc:
+    """``python ARGS`` started through bench/rusage.py, which reports its rusage."""
+    return Proc([str(HERE / "rusage.py"), str(log.with_suffix(".rusage.json")), sys.executable,
+                 *args], env, log)
+
+
 def _finish(proc: Proc) -> tuple[float, float]:
-    """Stop the process; (CPU seconds, peak RSS MB) from the kernel."""
+    """Stop the process; (CPU seconds, peak RSS MB) from the kernel (``os.wait4``)."""
     proc.proc.send_signal(signal.SIGTERM)
-    _, _, usage = os.wait4(proc.proc.pid, 0)
-    proc.proc.returncode = 0  # reaped here; Popen must not wait for it again
-    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    proc.proc.wait(timeout=120)
+    usage = json.loads(proc.log.with_suffix(".rusage.json").read_text())
+    return usage["cpu_s"], usage["peak_rss_mb"]
 
 
 def _drop(inbox: Path, files: list[bytes]) -> None:
@@ -70,7 +78,8 @@ def _ours(env: Env, work: Path, name: str, files: list[bytes], c: int, latency: 
             "inbox": str(work / name / "in"), "outbox": str(work / name / "out"),
             "settle": 0.3, "output_format": output_format}], concurrency=c)
         (work / name / "in").mkdir(parents=True, exist_ok=True)
-        d = daemon(env, server, config, work / f"{name}.log")
+        d = _measured([str(ROOT / "tests/fakefal/bootstrap.py"), "run", "--config", str(config)],
+                      env.environ(server), work / f"{name}.log")
         d.wait_event("daemon_ready")
         _drop(work / name / "in", files)
         if files:
@@ -87,8 +96,8 @@ def _peer(env: Env, work: Path, name: str, files: list[bytes], c: int, latency: 
     try:
         inbox, outbox = work / name / "in", work / name / "out"
         inbox.mkdir(parents=True, exist_ok=True)
-        peer = Proc([str(ROOT / "bench/peer.py"), str(inbox), str(outbox), str(c), "2",
-                     result_format], env.environ(server), work / f"{name}.log")
+        peer = _measured([str(ROOT / "bench/peer.py"), str(inbox), str(outbox), str(c), "2",
+                          result_format], env.environ(server), work / f"{name}.log")
         while "peer_ready" not in peer.log.read_text():
             time.sleep(0.05)
         _drop(inbox, files)
