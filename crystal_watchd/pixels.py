@@ -24,9 +24,25 @@ BYTES_PER_PIXEL = 8
 _FLOOR = 4 * 1024 * 1024
 
 
-def estimate(megapixels: float) -> int:
+def estimate(megapixels: float, bytes_per_pixel: float = BYTES_PER_PIXEL) -> int:
     """Bytes of memory that work on an image of ``megapixels`` may take."""
-    return max(_FLOOR, int(megapixels * 1e6 * BYTES_PER_PIXEL))
+    return max(_FLOOR, int(megapixels * 1e6 * bytes_per_pixel))
+
+
+def give_freed_memory_back() -> None:
+    """Make large buffers come straight from the kernel and go back to it when freed.
+
+    glibc raises its mmap threshold after a large free, so the next decoded image lands in
+    the heap of whichever worker thread made it, and each thread's heap then keeps its peak
+    for good: two threads alternating over 48 MP images hold twice the memory one needs.
+    A fixed threshold keeps image buffers out of those heaps. No-op off glibc."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD: 1 MiB, which also fixes it
+    except (OSError, AttributeError):
+        pass
 
 
 class PixelPool:
@@ -65,9 +81,10 @@ class PixelPool:
         self.reserved -= need
         self._wake()
 
-    async def run(self, func: Callable[..., T], *args: Any, megapixels: float) -> T:
+    async def run(self, func: Callable[..., T], *args: Any, megapixels: float,
+                  bytes_per_pixel: float = BYTES_PER_PIXEL) -> T:
         """Run ``func(*args)`` in a thread once a worker and the memory are free."""
-        need = estimate(megapixels)
+        need = estimate(megapixels, bytes_per_pixel)
         if not self._waiters and self._fits(need):
             self._take(need)
         else:

@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 from PIL import Image
 
-from . import containers, output
+from . import containers, output, pixels
 from .backends.base import ResultImage
 from .errors import ConversionError, RetryableError
 from .metadata import Metadata
@@ -31,6 +31,14 @@ _SANE_MODES = {"JPEG": {"L", "RGB", "CMYK"}, "PNG": {"L", "LA", "RGB", "RGBA", "
                "WEBP": {"RGB", "RGBA"}, "TIFF": {"L", "LA", "RGB", "RGBA", "I;16", "CMYK"},
                "BMP": {"L", "RGB", "P", "1"}}
 _CARRIES_METADATA = ("JPEG", "PNG", "WEBP", "TIFF")
+#: Working memory per output pixel of a re-encode, for the pixel pool, where it is above the
+#: pool's default (measured peaks: libwebp keeps several full-size buffers while encoding).
+_BYTES_PER_PIXEL = {"WEBP": 16.0}
+
+
+def bytes_per_pixel(fmt: str) -> float:
+    """What re-encoding to ``fmt`` needs per output pixel (for the pixel pool's gate)."""
+    return _BYTES_PER_PIXEL.get(fmt, pixels.BYTES_PER_PIXEL)
 
 
 @dataclass(frozen=True)
@@ -69,10 +77,15 @@ def write(result: ResultImage, target: Target, where: Path, tag: str) -> Written
     if result.path is not None and passes_through(result, target):
         return _pass_through(result.path, target.meta, where, tag, target.fmt)
     try:
-        image = _prepare(_decode(result), target)
-        tmp = output.write_temp(where, lambda fh: encode(image, target, fh), tag)
-        read_back(tmp, target.fmt, image.size)
-        return Written(tmp, target.fmt, image.width * image.height / 1e6)
+        held = [_prepare(_decode(result), target)]
+        size = held[0].size
+        tmp = output.write_temp(where, lambda fh: encode(held[0], target, fh), tag)
+        # Let go of the pixels before decoding the output again: only one full-size copy of
+        # the picture is ever alive during a read-back.
+        held.clear()
+        result.image = None
+        read_back(tmp, target.fmt, size)
+        return Written(tmp, target.fmt, size[0] * size[1] / 1e6)
     except ConversionError as exc:
         if result.path is None:
             raise  # nothing was paid for: fail the file with the reason

@@ -28,7 +28,7 @@ from .events import Events
 from .jobs import JobState
 from .journal import Journal
 from .lock import StateLock
-from .pixels import PixelPool
+from .pixels import PixelPool, give_freed_memory_back
 from .rules import Rules
 from .settle import Settler
 from .systemd import Notifier
@@ -88,6 +88,7 @@ class Service:
         self.journal = Journal(journal_path(self.config), events=self.events)
         page = None
         self.backend = self._backend_factory(self.config)
+        give_freed_memory_back()
         self.pixels = PixelPool(self.config.pixels.workers, self.config.pixels.memory_mb)
         self.worker = Worker(self.config, self.journal, self.backend,
                              Hooks(retouch=self._retouch, account_error=self._account_error),

@@ -280,8 +280,9 @@ class Worker:
                 if render.passes_through(result, target):
                     written = await asyncio.to_thread(render.write, result, target, wanted, tag)
                 else:
-                    written = await self.pixels.run(render.write, result, target, wanted, tag,
-                                                    megapixels=plan.megapixels)
+                    written = await self.pixels.run(
+                        render.write, result, target, wanted, tag, megapixels=plan.megapixels,
+                        bytes_per_pixel=render.bytes_per_pixel(target.fmt))
                 megapixels += written.megapixels
                 tmp = written.tmp
                 if written.fallback:
