@@ -25,7 +25,7 @@ from .budget import Budget, next_midnight
 from .config import Config, FolderConfig
 from .errors import AccountError, ConfigError
 from .jobs import JobState
-from .journal import Journal
+from .journal import journal_file, open_journal
 from .lock import StateLock
 from .rules import Rules
 from .settle import Settler
@@ -42,7 +42,7 @@ DISPATCH_POLL = 2.0  # seconds; the longest the dispatcher sleeps without lookin
 
 
 def journal_path(config: Config) -> Path:
-    return config.state_dir / "journal.sqlite3"
+    return journal_file(config)
 
 
 class Service:
@@ -79,7 +79,7 @@ class Service:
         loop = asyncio.get_running_loop()
         lock = StateLock(self.config.state_dir)
         lock.acquire()
-        self.journal = Journal(journal_path(self.config))
+        self.journal = open_journal(self.config)
         self.backend = self._backend_factory(self.config)
         self.worker = Worker(self.config, self.journal, self.backend,
                              Hooks(retouch=self._retouch, account_error=self._account_error))
@@ -370,10 +370,9 @@ class Service:
             excluded = self._excluded_folders()
             over_budget = self._over_budget(now)
             if free > 0 and not paused:
-                jobs = self.journal.next_ready(now, exclude_folders=excluded, limit=free,
-                                               only_paid=over_budget)
+                jobs = self.journal.claim_ready(now, exclude_folders=excluded, limit=free,
+                                                only_paid=over_budget)
                 for job in jobs:
-                    job = self.journal.claim(job)
                     task = asyncio.create_task(self.worker.process(job), name=f"job-{job.id}")
                     self._inflight[job.id] = task
                     task.add_done_callback(lambda t, job_id=job.id: self._job_finished(job_id, t))

@@ -23,7 +23,7 @@ from .backends.base import Backend, ResultImage, UpscaleRequest
 from .config import Config, FolderConfig
 from .errors import AccountError, JobError, OutputBlockedError, PermanentJobError, RetryableError
 from .jobs import Job, JobState, Settings
-from .journal import Journal
+from .journal import JournalBase as Journal
 
 log = logs.get(__name__)
 
