@@ -245,11 +245,12 @@ class JournalBase:
                 (folder, fs_bytes(path), size, mtime_ns, sha256, JobState.SUPERSEDED.value))
             if existing:
                 return None
+            # Not this very version: another daemon may have journaled it a moment ago.
             self._exec(
                 "UPDATE jobs SET state=?, reason=?, updated_at=? WHERE folder=? AND path=? "
-                "AND state=?",
+                "AND state=? AND NOT (size=? AND mtime_ns=? AND sha256=?)",
                 (JobState.SUPERSEDED.value, "the file changed before it was processed", now,
-                 folder, fs_bytes(path), JobState.QUEUED.value))
+                 folder, fs_bytes(path), JobState.QUEUED.value, size, mtime_ns, sha256))
             job_id = self._insert_job({
                 "folder": folder, "path": fs_bytes(path), "rel": fs_bytes(rel), "size": size,
                 "mtime_ns": mtime_ns, "sha256": sha256, "state": JobState.QUEUED.value,
