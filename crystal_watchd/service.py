@@ -25,10 +25,12 @@ from .budget import Budget, next_midnight
 from .config import Config, FolderConfig
 from .errors import AccountError, ConfigError
 from .jobs import JobState
+from .journal import describe as describe_journal
 from .journal import journal_file, open_journal
 from .lock import StateLock
 from .rules import Rules
 from .settle import Settler
+from .shared import Identity, SharedSlots, folder_settings
 from .systemd import Notifier
 from .watcher import FolderWatcher, OverflowHook
 from .worker import Hooks, Worker, sha256_file
@@ -38,7 +40,8 @@ HASH_PARALLELISM = 4
 AVAILABILITY_CHECK = 2.0  # seconds between checks that every inbox is still there
 STATUS_MIN_INTERVAL = 2.0
 PREPARE_AHEAD = 3
-DISPATCH_POLL = 2.0  # seconds; the longest the dispatcher sleeps without looking at the queue
+DISPATCH_POLL = 2.0
+BUDGET_RECHECK = 60.0  # seconds before new submissions try the spent budget again  # seconds; the longest the dispatcher sleeps without looking at the queue
 
 
 def journal_path(config: Config) -> Path:
@@ -70,6 +73,8 @@ class Service:
         self._status_pending = False
         self._scans_pending = 0
         self._budget = Budget()
+        #: A worker found no budget left to reserve: dispatch only paid work until then.
+        self._budget_full_until = 0.0
         #: ``once`` gave up waiting: the account is refused or the budget is spent.
         self._stalled = False
 
@@ -79,10 +84,22 @@ class Service:
         loop = asyncio.get_running_loop()
         lock = StateLock(self.config.state_dir)
         lock.acquire()
-        self.journal = open_journal(self.config)
+        try:
+            self.journal = open_journal(self.config)
+        except BaseException:
+            lock.release()
+            raise
+        self.identity = Identity.new()
+        self.journal.register_daemon(self.identity.id, host=self.identity.host,
+                                     pid=self.identity.pid, state_dir=str(self.config.state_dir),
+                                     folders=folder_settings(self.config))
         self.backend = self._backend_factory(self.config)
+        if self.journal.shared and self.backend.name != "local":
+            # Requests at the upscaler are counted over every daemon on the journal.
+            self.backend.slots = SharedSlots(self.journal, self.config.concurrency)
         self.worker = Worker(self.config, self.journal, self.backend,
-                             Hooks(retouch=self._retouch, account_error=self._account_error))
+                             Hooks(retouch=self._retouch, account_error=self._account_error,
+                                   budget_full=self._budget_full))
         self._hash_limit = asyncio.Semaphore(HASH_PARALLELISM)
         self.settler = Settler(self._on_stable)
         overflow = OverflowHook(loop, self.rescan_all)
@@ -98,7 +115,8 @@ class Service:
                 _create_dirs(folder)
                 self._start_folder(folder)
             tasks = [asyncio.create_task(self.settler.run(), name="settle"),
-                     asyncio.create_task(self._dispatch(), name="dispatch")]
+                     asyncio.create_task(self._dispatch(), name="dispatch"),
+                     asyncio.create_task(self._heartbeat(), name="heartbeat")]
             if not self.once:
                 tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
                 if self.notifier.watchdog_interval:
@@ -106,7 +124,8 @@ class Service:
             self.notifier.ready(self._status_text())
             log.info("daemon_ready", folders=[f.name for f in self.config.folders],
                      backend=self.backend.name, concurrency=self.config.concurrency,
-                     mode="once" if self.once else "run")
+                     mode="once" if self.once else "run", daemon_id=self.identity.id,
+                     journal=describe_journal(self.config))
             if self.once:
                 await self._until_idle()
             else:
@@ -119,7 +138,10 @@ class Service:
             for watcher in self._watchers.values():
                 watcher.stop()
             await self.backend.aclose()
-            self.journal.close()
+            try:
+                self.journal.unregister_daemon()
+            finally:
+                self.journal.close()
             lock.release()
         log.info("daemon_stopped", done=self._done_this_run, failed=self._failed_this_run)
         return 1 if self.once and (self._failed_this_run or self._stalled) else 0
@@ -223,6 +245,7 @@ class Service:
             _create_dirs(new_folders[name])
             self._start_folder(new_folders[name])
         self._paused_until = 0.0
+        self._budget_full_until = 0.0
         self._budget.reset()
         log.info("config_reloaded", added=added, removed=removed, changed=changed)
         self._wake.set()
@@ -395,6 +418,8 @@ class Service:
     def _over_budget(self, now: float) -> bool:
         if self.backend.name == "local":
             return False
+        if now < self._budget_full_until:
+            return True
         return self._budget.reached(self.config.budget.daily_usd, now, self.journal)
 
     def _job_finished(self, job_id: int, task: asyncio.Task) -> None:
@@ -409,6 +434,16 @@ class Service:
             log.error("job_task_crashed", job_id=job_id, error=repr(task.exception()))
         self._wake.set()
         self._notify_status()
+
+    def _budget_full(self) -> None:
+        now = time.time()
+        if now >= self._budget_full_until:
+            log.warning("budget_fully_reserved", daily_usd=self.config.budget.daily_usd,
+                        note="today's budget is spent or reserved by jobs in flight; new "
+                             "submissions wait; requests already paid for still finish")
+        # Look again now and then: a reservation freed by a failed job makes room.
+        self._budget_full_until = min(now + BUDGET_RECHECK, next_midnight(now))
+        self._wake.set()
 
     def _account_error(self, exc: AccountError) -> None:
         delay = exc.delay or 300.0
@@ -447,6 +482,18 @@ class Service:
             if time.monotonic() - last_rescan >= self.config.rescan_interval:
                 last_rescan = time.monotonic()
                 self.rescan_all()
+
+    async def _heartbeat(self) -> None:
+        """Renew this daemon's leases and heartbeat row (a third of a lease apart), and
+        publish its folder settings so ``check`` can compare daemons."""
+        interval = max(0.2, min(self.config.journal_lease / 3, 20.0))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.journal.heartbeat(folder_settings(self.config))
+            except Exception as exc:  # noqa: BLE001 - a blip must not stop the daemon
+                log.warning("heartbeat_failed", error=str(exc),
+                            note="leases run out if the journal stays unreachable")
 
     async def _watchdog_pings(self) -> None:
         # From the event loop on purpose: if the loop hangs, the pings stop and systemd

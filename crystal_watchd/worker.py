@@ -20,12 +20,15 @@ from pathlib import Path
 
 from . import logs, output, preflight
 from .backends.base import Backend, ResultImage, UpscaleRequest
+from .budget import local_midnight
 from .config import Config, FolderConfig
 from .errors import AccountError, JobError, OutputBlockedError, PermanentJobError, RetryableError
 from .jobs import Job, JobState, Settings
 from .journal import JournalBase as Journal
 
 log = logs.get(__name__)
+#: Seconds before a job turned away by the budget asks again (others may free a reservation).
+BUDGET_RECHECK = 60.0
 
 
 class _Superseded(Exception):
@@ -59,6 +62,7 @@ class Hooks:
 
     retouch: Callable[[str, Path], None]  # the file changed: track it again
     account_error: Callable[[AccountError], None]  # pause every submission
+    budget_full: Callable[[], None] = lambda: None  # no reservation left for today
 
 
 class Worker:
@@ -103,6 +107,10 @@ class Worker:
                               output=f"{plan.width}x{plan.height}")
             if source.frames > 1:
                 bound.info("animated_first_frame_only", frames=source.frames)
+            if not job.request_id and not self._reserve_budget(job, plan):
+                return self.journal.retry_later(job, delay=BUDGET_RECHECK, kind="budget",
+                                                reason="today's budget is spent",
+                                                count_attempt=False).state
 
             async def on_submitted(request_id: str) -> None:
                 nonlocal job
@@ -155,6 +163,19 @@ class Worker:
             return await asyncio.shield(self._retry(self.journal.get(job.id), folder, err, bound))
 
     # -- steps ---------------------------------------------------------------------------
+
+    def _reserve_budget(self, job: Job, plan: preflight.Plan) -> bool:
+        """Reserve this submission's estimated cost in the journal, so that daemons sharing
+        it cannot together spend past ``budget.daily_usd``."""
+        limit = self.config.budget.daily_usd
+        if limit is None or self.backend.name == "local":
+            return True
+        usd = plan.width * plan.height / 1e6 * self.config.fal.price_per_megapixel
+        if self.journal.reserve_budget(job, round(usd, 6), limit=limit,
+                                       since=local_midnight(time.time())):
+            return True
+        self.hooks.budget_full()
+        return False
 
     def _read_source(self, job: Job, folder: FolderConfig) -> bytes:
         try:

@@ -116,22 +116,22 @@ def test_slots_are_counted_and_kept_until_released_or_finished(open_store):
 
 
 def test_budget_reservations_never_exceed_the_limit(open_store):
-    """Reservations plus today's spend never pass the limit; a finished job's cost replaces
-    its reservation; a released reservation frees its dollars."""
+    """A job may reserve only while spend plus reservations are below the limit; a finished
+    job's cost replaces its reservation; a released reservation frees its dollars."""
     j = open_store()
     jobs = [j.enqueue("f", Path(f"/in/{i}"), str(i), 1, 1, str(i)) for i in range(4)]
     since = time.time() - 10
-    assert j.reserve_budget(jobs[0], 0.4, limit=1.0, since=since)
-    assert j.reserve_budget(jobs[0], 0.4, limit=1.0, since=since)  # held already: no new spend
-    assert j.reserve_budget(jobs[1], 0.4, limit=1.0, since=since)
-    assert not j.reserve_budget(jobs[2], 0.4, limit=1.0, since=since)
+    assert j.reserve_budget(jobs[0], 0.4, limit=0.8, since=since)
+    assert j.reserve_budget(jobs[0], 0.4, limit=0.8, since=since)  # held already: no new spend
+    assert j.reserve_budget(jobs[1], 0.4, limit=0.8, since=since)
+    assert not j.reserve_budget(jobs[2], 0.4, limit=0.8, since=since)
     assert j.committed_since(since) == pytest.approx(0.8)
     done = j.output_written(j.get(jobs[0].id), ["/out/0"], megapixels=1.0, cost_usd=0.1)
     j.done(done)
     assert j.committed_since(since) == pytest.approx(0.5)
-    assert j.reserve_budget(jobs[2], 0.4, limit=1.0, since=since)
+    assert j.reserve_budget(jobs[2], 0.4, limit=0.8, since=since)
     j.release_budget(jobs[1])
-    assert j.reserve_budget(jobs[3], 0.4, limit=1.0, since=since)
+    assert j.reserve_budget(jobs[3], 0.4, limit=0.8, since=since)
     assert j.committed_since(since) == pytest.approx(0.9)
 
 

@@ -193,14 +193,14 @@ class FalBackend:
         and no runner sits idle while we notice and resubmit. That request waits at most a
         moment at fal, and waiting costs nothing (fal bills output megapixels, not time).
         """
-        await self.slots.acquire()
+        await self.slots.acquire(request.job_id)
         held, lent = True, False
 
         async def hand_over() -> None:
             nonlocal held, lent
             if held and self.slots.try_lend():
                 held, lent = False, True
-                await self.slots.release()
+                await self.slots.release(request.job_id)
 
         try:
             if request_id:
@@ -213,7 +213,7 @@ class FalBackend:
             return handle
         finally:
             if held:
-                await self.slots.release()
+                await self.slots.release(request.job_id)
             if lent:
                 self.slots.returned()
 

@@ -52,6 +52,10 @@ def row_to_job(row: Mapping[str, Any]) -> Job:
     )
 
 
+class JournalUnavailable(Exception):
+    """The journal cannot be reached or migrated; the message is fit to print (no password)."""
+
+
 @dataclass(frozen=True)
 class DaemonInfo:
     """Who a daemon is (host, pid, a random id) and what it last told the journal."""
@@ -360,14 +364,15 @@ class JournalBase:
         return row["n"] if row else 0
 
     def reserve_budget(self, job: Job, usd: float, *, limit: float, since: float) -> bool:
-        """Reserve ``usd`` of today's ``limit`` for ``job`` before it is submitted. Atomic
-        across daemons: two cannot both take the last dollar. A job that already holds a
-        reservation keeps it (a retry is not a second spend)."""
+        """Reserve ``usd`` for ``job`` before it is submitted, if today's spend plus every
+        reservation is still below ``limit`` (the rule a single daemon always had: submit while
+        under the limit). Atomic across daemons: two cannot both take the last dollar. A job
+        that already holds a reservation keeps it (a retry is not a second spend)."""
         with self.transaction(exclusive=True):
             row = self._one("SELECT reserved_usd FROM jobs WHERE id=?", (job.id,))
             if row is not None and row["reserved_usd"] is not None:
                 return True
-            if self.committed_since(since) + usd > limit + 1e-9:
+            if self.committed_since(since) >= limit - 1e-9:
                 return False
             self._exec("UPDATE jobs SET reserved_usd=? WHERE id=?", (usd, job.id))
             return True

@@ -23,7 +23,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from .. import logs
 from ..config import mask_url
 from ..jobs import JobState
-from .base import COLUMNS, JournalBase
+from .base import COLUMNS, JournalBase, JournalUnavailable, row_to_job
 
 log = logs.get(__name__)
 
@@ -84,10 +84,6 @@ MIGRATIONS = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-class JournalUnavailable(Exception):
-    """The database cannot be reached or migrated; the message is fit to print."""
 
 
 def _password(url: str, password_file: Path | None) -> str | None:
@@ -229,8 +225,6 @@ class PostgresJournal(JournalBase):
             f"WHERE jobs.id=picked.id RETURNING {returning}, picked.was_state, picked.was_owner",
             (*args, JobState.RUNNING.value, *excluded, limit, JobState.RUNNING.value,
              self.daemon_id, self.lease, time.time()))
-        from .base import row_to_job
-
         for row in rows:
             if row["was_state"] == JobState.RUNNING.value:
                 log.warning("job_lease_taken_over", job_id=row["id"], previous_owner=row["was_owner"],

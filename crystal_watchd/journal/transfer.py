@@ -1,0 +1,74 @@
+"""``crystal-watchd journal export|import``: jobs as JSON lines, from one store to another
+(a studio that started with the SQLite journal and moves to a shared PostgreSQL one)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from . import open_journal
+
+FORMAT = "crystal-watchd-journal/1"
+_BYTES = ("path", "rel")
+
+
+def _encode(row: dict[str, Any]) -> str:
+    # Paths are bytes (any file name); base64 keeps them exact in JSON.
+    plain = {k: base64.b64encode(v).decode() if k in _BYTES else v for k, v in row.items()}
+    return json.dumps(plain, sort_keys=True)
+
+
+def _decode(line: str, where: str) -> dict[str, Any]:
+    try:
+        row = json.loads(line)
+        for key in _BYTES:
+            row[key] = base64.b64decode(row[key])
+        return row
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{where}: not a job line of a journal export ({exc})") from None
+
+
+def export_file(config: Config, target: Path) -> int:
+    """Write every job of ``config``'s journal to ``target`` ('-': stdout); returns how many."""
+    journal = open_journal(config, readonly=True)
+    count = 0
+    out = sys.stdout if str(target) == "-" else open(target, "w", encoding="utf-8")
+    try:
+        out.write(json.dumps({"format": FORMAT}) + "\n")
+        for row in journal.export_jobs():
+            out.write(_encode(row) + "\n")
+            count += 1
+    finally:
+        journal.close()
+        if out is not sys.stdout:
+            out.close()
+    return count
+
+
+def _rows(source: Path) -> Iterator[dict[str, Any]]:
+    with open(source, encoding="utf-8") as fh:
+        header = fh.readline()
+        try:
+            ok = json.loads(header).get("format") == FORMAT
+        except (ValueError, AttributeError):
+            ok = False
+        if not ok:
+            raise ValueError(f"{source}: not a crystal-watchd journal export")
+        for number, line in enumerate(fh, start=2):
+            if line.strip():
+                yield _decode(line, f"{source}:{number}")
+
+
+def import_file(config: Config, source: Path) -> tuple[int, int]:
+    """Add the jobs of an export to ``config``'s journal: (imported, skipped)."""
+    rows = list(_rows(source))  # the whole file is checked before anything is written
+    journal = open_journal(config)
+    try:
+        return journal.import_jobs(rows)
+    finally:
+        journal.close()

@@ -1,0 +1,99 @@
+"""What a daemon needs to share a journal with others: who it is, and slots at the
+upscaler counted over every daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+
+from .backends.base import Slots
+from .journal import JournalBase
+
+#: How often a daemon waiting for a global slot looks again (the others free them).
+SLOT_POLL = 0.05
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Host name, pid and a random id: unique even for two daemons in one container image."""
+
+    id: str
+    host: str
+    pid: int
+
+    @classmethod
+    def new(cls) -> Identity:
+        host = socket.gethostname()
+        return cls(id=f"{host}-{os.getpid()}-{secrets.token_hex(3)}", host=host, pid=os.getpid())
+
+
+class SharedSlots(Slots):
+    """``concurrency`` requests at the upscaler over every daemon on the journal.
+
+    The local limit still applies; on top of it each job takes a slot in the journal before
+    submitting (or resuming) and keeps it until its request completes. A slot stays with the
+    job, not the daemon, so a request left at the upscaler by a dead daemon is still counted
+    until another daemon takes the job over. Slots are never lent early: a lent slot would
+    let one more request reach the upscaler than ``concurrency`` allows.
+    """
+
+    def __init__(self, journal: JournalBase, limit: int):
+        super().__init__(limit)
+        self.journal = journal
+
+    def try_lend(self) -> bool:
+        return False
+
+    async def acquire(self, owner: int | None = None) -> None:
+        await super().acquire(owner)
+        if owner is None:
+            return
+        try:
+            while not self.journal.acquire_slot(owner, self.limit):
+                await asyncio.sleep(SLOT_POLL)
+        except BaseException:
+            await super().release(owner)
+            raise
+
+    async def release(self, owner: int | None = None) -> None:
+        try:
+            if owner is not None:
+                self.journal.release_slot(owner)
+        finally:
+            await super().release(owner)
+
+
+#: Folder settings that decide what a file becomes; daemons sharing a folder must agree on
+#: them. Paths, polling and settling are each host's own business.
+COMPARED = ("scale_factor", "creativity", "output_format", "filename", "overwrite", "originals",
+            "recursive", "extensions", "ignore", "max_input_megapixels",
+            "max_output_megapixels", "oversize")
+
+
+def folder_settings(config) -> dict[str, dict[str, object]]:
+    """folder name → the settings compared between daemons, as plain data."""
+    return {f.name: {k: list(v) if isinstance(v, tuple) else v
+                     for k in COMPARED for v in [getattr(f, k)]} for f in config.folders}
+
+
+def disagreements(config, journal: JournalBase) -> list[str]:
+    """One line per setting where a live daemon on the journal treats a folder of the same
+    name differently from ``config``."""
+    mine = folder_settings(config)
+    lines = []
+    for daemon in journal.daemons():
+        if not daemon.alive:
+            continue
+        for name, theirs in daemon.folders.items():
+            ours = mine.get(name)
+            if ours is None:
+                continue
+            for key in COMPARED:
+                if key in theirs and theirs[key] != ours[key]:
+                    lines.append(f"folder '{name}': {key} is {ours[key]!r} here but "
+                                 f"{theirs[key]!r} on daemon {daemon.id} ({daemon.host}, "
+                                 f"{daemon.state_dir})")
+    return lines
