@@ -117,6 +117,12 @@ class PostgresJournal(JournalBase):
         if password and password_file is not None:
             kwargs["password"] = password
         self._tx_conn: psycopg.Connection | None = None
+        # One plain connection first: a wrong host or password fails at once with libpq's
+        # own words, instead of the pool retrying until its timeout.
+        problem = self._connect_error(url, kwargs)
+        if problem:
+            raise JournalUnavailable(f"cannot reach the journal database {self.url}: "
+                                     + (problem.replace(password, "***") if password else problem))
         self.pool = ConnectionPool(url, kwargs=kwargs, min_size=1, max_size=max_connections,
                                    open=False, name="journal", timeout=CONNECT_TIMEOUT)
         try:
@@ -124,7 +130,7 @@ class PostgresJournal(JournalBase):
         except PoolTimeout:
             self.pool.close()
             raise JournalUnavailable(f"cannot reach the journal database {self.url}: "
-                                     f"{self._connect_error(url, kwargs)}") from None
+                                     f"no connection within {CONNECT_TIMEOUT:g} s") from None
         try:
             self._migrate()
         except psycopg.Error as exc:
@@ -133,12 +139,12 @@ class PostgresJournal(JournalBase):
                                      f"{exc}") from None
 
     @staticmethod
-    def _connect_error(url: str, kwargs: dict[str, Any]) -> str:
+    def _connect_error(url: str, kwargs: dict[str, Any]) -> str | None:
         try:
             psycopg.connect(url, **kwargs).close()
         except psycopg.Error as exc:
-            return str(exc).strip().splitlines()[0]
-        return "timed out"
+            return " ".join(str(exc).split()) or type(exc).__name__
+        return None
 
     def _migrate(self) -> None:
         with self.transaction(exclusive=True):
