@@ -332,6 +332,21 @@ def per_file(env: Env, work: Path, jobs: int) -> dict:
         server.stop()
 
 
+def several_daemons(env: Env, work: Path, args: argparse.Namespace) -> dict:
+    """1, 2 and 3 daemons on one PostgreSQL journal (bench/several.py)."""
+    if not args.several_files:
+        return {"skipped": "--several-files 0"}
+    sys.path.insert(0, str(ROOT / "bench"))
+    import several
+    from pgcluster import Unavailable
+
+    try:
+        return several.run(env, work, args.several_files, args.concurrency, args.latency,
+                           (640, 480))
+    except Unavailable as exc:
+        return {"skipped": str(exc)}
+
+
 def report(results: dict, args: argparse.Namespace) -> str:
     t, lat, idle_, bl, pf = (results["throughput"], results["latency"], results["idle"],
                              results["backlog"], results["per_file"])
@@ -379,6 +394,8 @@ def main() -> int:
     parser.add_argument("--backlog", type=int, default=10_000)
     parser.add_argument("--done", type=int, default=100_000)
     parser.add_argument("--big-jobs", type=int, default=3)
+    parser.add_argument("--several-files", type=int, default=300,
+                        help="files for the several-daemons row (0 skips it)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="crystal-watchd-bench-"))
@@ -392,9 +409,16 @@ def main() -> int:
             "backlog": backlog(env, work, args.backlog, args.done),
             "per_file": per_file(env, work, args.big_jobs),
         }
+        results["several"] = several_daemons(env, work, args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(report(results, args))
+    if results["several"].get("throughput"):
+        import several
+
+        print(several.report(results["several"]))
+    else:
+        print(f"several daemons: skipped ({results['several'].get('skipped')})")
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"numbers written to {args.out}")
     return 0

@@ -215,76 +215,24 @@ def fal_daemons():
 
 # -- a throwaway PostgreSQL cluster ----------------------------------------------------------
 
-PG_MISSING = ("PostgreSQL server binaries (initdb, pg_ctl) are not on PATH; install them with "
-              "`apt-get install postgresql` (Debian puts them in /usr/lib/postgresql/*/bin)")
-
-
-def _pg_bin(name: str) -> str | None:
-    import glob
-    import shutil
-
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return candidates[-1] if candidates else None
-
 
 @pytest.fixture(scope="session")
-def pg_cluster(tmp_path_factory):
+def pg_cluster():
     """One PostgreSQL cluster for the whole test session (trust auth on 127.0.0.1), stopped
-    and removed afterwards. Yields the URL of its ``postgres`` database."""
-    import shutil
-    import socket
-    import tempfile
+    and removed afterwards; skipped, saying how to install PostgreSQL, where it is missing."""
+    from pgcluster import Cluster, Unavailable
 
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if not initdb or not pg_ctl:
-        pytest.skip(PG_MISSING)
-    # PostgreSQL refuses to run as root: run it as the postgres user, in a directory it owns.
-    as_user: list[str] = []
-    base = Path(tempfile.mkdtemp(prefix="cw-pg-"))
-    if os.geteuid() == 0:
-        import pwd
-
-        try:
-            user = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run PostgreSQL as; "
-                        + PG_MISSING)
-        os.chown(base, user.pw_uid, user.pw_gid)
-        as_user = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data = base / "data"
-    subprocess.run([*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "postgres",
-                    "--no-sync"], check=True, capture_output=True)
-    opts = (f"-k {base} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
-    started = subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(base / "log"), "-w",
-                              "-o", opts, "start"], capture_output=True, text=True)
-    if started.returncode != 0:
-        log = (base / "log").read_text(errors="replace") if (base / "log").exists() else ""
-        shutil.rmtree(base, ignore_errors=True)
-        raise RuntimeError(f"PostgreSQL did not start: {started.stderr}\n{log}")
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        cluster = Cluster()
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield cluster
     finally:
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "stop"],
-                       capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
-
-
-_pg_databases = iter(range(1, 1_000_000))
+        cluster.stop()
 
 
 @pytest.fixture
 def pg_url(pg_cluster):
     """A fresh, empty database in the session's cluster; its URL."""
-    import psycopg
-
-    name = f"t{os.getpid()}_{next(_pg_databases)}"
-    with psycopg.connect(pg_cluster, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return pg_cluster.rsplit("/", 1)[0] + "/" + name
+    return pg_cluster.new_database()

@@ -128,12 +128,12 @@ def test_an_unreachable_journal_is_a_clear_error_without_the_password(monkeypatc
 def test_password_file_is_used_and_never_shown(pg_cluster, tmp_path):
     """``journal_password_file`` is read, its password kept out of logs; a missing file is a
     clear error."""
-    with psycopg.connect(pg_cluster, autocommit=True) as conn:
+    with psycopg.connect(pg_cluster.url, autocommit=True) as conn:
         conn.execute("CREATE ROLE cwpass LOGIN PASSWORD 'file-pass-123'")
         conn.execute("CREATE DATABASE cwpass OWNER cwpass")
     secret = tmp_path / "pw"
     secret.write_text("file-pass-123\n")
-    url = pg_cluster.replace("postgres@", "cwpass@").rsplit("/", 1)[0] + "/cwpass"
+    url = pg_cluster.url.replace("postgres@", "cwpass@").rsplit("/", 1)[0] + "/cwpass"
     j = PostgresJournal(url, password_file=secret)
     assert "file-pass-123" not in logs.scrub("password is file-pass-123")
     assert "file-pass-123" not in repr(j.url)

@@ -229,8 +229,12 @@ class JournalBase:
     def _update(self, job: Job, **values: Any) -> Job:
         values["updated_at"] = time.time()
         cols = ", ".join(f"{k}=?" for k in values)
-        self._exec(f"UPDATE jobs SET {cols} WHERE id=?", (*values.values(), job.id))
-        return self.get(job.id)
+        # One statement, one round trip: the changed row comes back with the update.
+        row = self._one(f"UPDATE jobs SET {cols} WHERE id=? RETURNING {COLUMNS}",
+                        (*values.values(), job.id))
+        if row is None:
+            raise KeyError(job.id)
+        return row_to_job(row)
 
     def _insert_job(self, values: dict[str, Any]) -> int | None:
         """Insert one job row; None if this exact version is journaled already."""
