@@ -25,6 +25,7 @@ from .config import Config, FolderConfig
 from .errors import AccountError, JobError, OutputBlockedError, PermanentJobError, RetryableError
 from .jobs import Job, JobState, Settings
 from .journal import JournalBase as Journal
+from .journal import LeaseLost
 
 log = logs.get(__name__)
 #: Seconds before a job turned away by the budget asks again (others may free a reservation).
@@ -128,6 +129,11 @@ class Worker:
             results = await self.backend.upscale(request)
             return await asyncio.shield(self._complete(job, folder, source, plan, results, bound,
                                                        started))
+        except LeaseLost:
+            # Our lease ran out (the journal was out of reach too long) and another daemon
+            # holds the job now: it resumes the journaled request; we touch nothing more.
+            bound.warning("job_lease_lost", note="another daemon took the job over")
+            return JobState.RUNNING
         except _Superseded as exc:
             bound.info("job_superseded", reason=str(exc))
             return self.journal.superseded(job, str(exc)).state

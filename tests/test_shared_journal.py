@@ -43,6 +43,30 @@ def test_a_dead_daemons_job_is_taken_over_with_its_request_id(pg_url):
     b.close()
 
 
+def test_a_daemon_that_lost_its_lease_cannot_touch_the_job_any_more(pg_url):
+    """Once another daemon took a job over, every change the old owner tries (output,
+    requeue, done, a new request id) is refused with LeaseLost and changes nothing."""
+    from crystal_watchd.journal import LeaseLost
+
+    a, b = _daemon(pg_url, "a", lease=0.3), _daemon(pg_url, "b", lease=0.3)
+    a.enqueue("f", Path("/in/x.jpg"), "x.jpg", 1, 1, "x")
+    [old] = a.claim_ready(time.time())
+    old = a.submitted(old, "req-x")
+    time.sleep(0.4)
+    [taken] = b.claim_ready(time.time())
+    for change in (lambda: a.output_pending(old, [["/o/.t", "/o/x", "/o/x"]]),
+                   lambda: a.requeue(old), lambda: a.done(old),
+                   lambda: a.submitted(old, "req-again")):
+        with pytest.raises(LeaseLost):
+            change()
+    now = b.get(taken.id)
+    assert now.state is JobState.RUNNING and now.pending == [] and now.request_id == "req-x"
+    assert now.submissions == 1
+    b.output_pending(now, [["/o/.t", "/o/x", "/o/x"]])  # the new owner may
+    a.close()
+    b.close()
+
+
 def test_daemons_claiming_at_once_never_share_a_job(pg_url):
     """Three daemons claiming in a loop from one queue: every job is claimed exactly once."""
     seed = _daemon(pg_url, "seed")

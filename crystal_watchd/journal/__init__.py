@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import Config, mask_url
-from .base import DaemonInfo, JournalBase, JournalUnavailable
+from .base import DaemonInfo, JournalBase, JournalUnavailable, LeaseLost
 from .sqlite import Journal
 
-__all__ = ["DaemonInfo", "Journal", "JournalBase", "JournalUnavailable", "describe",
-           "journal_file", "open_journal"]
+__all__ = ["DaemonInfo", "Journal", "JournalBase", "JournalUnavailable", "LeaseLost",
+           "describe", "journal_file", "open_journal"]
 
 
 def journal_file(config: Config) -> Path:

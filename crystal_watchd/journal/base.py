@@ -52,6 +52,11 @@ def row_to_job(row: Mapping[str, Any]) -> Job:
     )
 
 
+class LeaseLost(Exception):
+    """This daemon's lease on a job ran out and another daemon took the job over: leave it
+    alone (its request id is journaled; the other daemon resumes it)."""
+
+
 class JournalUnavailable(Exception):
     """The journal cannot be reached or migrated; the message is fit to print (no password)."""
 
@@ -226,13 +231,23 @@ class JournalBase:
 
     # -- state changes ---------------------------------------------------------------------
 
+    def _mine(self) -> tuple[str, tuple[Any, ...]]:
+        """The condition that keeps a daemon's changes to the jobs it still holds: one whose
+        lease ran out and was taken over is another daemon's now."""
+        if self.shared and self.daemon_id is not None:
+            return " AND (owner IS NULL OR owner=?)", (self.daemon_id,)
+        return "", ()
+
     def _update(self, job: Job, **values: Any) -> Job:
         values["updated_at"] = time.time()
         cols = ", ".join(f"{k}=?" for k in values)
+        mine, owner = self._mine()
         # One statement, one round trip: the changed row comes back with the update.
-        row = self._one(f"UPDATE jobs SET {cols} WHERE id=? RETURNING {COLUMNS}",
-                        (*values.values(), job.id))
+        row = self._one(f"UPDATE jobs SET {cols} WHERE id=?{mine} RETURNING {COLUMNS}",
+                        (*values.values(), job.id, *owner))
         if row is None:
+            if mine and self._one("SELECT 1 AS one FROM jobs WHERE id=?", (job.id,)):
+                raise LeaseLost(job.id)
             raise KeyError(job.id)
         return row_to_job(row)
 
@@ -295,8 +310,11 @@ class JournalBase:
     def submitted(self, job: Job, request_id: str) -> Job:
         """The backend accepted the work: from now on, resume this request, never resubmit
         unless the backend says it no longer has it."""
-        self._exec("UPDATE jobs SET request_id=?, submissions=submissions+1, updated_at=? "
-                   "WHERE id=?", (request_id, time.time(), job.id))
+        mine, owner = self._mine()
+        if not self._exec("UPDATE jobs SET request_id=?, submissions=submissions+1, "
+                          f"updated_at=? WHERE id=?{mine}",
+                          (request_id, time.time(), job.id, *owner)):
+            raise LeaseLost(job.id)
         return self.get(job.id)
 
     def forget_request(self, job: Job) -> Job:
