@@ -392,9 +392,14 @@ class Service:
             paused = now < self._paused_until
             excluded = self._excluded_folders()
             over_budget = self._over_budget(now)
-            if free > 0 and not paused:
-                jobs = self.journal.claim_ready(now, exclude_folders=excluded, limit=free,
-                                                only_paid=over_budget)
+            # Jobs of a dead daemon first, even when busy: they may hold the slots at the
+            # upscaler that our own jobs wait for.
+            orphans = [] if paused else self.journal.take_over(exclude_folders=excluded,
+                                                               limit=self.config.concurrency)
+            if (free > 0 and not paused) or orphans:
+                jobs = orphans + (self.journal.claim_ready(
+                    now, exclude_folders=excluded, limit=free, only_paid=over_budget)
+                    if free > 0 and not paused else [])
                 for job in jobs:
                     task = asyncio.create_task(self.worker.process(job), name=f"job-{job.id}")
                     self._inflight[job.id] = task

@@ -13,7 +13,7 @@ from .backends.base import Slots
 from .journal import JournalBase
 
 #: How often a daemon waiting for a global slot looks again (the others free them).
-SLOT_POLL = 0.05
+SLOT_POLL = 0.1
 
 
 @dataclass(frozen=True)
@@ -33,37 +33,47 @@ class Identity:
 class SharedSlots(Slots):
     """``concurrency`` requests at the upscaler over every daemon on the journal.
 
-    The local limit still applies; on top of it each job takes a slot in the journal before
-    submitting (or resuming) and keeps it until its request completes. A slot stays with the
-    job, not the daemon, so a request left at the upscaler by a dead daemon is still counted
-    until another daemon takes the job over. Slots are never lent early: a lent slot would
-    let one more request reach the upscaler than ``concurrency`` allows.
+    Each job takes a slot in the journal before submitting (or resuming) and keeps it until
+    its request completes. The slot stays with the job, not the daemon, so a request left at
+    the upscaler by a dead daemon is still counted until another daemon takes the job over
+    (and that daemon's resume gets the slot back at once). No local limit is added on top:
+    this daemon's own requests are among the ones counted, and a local limit could keep a
+    taken-over job from the slot it already holds. Slots are never lent early: a lent slot
+    would let one more request reach the upscaler than ``concurrency`` allows.
     """
 
     def __init__(self, journal: JournalBase, limit: int):
         super().__init__(limit)
         self.journal = journal
+        self._turn = asyncio.Lock()
+        self._freed = asyncio.Event()
 
     def try_lend(self) -> bool:
         return False
 
     async def acquire(self, owner: int | None = None) -> None:
-        await super().acquire(owner)
         if owner is None:
+            await super().acquire()
             return
-        try:
-            while not self.journal.acquire_slot(owner, self.limit):
-                await asyncio.sleep(SLOT_POLL)
-        except BaseException:
-            await super().release(owner)
-            raise
+        # A job that holds its slot already (taken over) or finds one free goes at once;
+        # the others ask one at a time, in turn, so waiting costs one query per poll.
+        if not self.journal.acquire_slot(owner, self.limit):
+            async with self._turn:
+                while not self.journal.acquire_slot(owner, self.limit):
+                    self._freed.clear()
+                    try:
+                        await asyncio.wait_for(self._freed.wait(), SLOT_POLL)
+                    except asyncio.TimeoutError:
+                        pass
+        self.used += 1
 
     async def release(self, owner: int | None = None) -> None:
-        try:
-            if owner is not None:
-                self.journal.release_slot(owner)
-        finally:
-            await super().release(owner)
+        if owner is None:
+            await super().release()
+            return
+        self.used -= 1
+        self.journal.release_slot(owner)
+        self._freed.set()
 
 
 #: Folder settings that decide what a file becomes; daemons sharing a folder must agree on

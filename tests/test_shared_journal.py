@@ -183,3 +183,44 @@ def test_a_version_1_sqlite_journal_is_migrated_in_place(tmp_path):
     assert job.state is JobState.QUEUED and j.acquire_slot(job.id, 1)
     assert j.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "2"
     j.close()
+
+
+def test_slots_held_by_a_dead_daemon_go_to_whoever_takes_its_jobs_over(pg_url):
+    """A dead daemon's jobs keep their slots (their requests may still be at fal), so a new
+    job waits; the daemon that takes those jobs over, however busy, resumes them at once in
+    the slots they hold, and when they finish the waiting job gets its turn."""
+    import asyncio
+
+    from crystal_watchd.shared import SharedSlots
+
+    dead, alive = _daemon(pg_url, "dead", lease=0.3), _daemon(pg_url, "alive", lease=0.3)
+    for name in ("x", "y", "z"):
+        dead.enqueue("f", Path(f"/in/{name}"), name, 1, 1, name)
+    x, y, z = dead.claim_ready(time.time(), limit=3)
+    for job in (x, y):
+        assert dead.acquire_slot(job.id, 2)
+        dead.submitted(job, f"req-{job.rel}")
+    dead.requeue(z)
+
+    async def scenario() -> list[str]:
+        slots = SharedSlots(alive, 2)
+        [mine] = alive.claim_ready(time.time())
+        waiting = asyncio.create_task(slots.acquire(mine.id))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # both slots are the dead daemon's
+        await asyncio.sleep(0.2)  # its leases run out
+        alive.heartbeat()  # ours do not
+        taken = alive.take_over(limit=5)
+        assert sorted(j.request_id for j in taken) == ["req-x", "req-y"]
+        for job in taken:
+            await asyncio.wait_for(slots.acquire(job.id), 0.5)  # held already: at once
+        assert not waiting.done()
+        for job in taken:
+            await slots.release(job.id)
+        await asyncio.wait_for(waiting, 2)
+        return [j.rel for j in taken]
+
+    assert sorted(asyncio.run(scenario())) == ["x", "y"]
+    assert alive.slots_held() == 1
+    dead.close()
+    alive.close()

@@ -302,6 +302,10 @@ class JournalBase:
         return [self.claim(job) for job in self.next_ready(
             now, exclude_folders=exclude_folders, limit=limit, only_paid=only_paid)]
 
+    def take_over(self, *, exclude_folders: Iterable[str] = (), limit: int = 1) -> list[Job]:
+        """Jobs of dead daemons whose leases ran out; only a shared journal has any."""
+        return []
+
     def start(self, job: Job, settings: dict[str, Any], settings_key: str) -> Job:
         """Record the settings the job runs with (the current config's, at this moment)."""
         return self._update(job, state=JobState.RUNNING.value, settings=json.dumps(settings),

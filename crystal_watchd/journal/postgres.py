@@ -22,7 +22,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .. import logs
 from ..config import mask_url
-from ..jobs import JobState
+from ..jobs import Job, JobState
 from .base import COLUMNS, JournalBase, JournalUnavailable, row_to_job
 
 log = logs.get(__name__)
@@ -212,28 +212,41 @@ class PostgresJournal(JournalBase):
     # -- claims ------------------------------------------------------------------------------
 
     def claim_ready(self, now: float, *, exclude_folders: Iterable[str] = (), limit: int = 1,
-                    only_paid: bool = False) -> list[Any]:
+                    only_paid: bool = False) -> list[Job]:
         """Take up to ``limit`` jobs: ready queued ones, and running ones whose daemon let
         the lease run out (it died). Rows another daemon is claiming are skipped, not
         waited for."""
         where, args = self._ready_filter(now, exclude_folders, only_paid)
+        expired, expired_args = self._expired_filter(exclude_folders, only_paid)
+        return self._claim(f"({where}) OR ({expired})", [*args, *expired_args], limit)
+
+    def take_over(self, *, exclude_folders: Iterable[str] = (), limit: int = 1) -> list[Job]:
+        """Take up to ``limit`` jobs of dead daemons (their leases ran out). A daemon does
+        this even when it is busy: such a job may hold a slot at the upscaler that everyone
+        else is waiting for."""
+        expired, args = self._expired_filter(exclude_folders, False)
+        return self._claim(expired, args, limit)
+
+    def _expired_filter(self, exclude_folders: Iterable[str],
+                        only_paid: bool) -> tuple[str, list[Any]]:
         excluded = list(exclude_folders)
-        expired = ("state=? AND lease_until<{now}"
-                   + (f" AND folder NOT IN ({','.join('?' * len(excluded))})" if excluded else "")
-                   + (" AND (request_id IS NOT NULL OR pending!='[]' OR outputs!='[]')"
-                      if only_paid else ""))
+        sql = ("state=? AND lease_until<{now}"
+               + (f" AND folder NOT IN ({','.join('?' * len(excluded))})" if excluded else "")
+               + (" AND (request_id IS NOT NULL OR pending!='[]' OR outputs!='[]')"
+                  if only_paid else ""))
+        return sql, [JobState.RUNNING.value, *excluded]
+
+    def _claim(self, where: str, args: list[Any], limit: int) -> list[Job]:
         returning = ", ".join("jobs." + c.strip() for c in COLUMNS.split(","))
         rows = self._rows(
-            f"WITH picked AS (SELECT id, state AS was_state, owner AS was_owner FROM jobs "
-            f"WHERE ({where}) OR ({expired}) ORDER BY next_attempt_at, id LIMIT ? "
-            "FOR UPDATE SKIP LOCKED) "
+            "WITH picked AS (SELECT id, state AS was_state, owner AS was_owner FROM jobs "
+            f"WHERE {where} ORDER BY next_attempt_at, id LIMIT ? FOR UPDATE SKIP LOCKED) "
             "UPDATE jobs SET state=?, owner=?, lease_until={now}+?, updated_at=? FROM picked "
             f"WHERE jobs.id=picked.id RETURNING {returning}, picked.was_state, picked.was_owner",
-            (*args, JobState.RUNNING.value, *excluded, limit, JobState.RUNNING.value,
-             self.daemon_id, self.lease, time.time()))
+            (*args, limit, JobState.RUNNING.value, self.daemon_id, self.lease, time.time()))
         for row in rows:
             if row["was_state"] == JobState.RUNNING.value:
-                log.warning("job_lease_taken_over", job_id=row["id"], previous_owner=row["was_owner"],
-                            request_id=row["request_id"],
+                log.warning("job_lease_taken_over", job_id=row["id"],
+                            previous_owner=row["was_owner"], request_id=row["request_id"],
                             note="its daemon stopped renewing the lease; resuming its request")
         return sorted((row_to_job(r) for r in rows), key=lambda j: (j.next_attempt_at, j.id))
