@@ -6,6 +6,7 @@ journaled request ids."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -44,6 +45,29 @@ def distinct_images(inbox: Path, count: int, size: tuple[int, int] = (24, 16)) -
     return names
 
 
+def kill_at_fal(victim, others, server) -> set[str]:
+    """SIGKILL ``victim`` while it has requests at fal, at a moment outside the submit window
+    (fal accepted a request, its id not journaled yet: no client can close that window, and
+    the README says so). The victim is frozen, the fake given time to take in anything
+    already sent, and killed only if every request fal accepted is journaled; otherwise it
+    runs on a moment and is tried again. Returns its request ids still at fal."""
+    for _ in range(100):
+        victim.proc.send_signal(signal.SIGSTOP)
+        time.sleep(0.4)
+        accepted = {s["request_id"] for s in list(server.submissions)}
+        journaled = {e["request_id"] for d in [victim, *others]
+                     for e in d.named("fal_request_submitted")}
+        in_flight = {e["request_id"] for e in victim.named("fal_request_submitted")} - {
+            e["request_id"] for e in victim.named("fal_result_downloaded")}
+        if accepted <= journaled and in_flight:
+            victim.proc.kill()  # no shutdown, no requeue: its leases simply stop
+            victim.proc.wait()
+            return in_flight
+        victim.proc.send_signal(signal.SIGCONT)
+        time.sleep(0.05)
+    raise AssertionError("never found the victim with requests at fal outside the submit window")
+
+
 def outputs(outbox: Path) -> list[str]:
     return sorted(p.name for p in outbox.glob("*") if not p.name.startswith("."))
 
@@ -63,12 +87,7 @@ def test_three_daemons_share_the_work_and_survive_one_killed_at_fal(
         d.ready()
     victim = daemons[0]
     victim.wait_event("fal_request_submitted", 3, timeout=60)
-    time.sleep(0.1)
-    victim.proc.kill()  # SIGKILL: no shutdown, no requeue; its leases simply stop
-    victim.proc.wait()
-    in_flight = {e["request_id"] for e in victim.named("fal_request_submitted")} - {
-        e["request_id"] for e in victim.named("fal_result_downloaded")}
-    assert in_flight, "the killed daemon had no request at fal"
+    in_flight = kill_at_fal(victim, daemons[1:], server)
 
     wait_for(lambda: len(outputs(tmp_path / "outbox")) >= 200, 120, "200 outputs")
     survivors = daemons[1:]

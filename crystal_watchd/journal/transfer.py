@@ -35,7 +35,7 @@ def _decode(line: str, where: str) -> dict[str, Any]:
 
 def export_file(config: Config, target: Path) -> int:
     """Write every job of ``config``'s journal to ``target`` ('-': stdout); returns how many."""
-    journal = open_journal(config, readonly=True)
+    journal = open_journal(config)  # not read-only: an older SQLite journal is migrated first
     count = 0
     out = sys.stdout if str(target) == "-" else open(target, "w", encoding="utf-8")
     try:
