@@ -12,9 +12,9 @@ import math
 import os
 import string
 from dataclasses import asdict, dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 

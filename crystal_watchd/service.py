@@ -30,7 +30,7 @@ from .journal import journal_file, open_journal
 from .lock import StateLock
 from .rules import Rules
 from .settle import Settler
-from .shared import Identity, SharedSlots, folder_settings
+from .shared import SharedSlots, keep_alive, register
 from .systemd import Notifier
 from .watcher import FolderWatcher, OverflowHook
 from .worker import Hooks, Worker, sha256_file
@@ -89,10 +89,7 @@ class Service:
         except BaseException:
             lock.release()
             raise
-        self.identity = Identity.new()
-        self.journal.register_daemon(self.identity.id, host=self.identity.host,
-                                     pid=self.identity.pid, state_dir=str(self.config.state_dir),
-                                     folders=folder_settings(self.config))
+        self.identity = register(self.journal, self.config)
         self.backend = self._backend_factory(self.config)
         if self.journal.shared and self.backend.name != "local":
             # Requests at the upscaler are counted over every daemon on the journal.
@@ -116,7 +113,8 @@ class Service:
                 self._start_folder(folder)
             tasks = [asyncio.create_task(self.settler.run(), name="settle"),
                      asyncio.create_task(self._dispatch(), name="dispatch"),
-                     asyncio.create_task(self._heartbeat(), name="heartbeat")]
+                     asyncio.create_task(keep_alive(self.journal, lambda: self.config),
+                                         name="heartbeat")]
             if not self.once:
                 tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
                 if self.notifier.watchdog_interval:
@@ -487,18 +485,6 @@ class Service:
             if time.monotonic() - last_rescan >= self.config.rescan_interval:
                 last_rescan = time.monotonic()
                 self.rescan_all()
-
-    async def _heartbeat(self) -> None:
-        """Renew this daemon's leases and heartbeat row (a third of a lease apart), and
-        publish its folder settings so ``check`` can compare daemons."""
-        interval = max(0.2, min(self.config.journal_lease / 3, 20.0))
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                self.journal.heartbeat(folder_settings(self.config))
-            except Exception as exc:  # noqa: BLE001 - a blip must not stop the daemon
-                log.warning("heartbeat_failed", error=str(exc),
-                            note="leases run out if the journal stays unreachable")
 
     async def _watchdog_pings(self) -> None:
         # From the event loop on purpose: if the loop hangs, the pings stop and systemd

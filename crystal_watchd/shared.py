@@ -7,11 +7,14 @@ import asyncio
 import os
 import secrets
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import logs
 from .backends.base import Slots
 from .journal import JournalBase
 
+log = logs.get(__name__)
 #: How often a daemon waiting for a global slot looks again (the others free them).
 SLOT_POLL = 0.1
 
@@ -107,3 +110,24 @@ def disagreements(config, journal: JournalBase) -> list[str]:
                                  f"{theirs[key]!r} on daemon {daemon.id} ({daemon.host}, "
                                  f"{daemon.state_dir})")
     return lines
+
+
+def register(journal: JournalBase, config) -> Identity:
+    """Announce a new daemon on the journal; its leases and heartbeat carry its id."""
+    me = Identity.new()
+    journal.register_daemon(me.id, host=me.host, pid=me.pid, state_dir=str(config.state_dir),
+                            folders=folder_settings(config))
+    return me
+
+
+async def keep_alive(journal: JournalBase, current_config: Callable[[], object]) -> None:
+    """Renew this daemon's leases and heartbeat row a third of a lease apart, publishing its
+    folder settings (as they are after any reload) so ``check`` can compare daemons."""
+    while True:
+        config = current_config()
+        await asyncio.sleep(max(0.2, min(config.journal_lease / 3, 20.0)))
+        try:
+            journal.heartbeat(folder_settings(current_config()))
+        except Exception as exc:  # noqa: BLE001 - a blip must not stop the daemon
+            log.warning("heartbeat_failed", error=str(exc),
+                        note="leases run out if the journal stays unreachable")

@@ -23,10 +23,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from . import journal as journal_mod
 from . import lock
 from .config import Config
 from .jobs import JobState
-from . import journal as journal_mod
 from .output import move_file
 
 STATES = ("queued", "in_flight", "done", "failed", "superseded")

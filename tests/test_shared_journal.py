@@ -15,7 +15,7 @@ import pytest
 from crystal_watchd import logs
 from crystal_watchd.jobs import JobState
 from crystal_watchd.journal import Journal
-from crystal_watchd.journal.postgres import PostgresJournal, JournalUnavailable
+from crystal_watchd.journal.postgres import JournalUnavailable, PostgresJournal
 
 
 def _daemon(url: str, name: str, lease: float = 60.0) -> PostgresJournal:
