@@ -7,7 +7,8 @@ Every daemon is a real ``crystal-watchd run`` on the fake fal (fixed latency, pl
 runners) with the same inbox and outbox; ``concurrency`` is global. Each job costs some local
 CPU (decoding and encoding an image of ``--size``), so one daemon may be CPU-bound where
 several are not, until the global concurrency is the limit: ideal = files · latency ÷ C.
-Needs PostgreSQL's server binaries (``apt-get install postgresql``). Also run by run.py.
+A first row runs one daemon on the SQLite journal for comparison. Needs PostgreSQL's server
+binaries (``apt-get install postgresql``). Also run by run.py.
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ sys.path.insert(0, str(ROOT))
 from pgcluster import Cluster  # noqa: E402
 
 
-def daemons_throughput(env, work: Path, cluster: Cluster, daemons: int, files: int,
+def daemons_throughput(env, work: Path, cluster: Cluster | None, daemons: int, files: int,
                        concurrency: int, latency: float, size: tuple[int, int]) -> dict:
+    """``daemons`` daemons on one PostgreSQL journal (or one on SQLite: ``cluster`` None)."""
     from run import count_files, daemon, jpeg, write_config
 
     server = env.fake(latency, runners=4 * concurrency)
-    url = cluster.new_database()
-    base = work / f"several{daemons}"
+    journal = {"journal": cluster.new_database(), "journal_lease": 10} if cluster else {}
+    base = work / f"several{daemons}{'' if cluster else '-sqlite'}"
     inbox, outbox = base / "in", base / "out"
     procs = []
     try:
@@ -41,8 +43,7 @@ def daemons_throughput(env, work: Path, cluster: Cluster, daemons: int, files: i
             (base / f"d{i}").mkdir(parents=True)
             config = write_config(base / f"d{i}" / "config.yaml",
                                   [{"name": "shared", "inbox": str(inbox), "outbox": str(outbox),
-                                    "settle": 0.3}], concurrency=concurrency, journal=url,
-                                  journal_lease=10)
+                                    "settle": 0.3}], concurrency=concurrency, **journal)
             procs.append(daemon(env, server, config, base / f"d{i}.log"))
         for proc in procs:
             proc.wait_event("daemon_ready")
@@ -58,7 +59,8 @@ def daemons_throughput(env, work: Path, cluster: Cluster, daemons: int, files: i
         cpu = sum(p.cpu_seconds() for p in procs)
         billed = server.billed_per_input()
         ideal = files * latency / concurrency
-        return {"daemons": daemons, "files": files, "wall_s": round(wall, 2),
+        return {"daemons": daemons, "journal": "postgresql" if cluster else "sqlite",
+                "files": files, "wall_s": round(wall, 2),
                 "files_per_s": round(files / wall, 2), "ideal_s": round(ideal, 2),
                 "efficiency": round(ideal / wall, 3), "daemon_cpu_s": round(cpu, 2),
                 "peak_at_fal": server.peak_open, "billed_twice": sum(v > 1 for v in billed.values()),
@@ -98,8 +100,9 @@ def run(env, work: Path, files: int, concurrency: int, latency: float,
         size: tuple[int, int], counts: tuple[int, ...] = (1, 2, 3)) -> dict:
     cluster = Cluster()
     try:
-        rows = [daemons_throughput(env, work, cluster, n, files, concurrency, latency, size)
-                for n in counts]
+        rows = [daemons_throughput(env, work, None, 1, files, concurrency, latency, size)]
+        rows += [daemons_throughput(env, work, cluster, n, files, concurrency, latency, size)
+                 for n in counts]
         return {"concurrency": concurrency, "latency": latency, "size": list(size),
                 "throughput": rows, "overhead": journal_overhead(cluster, work, 300)}
     finally:
@@ -110,7 +113,7 @@ def report(result: dict) -> str:
     lines = [f"several daemons, one PostgreSQL journal — C={result['concurrency']} (global) "
              f"L={result['latency']}s, {result['size'][0]}x{result['size'][1]} JPEGs"]
     for row in result["throughput"]:
-        lines.append(f"  {row['daemons']} daemon(s): {row['files']} files in {row['wall_s']} s "
+        lines.append(f"  {row['daemons']} daemon(s), {row['journal']:<10}: {row['files']} files in {row['wall_s']} s "
                      f"= {row['files_per_s']} files/s (ideal {row['ideal_s']} s, efficiency "
                      f"{row['efficiency']}), peak at fal {row['peak_at_fal']}, billed twice "
                      f"{row['billed_twice']}, jobs per daemon {row['per_daemon_jobs']}")

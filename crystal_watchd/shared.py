@@ -16,7 +16,7 @@ from .journal import JournalBase
 
 log = logs.get(__name__)
 #: How often a daemon waiting for a global slot looks again (the others free them).
-SLOT_POLL = 0.1
+SLOT_POLL = 0.05
 
 
 @dataclass(frozen=True)
