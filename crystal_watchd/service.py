@@ -186,18 +186,20 @@ class Service:
     async def _until_idle(self) -> None:
         """``once``: return when every file found has been settled, journaled and finished."""
         while not self._stop.is_set():
+            mine = [f.name for f in self.config.folders]
             busy = (len(self.settler) or self._intake_tasks or self._inflight
-                    or self._scans_pending or self.journal.unfinished())
+                    or self._scans_pending or self.journal.unfinished(mine))
             if self._progress is not None:  # this run's files only
                 finished = self._done_this_run + self._failed_this_run
-                self._progress(finished, finished + self.journal.unfinished() + len(self.settler))
+                self._progress(finished, finished + self.journal.unfinished(mine)
+                               + len(self.settler))
             if not busy:
                 return
             # Waiting out an account pause or tomorrow's budget is for ``run``, not ``once``.
             blocked = time.time() < self._paused_until or self._over_budget(time.time())
             if blocked and not self._inflight and not self._intake_tasks and not len(self.settler):
                 self._stalled = True
-                log.error("once_stopped_early", queued=self.journal.unfinished(),
+                log.error("once_stopped_early", queued=self.journal.unfinished(mine),
                           note="files stay queued in the journal for the next run")
                 return
             try:

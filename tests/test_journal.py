@@ -189,3 +189,14 @@ def test_two_daemons_racing_for_one_file_record_one_job(open_store):
         t.join()
     assert sum(r is not None for r in results) == 1
     assert len(first.jobs()) == 1
+
+
+def test_unfinished_counts_only_the_folders_asked_for(open_store):
+    """``once`` waits for its own folders only: other daemons' folders are not counted."""
+    j = open_store()
+    j.enqueue("mine", Path("/a/1"), "1", 1, 1, "1")
+    j.claim(j.enqueue("mine", Path("/a/2"), "2", 1, 1, "2"))
+    j.enqueue("theirs", Path("/b/1"), "1", 1, 1, "3")
+    j.done(j.enqueue("mine", Path("/a/3"), "3", 1, 1, "4"))
+    assert j.unfinished() == 3
+    assert j.unfinished(["mine"]) == 2 and j.unfinished(["nobody"]) == 0

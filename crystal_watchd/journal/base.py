@@ -224,9 +224,13 @@ class JournalBase:
         return {r["folder"] for r in self._rows("SELECT DISTINCT folder FROM jobs WHERE state=?",
                                                 (JobState.QUEUED.value,))}
 
-    def unfinished(self) -> int:
-        row = self._one("SELECT COUNT(*) AS n FROM jobs WHERE state IN (?, ?)",
-                        (JobState.QUEUED.value, JobState.RUNNING.value))
+    def unfinished(self, folders: Iterable[str] | None = None) -> int:
+        """Jobs still to finish (of ``folders`` only, if given: a shared journal also holds
+        other daemons' folders)."""
+        names = list(folders) if folders is not None else None
+        row = self._one("SELECT COUNT(*) AS n FROM jobs WHERE state IN (?, ?)"
+                        + (f" AND folder IN ({','.join('?' * len(names))})" if names else ""),
+                        (JobState.QUEUED.value, JobState.RUNNING.value, *(names or ())))
         return row["n"] if row else 0
 
     # -- state changes ---------------------------------------------------------------------
@@ -415,7 +419,10 @@ class JournalBase:
         self.daemon_id = daemon_id
         now = time.time()
         with self.transaction():
-            self._exec("DELETE FROM daemons WHERE id=?", (daemon_id,))
+            # Rows of daemons gone for a day (killed, host lost) are dropped; newer ones stay
+            # so ``status`` shows what stopped recently.
+            self._exec(self._sql("DELETE FROM daemons WHERE id=? OR heartbeat_at<{now}-86400"),
+                       (daemon_id,))
             self._exec(self._sql(
                 "INSERT INTO daemons (id, host, pid, state_dir, started_at, heartbeat_at, "
                 "folders) VALUES (?, ?, ?, ?, ?, {now}, ?)"),

@@ -112,8 +112,12 @@ class PostgresJournal(JournalBase):
         password = _password(url, password_file)
         if password:
             logs.register_secret(password)
+        # Journal calls are short and made from the event loop: a database that vanishes
+        # without a word (a host lost) must turn into an error in seconds, not a hang.
         kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row,
-                                  "connect_timeout": int(CONNECT_TIMEOUT)}
+                                  "connect_timeout": int(CONNECT_TIMEOUT), "keepalives": 1,
+                                  "keepalives_idle": 10, "keepalives_interval": 3,
+                                  "keepalives_count": 3, "tcp_user_timeout": 20_000}
         if password and password_file is not None:
             kwargs["password"] = password
         self._tx_conn: psycopg.Connection | None = None
