@@ -92,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "check":
         print(json.dumps(config.describe(), indent=2))
+        from .formats import extension_warnings
+
+        for line in extension_warnings(config.folders):
+            print(f"crystal-watchd: warning: {config.path}: {line}", file=sys.stderr)
         print(f"config OK: {config.path} ({len(config.folders)} folder(s))", file=sys.stderr)
         return _check_journal(config)
 

@@ -28,7 +28,7 @@ UPLOAD_MODES = ("auto", "data-uri", "cdn")
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 FILENAME_FIELDS = ("stem", "ext", "name", "scale", "creativity", "folder")
-DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp")
+DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp", "heic", "heif", "avif")
 DEFAULT_POLL_SECONDS = 5.0
 #: Hard limits of the Crystal Upscaler; per-folder caps may only be lower.
 MAX_OUTPUT_MEGAPIXELS = 100.0
@@ -73,6 +73,9 @@ class FalConfig:
     timeout: float = 900.0
     #: Dollars per output megapixel, used for the recorded cost and the budget.
     price_per_megapixel: float = 0.016
+    #: Requests submitted early, just before a running one is expected to finish, beyond
+    #: ``concurrency`` (0: ``concurrency`` is a hard cap on requests at fal).
+    queue_ahead: int = 0
 
 
 @dataclass(frozen=True)
@@ -459,6 +462,7 @@ def parse(text: str, file: str | Path) -> Config:
             upload=fal.get("upload", _choice(*UPLOAD_MODES), "auto"),
             timeout=fal.get("timeout", _number(10, 86_400), 900.0),
             price_per_megapixel=fal.get("price_per_megapixel", _number(0, 100), 0.016),
+            queue_ahead=fal.get("queue_ahead", _number(0, 256, integer=True), 0),
         ),
         retry=RetryConfig(attempts=retry.get("attempts", _number(1, 1000, integer=True), 5),
                           backoff=retry.get("backoff", _number(0, 86_400), 5.0),

@@ -68,3 +68,6 @@ class Job:
     output_megapixels: float | None = None
     cost_usd: float | None = None
     submissions: int = 0
+    #: The identical job (same content and settings) whose output this one copies; while
+    #: that job is unfinished this one is not ready.
+    waits_for: int | None = None

@@ -21,6 +21,7 @@ from PIL import Image
 
 from .config import FolderConfig
 from .errors import OutputBlockedError, PermanentJobError
+from .formats import PHONE_FORMATS
 from .preflight import SourceImage
 
 #: Pillow format for each output_format / input format we write.
@@ -39,6 +40,8 @@ def format_number(value: float) -> str:
 def target_format(folder: FolderConfig, source_format: str) -> str:
     if folder.output_format != "same":
         return _PIL_FORMAT[folder.output_format]
+    if source_format in PHONE_FORMATS:
+        return "JPEG"  # HEIC/AVIF photos: the most widely readable photo format
     return source_format if source_format in _SAME_OK else "PNG"
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import formats
 from .config import MAX_OUTPUT_SIDE, FolderConfig
 from .errors import PermanentJobError
 
@@ -76,6 +77,7 @@ def inspect(data: bytes, folder: FolderConfig) -> SourceImage:
     """Decode ``data`` fully; raise PermanentJobError with a plain reason if it cannot be used."""
     if not data:
         raise PermanentJobError("the file is empty (0 bytes)", kind="empty_file")
+    formats.register_decoders()  # HEIC/HEIF
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

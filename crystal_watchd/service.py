@@ -238,6 +238,7 @@ class Service:
         self.config = self.worker.config = new
         if new.concurrency != old.concurrency:
             loop.create_task(self.backend.slots.resize(new.concurrency))
+        self.backend.slots.ahead = new.fal.queue_ahead if self.backend.name == "fal" else 0
         self._rules = {f.name: Rules(f) for f in new.folders}
         if (new.log.format, new.log.level) != (old.log.format, old.log.level):
             logs.configure(new.log.format, new.log.level)
@@ -476,13 +477,17 @@ class Service:
 
     async def _housekeeping(self) -> None:
         last_rescan = time.monotonic()
-        while True:
+        # Not ``while True``: on Python 3.11 asyncio.wait_for swallows a cancellation that
+        # lands just as the wrapped call finishes, and the shutdown would wait forever.
+        while not self._stopping:
             await asyncio.sleep(AVAILABILITY_CHECK)
             for folder in self.config.folders:
                 try:
                     present = await asyncio.wait_for(asyncio.to_thread(folder.inbox.is_dir), 10)
                 except asyncio.TimeoutError:
                     present = False  # a hung network mount is as good as gone
+                if self._stopping:
+                    return
                 self._set_available(folder, present)
             if time.monotonic() - last_rescan >= self.config.rescan_interval:
                 last_rescan = time.monotonic()

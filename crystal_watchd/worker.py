@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from PIL import Image
+
 from . import logs, output, preflight
 from .backends.base import Backend, ResultImage, UpscaleRequest
 from .budget import local_midnight
@@ -53,6 +55,17 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _copy_ext(folder: FolderConfig, source: Path, copied: Path) -> str:
+    """``{ext}`` of a dedupe copy: the copied output's, except that ``output_format: same``
+    keeps this input's own spelling of that format (``photo.JPEG`` next to ``photo.jpg``)."""
+    ext = copied.suffix.lstrip(".")
+    known = Image.registered_extensions()
+    own = known.get(source.suffix.lower())
+    if folder.output_format == "same" and own and own == known.get(copied.suffix.lower()):
+        return source.suffix.lstrip(".")
+    return ext
+
+
 def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat() if ts else None
 
@@ -86,6 +99,17 @@ class Worker:
                                 folder.output_format)
         job = self.journal.start(job, settings.__dict__, settings.key())
         bound = log.bind(job_id=job.id, folder=job.folder, file=job.rel)
+        earlier = None
+        if not (job.request_id or job.outputs or job.pending):
+            earlier = self._done_twin(job, settings)
+            # Copies arriving together (sync conflicts, a folder copied in twice) are paid
+            # for once: wait for an identical job in flight, then copy its output.
+            leader = None if earlier else self.journal.wait_for_twin(job, settings.key())
+            if leader is not None:
+                bound.info("job_waiting_for_twin", same_as_job=leader.id,
+                           note="an identical file with the same settings is in flight; its "
+                                "output will be copied when it is done")
+                return JobState.QUEUED
         started = time.monotonic()
         bound.info("job_started", attempt=job.attempts + 1, backend=self.backend.name,
                    resume=bool(job.request_id or job.pending or job.outputs))
@@ -93,9 +117,9 @@ class Worker:
             if job.outputs or job.pending:
                 return await asyncio.shield(self._resume_completion(job, folder, bound))
             data = await asyncio.to_thread(self._read_source, job, folder)
-            earlier = self.journal.find_done_output(job.folder, job.sha256, settings.key())
-            if earlier and earlier.outputs and all(Path(p).exists() for p in earlier.outputs):
+            if earlier is not None and all(Path(p).exists() for p in earlier.outputs):
                 bound.info("job_deduplicated", same_as_job=earlier.id,
+                           same_as_folder=earlier.folder,
                            note="identical content and settings were processed before; "
                                 "copying that output instead of upscaling again")
                 results = [ResultImage(path=Path(p)) for p in earlier.outputs]
@@ -125,7 +149,8 @@ class Worker:
                 job_id=job.id, source=source, data=data, source_name=job.path.name, plan=plan,
                 creativity=folder.creativity, request_id=job.request_id,
                 on_submitted=on_submitted, on_forgotten=on_forgotten,
-                work_dir=self.config.state_dir / "work")
+                work_dir=self.config.state_dir / "work",
+                result_format=output.target_format(folder, source.format))
             results = await self.backend.upscale(request)
             return await asyncio.shield(self._complete(job, folder, source, plan, results, bound,
                                                        started))
@@ -183,6 +208,13 @@ class Worker:
         self.hooks.budget_full()
         return False
 
+    def _done_twin(self, job: Job, settings: Settings) -> Job | None:
+        """A finished job with the same content and settings whose outputs are still there."""
+        earlier = self.journal.find_done_output(job.folder, job.sha256, settings.key())
+        if earlier and earlier.outputs and all(Path(p).exists() for p in earlier.outputs):
+            return earlier
+        return None
+
     def _read_source(self, job: Job, folder: FolderConfig) -> bytes:
         try:
             st = os.stat(job.path, follow_symlinks=False)
@@ -216,7 +248,7 @@ class Worker:
         for i, result in enumerate(results):
             if copy:
                 assert result.path is not None
-                ext = result.path.suffix.lstrip(".")
+                ext = _copy_ext(folder, job.path, result.path)
                 wanted = output.render_name(folder, job.rel, scale=scale, ext=ext, index=i)
                 tmp = output.copy_temp(wanted, result.path, f"{job.id}-{i}")
             else:

@@ -72,9 +72,12 @@ class Daemon:
         self.config = config
         self.log_path = config.parent / f"daemon-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "w")
+        # PYTHONFAULTHANDLER: a daemon that hangs is sent SIGABRT by ``stop`` and writes
+        # every thread's stack to its log, so a hang is diagnosed, not just timed out.
         self.proc = subprocess.Popen(
             [*wrapper, sys.executable, *self.command, "run", "--config", str(config), *extra],
-            stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+            stdout=self._log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})},
             preexec_fn=preexec_fn)
 
     def events(self) -> list[dict[str, Any]]:
@@ -109,6 +112,14 @@ class Daemon:
             self.proc.send_signal(sig)
         try:
             return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)  # faulthandler: every thread's stack
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            raise AssertionError(f"the daemon did not stop within {timeout:g} s of signal "
+                                 f"{sig}; its log ends:\n{self.text()[-6000:]}") from None
         finally:
             self._log.close()
 

@@ -35,7 +35,9 @@ def test_several_folders_get_their_own_names_sizes_and_formats(tmp_path, daemons
 
 def test_slowly_written_file_is_taken_once_and_complete(tmp_path, daemons):
     """A file written in chunks over ~3 s (longer than settle) becomes one job, whole."""
-    config = write_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 1.0}])
+    # settle is four times the pause between chunks, so a loaded machine delaying this
+    # writer cannot make the file look complete early.
+    config = write_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 2.0}])
     d = daemons(config).ready()
     source = make_image(tmp_path / "src.png", (300, 200), fmt="PNG", compress_level=0)
     data = source.read_bytes()

@@ -140,10 +140,12 @@ def test_sigkill_in_flight_then_restart_submits_each_file_once(tmp_path, fakefal
                         concurrency=4)
     for i in range(4):
         make_image(tmp_path / f"in/k{i}.png", (12, 8), color=f"#{i}0{i}0{i}0", fmt="PNG")
+    server.faults.slow["status"] = 30.0  # nothing can finish before the kill, however slow
     d = fal_daemons(config, fal_env(server, tls_files)).ready()
     d.wait_event("fal_request_submitted", 4)
     os.kill(d.proc.pid, signal.SIGKILL)
     d.proc.wait()
+    server.faults.slow["status"] = 0.0
     d2 = fal_daemons(config, fal_env(server, tls_files)).ready()
     d2.wait_event("job_done", 4, timeout=30)
     assert len(d2.named("fal_request_resumed")) == 4
@@ -160,10 +162,12 @@ def test_expired_result_is_submitted_again_and_says_so(tmp_path, fakefal, fal_da
     server = fakefal(latency=0.3, faults=Faults(expire_after=1.0))
     config = fal_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 0.2}])
     make_image(tmp_path / "in/e.png", (12, 8), fmt="PNG")
+    server.faults.slow["status"] = 30.0  # the first daemon never sees the run finish
     d = fal_daemons(config, fal_env(server, tls_files)).ready()
     d.wait_event("fal_request_submitted")
     os.kill(d.proc.pid, signal.SIGKILL)
     d.proc.wait()
+    server.faults.slow["status"] = 0.0
     time.sleep(1.5)  # the request completes and its result expires while we are down
     d2 = fal_daemons(config, fal_env(server, tls_files)).ready()
     d2.wait_event("job_done", timeout=30)
@@ -194,8 +198,8 @@ def test_fault_mix_still_yields_every_output_without_double_billing(tmp_path, fa
     # a run fal completed but whose result we never saw would show up as >1; a re-run only
     # happens after fal itself reported the run failed, which is not billed as a success
     assert max(billed.values()) == 1, billed
-    # concurrency 4 holding slots, plus at most 4 handed on early: never more at fal
-    assert server.peak_open <= 2 * 4
+    # concurrency 4 is a hard cap by default: never more requests at fal
+    assert server.peak_open <= 4
     assert d.stop() == 0
     wait_for(lambda: d.proc.poll() is not None, 5, "exit")
 
@@ -277,3 +281,23 @@ def test_daily_budget_stops_new_submissions_and_keeps_files_queued(tmp_path, fak
     d.wait_event("job_done", 3)
     assert len(server.submissions) == 3
     assert d.stop() == 0
+
+
+def test_concurrency_is_a_hard_cap_unless_queue_ahead_is_set(tmp_path, fakefal, fal_daemons,
+                                                             tls_files):
+    """An account that would run 64 requests at once and ``concurrency: 3``: never more than
+    3 requests are submitted and not finished at fal; ``fal.queue_ahead: 2`` allows at most
+    2 more, handed on just before running ones finish."""
+    for ahead in (0, 2):
+        server = fakefal(latency=0.4, runners=64)
+        work = tmp_path / f"ahead{ahead}"
+        work.mkdir()
+        config = fal_config(work, [{"inbox": "in", "outbox": "out", "settle": 0.2}],
+                            concurrency=3, fal={"timeout": 60, "queue_ahead": ahead})
+        d = fal_daemons(config, fal_env(server, tls_files)).ready()
+        for i in range(15):
+            make_image(work / f"in/h{i:02d}.png", (12, 8), color=f"#{i:02x}8040", fmt="PNG")
+        d.wait_event("job_done", 15, timeout=60)
+        assert len(server.submissions) == 15
+        assert 1 <= server.peak_open <= 3 + ahead, server.peak_open
+        assert d.stop() == 0

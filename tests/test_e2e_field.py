@@ -80,8 +80,9 @@ def test_real_rsync_copy_is_one_job(tmp_path, daemons):
 
 
 def test_file_written_over_ten_seconds_is_taken_once_complete(tmp_path, daemons):
-    """A phone-upload-like writer appends a chunk a second for 10 s; settle is 1.5 s."""
-    config = write_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 1.5}])
+    """A phone-upload-like writer appends a chunk a second for 10 s; settle is 2.5 s (room
+    for this writer to be delayed on a loaded machine without the file looking complete)."""
+    config = write_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 2.5}])
     d = daemons(config).ready()
     data = make_image(tmp_path / "src.png", (400, 300), fmt="PNG", compress_level=0).read_bytes()
     step = len(data) // 10 + 1
@@ -100,7 +101,9 @@ def test_file_written_over_ten_seconds_is_taken_once_complete(tmp_path, daemons)
 def test_moves_renames_and_deletions(tmp_path, daemons):
     """A file moved in from elsewhere (no write events) is taken; one renamed before it
     settled is taken once under its new name; one deleted before it settled is forgotten."""
-    config = write_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 1.0}])
+    # settle is well above the 0.3 s before the rename and the deletion, so a loaded machine
+    # delaying this test cannot let either file settle first.
+    config = write_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 2.0}])
     d = daemons(config).ready()
     outside = make_image(tmp_path / "elsewhere/moved.jpg", (12, 12))
     os.rename(outside, tmp_path / "in/moved.jpg")
@@ -224,30 +227,51 @@ def test_unreadable_file_reported_once_and_unwritable_outbox_waits(tmp_path):
         (tmp_path / "in/locked.jpg").chmod(0o644)
 
 
-def test_inotify_exhaustion_falls_back_to_polling(tmp_path, daemons):
+#: Runs the daemon in its own user namespace where no inotify instance may be created:
+#: the kernel's real EMFILE, without touching the limit every other process of this user
+#: (other tests, other people's daemons on a shared machine) depends on.
+_NO_INOTIFY = ("unshare", "--user", "--map-root-user", "sh", "-c",
+               'echo 0 > /proc/sys/user/max_inotify_instances && exec "$@"', "sh")
+
+
+def _user_namespaces_work() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run([*_NO_INOTIFY, "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+def test_inotify_exhaustion_falls_back_to_polling(tmp_path):
     """With no inotify instance left for this user, the folder is polled instead, the log
     names the sysctl to raise, and files are still processed."""
-    libc = ctypes.CDLL(None, use_errno=True)
+    config = write_config(tmp_path, [{"inbox": "in", "outbox": "out"}])
     hogged = []
-    try:
-        while True:
-            fd = libc.inotify_init()
-            if fd < 0:
-                break
+    if _user_namespaces_work():
+        d = Daemon(config, wrapper=_NO_INOTIFY)
+    else:  # no user namespaces: use up this user's instances for the daemon's start
+        libc = ctypes.CDLL(None, use_errno=True)
+        while (fd := libc.inotify_init()) >= 0:
             hogged.append(fd)
             if len(hogged) > 10_000:
-                pytest.skip("no per-user inotify instance limit here")
-        config = write_config(tmp_path, [{"inbox": "in", "outbox": "out"}])
-        d = daemons(config).ready()
+                for fd in hogged:
+                    os.close(fd)
+                pytest.skip("no per-user inotify instance limit here, and no user namespaces "
+                            "(unshare --user) to set one")
+        d = Daemon(config)
+    try:
+        try:
+            d.ready()
+        finally:
+            for fd in hogged:
+                os.close(fd)
         event = d.named("inotify_limit_reached")
         assert event and "max_user_watches" in event[0]["hint"]
         assert d.named("folder_watched")[0]["mode"] == "polling-fallback"
+        make_image(tmp_path / "in/polled.jpg")
+        d.wait_event("job_done", timeout=30)
+        assert d.stop() == 0
     finally:
-        for fd in hogged:
-            os.close(fd)
-    make_image(tmp_path / "in/polled.jpg")
-    d.wait_event("job_done", timeout=30)
-    assert d.stop() == 0
+        d.kill()
 
 
 def test_unmounted_share_pauses_and_resumes_without_loss(tmp_path, daemons):

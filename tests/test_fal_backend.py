@@ -55,14 +55,17 @@ def test_errors_are_sorted_by_what_to_do():
 
 
 def test_slots_bound_requests_even_when_handed_on_early():
-    """Slots never admit more than ``limit`` holders, and early hand-overs are capped at
-    ``limit`` more, so hung requests cannot pile up at the upscaler."""
+    """Slots never admit more than ``limit`` holders; by default none is handed on early,
+    and with ``ahead`` early hand-overs are capped at ``ahead`` more, so hung requests
+    cannot pile up at the upscaler."""
     import asyncio
 
     from crystal_watchd.backends.base import Slots
 
+    assert not Slots(3).try_lend()
+
     async def main():
-        slots = Slots(2)
+        slots = Slots(2, ahead=2)
         await slots.acquire()
         await slots.acquire()
         waiter = asyncio.create_task(slots.acquire())

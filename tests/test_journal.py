@@ -200,3 +200,46 @@ def test_unfinished_counts_only_the_folders_asked_for(open_store):
     j.done(j.enqueue("mine", Path("/a/3"), "3", 1, 1, "4"))
     assert j.unfinished() == 3
     assert j.unfinished(["mine"]) == 2 and j.unfinished(["nobody"]) == 0
+
+
+def test_a_copy_waits_for_its_twin_and_is_ready_once_that_job_finishes(open_store):
+    """wait_for_twin: same content and settings as an unfinished job → the copy waits and is
+    not ready (nor a wake-up) until that job finishes; other settings or content never wait."""
+    j = open_store()
+
+    def started(folder: str, name: str, key: str):
+        job = j.enqueue(folder, Path(f"/{folder}/{name}"), name, 1, 1, "h")
+        return j.start(j.claim(job), {}, key)
+
+    first = started("a", "1.jpg", "k")
+    assert j.wait_for_twin(first, "k") is None
+    copy = started("b", "2.jpg", "k")
+    assert j.wait_for_twin(copy, "k").id == first.id
+    other = started("b", "3.jpg", "k2")
+    assert j.wait_for_twin(other, "k2") is None
+    j.done(other)
+    assert j.get(copy.id).state is JobState.QUEUED and j.get(copy.id).waits_for == first.id
+    assert j.next_ready(now=1e12, limit=5) == [] and j.next_wakeup() is None
+    j.done(first)
+    assert [x.id for x in j.next_ready(now=1e12, limit=5)] == [copy.id]
+    assert j.find_done_output("b", "h", "k").id == first.id  # across folders
+
+
+def test_an_older_journal_gains_the_waiting_column(tmp_path):
+    """A journal written before jobs could wait for each other opens (read-only for status,
+    then read-write for the daemon, which adds the column) without losing a job."""
+    import sqlite3
+
+    from crystal_watchd.journal.sqlite import SCHEMA
+
+    path = tmp_path / "j.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA.replace(",\n    waits_for INTEGER", "").split("CREATE INDEX")[0])
+    db.execute("INSERT INTO jobs (folder, path, rel, size, mtime_ns, sha256, state, created_at,"
+               " updated_at) VALUES ('f', x'2f612e6a7067', x'612e6a7067', 1, 1, 'h', 'queued',"
+               " 0, 0)")
+    db.commit()
+    db.close()
+    assert Journal(path, readonly=True).jobs()[0].waits_for is None
+    j = Journal(path)
+    assert [job.path for job in j.next_ready(now=1e12)] == [Path("/a.jpg")]

@@ -14,7 +14,8 @@ import pytest
 
 from crystal_watchd import logs
 from crystal_watchd.jobs import JobState
-from crystal_watchd.journal import Journal
+from crystal_watchd.journal import Journal, postgres
+from crystal_watchd.journal import sqlite as sqlite_store
 from crystal_watchd.journal.postgres import JournalUnavailable, PostgresJournal
 
 
@@ -128,7 +129,8 @@ def test_schema_is_versioned_and_a_newer_one_is_refused(pg_url):
     PostgresJournal(pg_url).close()
     PostgresJournal(pg_url).close()
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        assert [r[0] for r in conn.execute("SELECT version FROM schema_version")] == [1]
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_version")]
+        assert versions == list(range(1, postgres.SCHEMA_VERSION + 1))
         conn.execute("INSERT INTO schema_version VALUES (99)")
     with pytest.raises(JournalUnavailable, match="cannot migrate.*newer"):
         PostgresJournal(pg_url)
@@ -181,7 +183,8 @@ def test_a_version_1_sqlite_journal_is_migrated_in_place(tmp_path):
     j = Journal(path)
     [job] = j.jobs()
     assert job.state is JobState.QUEUED and j.acquire_slot(job.id, 1)
-    assert j.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "2"
+    assert j.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] \
+        == sqlite_store.SCHEMA_VERSION
     j.close()
 
 

@@ -16,4 +16,4 @@ def create(config: Config) -> Backend:
         return LocalBackend(Slots(config.concurrency))
     from .fal import FalBackend
 
-    return FalBackend(config.fal, Slots(config.concurrency))
+    return FalBackend(config.fal, Slots(config.concurrency, ahead=config.fal.queue_ahead))

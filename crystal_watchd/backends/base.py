@@ -30,6 +30,8 @@ class UpscaleRequest:
     #: Called when a journaled request is gone for good, before submitting anew.
     on_forgotten: Callable[[], Awaitable[None]]
     work_dir: Path = field(default=Path("."))
+    #: The Pillow format the output will be written in (JPEG, PNG …).
+    result_format: str = "PNG"
 
 
 @dataclass
@@ -75,16 +77,19 @@ class Slots:
     network. Resizable, because a reload may change ``concurrency``.
     """
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, ahead: int = 0):
         self.limit = limit
         self.used = 0
-        #: Slots handed on early whose request has not completed yet. Capped at ``limit``,
-        #: so at most twice ``limit`` requests are ever at the upscaler, even if they hang.
+        #: How many slots may be handed on early (``fal.queue_ahead``); 0 makes ``limit``
+        #: a hard cap on requests submitted and not finished.
+        self.ahead = ahead
+        #: Slots handed on early whose request has not completed yet. Capped at ``ahead``,
+        #: so at most ``limit + ahead`` requests are ever at the upscaler, even if they hang.
         self.lent = 0
         self._changed: asyncio.Condition | None = None
 
     def try_lend(self) -> bool:
-        if self.lent >= self.limit:
+        if self.lent >= self.ahead:
             return False
         self.lent += 1
         return True

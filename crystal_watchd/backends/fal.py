@@ -27,6 +27,7 @@ from PIL import Image
 from .. import logs
 from ..config import FalConfig
 from ..errors import AccountError, ConfigError, JobError, PermanentJobError, RetryableError
+from ..formats import PHONE_FORMATS
 from .base import ResultImage, Slots, UpscaleRequest
 
 log = logs.get(__name__)
@@ -186,12 +187,14 @@ class FalBackend:
 
     async def _run(self, request: UpscaleRequest, request_id: str | None, image_url: str | None,
                    bound) -> Any:
-        """Hold a slot from submit (or resume) until the request is about to complete.
+        """Hold a slot from submit (or resume) until the request has completed.
 
-        The slot is handed on HANDOVER_LEAD seconds before the request is expected to
-        finish, so the next request is already waiting in fal's queue when a runner frees
-        and no runner sits idle while we notice and resubmit. That request waits at most a
-        moment at fal, and waiting costs nothing (fal bills output megapixels, not time).
+        By default ``concurrency`` is a hard cap: the slot is freed only once fal reports
+        the request finished. With ``fal.queue_ahead`` the slot is handed on HANDOVER_LEAD
+        seconds before the request is expected to finish (at most ``queue_ahead`` at once),
+        so the next request already waits in fal's queue when a runner frees: useful when
+        ``concurrency`` is the account's own limit, where fal queues the extra request
+        without running it, and waiting costs nothing (fal bills output megapixels).
         """
         await self.slots.acquire(request.job_id)
         held, lent = True, False
@@ -268,7 +271,11 @@ class FalBackend:
         source = request.source
         if source.format in _ACCEPTED and not source.reoriented and source.frames == 1:
             data, mime = request.data, _ACCEPTED[source.format]
-        else:  # upright pixels fal can read: rotated, TIFF/BMP, animated (first frame)
+        elif source.format in PHONE_FORMATS and request.result_format == "JPEG":
+            # HEIC/AVIF whose result is a JPEG anyway: a JPEG upload is a fraction of a PNG.
+            assert source.image is not None
+            data, mime = await asyncio.to_thread(_jpeg_bytes, source.image), "image/jpeg"
+        else:  # upright pixels fal can read: rotated, TIFF/BMP, HEIC/AVIF, animated (first frame)
             assert source.image is not None
             buffer = io.BytesIO()
             await asyncio.to_thread(source.image.save, buffer, "PNG")
@@ -277,8 +284,10 @@ class FalBackend:
         mode = self.cfg.upload
         if mode == "data-uri" or (mode == "auto" and len(data) <= DATA_URI_LIMIT):
             return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-        name = Path(request.source_name).stem + (".png" if mime == "image/png" else
-                                                 Path(request.source_name).suffix)
+        reencoded = {"image/png": ".png", "image/jpeg": ".jpg"}.get(mime)
+        keep_suffix = data is request.data
+        name = Path(request.source_name).stem + (Path(request.source_name).suffix if keep_suffix
+                                                 else reencoded or "")
         return await self._retrying("upload", lambda: self._client.upload(data, mime,
                                                                            file_name=name))
 
@@ -412,6 +421,19 @@ class _Failed(Exception):
     def __init__(self, error: JobError):
         super().__init__(error.reason)
         self.error = error
+
+
+def _jpeg_bytes(image: Image.Image) -> bytes:
+    """JPEG q95 without chroma subsampling, transparency flattened onto white."""
+    if image.mode in ("RGBA", "LA"):
+        background = Image.new("RGB", image.size, "white")
+        background.paste(image, mask=image.getchannel("A"))
+        image = background
+    elif image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=95, subsampling=0)
+    return buffer.getvalue()
 
 
 def _verify_image(path: Path) -> None:

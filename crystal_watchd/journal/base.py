@@ -22,11 +22,16 @@ from ..jobs import Job, JobState
 
 COLUMNS = ("id, folder, path, rel, size, mtime_ns, sha256, state, attempts, next_attempt_at, "
            "request_id, settings, outputs, pending, error_kind, reason, created_at, updated_at, "
-           "finished_at, output_megapixels, cost_usd, submissions")
+           "finished_at, output_megapixels, cost_usd, submissions, waits_for")
 #: Columns a job carries between stores (``journal export|import``), beyond the id.
 EXPORTED = tuple(c.strip() for c in COLUMNS.split(",")) + ("settings_key", "reserved_usd")
 #: A job not finished whose request may still be at the upscaler keeps its slot.
 FINISHED = tuple(s.value for s in JobState if s.finished)
+#: Unfinished states: a job in one of them may still produce an output.
+UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value)
+#: A queued job may run unless it waits for an identical job that is still unfinished.
+NOT_WAITING = ("(waits_for IS NULL OR waits_for NOT IN "
+               "(SELECT id FROM jobs WHERE state IN ('queued', 'running')))")
 #: A daemon whose heartbeat is older than this many leases is listed as gone.
 GONE_AFTER_LEASES = 3
 
@@ -48,7 +53,7 @@ def row_to_job(row: Mapping[str, Any]) -> Job:
         error_kind=row["error_kind"], reason=row["reason"], created_at=row["created_at"],
         updated_at=row["updated_at"], finished_at=row["finished_at"],
         output_megapixels=row["output_megapixels"], cost_usd=row["cost_usd"],
-        submissions=row["submissions"],
+        submissions=row["submissions"], waits_for=row["waits_for"],
     )
 
 
@@ -88,6 +93,9 @@ class JournalBase:
     shared = False
     lease: float = 60.0
     daemon_id: str | None = None
+    #: What ``SELECT`` reads for a job (a read-only look at an older journal fills columns it
+    #: does not have yet with NULL).
+    columns = COLUMNS
 
     # -- primitives a store provides -------------------------------------------------------
 
@@ -116,13 +124,13 @@ class JournalBase:
     # -- reading ---------------------------------------------------------------------------
 
     def get(self, job_id: int) -> Job:
-        row = self._one(f"SELECT {COLUMNS} FROM jobs WHERE id=?", (job_id,))
+        row = self._one(f"SELECT {self.columns} FROM jobs WHERE id=?", (job_id,))
         if row is None:
             raise KeyError(job_id)
         return row_to_job(row)
 
     def jobs(self, *, state: JobState | None = None, folder: str | None = None) -> list[Job]:
-        sql, args = f"SELECT {COLUMNS} FROM jobs WHERE 1=1", []
+        sql, args = f"SELECT {self.columns} FROM jobs WHERE 1=1", []
         if state is not None:
             sql += " AND state=?"
             args.append(state.value)
@@ -145,11 +153,12 @@ class JournalBase:
             (folder, fs_bytes(path), size, mtime_ns, JobState.SUPERSEDED.value)) is not None
 
     def find_done_output(self, folder: str, sha256: str, settings_key: str) -> Job | None:
-        """An earlier finished job in ``folder`` with the same content and settings."""
+        """An earlier finished job with the same content and settings: in ``folder`` if
+        there is one, else in any folder (the settings decide the output, not the folder)."""
         row = self._one(
-            f"SELECT {COLUMNS} FROM jobs WHERE folder=? AND sha256=? AND settings_key=? "
-            "AND state=? ORDER BY id DESC LIMIT 1",
-            (folder, sha256, settings_key, JobState.DONE.value))
+            f"SELECT {self.columns} FROM jobs WHERE sha256=? AND settings_key=? AND state=? "
+            "ORDER BY CASE WHEN folder=? THEN 0 ELSE 1 END, id DESC LIMIT 1",
+            (sha256, settings_key, JobState.DONE.value, folder))
         return row_to_job(row) if row else None
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -188,7 +197,7 @@ class JournalBase:
         return out
 
     def last_errors(self, limit: int = 10) -> list[Job]:
-        rows = self._rows(f"SELECT {COLUMNS} FROM jobs WHERE error_kind IS NOT NULL AND "
+        rows = self._rows(f"SELECT {self.columns} FROM jobs WHERE error_kind IS NOT NULL AND "
                           "state IN (?, ?) ORDER BY updated_at DESC LIMIT ?",
                           (JobState.FAILED.value, JobState.QUEUED.value, limit))
         return [row_to_job(r) for r in rows]
@@ -199,7 +208,8 @@ class JournalBase:
         sql = ("state=? AND next_attempt_at<=?"
                + (f" AND folder NOT IN ({','.join('?' * len(excluded))})" if excluded else "")
                + (" AND (request_id IS NOT NULL OR pending!='[]' OR outputs!='[]')"
-                  if only_paid else ""))
+                  if only_paid else "")
+               + f" AND {NOT_WAITING}")
         return sql, [JobState.QUEUED.value, now, *excluded]
 
     def next_ready(self, now: float, *, exclude_folders: Iterable[str] = (),
@@ -207,7 +217,7 @@ class JournalBase:
         """Queued jobs whose time has come, oldest first. ``only_paid``: just the ones that
         already hold a backend request or an output (resuming them costs nothing more)."""
         where, args = self._ready_filter(now, exclude_folders, only_paid)
-        rows = self._rows(f"SELECT {COLUMNS} FROM jobs WHERE {where} "
+        rows = self._rows(f"SELECT {self.columns} FROM jobs WHERE {where} "
                           "ORDER BY next_attempt_at, id LIMIT ?", (*args, limit))
         return [row_to_job(r) for r in rows]
 
@@ -215,7 +225,8 @@ class JournalBase:
         """When the earliest queued job becomes ready (None if nothing is queued)."""
         excluded = list(exclude_folders)
         marks = ",".join("?" * len(excluded))
-        row = self._one("SELECT MIN(next_attempt_at) AS t FROM jobs WHERE state=?"
+        row = self._one("SELECT MIN(next_attempt_at) AS t FROM jobs WHERE state=? "
+                        f"AND {NOT_WAITING}"
                         + (f" AND folder NOT IN ({marks})" if excluded else ""),
                         (JobState.QUEUED.value, *excluded))
         return row["t"] if row else None
@@ -325,6 +336,24 @@ class JournalBase:
             raise LeaseLost(job.id)
         return self.get(job.id)
 
+    def wait_for_twin(self, job: Job, settings_key: str) -> Job | None:
+        """Pay once for copies arriving together. If another unfinished job has the same
+        content and settings and is not itself waiting, ``job`` goes back to the queue
+        waiting for it (it is not ready again until that job has finished) and that job is
+        returned. Otherwise ``job`` stops waiting for anyone and None is returned: it does
+        the work itself. One serialised transaction, so two copies (in any daemons) never
+        both wait or both go ahead."""
+        with self.transaction(exclusive=True):
+            row = self._one(
+                "SELECT id FROM jobs WHERE sha256=? AND settings_key=? AND state IN (?, ?) "
+                "AND waits_for IS NULL AND id!=? ORDER BY id LIMIT 1",
+                (job.sha256, settings_key, *UNFINISHED, job.id))
+            self._exec("UPDATE jobs SET waits_for=?, state=?, updated_at=? WHERE id=?",
+                       (row["id"] if row else None,
+                        JobState.QUEUED.value if row else JobState.RUNNING.value,
+                        time.time(), job.id))
+        return self.get(row["id"]) if row else None
+
     def forget_request(self, job: Job) -> Job:
         return self._update(job, request_id=None)
 
@@ -366,7 +395,7 @@ class JournalBase:
 
     def retry_failed(self, job: Job, path: Path) -> Job:
         return self._update(job, state=JobState.QUEUED.value, path=fs_bytes(path), attempts=0,
-                            next_attempt_at=0, finished_at=None, request_id=None)
+                            next_attempt_at=0, finished_at=None, request_id=None, waits_for=None)
 
     # -- limits shared by every daemon on the journal -----------------------------------------
 

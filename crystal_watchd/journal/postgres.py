@@ -82,6 +82,11 @@ MIGRATIONS = (
         folders TEXT
     )
     """,
+    # 2: a copy waits for the identical job in flight whose output it will copy.
+    """
+    ALTER TABLE jobs ADD COLUMN waits_for BIGINT;
+    CREATE INDEX jobs_twins ON jobs(sha256, settings_key)
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

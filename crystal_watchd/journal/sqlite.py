@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .base import JournalBase
+from .base import COLUMNS, JournalBase
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -57,6 +57,11 @@ MIGRATIONS = (
         pid INTEGER NOT NULL, state_dir TEXT NOT NULL, started_at REAL NOT NULL,
         heartbeat_at REAL NOT NULL, folders TEXT);
     """,
+    # 2 → 3: a copy waits for the identical job in flight whose output it will copy.
+    """
+    ALTER TABLE jobs ADD COLUMN waits_for INTEGER;
+    CREATE INDEX IF NOT EXISTS jobs_twins ON jobs(sha256, settings_key);
+    """,
 )
 SCHEMA_VERSION = str(1 + len(MIGRATIONS))
 
@@ -70,6 +75,7 @@ class Journal(JournalBase):
         self._in_tx = False
         if readonly:
             self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+            self._fill_missing_columns()
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(path, timeout=10, isolation_level=None)
@@ -89,8 +95,23 @@ class Journal(JournalBase):
                           .fetchone()[0])
             for step in MIGRATIONS[version - 1:]:
                 for statement in _statements(step):
-                    self.db.execute(statement)
+                    if not self._has_column_already(statement):
+                        self.db.execute(statement)
             self.db.execute("UPDATE meta SET value=? WHERE key='schema'", (SCHEMA_VERSION,))
+
+    def _has_column_already(self, statement: str) -> bool:
+        """An ``ADD COLUMN`` whose column a pre-release journal already has is skipped."""
+        words = statement.split()
+        if words[:2] != ["ALTER", "TABLE"] or "COLUMN" not in words:
+            return False
+        column = words[words.index("COLUMN") + 1]
+        return column in {r[1] for r in self.db.execute(f"PRAGMA table_info({words[2]})")}
+
+    def _fill_missing_columns(self) -> None:
+        """A read-only look (``status``) at a journal the daemon has not migrated yet."""
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}
+        self.columns = ", ".join(c if c in have else f"NULL AS {c}"
+                                 for c in (c.strip() for c in COLUMNS.split(",")))
 
     def close(self) -> None:
         self.db.close()

@@ -53,6 +53,7 @@ class Faults:
     plain_urls: bool = False  # images as plain URL strings instead of objects
     locked: bool = False  # every authenticated call answers 403 (exhausted balance)
     reject_inputs: bool = False  # every run ends in a 422 image_load_error
+    reject_runs: int = 0  # the next this many submitted runs end in a 422 image_load_error
 
     @classmethod
     def mix(cls, rate: float, **extra: Any) -> Faults:
@@ -78,6 +79,7 @@ class _Request:
     completed_at: float | None = None
     seen_completed_at: float | None = None  # when the client first saw COMPLETED
     runner: int = 0
+    rejected: bool = False  # decided at submit (Faults.reject_runs)
 
 
 class FakeFal:
@@ -100,6 +102,17 @@ class FakeFal:
         #: there ever were at once: what the client's concurrency limit bounds.
         self.open: set[str] = set()
         self.peak_open = 0
+        # Submissions can be held (hold_submits) so a test can act while one is in a
+        # chosen state: "before" fal has accepted it, or "after" (accepted, not answered).
+        self._release = threading.Event()
+        self._release.set()
+        self._hold_stage: str | None = None
+        self._hold_skip = 0
+        self._gate_count = 0
+        self._drop_held = False
+        #: Submit calls waiting at the gate now, and submit calls being handled at all.
+        self.held = 0
+        self.in_submit = 0
         self._certfile, self._keyfile = certfile, keyfile
         self._server: ThreadingHTTPServer | None = None
 
@@ -137,7 +150,44 @@ class FakeFal:
 
     # -- ledger helpers for tests ----------------------------------------------------------------
 
+    def hold_submits(self, stage: str = "before", skip: int = 0) -> None:
+        """Hold every submit call after the first ``skip``: at ``stage`` "before" fal
+        accepts the request, or "after" it accepted it but before the answer is sent."""
+        assert stage in ("before", "after")
+        with self._lock:
+            self._hold_stage, self._hold_skip, self._gate_count = stage, skip, 0
+            self._release.clear()
+
+    def release_submits(self, *, drop: bool = False) -> None:
+        """Let held submit calls go on, or with ``drop`` close their connections (the
+        client is gone): held "before" accepting, such a request never reaches fal."""
+        with self._lock:
+            self._hold_stage, self._drop_held = None, drop
+            self._release.set()
+
+    def gate(self, stage: str) -> bool:
+        """Where a submit call may be held; False if it is to be dropped instead."""
+        with self._lock:
+            if self._hold_stage != stage:
+                return True
+            self._gate_count += 1
+            if self._gate_count <= self._hold_skip:
+                return True
+            self.held += 1
+        self._release.wait()
+        with self._lock:
+            self.held -= 1
+            return not self._drop_held
+
+    def settle_runs(self) -> None:
+        """Finish every run whose modelled end has passed, looked at or not: fal bills a run
+        nobody asks about (one whose submit answer was lost) like any other."""
+        for req in list(self.requests.values()):
+            if time.monotonic() >= req.end:
+                self._finish(req)
+
     def billed_per_input(self) -> dict[str, int]:
+        self.settle_runs()
         counts: dict[str, int] = {}
         for row in self.ledger:
             if row["outcome"] == "ok":
@@ -161,7 +211,9 @@ class FakeFal:
             self._runner_free[slot] = end
             req = _Request(id=str(uuid.uuid4()), arguments=arguments, runner=slot,
                            input_sha256=hashlib.sha256(data).hexdigest() if data else None,
-                           submitted=now, start=start, end=end)
+                           submitted=now, start=start, end=end,
+                           rejected=self.faults.reject_runs > 0)
+            self.faults.reject_runs = max(0, self.faults.reject_runs - 1)
             self.requests[req.id] = req
             self.open.add(req.id)
             self.peak_open = max(self.peak_open, len(self.open))
@@ -229,7 +281,7 @@ class FakeFal:
         if not isinstance(scale, (int, float)) or not 1 <= scale <= 200:
             return rejected("scale_factor", "Input should be between 1 and 200",
                             "less_than_equal")
-        if self.faults.reject_inputs:
+        if self.faults.reject_inputs or req.rejected:
             return rejected("image_url", "Could not load the image", "image_load_error")
         if data is None:
             return rejected("image_url", "Failed to download the file", "file_download_error")
@@ -352,21 +404,37 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, {"upload_url": f"{fake.base_url}/put/{name}",
                              "file_url": f"{fake.base_url}/files/{name}"})
         elif re.fullmatch(r"/[^/]+/[^/]+", path):
-            if self._faulted("submit") or not self._authorised():
-                return
+            with fake._lock:
+                fake.in_submit += 1
             try:
-                arguments = json.loads(body)
-            except ValueError:
-                self._send(422, {"detail": [{"loc": ["body"], "msg": "Invalid JSON",
-                                             "type": "json_invalid"}]})
-                return
-            req = fake.submit(path.strip("/"), arguments)
-            base = f"{fake.base_url}{path}/requests/{req.id}"
-            self._send(200, {"status": "IN_QUEUE", "request_id": req.id, "response_url": base,
-                             "status_url": base + "/status", "cancel_url": base + "/cancel",
-                             "queue_position": fake.queue_position(req)})
+                self._submit(path, body)
+            finally:
+                with fake._lock:
+                    fake.in_submit -= 1
         else:
             self._send(404, {"detail": "Not found"})
+
+    def _submit(self, path: str, body: bytes) -> None:
+        fake = self.server_fake
+        if self._faulted("submit") or not self._authorised():
+            return
+        try:
+            arguments = json.loads(body)
+        except ValueError:
+            self._send(422, {"detail": [{"loc": ["body"], "msg": "Invalid JSON",
+                                         "type": "json_invalid"}]})
+            return
+        if not fake.gate("before"):
+            self.close_connection = True
+            return
+        req = fake.submit(path.strip("/"), arguments)
+        if not fake.gate("after"):
+            self.close_connection = True
+            return
+        base = f"{fake.base_url}{path}/requests/{req.id}"
+        self._send(200, {"status": "IN_QUEUE", "request_id": req.id, "response_url": base,
+                         "status_url": base + "/status", "cancel_url": base + "/cancel",
+                         "queue_position": fake.queue_position(req)})
 
     def do_PUT(self) -> None:  # noqa: N802
         path = urlparse(self.path).path
