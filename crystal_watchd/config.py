@@ -48,6 +48,9 @@ class FolderConfig:
     #: None for native events; otherwise seconds between polling scans.
     polling: float | None = None
     settle: float = 2.0
+    #: Seconds a file that does not decode yet may stay unchanged before it is judged
+    #: broken; until then it is taken to be still arriving.
+    incomplete_grace: float = 300.0
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
     ignore: tuple[str, ...] = ()
     output_format: str = "same"
@@ -394,6 +397,7 @@ def _folder_values(sec: _Section, base: Path, fallback: dict[str, Any]) -> dict[
         "recursive": _bool,
         "polling": _polling,
         "settle": _number(0, 3600),
+        "incomplete_grace": _number(0, 86_400),
         "extensions": lambda v: tuple(e.lower().lstrip(".") for e in _text_list(v)),
         "ignore": _text_list,
         "output_format": lambda v: _choice(*OUTPUT_FORMATS)("jpeg" if v in ("jpg", "JPG") else v),

@@ -24,6 +24,11 @@ class JobState(str, enum.Enum):
     #: The source changed or disappeared before it was processed; a newer job (if any)
     #: stands for it. Nothing was charged, nothing is owed.
     SUPERSEDED = "superseded"
+    #: The file does not decode yet and may still be being written (a stalled copy, a size
+    #: set up front): nothing is moved or submitted. It is looked at again at
+    #: ``next_attempt_at``, the end of the folder's ``incomplete_grace``; a change to the
+    #: file supersedes it with a new version first.
+    ARRIVING = "arriving"
 
     @property
     def finished(self) -> bool:

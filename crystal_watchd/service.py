@@ -502,9 +502,11 @@ class Service:
 
     def _status_text(self) -> str:
         counts = self.journal.counts()
-        total = {s: sum(c.get(s, 0) for c in counts.values()) for s in ("queued", "done", "failed")}
+        total = {s: sum(c.get(s, 0) for c in counts.values())
+                 for s in ("queued", "done", "failed", "arriving")}
         return (f"{total['queued']} queued, {len(self._inflight)} in flight, "
-                f"{total['done']} done, {total['failed']} failed")
+                f"{total['done']} done, {total['failed']} failed"
+                + (f", {total['arriving']} arriving" if total["arriving"] else ""))
 
     def _notify_status(self) -> None:
         """STATUS= as counts change, at most every STATUS_MIN_INTERVAL; a change inside the

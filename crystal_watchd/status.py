@@ -6,15 +6,19 @@ write) beside it, and the daemon's dispatcher picks retried jobs up on its next 
 ``status --json`` shape (version 1; fields are only ever added):
 
     {"version": 1, "journal": str, "daemon_running": bool, "generated_at": iso,
-     "folders": {NAME: {"queued", "in_flight", "done", "failed", "superseded": int,
+     "folders": {NAME: {"queued", "in_flight", "done", "failed", "superseded", "arriving": int,
                         "oldest_waiting": {"file", "since"} | null,
                         "spend_today_usd", "spend_total_usd": float}},
-     "totals": {"queued", "in_flight", "done", "failed", "superseded": int},
+     "totals": {"queued", "in_flight", "done", "failed", "superseded", "arriving": int},
      "spend": {"today_usd", "total_usd", "today_megapixels", "total_megapixels": float,
                "by_day": {YYYY-MM-DD: usd}},
      "last_errors": [{"job_id", "folder", "file", "error", "reason", "at", "state"}],
      "daemons": [{"id", "host", "pid", "state_dir", "started_at", "heartbeat_at", "alive",
-                  "working_on": [{"job_id", "file"}]}]}
+                  "working_on": [{"job_id", "file"}]}],
+     "arriving": [{"job_id", "folder", "file", "reason", "since", "judged_at"}]}
+
+"arriving": files that do not decode yet and are taken to be still being written; each is
+judged at ``judged_at`` unless it changes first (see the folder's ``incomplete_grace``).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from .config import Config
 from .jobs import JobState
 from .output import move_file
 
-STATES = ("queued", "in_flight", "done", "failed", "superseded")
+STATES = ("queued", "in_flight", "done", "failed", "superseded", "arriving")
 
 
 def _iso(ts: float | None) -> str | None:
@@ -52,7 +56,7 @@ def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
         "folders": folders, "totals": {s: 0 for s in STATES},
         "spend": {"today_usd": 0.0, "total_usd": 0.0, "today_megapixels": 0.0,
                   "total_megapixels": 0.0, "by_day": {}},
-        "last_errors": [], "daemons": [],
+        "last_errors": [], "daemons": [], "arriving": [],
     }
     if not shared and not where.exists():
         return report
@@ -96,6 +100,10 @@ def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
              "started_at": _iso(d.started_at), "heartbeat_at": _iso(d.heartbeat_at),
              "alive": d.alive, "working_on": [{"job_id": i, "file": f} for i, f in d.working_on]}
             for d in daemons]
+        report["arriving"] = [
+            {"job_id": job.id, "folder": job.folder, "file": job.rel, "reason": job.reason,
+             "since": _iso(job.created_at), "judged_at": _iso(job.next_attempt_at)}
+            for job in journal.jobs(state=JobState.ARRIVING)]
     finally:
         journal.close()
     return report
@@ -103,11 +111,13 @@ def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
 
 def render(report: dict[str, Any]) -> str:
     lines = [f"journal: {report['journal']} (daemon {'running' if report['daemon_running'] else 'not running'})",
-             f"{'folder':<20} {'queued':>7} {'in flight':>9} {'done':>7} {'failed':>7}  oldest waiting"]
+             f"{'folder':<20} {'queued':>7} {'arriving':>8} {'in flight':>9} {'done':>7} "
+             f"{'failed':>7}  oldest waiting"]
     for name, f in report["folders"].items():
         oldest = f["oldest_waiting"]
-        lines.append(f"{name:<20} {f['queued']:>7} {f['in_flight']:>9} {f['done']:>7} "
-                     f"{f['failed']:>7}  {oldest['file'] + ' since ' + oldest['since'] if oldest else '-'}")
+        lines.append(f"{name:<20} {f['queued']:>7} {f.get('arriving', 0):>8} {f['in_flight']:>9} "
+                     f"{f['done']:>7} {f['failed']:>7}  "
+                     f"{oldest['file'] + ' since ' + oldest['since'] if oldest else '-'}")
     s = report["spend"]
     lines.append(f"spend: today ${s['today_usd']:.2f} ({s['today_megapixels']:.1f} MP), "
                  f"total ${s['total_usd']:.2f} ({s['total_megapixels']:.1f} MP)")
@@ -119,6 +129,12 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"  {d['host']} pid {d['pid']} [{d['id']}] "
                          f"{'alive' if d['alive'] else 'gone'}, heartbeat {d['heartbeat_at']}: "
                          f"{work}{more}")
+    if report.get("arriving"):
+        lines.append("arriving (does not decode yet; judged at the end of its grace "
+                     "unless it changes first):")
+        for a in report["arriving"]:
+            lines.append(f"  [{a['folder']}] {a['file']}: {a['reason']} "
+                         f"(judged at {a['judged_at']})")
     if report["last_errors"]:
         lines.append("last errors:")
         for e in report["last_errors"]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import logs, output, preflight
+from . import arrival, logs, output, preflight
 from .backends.base import Backend, ResultImage, UpscaleRequest
 from .budget import local_midnight
 from .config import Config, FolderConfig
@@ -125,7 +125,7 @@ class Worker:
                 results = [ResultImage(path=Path(p)) for p in earlier.outputs]
                 return await asyncio.shield(self._complete(job, folder, None, None, results,
                                                            bound, started, copy=True))
-            source = await asyncio.to_thread(preflight.inspect, data, folder)
+            source = await asyncio.to_thread(arrival.inspect, data, folder, job)
             plan = preflight.plan(source.width, source.height, folder.scale_factor, folder)
             if plan.reduced:
                 bound.warning("scale_reduced", requested=folder.scale_factor, used=plan.scale,
@@ -162,6 +162,8 @@ class Worker:
         except _Superseded as exc:
             bound.info("job_superseded", reason=str(exc))
             return self.journal.superseded(job, str(exc)).state
+        except arrival.StillArriving as exc:
+            return self._wait_for_arrival(self.journal.get(job.id), exc, bound)
         except _FolderGone:
             bound.warning("job_waiting_for_folder", inbox=str(folder.inbox))
             return self.journal.retry_later(job, delay=max(self.config.retry.backoff, 2.0),
@@ -347,6 +349,16 @@ class Worker:
                 bound.info("original_deleted")
         except OSError as exc:
             bound.warning("original_not_handled", originals=folder.originals, error=str(exc))
+
+    def _wait_for_arrival(self, job: Job, exc: arrival.StillArriving, bound) -> JobState:
+        """Nothing moved, nothing submitted: a change to the file brings a new version, and
+        otherwise the job is looked at again when the grace ends."""
+        if job.error_kind != arrival.INCOMPLETE_KIND:  # said once, not at every look
+            bound.info("file_incomplete_waiting", reason=exc.reason,
+                       gives_up_in=round(max(0.0, exc.until - time.time()), 1),
+                       note="taken to be still arriving; any change to it starts over")
+        return self.journal.arriving(job, until=exc.until, kind=exc.kind,
+                                     reason=exc.reason).state
 
     async def _retry(self, job: Job, folder: FolderConfig, exc: RetryableError, bound) -> JobState:
         attempts = job.attempts + 1

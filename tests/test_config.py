@@ -131,3 +131,19 @@ def test_journal_setting_is_checked_and_its_password_never_shown(tmp_path):
     result = cli("check", "--config", str(good), timeout=60)
     assert "pa55-w0rd" not in result.stdout + result.stderr
     assert "postgresql://cw:***@127.0.0.1:1/cw" in result.stdout
+
+
+def test_incomplete_grace_defaults_inherits_and_is_checked(tmp_path):
+    """incomplete_grace is 300 s unless set; defaults pass it on; a bad value names the
+    line and key."""
+    cfg = config_mod.parse("backend: local\ndefaults:\n  incomplete_grace: 30\nfolders:\n"
+                           "  - {inbox: a, outbox: oa}\n  - {inbox: b, outbox: ob, "
+                           "incomplete_grace: 0}\n", tmp_path / "c.yaml")
+    assert [f.incomplete_grace for f in cfg.folders] == [30.0, 0.0]
+    plain = config_mod.parse("backend: local\nfolders: [{inbox: a, outbox: o}]\n",
+                             tmp_path / "c.yaml")
+    assert plain.folders[0].incomplete_grace == 300.0
+    found = problems("backend: local\nfolders:\n  - inbox: a\n    outbox: o\n"
+                     "    incomplete_grace: -5\n", tmp_path)
+    assert found == [f"{tmp_path / 'c.yaml'}:5: folders[0].incomplete_grace: "
+                     "must be from 0 to 86400, not -5"]

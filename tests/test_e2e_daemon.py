@@ -94,8 +94,9 @@ def test_restart_skips_done_work_and_takes_files_dropped_while_down(tmp_path, da
 
 def test_corrupt_file_fails_with_reason_while_others_succeed(tmp_path, daemons):
     """A truncated JPEG and a text file named .jpg go to failed_dir with a readable reason;
-    the good image beside them is processed and the daemon keeps running."""
-    config = write_config(tmp_path, [{"inbox": "in", "outbox": "out"}])
+    the good image beside them is processed and the daemon keeps running. (The truncated
+    one first waits out a short incomplete_grace: it might still be arriving.)"""
+    config = write_config(tmp_path, [{"inbox": "in", "outbox": "out", "incomplete_grace": 1}])
     d = daemons(config).ready()
     noisy = Image.frombytes("RGB", (200, 150), os.urandom(200 * 150 * 3))
     noisy.save(tmp_path / "src.jpg", quality=90)
@@ -155,7 +156,8 @@ def test_sigterm_mid_backlog_exits_zero_and_leaves_no_partial_output(tmp_path, d
 
 def test_once_processes_then_exits_with_failures_counted(tmp_path):
     """``once`` handles what is there, exits 1 if a file failed, 0 when all succeeded."""
-    config = write_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 0.1}])
+    config = write_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 0.1,
+                                      "incomplete_grace": 0.5}])
     make_image(tmp_path / "in/ok.jpg")
     (tmp_path / "in/bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     result = cli("once", "--config", str(config))

@@ -82,7 +82,7 @@ def test_bad_and_oversize_images_are_never_submitted(tmp_path, fakefal, fal_daem
     the oversize reason names the largest scale that fits."""
     server = fakefal()
     config = fal_config(tmp_path, [{"inbox": "in", "outbox": "out", "scale_factor": 10,
-                                    "max_output_megapixels": 0.5}])
+                                    "max_output_megapixels": 0.5, "incomplete_grace": 0.5}])
     d = fal_daemons(config, fal_env(server, tls_files)).ready()
     (tmp_path / "in/broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnope")
     make_image(tmp_path / "in/huge.png", (100, 100), fmt="PNG")

@@ -243,3 +243,29 @@ def test_an_older_journal_gains_the_waiting_column(tmp_path):
     assert Journal(path, readonly=True).jobs()[0].waits_for is None
     j = Journal(path)
     assert [job.path for job in j.next_ready(now=1e12)] == [Path("/a.jpg")]
+
+
+def test_arriving_jobs_wait_for_their_time_and_yield_to_a_new_version(open_store):
+    """An arriving job is not taken before ``until``, is taken after it, counts as
+    unfinished, keeps its attempts; a new version of the file supersedes it."""
+    j = open_store()
+    job = j.start(j.claim(j.enqueue("f", Path("/in/a.jpg"), "a.jpg", 10, 1, "h1")), {}, "k")
+    waiting = j.arriving(job, until=1000.0, kind="file_incomplete", reason="no end")
+    assert waiting.state is JobState.ARRIVING and waiting.attempts == 0
+    assert (waiting.error_kind, waiting.reason) == ("file_incomplete", "no end")
+    assert j.next_ready(999.0) == [] and j.next_wakeup() == 1000.0
+    assert [x.id for x in j.next_ready(1000.0)] == [job.id]
+    assert j.unfinished() == 1 and j.is_known("f", Path("/in/a.jpg"), 10, 1)
+    newer = j.enqueue("f", Path("/in/a.jpg"), "a.jpg", 20, 2, "h2")
+    assert j.get(job.id).state is JobState.SUPERSEDED and newer.state is JobState.QUEUED
+
+
+def test_a_job_found_stale_while_checked_is_superseded_not_arriving(open_store):
+    """If a newer version was journaled while a worker checked the old one, the old one is
+    superseded instead of waiting."""
+    j = open_store()
+    old = j.claim(j.enqueue("f", Path("/in/a.jpg"), "a.jpg", 10, 1, "h1"))
+    j.enqueue("f", Path("/in/a.jpg"), "a.jpg", 20, 2, "h2")  # a running job is not touched
+    assert j.get(old.id).state is JobState.RUNNING
+    result = j.arriving(old, until=5.0, kind="file_incomplete", reason="no end")
+    assert result.state is JobState.SUPERSEDED

@@ -27,11 +27,13 @@ COLUMNS = ("id, folder, path, rel, size, mtime_ns, sha256, state, attempts, next
 EXPORTED = tuple(c.strip() for c in COLUMNS.split(",")) + ("settings_key", "reserved_usd")
 #: A job not finished whose request may still be at the upscaler keeps its slot.
 FINISHED = tuple(s.value for s in JobState if s.finished)
+#: States of a job that waits for ``next_attempt_at`` before a worker takes it.
+WAITING = (JobState.QUEUED.value, JobState.ARRIVING.value)
 #: Unfinished states: a job in one of them may still produce an output.
-UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value)
+UNFINISHED = (*WAITING, JobState.RUNNING.value)
 #: A queued job may run unless it waits for an identical job that is still unfinished.
 NOT_WAITING = ("(waits_for IS NULL OR waits_for NOT IN "
-               "(SELECT id FROM jobs WHERE state IN ('queued', 'running')))")
+               f"(SELECT id FROM jobs WHERE state IN {UNFINISHED!r}))")
 #: A daemon whose heartbeat is older than this many leases is listed as gone.
 GONE_AFTER_LEASES = 3
 
@@ -178,8 +180,8 @@ class JournalBase:
         further submission may use."""
         row = self._one(
             "SELECT COALESCE(SUM(CASE WHEN state=? AND finished_at>=? THEN cost_usd END), 0) "
-            "+ COALESCE(SUM(CASE WHEN state IN (?, ?) THEN reserved_usd END), 0) AS usd FROM jobs",
-            (JobState.DONE.value, since, JobState.QUEUED.value, JobState.RUNNING.value))
+            "+ COALESCE(SUM(CASE WHEN state IN (?, ?, ?) THEN reserved_usd END), 0) AS usd "
+            "FROM jobs", (JobState.DONE.value, since, *UNFINISHED))
         return float(row["usd"] or 0.0) if row else 0.0
 
     def spend_rows(self) -> list[Mapping[str, Any]]:
@@ -205,12 +207,12 @@ class JournalBase:
     def _ready_filter(self, now: float, exclude_folders: Iterable[str],
                       only_paid: bool) -> tuple[str, list[Any]]:
         excluded = list(exclude_folders)
-        sql = ("state=? AND next_attempt_at<=?"
+        sql = ("state IN (?, ?) AND next_attempt_at<=?"
                + (f" AND folder NOT IN ({','.join('?' * len(excluded))})" if excluded else "")
                + (" AND (request_id IS NOT NULL OR pending!='[]' OR outputs!='[]')"
                   if only_paid else "")
                + f" AND {NOT_WAITING}")
-        return sql, [JobState.QUEUED.value, now, *excluded]
+        return sql, [*WAITING, now, *excluded]
 
     def next_ready(self, now: float, *, exclude_folders: Iterable[str] = (),
                    limit: int = 1, only_paid: bool = False) -> list[Job]:
@@ -225,23 +227,23 @@ class JournalBase:
         """When the earliest queued job becomes ready (None if nothing is queued)."""
         excluded = list(exclude_folders)
         marks = ",".join("?" * len(excluded))
-        row = self._one("SELECT MIN(next_attempt_at) AS t FROM jobs WHERE state=? "
+        row = self._one("SELECT MIN(next_attempt_at) AS t FROM jobs WHERE state IN (?, ?) "
                         f"AND {NOT_WAITING}"
                         + (f" AND folder NOT IN ({marks})" if excluded else ""),
-                        (JobState.QUEUED.value, *excluded))
+                        (*WAITING, *excluded))
         return row["t"] if row else None
 
     def queued_folders(self) -> set[str]:
-        return {r["folder"] for r in self._rows("SELECT DISTINCT folder FROM jobs WHERE state=?",
-                                                (JobState.QUEUED.value,))}
+        return {r["folder"] for r in self._rows(
+            "SELECT DISTINCT folder FROM jobs WHERE state IN (?, ?)", WAITING)}
 
     def unfinished(self, folders: Iterable[str] | None = None) -> int:
         """Jobs still to finish (of ``folders`` only, if given: a shared journal also holds
         other daemons' folders)."""
         names = list(folders) if folders is not None else None
-        row = self._one("SELECT COUNT(*) AS n FROM jobs WHERE state IN (?, ?)"
+        row = self._one("SELECT COUNT(*) AS n FROM jobs WHERE state IN (?, ?, ?)"
                         + (f" AND folder IN ({','.join('?' * len(names))})" if names else ""),
-                        (JobState.QUEUED.value, JobState.RUNNING.value, *(names or ())))
+                        (*UNFINISHED, *(names or ())))
         return row["n"] if row else 0
 
     # -- state changes ---------------------------------------------------------------------
@@ -286,9 +288,9 @@ class JournalBase:
             # Not this very version: another daemon may have journaled it a moment ago.
             self._exec(
                 "UPDATE jobs SET state=?, reason=?, updated_at=? WHERE folder=? AND path=? "
-                "AND state=? AND NOT (size=? AND mtime_ns=? AND sha256=?)",
+                "AND state IN (?, ?) AND NOT (size=? AND mtime_ns=? AND sha256=?)",
                 (JobState.SUPERSEDED.value, "the file changed before it was processed", now,
-                 folder, fs_bytes(path), JobState.QUEUED.value, size, mtime_ns, sha256))
+                 folder, fs_bytes(path), *WAITING, size, mtime_ns, sha256))
             job_id = self._insert_job({
                 "folder": folder, "path": fs_bytes(path), "rel": fs_bytes(rel), "size": size,
                 "mtime_ns": mtime_ns, "sha256": sha256, "state": JobState.QUEUED.value,
@@ -345,7 +347,7 @@ class JournalBase:
         both wait or both go ahead."""
         with self.transaction(exclusive=True):
             row = self._one(
-                "SELECT id FROM jobs WHERE sha256=? AND settings_key=? AND state IN (?, ?) "
+                "SELECT id FROM jobs WHERE sha256=? AND settings_key=? AND state IN (?, ?, ?) "
                 "AND waits_for IS NULL AND id!=? ORDER BY id LIMIT 1",
                 (job.sha256, settings_key, *UNFINISHED, job.id))
             self._exec("UPDATE jobs SET waits_for=?, state=?, updated_at=? WHERE id=?",
@@ -374,6 +376,18 @@ class JournalBase:
                     count_attempt: bool = True) -> Job:
         return self._update(job, state=JobState.QUEUED.value, next_attempt_at=time.time() + delay,
                             attempts=job.attempts + (1 if count_attempt else 0),
+                            error_kind=kind, reason=reason)
+
+    def arriving(self, job: Job, *, until: float, kind: str, reason: str) -> Job:
+        """The file does not decode yet and may still be being written: look again at
+        ``until``, without counting an attempt. If a newer version of the file was journaled
+        meanwhile, this one is superseded instead."""
+        newer = self._one("SELECT 1 AS one FROM jobs WHERE folder=? AND path=? AND id>? "
+                          "AND state!=?", (job.folder, fs_bytes(job.path), job.id,
+                                           JobState.SUPERSEDED.value))
+        if newer:
+            return self.superseded(job, "the file changed while it was being checked")
+        return self._update(job, state=JobState.ARRIVING.value, next_attempt_at=until,
                             error_kind=kind, reason=reason)
 
     def requeue(self, job: Job) -> Job:
