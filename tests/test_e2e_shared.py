@@ -194,14 +194,20 @@ def test_export_from_sqlite_and_import_into_postgresql(tmp_path, pg_url, daemons
 
 def test_status_lists_daemons_and_their_work(tmp_path, pg_url, daemons):
     """``status`` on a shared journal names every daemon with its host, heartbeat and what
-    it works on; a stopped daemon is gone from the list."""
-    config = shared_config(tmp_path, "a", pg_url, backend="local")
+    it works on; a stopped daemon is gone from the list; the journal password appears in
+    neither the daemon's log nor ``status``."""
+    secret = "pw-never-shown-42"  # trust auth accepts any password
+    config = shared_config(tmp_path, "a", pg_url.replace("postgres@", f"postgres:{secret}@"),
+                           backend="local")
     d = daemons(config).ready()
-    report = json.loads(cli("status", "--json", "--config", str(config)).stdout)
+    status = cli("status", "--json", "--config", str(config))
+    assert secret not in status.stdout + status.stderr
+    report = json.loads(status.stdout)
     [entry] = report["daemons"]
     assert entry["alive"] and entry["pid"] == d.proc.pid and entry["working_on"] == []
     assert "postgresql://" in report["journal"]
     text = cli("status", "--config", str(config)).stdout
     assert f"pid {d.proc.pid}" in text and "idle" in text
     assert d.stop() == 0
+    assert secret not in d.text() and "postgres:***@" in d.text()
     assert json.loads(cli("status", "--json", "--config", str(config)).stdout)["daemons"] == []
