@@ -11,6 +11,7 @@ import pytest
 
 from crystal_watchd.jobs import JobState
 from crystal_watchd.journal import Journal
+from crystal_watchd.journal.transfer import export_jobs, import_jobs
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -159,10 +160,10 @@ def test_export_and_import_move_jobs_between_stores(open_store, tmp_path):
                                       cost_usd=0.03))
     running = source.submitted(source.claim(source.enqueue("f", Path("/in/b.jpg"), "b.jpg",
                                                            1, 1, "b")), "req-b")
-    rows = list(source.export_jobs())
+    rows = list(export_jobs(source))
     target = open_store()
-    assert target.import_jobs(rows) == (2, 0)
-    assert target.import_jobs(rows) == (0, 2)
+    assert import_jobs(target, rows) == (2, 0)
+    assert import_jobs(target, rows) == (0, 2)
     by_rel = {job.rel: job for job in target.jobs()}
     assert by_rel["a.jpg"].state is JobState.DONE and by_rel["a.jpg"].outputs == ["/out/a.jpg"]
     assert by_rel["b.jpg"].state is JobState.QUEUED

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import Config, mask_url
-from .base import DaemonInfo, JournalBase, JournalUnavailable, LeaseLost
+from .base import JournalBase, JournalUnavailable, LeaseLost
+from .daemons import DaemonInfo
 from .sqlite import Journal
 
 __all__ = ["DaemonInfo", "Journal", "JournalBase", "JournalUnavailable", "LeaseLost",

@@ -13,20 +13,16 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..jobs import Job, JobState
+from .daemons import DaemonRows
 
 COLUMNS = ("id, folder, path, rel, size, mtime_ns, sha256, state, attempts, next_attempt_at, "
            "request_id, settings, outputs, pending, error_kind, reason, created_at, updated_at, "
            "finished_at, output_megapixels, cost_usd, submissions, waits_for")
-#: Columns a job carries between stores (``journal export|import``), beyond the id.
-EXPORTED = tuple(c.strip() for c in COLUMNS.split(",")) + ("settings_key", "reserved_usd")
-#: A job not finished whose request may still be at the upscaler keeps its slot.
-FINISHED = tuple(s.value for s in JobState if s.finished)
 #: States of a job that waits for ``next_attempt_at`` before a worker takes it.
 WAITING = (JobState.QUEUED.value, JobState.ARRIVING.value)
 #: Unfinished states: a job in one of them may still produce an output.
@@ -34,8 +30,6 @@ UNFINISHED = (*WAITING, JobState.RUNNING.value)
 #: A queued job may run unless it waits for an identical job that is still unfinished.
 NOT_WAITING = ("(waits_for IS NULL OR waits_for NOT IN "
                f"(SELECT id FROM jobs WHERE state IN {UNFINISHED!r}))")
-#: A daemon whose heartbeat is older than this many leases is listed as gone.
-GONE_AFTER_LEASES = 3
 
 
 def fs_bytes(path: Path | str) -> bytes:
@@ -68,24 +62,7 @@ class JournalUnavailable(Exception):
     """The journal cannot be reached or migrated; the message is fit to print (no password)."""
 
 
-@dataclass(frozen=True)
-class DaemonInfo:
-    """Who a daemon is (host, pid, a random id) and what it last told the journal."""
-
-    id: str
-    host: str
-    pid: int
-    state_dir: str
-    started_at: float
-    heartbeat_at: float
-    #: folder name → its effective settings, to spot daemons that disagree on a folder.
-    folders: dict[str, Any]
-    #: ``(job id, file)`` of the jobs it holds right now.
-    working_on: list[tuple[int, str]]
-    alive: bool
-
-
-class JournalBase:
+class JournalBase(DaemonRows):
     """The job store. Subclasses set ``db_clock`` and implement the primitives below."""
 
     #: SQL for "now" in Unix seconds on the database's clock (leases and heartbeats use it,
@@ -453,88 +430,3 @@ class JournalBase:
     def release_budget(self, job: Job) -> None:
         """The request was never made (or fal refused it unbilled): free the reservation."""
         self._exec("UPDATE jobs SET reserved_usd=NULL WHERE id=?", (job.id,))
-
-    # -- daemons -----------------------------------------------------------------------------
-
-    def register_daemon(self, daemon_id: str, *, host: str, pid: int, state_dir: str,
-                        folders: dict[str, Any]) -> None:
-        """Announce this daemon; its leases and heartbeat carry ``daemon_id`` from now on."""
-        self.daemon_id = daemon_id
-        now = time.time()
-        with self.transaction():
-            # Rows of daemons gone for a day (killed, host lost) are dropped; newer ones stay
-            # so ``status`` shows what stopped recently.
-            self._exec(self._sql("DELETE FROM daemons WHERE id=? OR heartbeat_at<{now}-86400"),
-                       (daemon_id,))
-            self._exec(self._sql(
-                "INSERT INTO daemons (id, host, pid, state_dir, started_at, heartbeat_at, "
-                "folders) VALUES (?, ?, ?, ?, ?, {now}, ?)"),
-                (daemon_id, host, pid, state_dir, now, json.dumps(folders, sort_keys=True)))
-
-    def heartbeat(self, folders: dict[str, Any] | None = None) -> int:
-        """Tell the others we are alive and renew the leases of our jobs; returns how many."""
-        if self.daemon_id is None:
-            return 0
-        with self.transaction():
-            if folders is not None:
-                self._exec(self._sql("UPDATE daemons SET heartbeat_at={now}, folders=? "
-                                     "WHERE id=?"), (json.dumps(folders, sort_keys=True),
-                                                     self.daemon_id))
-            else:
-                self._exec(self._sql("UPDATE daemons SET heartbeat_at={now} WHERE id=?"),
-                           (self.daemon_id,))
-            return self._exec(self._sql("UPDATE jobs SET lease_until={now}+? WHERE owner=? "
-                                        "AND state=?"),
-                              (self.lease, self.daemon_id, JobState.RUNNING.value))
-
-    def unregister_daemon(self) -> None:
-        if self.daemon_id is not None:
-            self._exec("DELETE FROM daemons WHERE id=?", (self.daemon_id,))
-
-    def daemons(self) -> list[DaemonInfo]:
-        """Every daemon that announced itself, with what it holds; ``alive`` if its last
-        heartbeat is recent (a few leases)."""
-        now_row = self._one(self._sql("SELECT {now} AS now"))
-        now = float(now_row["now"]) if now_row else time.time()
-        working: dict[str, list[tuple[int, str]]] = {}
-        for r in self._rows("SELECT id, owner, rel FROM jobs WHERE state=? AND owner IS NOT NULL "
-                            "ORDER BY id", (JobState.RUNNING.value,)):
-            working.setdefault(r["owner"], []).append((r["id"], os.fsdecode(bytes(r["rel"]))))
-        return [DaemonInfo(id=r["id"], host=r["host"], pid=r["pid"], state_dir=r["state_dir"],
-                           started_at=r["started_at"], heartbeat_at=r["heartbeat_at"],
-                           folders=json.loads(r["folders"] or "{}"),
-                           working_on=working.get(r["id"], []),
-                           alive=now - r["heartbeat_at"] < GONE_AFTER_LEASES * self.lease)
-                for r in self._rows("SELECT id, host, pid, state_dir, started_at, heartbeat_at, "
-                                    "folders FROM daemons ORDER BY started_at")]
-
-    # -- moving between stores -----------------------------------------------------------------
-
-    def export_jobs(self) -> Iterator[dict[str, Any]]:
-        """Every job as plain values (paths as bytes), oldest first."""
-        for r in self._rows(f"SELECT {', '.join(EXPORTED)} FROM jobs ORDER BY id"):
-            row = dict(r)
-            row["path"], row["rel"] = bytes(row["path"]), bytes(row["rel"])
-            yield row
-
-    def import_jobs(self, rows: Iterable[dict[str, Any]]) -> tuple[int, int]:
-        """Add exported jobs; a job whose exact version is here already is skipped. Jobs that
-        were running come in queued (their request id kept, so they resume, not resubmit).
-        Returns (imported, skipped)."""
-        imported = skipped = 0
-        with self.transaction():
-            for row in rows:
-                values = {k: row[k] for k in EXPORTED if k != "id"}
-                if values["state"] == JobState.RUNNING.value:
-                    values["state"] = JobState.QUEUED.value
-                if self._one("SELECT 1 AS one FROM jobs WHERE folder=? AND path=? AND size=? "
-                             "AND mtime_ns=? AND sha256=? AND state=?",
-                             (values["folder"], values["path"], values["size"],
-                              values["mtime_ns"], values["sha256"], values["state"])):
-                    skipped += 1
-                    continue
-                if self._insert_job(values) is None:
-                    skipped += 1
-                else:
-                    imported += 1
-        return imported, skipped
