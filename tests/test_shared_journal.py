@@ -68,6 +68,27 @@ def test_a_daemon_that_lost_its_lease_cannot_touch_the_job_any_more(pg_url):
     b.close()
 
 
+def test_a_restart_on_the_same_host_and_state_dir_takes_its_jobs_back_at_once(pg_url):
+    """A daemon restarted with the same state_dir (the lock there proves the old one gone)
+    gets its earlier run's jobs back without waiting for their leases; another host's jobs
+    keep waiting."""
+    old = PostgresJournal(pg_url, lease=60)
+    old.register_daemon("old", host="nas1", pid=1, state_dir="/s/a", folders={})
+    other = PostgresJournal(pg_url, lease=60)
+    other.register_daemon("other", host="nas2", pid=1, state_dir="/s/a", folders={})
+    mine = old.submitted(old.claim(old.enqueue("f", Path("/in/a"), "a", 1, 1, "a")), "req-a")
+    theirs = other.claim(other.enqueue("f", Path("/in/b"), "b", 1, 1, "b"))
+    old.close()
+    new = PostgresJournal(pg_url, lease=60)
+    new.register_daemon("new", host="nas1", pid=2, state_dir="/s/a", folders={})
+    assert new.recover() == 1
+    assert new.get(mine.id).state is JobState.QUEUED and new.get(mine.id).request_id == "req-a"
+    assert new.get(theirs.id).state is JobState.RUNNING
+    assert sorted(d.id for d in new.daemons()) == ["new", "other"]
+    new.close()
+    other.close()
+
+
 def test_daemons_claiming_at_once_never_share_a_job(pg_url):
     """Three daemons claiming in a loop from one queue: every job is claimed exactly once."""
     seed = _daemon(pg_url, "seed")

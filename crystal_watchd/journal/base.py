@@ -72,6 +72,8 @@ class JournalBase(DaemonRows):
     shared = False
     lease: float = 60.0
     daemon_id: str | None = None
+    #: (host, state_dir) of the registered daemon.
+    home: tuple[str, str] | None = None
     #: What ``SELECT`` reads for a job (a read-only look at an older journal fills columns it
     #: does not have yet with NULL).
     columns = COLUMNS
@@ -277,11 +279,25 @@ class JournalBase(DaemonRows):
     def recover(self) -> int:
         """At start: jobs a dead process held go back to the queue, keeping their
         request_id and pending outputs so the next attempt resumes rather than redoes. In a
-        shared journal only jobs whose lease ran out are taken back (others are alive)."""
-        return self._exec(self._sql(
-            "UPDATE jobs SET state=?, next_attempt_at=0 WHERE state=?"
-            + (" AND (lease_until IS NULL OR lease_until<{now})" if self.shared else "")),
-            (JobState.QUEUED.value, JobState.RUNNING.value))
+        shared journal only jobs whose lease ran out are taken back (others are alive), and
+        those of an earlier run on this host and ``state_dir``: the lock there says that
+        daemon is gone, so its jobs need not wait for their leases."""
+        if not self.shared:
+            return self._exec("UPDATE jobs SET state=?, next_attempt_at=0 WHERE state=?",
+                              (JobState.QUEUED.value, JobState.RUNNING.value))
+        with self.transaction():
+            earlier = [r["id"] for r in self._rows(
+                "SELECT id FROM daemons WHERE host=? AND state_dir=? AND id!=?",
+                (*self.home, self.daemon_id))] if self.home else []
+            marks = ",".join("?" * len(earlier))
+            count = self._exec(self._sql(
+                "UPDATE jobs SET state=?, next_attempt_at=0 WHERE state=? AND "
+                "(lease_until IS NULL OR lease_until<{now}"
+                + (f" OR owner IN ({marks})" if earlier else "") + ")"),
+                (JobState.QUEUED.value, JobState.RUNNING.value, *earlier))
+            if earlier:
+                self._exec(f"DELETE FROM daemons WHERE id IN ({marks})", earlier)
+        return count
 
     def claim(self, job: Job) -> Job:
         """A worker takes the job: no other dispatch round (nor daemon) can pick it again."""

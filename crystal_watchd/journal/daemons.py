@@ -43,7 +43,7 @@ class DaemonRows:
     def register_daemon(self, daemon_id: str, *, host: str, pid: int, state_dir: str,
                         folders: dict[str, Any]) -> None:
         """Announce this daemon; its leases and heartbeat carry ``daemon_id`` from now on."""
-        self.daemon_id = daemon_id
+        self.daemon_id, self.home = daemon_id, (host, state_dir)
         now = time.time()
         with self.transaction():
             # Rows of daemons gone for a day (killed, host lost) are dropped; newer ones stay
