@@ -40,8 +40,8 @@ HASH_PARALLELISM = 4
 AVAILABILITY_CHECK = 2.0  # seconds between checks that every inbox is still there
 STATUS_MIN_INTERVAL = 2.0
 PREPARE_AHEAD = 3
-DISPATCH_POLL = 2.0
-BUDGET_RECHECK = 60.0  # seconds before new submissions try the spent budget again  # seconds; the longest the dispatcher sleeps without looking at the queue
+DISPATCH_POLL = 2.0  # seconds; the longest the dispatcher sleeps without looking at the queue
+BUDGET_RECHECK = 60.0  # seconds before new submissions try the spent budget again
 
 
 def journal_path(config: Config) -> Path:
@@ -222,7 +222,8 @@ class Service:
                       note="keeping the running configuration")
             self.notifier.ready(self._status_text())
             return
-        fixed = [k for k in ("state_dir", "backend") if getattr(new, k) != getattr(old, k)]
+        fixed = [k for k in ("state_dir", "backend", "journal", "journal_password_file",
+                             "journal_lease") if getattr(new, k) != getattr(old, k)]
         if fixed:
             log.warning("reload_needs_restart", settings=fixed, note="kept as they were")
             new = Config(**{**new.__dict__, **{k: getattr(old, k) for k in fixed}})
