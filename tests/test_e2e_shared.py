@@ -141,14 +141,18 @@ def test_two_daemons_never_spend_past_the_daily_budget(tmp_path, pg_url, fakefal
 
 def test_check_reports_an_unreachable_journal_and_disagreeing_daemons(tmp_path, pg_url,
                                                                      daemons):
-    """``check`` exits 1 naming a journal it cannot reach (without the password), and warns
-    when a live daemon on the journal gives the same folder different settings."""
+    """``check`` (and a starting daemon) exits 1 naming a journal it cannot reach, without the
+    password; ``check`` warns when a live daemon on the journal gives the same folder
+    different settings."""
     bad = shared_config(tmp_path, "bad", "postgresql://cw:hunter2-secret@127.0.0.1:1/cw",
                         backend="local")
     result = cli("check", "--config", str(bad), timeout=60)
     assert result.returncode == 1
     assert "127.0.0.1:1" in result.stderr and "hunter2-secret" not in result.stderr
     assert "hunter2-secret" not in result.stdout
+    started = cli("once", "--config", str(bad), timeout=60)  # the daemon refuses to start
+    assert started.returncode == 1 and "cannot reach the journal database" in started.stderr
+    assert "hunter2-secret" not in started.stdout + started.stderr
     first = shared_config(tmp_path, "a", pg_url, backend="local")
     running = daemons(first).ready()
     other = shared_config(tmp_path, "b", pg_url, backend="local")
