@@ -41,6 +41,9 @@ def import_jobs(journal: JournalBase, rows: Iterable[dict[str, Any]]) -> tuple[i
             values["pending"] = values["pending"] or "[]"
             if values["state"] == JobState.RUNNING.value:
                 values["state"] = JobState.QUEUED.value
+            # Job ids are the store's own: a copy waiting for another job looks for its twin
+            # again (by content and settings) when it next comes up.
+            values["waits_for"] = None
             if journal._one("SELECT 1 AS one FROM jobs WHERE folder=? AND path=? AND size=? "
                             "AND mtime_ns=? AND sha256=? AND state=?",
                             (values["folder"], values["path"], values["size"],

@@ -1,0 +1,141 @@
+"""The seam every backend plugs into: one job's upright image in, result images out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from PIL import Image
+
+from ..preflight import Plan, SourceImage
+
+
+@dataclass(frozen=True)
+class UpscaleRequest:
+    job_id: int
+    source: SourceImage
+    #: The original file's bytes, for backends that can send them as they are.
+    data: bytes
+    source_name: str
+    plan: Plan
+    creativity: float
+    #: A request the backend accepted earlier (journaled): resume it, never resubmit.
+    request_id: str | None
+    #: Called with the backend's request id as soon as it has one, before any waiting;
+    #: the worker journals it so a crash resumes rather than pays again.
+    on_submitted: Callable[[str], Awaitable[None]]
+    #: Called when a journaled request is gone for good, before submitting anew.
+    on_forgotten: Callable[[], Awaitable[None]]
+    work_dir: Path = field(default=Path("."))
+    #: The Pillow format the output will be written in (JPEG, PNG …).
+    result_format: str = "PNG"
+
+
+@dataclass
+class ResultImage:
+    """One upscaled image: decoded in memory, or a verified file downloaded to work_dir."""
+
+    image: Image.Image | None = None
+    path: Path | None = None
+
+    def open(self) -> Image.Image:
+        if self.image is not None:
+            return self.image
+        assert self.path is not None
+        im = Image.open(self.path)
+        im.load()  # reads all pixels and closes the file; no second copy in memory
+        return im if im.mode in ("RGB", "RGBA", "L", "LA") else im.convert("RGBA")
+
+    def is_png_file(self) -> bool:
+        if self.path is None:
+            return False
+        with open(self.path, "rb") as fh:
+            return fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+    def decoded_pixel_count(self) -> int:
+        """Decode every pixel once (proof the file is whole), return width × height."""
+        if self.image is not None:
+            return self.image.width * self.image.height
+        assert self.path is not None
+        with Image.open(self.path) as im:
+            im.load()
+            return im.width * im.height
+
+    def discard(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+class Slots:
+    """How many requests may be at the upscaler at once (``concurrency``).
+
+    Jobs prepare (decode, upload) and finish (download, write) outside a slot, so the next
+    request is ready the moment one completes and the upscaler never waits for our disk or
+    network. Resizable, because a reload may change ``concurrency``.
+    """
+
+    def __init__(self, limit: int, ahead: int = 0):
+        self.limit = limit
+        self.used = 0
+        #: How many slots may be handed on early (``fal.queue_ahead``); 0 makes ``limit``
+        #: a hard cap on requests submitted and not finished.
+        self.ahead = ahead
+        #: Slots handed on early whose request has not completed yet. Capped at ``ahead``,
+        #: so at most ``limit + ahead`` requests are ever at the upscaler, even if they hang.
+        self.lent = 0
+        self._changed: asyncio.Condition | None = None
+
+    def try_lend(self) -> bool:
+        if self.lent >= self.ahead:
+            return False
+        self.lent += 1
+        return True
+
+    def returned(self) -> None:
+        self.lent -= 1
+
+    def _condition(self) -> asyncio.Condition:
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    async def acquire(self, owner: int | None = None) -> None:
+        """Take a slot; ``owner`` (a job id) matters to slots shared between daemons."""
+        changed = self._condition()
+        async with changed:
+            await changed.wait_for(lambda: self.used < self.limit)
+            self.used += 1
+
+    async def release(self, owner: int | None = None) -> None:
+        changed = self._condition()
+        async with changed:
+            self.used -= 1
+            changed.notify_all()
+
+    async def __aenter__(self) -> Slots:
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.release()
+
+    async def resize(self, limit: int) -> None:
+        changed = self._condition()
+        async with changed:
+            self.limit = limit
+            changed.notify_all()
+
+
+class Backend(Protocol):
+    name: str
+    slots: Slots
+
+    async def upscale(self, request: UpscaleRequest) -> list[ResultImage]:
+        """Upscale one image. Raise errors from crystal_watchd.errors; never retry on your own
+        beyond what keeps a single request alive (the worker owns backoff)."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,444 @@
+"""Crystal Upscaler through fal's queue, with fal-client's AsyncClient.
+
+Money rules this module keeps:
+- The request id is handed to the journal (``on_submitted``) before any waiting, so a crash
+  or a shutdown resumes the same request instead of paying for a second one.
+- A poll, result fetch or download that fails is retried on the *same* request; only a
+  request that fal says failed, or no longer has (404, expired), is submitted again, and the
+  log says that this is a second charge.
+- The key never leaves this module except inside the Authorization header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from PIL import Image
+
+from .. import logs
+from ..config import FalConfig
+from ..errors import AccountError, ConfigError, JobError, PermanentJobError, RetryableError
+from ..formats import PHONE_FORMATS
+from .base import ResultImage, Slots, UpscaleRequest
+
+log = logs.get(__name__)
+
+#: Inputs up to this size go inline as a data URI under ``upload: auto``; larger ones go
+#: through fal storage (fal recommends data URIs only for small files).
+DATA_URI_LIMIT = 256 * 1024
+#: Status poll intervals (seconds). While a request runs we poll every POLL_IN_PROGRESS,
+#: and every POLL_FINE once it nears the usual run time, so a finished request is noticed
+#: within a few hundredths of a second without polling fast all the time.
+POLL_IN_PROGRESS = 0.1
+POLL_FINE = 0.02
+POLL_IN_QUEUE = 0.25
+#: How long before a running request is expected to finish its slot goes to the next one.
+HANDOVER_LEAD = 0.15
+#: Formats fal accepts as they are; anything else is re-encoded as PNG before upload.
+_ACCEPTED = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
+#: Pause after 401/403 before trying the account again (SIGHUP resumes sooner).
+ACCOUNT_PAUSE = 600.0
+#: Transient errors of one call retried in place before the worker's backoff takes over.
+IN_PLACE_RETRIES = 6
+#: fal error types that say the input itself is the problem.
+_PERMANENT_TYPES = {"image_load_error", "image_too_large", "image_too_small",
+                    "file_download_error", "unsupported_image_format", "value_error",
+                    "greater_than_equal", "less_than_equal", "content_policy_violation"}
+
+
+def read_key(cfg: FalConfig, environ: dict[str, str] | None = None) -> str:
+    """The fal key: ``fal.key_file``, a systemd credential, FAL_KEY, or FAL_KEY_ID:SECRET."""
+    env = os.environ if environ is None else environ
+    candidates: list[Path] = []
+    if cfg.key_file is not None:
+        candidates.append(cfg.key_file)
+    elif env.get("CREDENTIALS_DIRECTORY"):
+        candidates.append(Path(env["CREDENTIALS_DIRECTORY"]) / "fal-key")
+    for path in candidates:
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            if cfg.key_file is not None:
+                raise ConfigError(f"fal.key_file {path} does not exist") from None
+            continue
+        except OSError as exc:
+            raise ConfigError(f"fal.key_file {path} cannot be read: {exc.strerror}") from None
+        if key:
+            return key
+        raise ConfigError(f"fal key file {path} is empty")
+    if env.get("FAL_KEY"):
+        return env["FAL_KEY"].strip()
+    if env.get("FAL_KEY_ID") and env.get("FAL_KEY_SECRET"):
+        return f"{env['FAL_KEY_ID'].strip()}:{env['FAL_KEY_SECRET'].strip()}"
+    raise ConfigError(
+        "backend 'fal' needs a fal API key: set FAL_KEY (or FAL_KEY_ID and FAL_KEY_SECRET) in "
+        "the environment, or fal.key_file in the config (under systemd: LoadCredential=fal-key:"
+        "…); to try the daemon offline, use --backend local")
+
+
+def _plain_detail(detail: Any) -> str:
+    """fal's ``detail`` (text, or a list of {loc, msg, type}) in plain words."""
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                loc = ".".join(str(x) for x in item.get("loc", []) if x != "body")
+                msg = item.get("msg") or item.get("type") or "invalid"
+                parts.append(f"{loc}: {msg}" if loc else str(msg))
+            else:
+                parts.append(str(item))
+        return "; ".join(parts) or "rejected"
+    return str(detail)
+
+
+def _retry_after(headers: dict[str, str] | httpx.Headers | None) -> float | None:
+    value = (headers or {}).get("retry-after") or (headers or {}).get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+class RunTime:
+    """A running estimate of how long requests stay IN_PROGRESS, to poll finely only when
+    one is likely to finish."""
+
+    def __init__(self) -> None:
+        self.estimate: float | None = None
+
+    def observe(self, seconds: float) -> None:
+        self.estimate = seconds if self.estimate is None else 0.8 * self.estimate + 0.2 * seconds
+
+    def nearly_done(self, running_for: float) -> bool:
+        return self.estimate is not None and running_for >= self.estimate - HANDOVER_LEAD
+
+    def poll_delay(self, running_for: float) -> float:
+        if self.estimate is None:
+            return POLL_IN_PROGRESS
+        soon = 0.85 * self.estimate
+        if running_for < soon:
+            return max(POLL_FINE, min(POLL_IN_QUEUE, soon - running_for))
+        return POLL_FINE if running_for < 1.5 * self.estimate + 1 else POLL_IN_PROGRESS
+
+
+class _Gone(Exception):
+    """fal no longer has this request (404 / expired result)."""
+
+
+class FalBackend:
+    name = "fal"
+
+    def __init__(self, cfg: FalConfig, slots: Slots | None = None,
+                 environ: dict[str, str] | None = None):
+        self.cfg = cfg
+        self.slots = slots or Slots(2)
+        self._runtime = RunTime()
+        key = read_key(cfg, environ)
+        logs.register_secret(key)
+        import fal_client  # imported late: it reads FAL_*_HOST when imported
+
+        self._fal = fal_client
+        self._client = fal_client.AsyncClient(key=key, default_timeout=min(cfg.timeout, 120))
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(60, connect=15),
+                                       follow_redirects=True)
+
+    def __repr__(self) -> str:
+        return f"FalBackend(endpoint={self.cfg.endpoint!r}, key=***)"
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- the job -------------------------------------------------------------------------
+
+    async def upscale(self, request: UpscaleRequest) -> list[ResultImage]:
+        bound = log.bind(job_id=request.job_id)
+        # Upload outside a slot: it is our work, not the upscaler's.
+        image_url = None if request.request_id else await self._input_url(request)
+        request_id = request.request_id
+        for attempt in (1, 2):
+            try:
+                handle = await self._run(request, request_id, image_url, bound)
+                # The slot is free again: download while the next request runs.
+                result = await self._retrying("result",
+                                              lambda h=handle: h.get(interval=POLL_FINE))
+                return await self._download_all(result, request, handle.request_id, bound)
+            except _Gone:
+                if attempt == 2:
+                    raise RetryableError("fal lost the request twice", kind="gone") from None
+                await request.on_forgotten()
+                bound.warning("fal_request_gone", request_id=request_id,
+                              note="fal no longer has this request; submitting again is a "
+                                   "second charge")
+                request_id = None
+                image_url = image_url or await self._input_url(request)
+            except _Failed as exc:
+                await request.on_forgotten()  # fal says it failed: the next attempt submits anew
+                raise exc.error from None
+        raise AssertionError("unreachable")
+
+    async def _run(self, request: UpscaleRequest, request_id: str | None, image_url: str | None,
+                   bound) -> Any:
+        """Hold a slot from submit (or resume) until the request has completed.
+
+        By default ``concurrency`` is a hard cap: the slot is freed only once fal reports
+        the request finished. With ``fal.queue_ahead`` the slot is handed on HANDOVER_LEAD
+        seconds before the request is expected to finish (at most ``queue_ahead`` at once),
+        so the next request already waits in fal's queue when a runner frees: useful when
+        ``concurrency`` is the account's own limit, where fal queues the extra request
+        without running it, and waiting costs nothing (fal bills output megapixels).
+        """
+        await self.slots.acquire(request.job_id)
+        held, lent = True, False
+
+        async def hand_over() -> None:
+            nonlocal held, lent
+            if held and self.slots.try_lend():
+                held, lent = False, True
+                await self.slots.release(request.job_id)
+
+        try:
+            if request_id:
+                bound.info("fal_request_resumed", request_id=request_id)
+            else:
+                assert image_url is not None
+                request_id = await self._submit(request, image_url, bound)
+            handle = await self._client.get_handle(self.cfg.endpoint, request_id)
+            await self._wait(handle, time.monotonic() + self.cfg.timeout, bound, hand_over)
+            return handle
+        finally:
+            if held:
+                await self.slots.release(request.job_id)
+            if lent:
+                self.slots.returned()
+
+    async def _retrying(self, what: str, make: Callable[[], Awaitable[Any]]) -> Any:
+        """One call, retried in place on transient errors. Polls, result fetches and
+        downloads keep their request id, so a flaky network costs time, never money."""
+        for attempt in range(IN_PLACE_RETRIES):
+            try:
+                return await self._call(what, make())
+            except RetryableError as exc:
+                if attempt == IN_PLACE_RETRIES - 1:
+                    raise
+                delay = max(exc.delay or 0.0, min(0.2 * 2 ** attempt, 5.0))
+                log.debug("fal_call_retry", call=what, error=exc.reason, retry_in=delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _call(self, what: str, coro: Awaitable[Any]) -> Any:
+        """Run one fal-client call, turning its errors into ours."""
+        try:
+            return await coro
+        except self._fal.FalClientHTTPError as exc:
+            raise self._classify(what, exc.status_code, exc.message, exc.error_type,
+                                 exc.response_headers) from None
+        except httpx.TimeoutException as exc:
+            raise RetryableError(f"fal {what} timed out ({type(exc).__name__})",
+                                 kind="network") from None
+        except httpx.TransportError as exc:
+            raise RetryableError(f"fal {what} failed: network error ({type(exc).__name__})",
+                                 kind="network") from None
+        except (ValueError, KeyError) as exc:  # malformed JSON or an unknown status
+            raise RetryableError(f"fal {what} answered something unexpected: {exc}",
+                                 kind="protocol") from None
+
+    def _classify(self, what: str, status: int, detail: Any, error_type: str | None,
+                  headers: dict[str, str] | None) -> JobError | _Gone:
+        text = _plain_detail(detail)
+        if status in (401, 403):
+            return AccountError(f"fal refused the account ({status}): {text}",
+                                kind="account", delay=ACCOUNT_PAUSE)
+        if status == 404 and what in ("status", "result"):
+            return _Gone()
+        if status == 422:
+            return PermanentJobError(f"fal rejected the input: {text}", kind="rejected")
+        if status in (408, 409, 429) or status >= 500 or (status == 400 and what == "result"):
+            return RetryableError(f"fal {what} returned {status}: {text}",
+                                  kind=error_type or f"http_{status}", delay=_retry_after(headers))
+        return PermanentJobError(f"fal {what} returned {status}: {text}",
+                                 kind=error_type or f"http_{status}")
+
+    async def _input_url(self, request: UpscaleRequest) -> str:
+        source = request.source
+        if source.format in _ACCEPTED and not source.reoriented and source.frames == 1:
+            data, mime = request.data, _ACCEPTED[source.format]
+        elif source.format in PHONE_FORMATS and request.result_format == "JPEG":
+            # HEIC/AVIF whose result is a JPEG anyway: a JPEG upload is a fraction of a PNG.
+            assert source.image is not None
+            data, mime = await asyncio.to_thread(_jpeg_bytes, source.image), "image/jpeg"
+        else:  # upright pixels fal can read: rotated, TIFF/BMP, HEIC/AVIF, animated (first frame)
+            assert source.image is not None
+            buffer = io.BytesIO()
+            await asyncio.to_thread(source.image.save, buffer, "PNG")
+            data, mime = buffer.getvalue(), "image/png"
+        source.drop_pixels()
+        mode = self.cfg.upload
+        if mode == "data-uri" or (mode == "auto" and len(data) <= DATA_URI_LIMIT):
+            return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+        reencoded = {"image/png": ".png", "image/jpeg": ".jpg"}.get(mime)
+        keep_suffix = data is request.data
+        name = Path(request.source_name).stem + (Path(request.source_name).suffix if keep_suffix
+                                                 else reencoded or "")
+        return await self._retrying("upload", lambda: self._client.upload(data, mime,
+                                                                           file_name=name))
+
+    async def _submit(self, request: UpscaleRequest, image_url: str, bound) -> str:
+        arguments = {"image_url": image_url,
+                     "scale_factor": request.plan.scale,
+                     "creativity": request.creativity,
+                     "output_format": "png"}  # lossless; converted locally to the folder's format
+        # A 429 or 5xx on submit means fal did not take the request (and 5xx are not billed),
+        # so submitting again is safe.
+        handle = await self._retrying("submit",
+                                      lambda: self._client.submit(self.cfg.endpoint, arguments))
+        await request.on_submitted(handle.request_id)
+        bound.info("fal_request_submitted", request_id=handle.request_id,
+                   scale_factor=request.plan.scale, creativity=request.creativity,
+                   output=f"{request.plan.width}x{request.plan.height}")
+        return handle.request_id
+
+    async def _wait(self, handle: Any, deadline: float, bound,
+                    nearly_done: Callable[[], Awaitable[None]]) -> None:
+        """Poll until COMPLETED; raise _Failed if fal reports the run failed. Calls
+        ``nearly_done`` once the request is expected to finish within HANDOVER_LEAD."""
+        request_id = handle.request_id
+        seen_logs = 0
+        waiting_since = time.monotonic()
+        running_since: float | None = None
+        last_queued: float | None = None
+        while True:
+            if time.monotonic() > deadline:
+                await self._cancel_after_timeout(handle, request_id, bound)
+            status = await self._retrying("status", lambda: handle.status(with_logs=True))
+            now = time.monotonic()
+            logs_now = getattr(status, "logs", None) or []
+            for entry in logs_now[seen_logs:]:
+                bound.debug("fal_log", request_id=request_id,
+                            message=str(entry.get("message", entry))[:500])
+            seen_logs = max(seen_logs, len(logs_now))
+            if isinstance(status, self._fal.Completed):
+                if running_since is not None:
+                    self._runtime.observe(now - running_since)
+                if status.error:
+                    raise _Failed(self._app_error(status.error, status.error_type))
+                return
+            if isinstance(status, self._fal.Queued):
+                last_queued = now
+                # A request handed a slot early usually starts within the lead: watch
+                # closely then, so its start (and so its expected end) is known precisely.
+                await asyncio.sleep(POLL_FINE if now - waiting_since < 2 * HANDOVER_LEAD
+                                    else POLL_IN_QUEUE)
+                continue
+            if running_since is None:
+                running_since = now if last_queued is None else (last_queued + now) / 2
+            if self._runtime.nearly_done(now - running_since):
+                await nearly_done()
+            await asyncio.sleep(self._runtime.poll_delay(now - running_since))
+
+    def _app_error(self, error: str, error_type: str | None) -> JobError:
+        if error_type and (error_type in _PERMANENT_TYPES or "validation" in error_type):
+            return PermanentJobError(f"fal could not process the image: {error}", kind=error_type)
+        return RetryableError(f"fal reported a failure: {error}", kind=error_type or "app_error")
+
+    async def _cancel_after_timeout(self, handle: Any, request_id: str, bound) -> None:
+        try:
+            await self._retrying("cancel", handle.cancel)
+        except PermanentJobError:
+            return  # 400 ALREADY_COMPLETED: the result is ready, fetch it instead
+        except JobError:
+            pass
+        bound.warning("fal_request_timed_out", request_id=request_id, timeout=self.cfg.timeout)
+        raise _Failed(RetryableError(f"no result within fal.timeout ({self.cfg.timeout:g}s); "
+                                     "the request was cancelled", kind="timeout"))
+
+    # -- results ---------------------------------------------------------------------------
+
+    async def _download_all(self, result: dict[str, Any], request: UpscaleRequest,
+                            request_id: str, bound) -> list[ResultImage]:
+        images = result.get("images") if isinstance(result, dict) else None
+        if not images and isinstance(result, dict) and result.get("image"):
+            images = [result["image"]]
+        if not images:
+            raise RetryableError(f"fal returned no images: {json.dumps(result)[:200]}",
+                                 kind="protocol")
+        request.work_dir.mkdir(parents=True, exist_ok=True)
+        out = []
+        for i, item in enumerate(images):
+            url = item if isinstance(item, str) else item.get("url")
+            size = None if isinstance(item, str) else item.get("file_size")
+            if not url:
+                raise RetryableError("fal returned an image without a URL", kind="protocol")
+            target = request.work_dir / f"{request.job_id}-{i}.download"
+            await self._retrying("download",
+                                 lambda u=url, t=target, n=size: self._download(u, t, n))
+            out.append(ResultImage(path=target))
+        bound.info("fal_result_downloaded", request_id=request_id, images=len(out))
+        return out
+
+    async def _download(self, url: str, target: Path, expected: int | None) -> None:
+        """Stream ``url`` to ``target`` and prove it whole: status, length, and Pillow's
+        structural check (the writer then decodes every pixel)."""
+        received = 0
+        try:
+            async with self._http.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise RetryableError(f"download of the result returned {response.status_code}",
+                                         kind="download", delay=_retry_after(response.headers))
+                declared = response.headers.get("content-length")
+                with open(target, "wb") as fh:
+                    async for chunk in response.aiter_raw():
+                        fh.write(chunk)
+                        received += len(chunk)
+        except httpx.HTTPError as exc:
+            target.unlink(missing_ok=True)
+            raise RetryableError(f"download of the result broke off after {received} bytes "
+                                 f"({type(exc).__name__})", kind="download") from None
+        for wanted in (declared, expected):
+            if wanted is not None and str(wanted).isdigit() and int(wanted) != received:
+                target.unlink(missing_ok=True)
+                raise RetryableError(f"download of the result is incomplete ({received} of "
+                                     f"{wanted} bytes)", kind="download")
+        try:
+            await asyncio.to_thread(_verify_image, target)
+        except Exception as exc:  # noqa: BLE001 - any decode failure means a bad download
+            target.unlink(missing_ok=True)
+            raise RetryableError(f"the downloaded result does not decode: {exc}",
+                                 kind="download") from None
+
+
+class _Failed(Exception):
+    """fal finished the request without a result; ``error`` says what the worker should do."""
+
+    def __init__(self, error: JobError):
+        super().__init__(error.reason)
+        self.error = error
+
+
+def _jpeg_bytes(image: Image.Image) -> bytes:
+    """JPEG q95 without chroma subsampling, transparency flattened onto white."""
+    if image.mode in ("RGBA", "LA"):
+        background = Image.new("RGB", image.size, "white")
+        background.paste(image, mask=image.getchannel("A"))
+        image = background
+    elif image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=95, subsampling=0)
+    return buffer.getvalue()
+
+
+def _verify_image(path: Path) -> None:
+    """Structural check (headers, chunk checksums) without decoding every pixel; the
+    writer decodes it in full next, and any damage left fails the job there."""
+    with Image.open(path) as im:
+        im.verify()
+

@@ -1,0 +1,45 @@
+"""The optional daily spending limit (``budget.daily_usd``)."""
+
+from __future__ import annotations
+
+import time
+
+from . import logs
+from .journal import JournalBase as Journal
+
+log = logs.get(__name__)
+
+
+def local_midnight(now: float) -> float:
+    t = time.localtime(now)
+    return time.mktime((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0, 0, 0, -1))
+
+
+def next_midnight(now: float) -> float:
+    t = time.localtime(now)
+    return time.mktime((t.tm_year, t.tm_mon, t.tm_mday + 1, 0, 0, 0, 0, 0, -1))
+
+
+class Budget:
+    """Says whether today's spend has reached the limit, logging it once a day."""
+
+    def __init__(self) -> None:
+        self._noticed_day: str | None = None
+
+    def reset(self) -> None:
+        self._noticed_day = None
+
+    def reached(self, limit: float | None, now: float, journal: Journal) -> bool:
+        if limit is None:
+            return False
+        spent = journal.spent_since(local_midnight(now))
+        if spent < limit:
+            self._noticed_day = None
+            return False
+        day = time.strftime("%Y-%m-%d", time.localtime(now))
+        if self._noticed_day != day:
+            self._noticed_day = day
+            log.warning("budget_reached", spent_usd=round(spent, 4), daily_usd=limit,
+                        note="new submissions wait until tomorrow (or a reload); files stay "
+                             "queued; requests already paid for still finish")
+        return True

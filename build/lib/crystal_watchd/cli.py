@@ -1,0 +1,181 @@
+"""Command line: ``crystal-watchd run|once|check|status|retry|journal``. The only place that
+exits.
+
+Exit codes: 0 ok, 1 job failures (``once``) or a refused start, 2 usage, 78 config error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__, logs
+from . import config as config_mod
+from .config import mask_url
+from .errors import ConfigError, LockedError
+
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", "-c", type=Path, default=argparse.SUPPRESS,
+                        help="config file (default: $CRYSTAL_WATCHD_CONFIG, else "
+                             "~/.config/crystal-watchd/config.yaml, or /etc/crystal-watchd/"
+                             "config.yaml as root)")
+    parser = argparse.ArgumentParser(prog="crystal-watchd", parents=[common],
+                                     description="Watch inbox folders and upscale every new "
+                                                 "image with Crystal Upscaler.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    backend = argparse.ArgumentParser(add_help=False)
+    backend.add_argument("--backend", choices=config_mod.BACKENDS,
+                         help="override the config's backend (local works offline, no key)")
+    sub.add_parser("run", parents=[common, backend],
+                   help="watch and process until stopped (SIGTERM/SIGINT)")
+    sub.add_parser("once", parents=[common, backend],
+                   help="process what is in the inboxes now, then exit (1 if any file failed)")
+    sub.add_parser("check", parents=[common], help="validate the config and print the "
+                                                   "effective settings per folder")
+    status = sub.add_parser("status", parents=[common], help="queue, failures and spend, "
+                                                              "from the journal")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    retry = sub.add_parser("retry", parents=[common],
+                           help="put failed files (all, or the ones named) back in the queue")
+    retry.add_argument("paths", nargs="*", metavar="PATH")
+    journal = sub.add_parser("journal", parents=[common],
+                             help="move jobs between the SQLite journal and PostgreSQL")
+    moves = journal.add_subparsers(dest="journal_command", required=True, metavar="ACTION")
+    export = moves.add_parser("export", parents=[common],
+                              help="write every job of the configured journal to a file")
+    export.add_argument("file", type=Path, help="JSON lines file to write ('-': stdout)")
+    imp = moves.add_parser("import", parents=[common],
+                           help="add the jobs of an export file to the configured journal")
+    imp.add_argument("file", type=Path, help="JSON lines file from 'journal export'")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> config_mod.Config:
+    path = getattr(args, "config", None) or config_mod.default_config_path()
+    config = config_mod.load(path)
+    return config.with_backend(getattr(args, "backend", None))
+
+
+def _progress_bar() -> object:
+    def show(done: int, total: int) -> None:
+        width = 30
+        filled = int(width * done / total) if total else width
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        sys.stderr.flush()
+    return show
+
+
+def main(argv: list[str] | None = None) -> int:
+    # File names need not be valid UTF-8; never let printing one crash a command.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0) and EXIT_USAGE
+    try:
+        config = _load(args)
+    except ConfigError as exc:
+        print("crystal-watchd: configuration error:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    if args.command == "check":
+        print(json.dumps(config.describe(), indent=2))
+        from .formats import extension_warnings
+
+        for line in extension_warnings(config.folders):
+            print(f"crystal-watchd: warning: {config.path}: {line}", file=sys.stderr)
+        print(f"config OK: {config.path} ({len(config.folders)} folder(s))", file=sys.stderr)
+        return _check_journal(config)
+
+    from . import status as status_mod
+    from .journal import JournalUnavailable
+    from .service import journal_path
+
+    try:
+        if args.command == "journal":
+            return _move_jobs(args, config)
+        return _command(args, config, status_mod, journal_path)
+    except JournalUnavailable as exc:
+        print(f"crystal-watchd: {exc}", file=sys.stderr)
+        return EXIT_FAILURES
+
+
+def _move_jobs(args: argparse.Namespace, config: config_mod.Config) -> int:
+    from .journal.transfer import export_file, import_file
+
+    try:
+        if args.journal_command == "export":
+            count = export_file(config, args.file)
+            print(f"exported {count} job(s)", file=sys.stderr)
+        else:
+            imported, skipped = import_file(config, args.file)
+            print(f"imported {imported} job(s), skipped {skipped} already there",
+                  file=sys.stderr)
+    except (ValueError, OSError) as exc:
+        print(f"crystal-watchd: {exc}", file=sys.stderr)
+        return EXIT_FAILURES
+    return EXIT_OK
+
+
+def _check_journal(config: config_mod.Config) -> int:
+    """``check`` with a shared journal: can we reach and migrate it, and do the daemons on
+    it treat the same folders the same way?"""
+    if not config.journal:
+        return EXIT_OK
+    from .journal import JournalUnavailable, open_journal
+    from .shared import disagreements
+
+    try:
+        journal = open_journal(config)
+    except JournalUnavailable as exc:
+        print(f"crystal-watchd: journal: {exc}", file=sys.stderr)
+        return EXIT_FAILURES
+    try:
+        problems = disagreements(config, journal)
+    finally:
+        journal.close()
+    for line in problems:
+        print(f"warning: {line}", file=sys.stderr)
+    print(f"journal OK: {mask_url(config.journal)}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _command(args, config, status_mod, journal_path) -> int:
+    if args.command == "status":
+        report = status_mod.collect(config, journal_path(config))
+        print(json.dumps(report, indent=2) if args.json else status_mod.render(report))
+        return EXIT_OK
+    if args.command == "retry":
+        for line in status_mod.retry(config, journal_path(config), args.paths):
+            print(f"retrying {line}")
+        return EXIT_OK
+
+    logs.configure(config.log.format, config.log.level)
+    from .service import run_service
+
+    once = args.command == "once"
+    progress = _progress_bar() if once and sys.stderr.isatty() else None
+    try:
+        code = run_service(config, once=once, progress=progress)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"crystal-watchd: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except LockedError as exc:
+        print(f"crystal-watchd: {exc}", file=sys.stderr)
+        return EXIT_FAILURES
+    if progress is not None:
+        sys.stderr.write("\n")
+    return code

@@ -1,0 +1,103 @@
+"""One error tree, branched by what the caller does with it.
+
+    CrystalWatchdError
+    ├── ConfigError            the settings cannot be used: report every problem, exit 78
+    ├── LockedError            another daemon holds the journal: refuse to start
+    └── JobError               something went wrong with one job
+        ├── RetryableError     try the same job again later (carries its delay)
+        │   └── OutputBlockedError   the outbox cannot take the file right now
+        ├── PermanentJobError  this job can never succeed: fail it, keep the original
+        └── AccountError       the backend account refuses all work: pause everything
+
+The worker decides what happens; backends and helpers only raise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class CrystalWatchdError(Exception):
+    """Base of every error the daemon raises on purpose."""
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong in a config file, located as precisely as the YAML allows."""
+
+    file: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        key = f" {self.key}:" if self.key else ""
+        return f"{where}:{key} {self.message}"
+
+
+class ConfigError(CrystalWatchdError):
+    """The configuration cannot be used. Carries every problem found, not just the first."""
+
+    exit_code = 78  # EX_CONFIG from sysexits.h; systemd units stop restarting on it
+
+    def __init__(self, problems: list[ConfigProblem] | ConfigProblem | str):
+        if isinstance(problems, str):
+            problems = [ConfigProblem(file="", line=None, key="", message=problems)]
+        elif isinstance(problems, ConfigProblem):
+            problems = [problems]
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class LockedError(CrystalWatchdError):
+    """Another crystal-watchd process already owns this state directory."""
+
+
+class JobError(CrystalWatchdError):
+    """Something went wrong while processing one job."""
+
+    #: Short, stable, machine-readable kind, e.g. ``not_an_image``; lands in the journal.
+    kind: str = "error"
+
+    def __init__(self, reason: str, *, kind: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        if kind is not None:
+            self.kind = kind
+
+
+class RetryableError(JobError):
+    """A transient failure: the same job may succeed later.
+
+    ``delay`` is a lower bound on the wait the server asked for (Retry-After), if any;
+    the worker's backoff applies on top of it.
+    """
+
+    kind = "transient"
+
+    def __init__(self, reason: str, *, kind: str | None = None, delay: float | None = None):
+        super().__init__(reason, kind=kind)
+        self.delay = delay
+
+
+class OutputBlockedError(RetryableError):
+    """The outbox is full, read-only or missing; the job waits, the original stays."""
+
+    kind = "output_blocked"
+
+
+class PermanentJobError(JobError):
+    """The job cannot succeed as it is (bad image, rejected input): fail it with a reason."""
+
+    kind = "permanent"
+
+
+class AccountError(JobError):
+    """The backend refuses the account (bad key, locked, no balance): pause every submission."""
+
+    kind = "account"
+
+    def __init__(self, reason: str, *, kind: str | None = None, delay: float | None = None):
+        super().__init__(reason, kind=kind)
+        self.delay = delay

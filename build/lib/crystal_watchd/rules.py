@@ -1,0 +1,118 @@
+"""Which files in an inbox are images to process, and which folders are never entered.
+
+Three layers, cheapest first: hidden and temporary names (``.`` / ``~``: rsync, Syncthing,
+Nextcloud, macOS, Office), the extension allowlist (``*.part``, ``*.crdownload``,
+``*.!sync`` …), and pruned directories (NAS thumbnails, sync-tool metadata, trash), plus the
+folder's own outbox/done/failed dirs and its ``ignore`` globs. Pruned directories are never
+watched or listed: on NAS trees every ``@eaDir`` would cost an inotify watch.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from .config import FolderConfig
+
+PRUNED_DIRS = frozenset({
+    "@eaDir", "#recycle", "#snapshot",            # Synology
+    ".@__thumb", "@Recycle", "@Recently-Snapshot",  # QNAP
+    ".stfolder", ".stversions",                   # Syncthing
+    ".sync", ".SyncArchive",                      # Resilio
+    ".dropbox.cache",                             # Dropbox
+    ".Trashes", ".Spotlight-V100", ".fseventsd", ".TemporaryItems", "__MACOSX",  # macOS
+    "$RECYCLE.BIN", "System Volume Information",  # Windows
+})
+
+
+class Rules:
+    """The ignore rules of one folder. Pure: only ``scan`` touches the disk."""
+
+    def __init__(self, folder: FolderConfig):
+        self.folder = folder
+        self.root = folder.inbox
+        self._extensions = frozenset(e.lower() for e in folder.extensions)
+        self._excluded = tuple(folder.excluded_dirs())
+
+    def rel(self, path: Path) -> str | None:
+        """``path`` relative to the inbox, or None if it is outside (or the inbox itself)."""
+        try:
+            rel = path.relative_to(self.root)
+        except ValueError:
+            return None
+        return rel.as_posix() if rel.parts else None
+
+    def _glob_ignored(self, rel: str, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, g) or fnmatch.fnmatchcase(rel, g)
+                   for g in self.folder.ignore)
+
+    def wants_dir(self, path: Path) -> bool:
+        """Whether a directory (the inbox or below it) is watched and scanned."""
+        if path == self.root:
+            return True
+        rel = self.rel(path)
+        if rel is None or not self.folder.recursive:
+            return False
+        parts = rel.split("/")
+        if any(p in PRUNED_DIRS or p.startswith((".", "~")) for p in parts):
+            return False
+        if any(path == d or d in path.parents for d in self._excluded):
+            return False
+        return not self._glob_ignored(rel, parts[-1])
+
+    def wants_file(self, path: Path) -> bool:
+        """Whether a file name could be an image to process (name only, no disk access)."""
+        name = path.name
+        if name.startswith((".", "~")):
+            return False
+        if path.suffix.lower().lstrip(".") not in self._extensions:
+            return False
+        if not self.wants_dir(path.parent):
+            return False
+        rel = self.rel(path)
+        return rel is not None and not self._glob_ignored(rel, name)
+
+    def scan(self, start: Path | None = None) -> Iterator[tuple[Path, os.stat_result]]:
+        """Every wanted regular file below ``start`` (default: the inbox), with its stat.
+
+        Symbolic links are never followed: a link could lead out of the inbox, or make one
+        image two jobs. Unreadable directories are skipped (the next scan tries again).
+        """
+        stack = [start or self.root]
+        while stack:
+            directory = stack.pop()
+            try:
+                entries = list(os.scandir(directory))
+            except OSError:
+                continue
+            for entry in entries:
+                path = Path(entry.path)
+                try:
+                    if entry.is_symlink():
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        if self.wants_dir(path):
+                            stack.append(path)
+                    elif entry.is_file(follow_symlinks=False) and self.wants_file(path):
+                        yield path, entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+
+    def dirs(self) -> Iterator[Path]:
+        """The inbox and every directory below it that is watched."""
+        yield self.root
+        if not self.folder.recursive:
+            return
+        stack = [self.root]
+        while stack:
+            try:
+                entries = list(os.scandir(stack.pop()))
+            except OSError:
+                continue
+            for entry in entries:
+                path = Path(entry.path)
+                if entry.is_dir(follow_symlinks=False) and self.wants_dir(path):
+                    yield path
+                    stack.append(path)

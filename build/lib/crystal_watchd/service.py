@@ -1,0 +1,544 @@
+"""Wires the daemon together: lock, journal, watchers, settling, workers, signals, shutdown.
+
+    watchdog threads ─► _on_event ─► Settler ─► _intake (hash) ─► Journal (queued)
+    scans (start, periodic, overflow) ─┘                                   │
+    _dispatch ◄─ wake ─────────────────────────────────────────────────────┘
+        └─► Worker.process (≤ concurrency at once) ─► Journal (done / failed / retry)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent
+
+from . import backends, logs
+from . import config as config_mod
+from .backends.base import Backend
+from .budget import Budget, next_midnight
+from .config import Config, FolderConfig
+from .errors import AccountError, ConfigError
+from .jobs import JobState
+from .journal import describe as describe_journal
+from .journal import journal_file, open_journal
+from .lock import StateLock
+from .rules import Rules
+from .settle import Settler
+from .shared import SharedSlots, keep_alive, register
+from .systemd import Notifier
+from .watcher import FolderWatcher, OverflowHook
+from .worker import Hooks, Worker, sha256_file
+
+log = logs.get(__name__)
+HASH_PARALLELISM = 4
+AVAILABILITY_CHECK = 2.0  # seconds between checks that every inbox is still there
+STATUS_MIN_INTERVAL = 2.0
+PREPARE_AHEAD = 3
+DISPATCH_POLL = 2.0  # seconds; the longest the dispatcher sleeps without looking at the queue
+BUDGET_RECHECK = 60.0  # seconds before new submissions try the spent budget again
+
+
+def journal_path(config: Config) -> Path:
+    return journal_file(config)
+
+
+class Service:
+    def __init__(self, config: Config, *, once: bool = False, notifier: Notifier | None = None,
+                 backend_factory: Callable[[Config], Backend] = backends.create,
+                 progress: Callable[[int, int], None] | None = None):
+        self.config = config
+        self.once = once
+        self.notifier = notifier or Notifier()
+        self._backend_factory = backend_factory
+        self._progress = progress
+        self._rules = {f.name: Rules(f) for f in config.folders}
+        self._watchers: dict[str, FolderWatcher] = {}
+        self._unavailable: set[str] = set()
+        self._inflight: dict[int, asyncio.Task] = {}
+        self._intake_tasks: set[asyncio.Task] = set()
+        self._unreadable: set[tuple[Path, int, int]] = set()
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._paused_until = 0.0
+        self._failed_this_run = 0
+        self._done_this_run = 0
+        self._last_status = 0.0
+        self._status_pending = False
+        self._scans_pending = 0
+        self._budget = Budget()
+        #: A worker found no budget left to reserve: dispatch only paid work until then.
+        self._budget_full_until = 0.0
+        #: ``once`` gave up waiting: the account is refused or the budget is spent.
+        self._stalled = False
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        lock = StateLock(self.config.state_dir)
+        lock.acquire()
+        try:
+            self.journal = open_journal(self.config)
+        except BaseException:
+            lock.release()
+            raise
+        self.identity = register(self.journal, self.config)
+        self.backend = self._backend_factory(self.config)
+        if self.journal.shared and self.backend.name != "local":
+            # Requests at the upscaler are counted over every daemon on the journal.
+            self.backend.slots = SharedSlots(self.journal, self.config.concurrency)
+        self.worker = Worker(self.config, self.journal, self.backend,
+                             Hooks(retouch=self._retouch, account_error=self._account_error,
+                                   budget_full=self._budget_full))
+        self._hash_limit = asyncio.Semaphore(HASH_PARALLELISM)
+        self.settler = Settler(self._on_stable)
+        overflow = OverflowHook(loop, self.rescan_all)
+        tasks: list[asyncio.Task] = []
+        try:
+            recovered = self.journal.recover()
+            if recovered:
+                log.info("jobs_recovered", count=recovered, note="interrupted jobs resume")
+            if not self.once:
+                overflow.install()
+                self._install_signals(loop)
+            for folder in self.config.folders:
+                _create_dirs(folder)
+                self._start_folder(folder)
+            tasks = [asyncio.create_task(self.settler.run(), name="settle"),
+                     asyncio.create_task(self._dispatch(), name="dispatch"),
+                     asyncio.create_task(keep_alive(self.journal, lambda: self.config),
+                                         name="heartbeat")]
+            if not self.once:
+                tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+                if self.notifier.watchdog_interval:
+                    tasks.append(asyncio.create_task(self._watchdog_pings(), name="watchdog"))
+            self.notifier.ready(self._status_text())
+            log.info("daemon_ready", folders=[f.name for f in self.config.folders],
+                     backend=self.backend.name, concurrency=self.config.concurrency,
+                     mode="once" if self.once else "run", daemon_id=self.identity.id,
+                     journal=describe_journal(self.config))
+            if self.once:
+                await self._until_idle()
+            else:
+                await self._stop.wait()
+            await self._shutdown(tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            overflow.uninstall()
+            for watcher in self._watchers.values():
+                watcher.stop()
+            await self.backend.aclose()
+            try:
+                self.journal.unregister_daemon()
+            finally:
+                self.journal.close()
+            lock.release()
+        log.info("daemon_stopped", done=self._done_this_run, failed=self._failed_this_run)
+        return 1 if self.once and (self._failed_this_run or self._stalled) else 0
+
+    def request_stop(self, *, immediately: bool = False) -> None:
+        if self._stopping and immediately:
+            log.warning("shutdown_forced")
+            for task in self._inflight.values():
+                task.cancel()
+            return
+        if not self._stopping:
+            log.info("shutdown_requested", in_flight=len(self._inflight),
+                     grace_seconds=self.config.shutdown_grace)
+        self._stopping = True
+        self._stop.set()
+        self._wake.set()
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        # A second Ctrl-C stops at once instead of waiting for the grace period.
+        loop.add_signal_handler(signal.SIGINT, lambda: self.request_stop(immediately=True))
+
+    async def _shutdown(self, tasks: list[asyncio.Task]) -> None:
+        self._stopping = True
+        self.notifier.stopping()
+        for watcher in self._watchers.values():
+            watcher.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in self._intake_tasks:
+            task.cancel()  # not journaled yet: the next start's scan finds these files again
+        if self._inflight:
+            log.info("waiting_for_jobs", in_flight=len(self._inflight),
+                     grace_seconds=self.config.shutdown_grace)
+            _, pending = await asyncio.wait(list(self._inflight.values()),
+                                            timeout=self.config.shutdown_grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*self._intake_tasks, return_exceptions=True)
+
+    async def _until_idle(self) -> None:
+        """``once``: return when every file found has been settled, journaled and finished."""
+        while not self._stop.is_set():
+            mine = [f.name for f in self.config.folders]
+            busy = (len(self.settler) or self._intake_tasks or self._inflight
+                    or self._scans_pending or self.journal.unfinished(mine))
+            if self._progress is not None:  # this run's files only
+                finished = self._done_this_run + self._failed_this_run
+                self._progress(finished, finished + self.journal.unfinished(mine)
+                               + len(self.settler))
+            if not busy:
+                return
+            # Waiting out an account pause or tomorrow's budget is for ``run``, not ``once``.
+            blocked = time.time() < self._paused_until or self._over_budget(time.time())
+            if blocked and not self._inflight and not self._intake_tasks and not len(self.settler):
+                self._stalled = True
+                log.error("once_stopped_early", queued=self.journal.unfinished(mine),
+                          note="files stay queued in the journal for the next run")
+                return
+            try:
+                await asyncio.wait_for(self._stop.wait(), 0.2)
+            except asyncio.TimeoutError:
+                pass
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config. Added folders start, removed ones stop, changed
+        settings apply to jobs not started yet; in-flight work carries on. An invalid config
+        is logged and the running one kept. Also lifts an account or budget pause."""
+        if self._stopping:
+            return
+        self.notifier.reloading()
+        old = self.config
+        try:
+            new = config_mod.load(old.path).with_backend(old.backend)
+        except ConfigError as exc:
+            log.error("reload_failed", problems=[str(p) for p in exc.problems],
+                      note="keeping the running configuration")
+            self.notifier.ready(self._status_text())
+            return
+        fixed = [k for k in ("state_dir", "backend", "journal", "journal_password_file",
+                             "journal_lease") if getattr(new, k) != getattr(old, k)]
+        if fixed:
+            log.warning("reload_needs_restart", settings=fixed, note="kept as they were")
+            new = Config(**{**new.__dict__, **{k: getattr(old, k) for k in fixed}})
+        loop = asyncio.get_running_loop()
+        old_folders = {f.name: f for f in old.folders}
+        new_folders = {f.name: f for f in new.folders}
+        removed = [n for n in old_folders if n not in new_folders]
+        added = [n for n in new_folders if n not in old_folders]
+        changed = [n for n in new_folders if n in old_folders and new_folders[n] != old_folders[n]]
+        for name in removed + changed:
+            self._stop_folder(name)
+            self._unavailable.discard(name)
+        self.config = self.worker.config = new
+        if new.concurrency != old.concurrency:
+            loop.create_task(self.backend.slots.resize(new.concurrency))
+        self.backend.slots.ahead = new.fal.queue_ahead if self.backend.name == "fal" else 0
+        self._rules = {f.name: Rules(f) for f in new.folders}
+        if (new.log.format, new.log.level) != (old.log.format, old.log.level):
+            logs.configure(new.log.format, new.log.level)
+        for name in added + changed:
+            _create_dirs(new_folders[name])
+            self._start_folder(new_folders[name])
+        self._paused_until = 0.0
+        self._budget_full_until = 0.0
+        self._budget.reset()
+        log.info("config_reloaded", added=added, removed=removed, changed=changed)
+        self._wake.set()
+        self.notifier.ready(self._status_text())
+
+    # -- watching and intake -----------------------------------------------------------------
+
+    def _start_folder(self, folder: FolderConfig) -> None:
+        """Watch the folder (not in ``once``) and scan it for what is already there."""
+        if not self.once:
+            watcher = FolderWatcher(folder, self._rules[folder.name],
+                                    asyncio.get_running_loop(), self._on_event)
+            watcher.start()
+            self._watchers[folder.name] = watcher
+        self._scan(folder, folder.inbox)
+
+    def _stop_folder(self, name: str) -> None:
+        """Stop watching the folder and forget its unsettled files (its queued jobs stay)."""
+        watcher = self._watchers.pop(name, None)
+        if watcher is not None:
+            watcher.stop()
+        self.settler.forget_folder(name)
+
+    def _on_event(self, folder_name: str, event: FileSystemEvent) -> None:
+        """Every watchdog event arrives here, in the event loop."""
+        folder = self.config.folder(folder_name)
+        if folder is None or folder_name in self._unavailable or self._stopping:
+            return
+        rules, kind = self._rules[folder_name], event.event_type
+        src = Path(os.fsdecode(event.src_path))
+        dest = Path(os.fsdecode(event.dest_path)) if getattr(event, "dest_path", "") else None
+        if event.is_directory:
+            if kind == "deleted" and src == folder.inbox:
+                self._set_available(folder, False)
+            if kind in ("deleted", "moved") and folder_name in self._watchers:
+                self._watchers[folder_name].remove_dir(src)
+            new_dir = dest if kind == "moved" else src if kind == "created" else None
+            if new_dir is not None and new_dir != folder.inbox and rules.wants_dir(new_dir):
+                self._watchers[folder_name].add_dir(new_dir)
+                self._scan(folder, new_dir)
+            return
+        if kind in ("deleted", "moved"):
+            self.settler.forget(src)
+            if kind == "deleted" or dest is None:
+                return
+            src = dest
+        if rules.wants_file(src):
+            self._track(folder, src)
+
+    def _track(self, folder: FolderConfig, path: Path) -> None:
+        if self.settler.touch(folder.name, path, folder.settle):
+            log.debug("file_detected", folder=folder.name, file=str(path))
+
+    def _scan(self, folder: FolderConfig, start: Path) -> None:
+        """List ``start`` (in a thread) and track every file version not journaled yet."""
+        self._scans_pending += 1
+        known = self.journal.known_versions(folder.name)
+        rules = self._rules[folder.name]
+
+        def list_new() -> list[Path]:
+            return [path for path, st in rules.scan(start)
+                    if (str(path), st.st_size, st.st_mtime_ns) not in known]
+
+        async def scan() -> None:
+            try:
+                started = time.monotonic()
+                new = await asyncio.to_thread(list_new)
+                for path in new:
+                    self._track(folder, path)
+                log.info("folder_scanned", folder=folder.name, directory=str(start), new=len(new),
+                         known=len(known), seconds=round(time.monotonic() - started, 3))
+            finally:
+                self._scans_pending -= 1
+
+        self._spawn_intake(scan())
+
+    def rescan_all(self) -> None:
+        if self._stopping:
+            return
+        log.info("rescan_started", folders=len(self.config.folders))
+        for folder in self.config.folders:
+            if folder.name not in self._unavailable:
+                self._scan(folder, folder.inbox)
+
+    def _spawn_intake(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._intake_tasks.add(task)
+        task.add_done_callback(self._intake_tasks.discard)
+
+    def _retouch(self, folder_name: str, path: Path) -> None:
+        folder = self.config.folder(folder_name)
+        if folder is not None:
+            self._track(folder, path)
+
+    def _on_stable(self, folder_name: str, path: Path, st: os.stat_result) -> None:
+        if self.journal.is_known(folder_name, path, st.st_size, st.st_mtime_ns):
+            return
+        self._spawn_intake(self._intake(folder_name, path, st))
+
+    async def _intake(self, folder_name: str, path: Path, st: os.stat_result) -> None:
+        folder, rules = self.config.folder(folder_name), self._rules.get(folder_name)
+        if folder is None or rules is None:
+            return
+        version = (path, st.st_size, st.st_mtime_ns)
+        async with self._hash_limit:
+            try:
+                digest = await asyncio.to_thread(sha256_file, path)
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                if version not in self._unreadable:  # once per version, not every rescan
+                    self._unreadable.add(version)
+                    log.warning("file_unreadable", folder=folder_name, file=str(path),
+                                error=exc.strerror or str(exc))
+                return
+        try:
+            now = os.stat(path, follow_symlinks=False)
+        except OSError:
+            return
+        if (now.st_size, now.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+            self._track(folder, path)  # written to while we hashed: settle again
+            return
+        job = self.journal.enqueue(folder_name, path, rules.rel(path) or path.name, st.st_size,
+                                   st.st_mtime_ns, digest)
+        if job is not None:
+            log.info("file_queued", folder=folder_name, file=job.rel, job_id=job.id,
+                     size=job.size)
+            self._wake.set()
+            self._notify_status()
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    def _excluded_folders(self) -> set[str]:
+        configured = {f.name for f in self.config.folders}
+        return self._unavailable | (self.journal.queued_folders() - configured)
+
+    async def _dispatch(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            now = time.time()
+            # Up to three times `concurrency` jobs run at once: a third hold a slot at the
+            # upscaler, the others prepare or finish beside them (see backends.base.Slots).
+            free = self.config.concurrency * PREPARE_AHEAD - len(self._inflight)
+            paused = now < self._paused_until
+            excluded = self._excluded_folders()
+            over_budget = self._over_budget(now)
+            # Jobs of a dead daemon first, even when busy: they may hold the slots at the
+            # upscaler that our own jobs wait for.
+            orphans = [] if paused else self.journal.take_over(exclude_folders=excluded,
+                                                               limit=self.config.concurrency)
+            if (free > 0 and not paused) or orphans:
+                jobs = orphans + (self.journal.claim_ready(
+                    now, exclude_folders=excluded, limit=free, only_paid=over_budget)
+                    if free > 0 and not paused else [])
+                for job in jobs:
+                    task = asyncio.create_task(self.worker.process(job), name=f"job-{job.id}")
+                    self._inflight[job.id] = task
+                    task.add_done_callback(lambda t, job_id=job.id: self._job_finished(job_id, t))
+                if jobs:
+                    continue
+            timeout = None
+            wakeup = self.journal.next_wakeup(exclude_folders=excluded)
+            if wakeup is not None and free > 0:
+                timeout = max(0.05, (self._paused_until if paused else wakeup) - now)
+                if over_budget:
+                    timeout = max(0.05, min(timeout if wakeup > now else 60.0,
+                                            next_midnight(now) - now))
+            # Another process (``crystal-watchd retry``) may queue work: look again now and then.
+            timeout = min(timeout or DISPATCH_POLL, DISPATCH_POLL)
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+
+    def _over_budget(self, now: float) -> bool:
+        if self.backend.name == "local":
+            return False
+        if now < self._budget_full_until:
+            return True
+        return self._budget.reached(self.config.budget.daily_usd, now, self.journal)
+
+    def _job_finished(self, job_id: int, task: asyncio.Task) -> None:
+        self._inflight.pop(job_id, None)
+        if not task.cancelled() and task.exception() is None:
+            state = task.result()
+            if state == JobState.DONE:
+                self._done_this_run += 1
+            elif state == JobState.FAILED:
+                self._failed_this_run += 1
+        elif not task.cancelled():
+            log.error("job_task_crashed", job_id=job_id, error=repr(task.exception()))
+        self._wake.set()
+        self._notify_status()
+
+    def _budget_full(self) -> None:
+        now = time.time()
+        if now >= self._budget_full_until:
+            log.warning("budget_fully_reserved", daily_usd=self.config.budget.daily_usd,
+                        note="today's budget is spent or reserved by jobs in flight; new "
+                             "submissions wait; requests already paid for still finish")
+        # Look again now and then: a reservation freed by a failed job makes room.
+        self._budget_full_until = min(now + BUDGET_RECHECK, next_midnight(now))
+        self._wake.set()
+
+    def _account_error(self, exc: AccountError) -> None:
+        delay = exc.delay or 300.0
+        first = time.time() >= self._paused_until
+        self._paused_until = time.time() + delay
+        if first:
+            log.error("account_paused", reason=exc.reason, resume_in=delay,
+                      note="no file is failed; all submissions wait (SIGHUP resumes now)")
+
+    # -- housekeeping ----------------------------------------------------------------------
+
+    def _set_available(self, folder: FolderConfig, available: bool) -> None:
+        if available == (folder.name not in self._unavailable):
+            return
+        if not available:
+            self._unavailable.add(folder.name)
+            self._stop_folder(folder.name)
+            log.warning("folder_unavailable", folder=folder.name, inbox=str(folder.inbox),
+                        note="paused; nothing is treated as deleted; resumes when it returns")
+        else:
+            self._unavailable.discard(folder.name)
+            log.info("folder_available", folder=folder.name, inbox=str(folder.inbox))
+            self._start_folder(folder)
+            self._wake.set()
+
+    async def _housekeeping(self) -> None:
+        last_rescan = time.monotonic()
+        # Not ``while True``: on Python 3.11 asyncio.wait_for swallows a cancellation that
+        # lands just as the wrapped call finishes, and the shutdown would wait forever.
+        while not self._stopping:
+            await asyncio.sleep(AVAILABILITY_CHECK)
+            for folder in self.config.folders:
+                try:
+                    present = await asyncio.wait_for(asyncio.to_thread(folder.inbox.is_dir), 10)
+                except asyncio.TimeoutError:
+                    present = False  # a hung network mount is as good as gone
+                if self._stopping:
+                    return
+                self._set_available(folder, present)
+            if time.monotonic() - last_rescan >= self.config.rescan_interval:
+                last_rescan = time.monotonic()
+                self.rescan_all()
+
+    async def _watchdog_pings(self) -> None:
+        # From the event loop on purpose: if the loop hangs, the pings stop and systemd
+        # restarts us.
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(self.notifier.watchdog_interval or 10)
+
+    def _status_text(self) -> str:
+        counts = self.journal.counts()
+        total = {s: sum(c.get(s, 0) for c in counts.values())
+                 for s in ("queued", "done", "failed", "arriving")}
+        return (f"{total['queued']} queued, {len(self._inflight)} in flight, "
+                f"{total['done']} done, {total['failed']} failed"
+                + (f", {total['arriving']} arriving" if total["arriving"] else ""))
+
+    def _notify_status(self) -> None:
+        """STATUS= as counts change, at most every STATUS_MIN_INTERVAL; a change inside the
+        interval is sent when it ends, so the last word is always current."""
+        if not self.notifier.enabled or self._status_pending:
+            return
+        wait = self._last_status + STATUS_MIN_INTERVAL - time.monotonic()
+        if wait > 0:
+            self._status_pending = True
+            asyncio.get_running_loop().call_later(wait, self._send_status)
+            return
+        self._send_status()
+
+    def _send_status(self) -> None:
+        self._status_pending = False
+        self._last_status = time.monotonic()
+        if not self._stopping:
+            self.notifier.status(self._status_text())
+
+
+def _create_dirs(folder: FolderConfig) -> None:
+    """Missing inbox and outbox folders are created at start (and on reload)."""
+    for directory in (folder.inbox, folder.outbox):
+        directory.mkdir(parents=True, exist_ok=True)
+
+
+def run_service(config: Config, *, once: bool = False, progress=None) -> int:
+    """Run the daemon to completion in a fresh event loop; returns the exit code."""
+    service = Service(config, once=once, progress=progress)
+    try:
+        return asyncio.run(service.run())
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

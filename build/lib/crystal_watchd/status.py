@@ -1,0 +1,171 @@
+"""Operator views of the journal: ``status`` and ``retry``.
+
+Both work with or without a running daemon: SQLite in WAL mode lets them read (and ``retry``
+write) beside it, and the daemon's dispatcher picks retried jobs up on its next round.
+
+``status --json`` shape (version 1; fields are only ever added):
+
+    {"version": 1, "journal": str, "daemon_running": bool, "generated_at": iso,
+     "folders": {NAME: {"queued", "in_flight", "done", "failed", "superseded", "arriving": int,
+                        "oldest_waiting": {"file", "since"} | null,
+                        "spend_today_usd", "spend_total_usd": float}},
+     "totals": {"queued", "in_flight", "done", "failed", "superseded", "arriving": int},
+     "spend": {"today_usd", "total_usd", "today_megapixels", "total_megapixels": float,
+               "by_day": {YYYY-MM-DD: usd}},
+     "last_errors": [{"job_id", "folder", "file", "error", "reason", "at", "state"}],
+     "daemons": [{"id", "host", "pid", "state_dir", "started_at", "heartbeat_at", "alive",
+                  "working_on": [{"job_id", "file"}]}],
+     "arriving": [{"job_id", "folder", "file", "reason", "since", "judged_at"}]}
+
+"arriving": files that do not decode yet and are taken to be still being written; each is
+judged at ``judged_at`` unless it changes first (see the folder's ``incomplete_grace``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import journal as journal_mod
+from . import lock
+from .config import Config
+from .jobs import JobState
+from .output import move_file
+
+STATES = ("queued", "in_flight", "done", "failed", "superseded", "arriving")
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds") if ts else None
+
+
+def _folder_entry() -> dict[str, Any]:
+    return {**{s: 0 for s in STATES}, "oldest_waiting": None, "spend_today_usd": 0.0,
+            "spend_total_usd": 0.0}
+
+
+def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
+    folders: dict[str, dict[str, Any]] = {f.name: _folder_entry() for f in config.folders}
+    shared = bool(getattr(config, "journal", None))
+    where = journal_file or journal_mod.journal_file(config)
+    report: dict[str, Any] = {
+        "version": 1, "journal": journal_mod.describe(config) if shared else str(where),
+        "daemon_running": lock.held(config.state_dir),
+        "generated_at": _iso(datetime.now(timezone.utc).timestamp()),
+        "folders": folders, "totals": {s: 0 for s in STATES},
+        "spend": {"today_usd": 0.0, "total_usd": 0.0, "today_megapixels": 0.0,
+                  "total_megapixels": 0.0, "by_day": {}},
+        "last_errors": [], "daemons": [], "arriving": [],
+    }
+    if not shared and not where.exists():
+        return report
+    journal = journal_mod.open_journal(config, readonly=True)
+    try:
+        for folder, states in journal.counts().items():
+            entry = folders.setdefault(folder, _folder_entry())
+            for state, n in states.items():
+                key = "in_flight" if state == JobState.RUNNING.value else state
+                entry[key] = entry.get(key, 0) + n
+                report["totals"][key] = report["totals"].get(key, 0) + n
+        for folder, (rel, created) in journal.oldest_waiting().items():
+            folders.setdefault(folder, _folder_entry())["oldest_waiting"] = {
+                "file": rel, "since": _iso(created)}
+        today = datetime.now().astimezone().date().isoformat()
+        spend = report["spend"]
+        for row in journal.spend_rows():
+            folder, usd, mp = row["folder"], row["cost_usd"] or 0.0, row["output_megapixels"] or 0.0
+            day = datetime.fromtimestamp(row["finished_at"]).date().isoformat()
+            entry = folders.setdefault(folder, _folder_entry())
+            spend["by_day"][day] = round(spend["by_day"].get(day, 0.0) + usd, 6)
+            spend["total_usd"] += usd
+            spend["total_megapixels"] += mp
+            entry["spend_total_usd"] = round(entry["spend_total_usd"] + usd, 6)
+            if day == today:
+                spend["today_usd"] += usd
+                spend["today_megapixels"] += mp
+                entry["spend_today_usd"] = round(entry["spend_today_usd"] + usd, 6)
+        for key in ("today_usd", "total_usd", "today_megapixels", "total_megapixels"):
+            spend[key] = round(spend[key], 6)
+        for job in journal.last_errors():
+            report["last_errors"].append({
+                "job_id": job.id, "folder": job.folder, "file": job.rel, "error": job.error_kind,
+                "reason": job.reason, "at": _iso(job.updated_at), "state": job.state.value})
+        try:
+            daemons = journal.daemons()
+        except Exception:  # noqa: BLE001 - a journal of an older version has no daemons yet
+            daemons = []
+        report["daemons"] = [
+            {"id": d.id, "host": d.host, "pid": d.pid, "state_dir": d.state_dir,
+             "started_at": _iso(d.started_at), "heartbeat_at": _iso(d.heartbeat_at),
+             "alive": d.alive, "working_on": [{"job_id": i, "file": f} for i, f in d.working_on]}
+            for d in daemons]
+        report["arriving"] = [
+            {"job_id": job.id, "folder": job.folder, "file": job.rel, "reason": job.reason,
+             "since": _iso(job.created_at), "judged_at": _iso(job.next_attempt_at)}
+            for job in journal.jobs(state=JobState.ARRIVING)]
+    finally:
+        journal.close()
+    return report
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [f"journal: {report['journal']} (daemon {'running' if report['daemon_running'] else 'not running'})",
+             f"{'folder':<20} {'queued':>7} {'arriving':>8} {'in flight':>9} {'done':>7} "
+             f"{'failed':>7}  oldest waiting"]
+    for name, f in report["folders"].items():
+        oldest = f["oldest_waiting"]
+        lines.append(f"{name:<20} {f['queued']:>7} {f.get('arriving', 0):>8} {f['in_flight']:>9} "
+                     f"{f['done']:>7} {f['failed']:>7}  "
+                     f"{oldest['file'] + ' since ' + oldest['since'] if oldest else '-'}")
+    s = report["spend"]
+    lines.append(f"spend: today ${s['today_usd']:.2f} ({s['today_megapixels']:.1f} MP), "
+                 f"total ${s['total_usd']:.2f} ({s['total_megapixels']:.1f} MP)")
+    if report.get("daemons"):
+        lines.append("daemons:")
+        for d in report["daemons"]:
+            work = ", ".join(w["file"] for w in d["working_on"][:5]) or "idle"
+            more = f" (+{len(d['working_on']) - 5})" if len(d["working_on"]) > 5 else ""
+            lines.append(f"  {d['host']} pid {d['pid']} [{d['id']}] "
+                         f"{'alive' if d['alive'] else 'gone'}, heartbeat {d['heartbeat_at']}: "
+                         f"{work}{more}")
+    if report.get("arriving"):
+        lines.append("arriving (does not decode yet; judged at the end of its grace "
+                     "unless it changes first):")
+        for a in report["arriving"]:
+            lines.append(f"  [{a['folder']}] {a['file']}: {a['reason']} "
+                         f"(judged at {a['judged_at']})")
+    if report["last_errors"]:
+        lines.append("last errors:")
+        for e in report["last_errors"]:
+            lines.append(f"  [{e['folder']}] {e['file']}: {e['error']}: {e['reason']} ({e['state']})")
+    return "\n".join(lines)
+
+
+def retry(config: Config, journal_file: Path | None, paths: list[str]) -> list[str]:
+    """Put failed jobs back in the queue, their originals back in the inbox. Returns what
+    was retried, one line each."""
+    if not getattr(config, "journal", None) and not (
+            journal_file or journal_mod.journal_file(config)).exists():
+        return []
+    wanted = {str(Path(p).absolute()) for p in paths}
+    journal = journal_mod.open_journal(config)
+    done: list[str] = []
+    try:
+        for job in journal.jobs(state=JobState.FAILED):
+            folder = config.folder(job.folder)
+            if folder is None:
+                continue
+            original = folder.inbox / job.rel
+            if wanted and not wanted & {str(job.path), str(original), job.rel}:
+                continue
+            back = job.path
+            if job.path != original and job.path.exists():
+                back = move_file(job.path, original)
+                report = job.path.with_name(job.path.name + ".error.json")
+                report.unlink(missing_ok=True)
+            journal.retry_failed(job, back)
+            done.append(f"{job.folder}: {job.rel}")
+    finally:
+        journal.close()
+    return done

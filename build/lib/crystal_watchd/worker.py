@@ -1,0 +1,404 @@
+"""One job, start to finish: read, check, upscale, write, tidy the original.
+
+The worker decides what an error means (retry with backoff, fail, pause the account); the
+backend and helpers only raise. Completion (outputs placed, original handled, job marked
+done) runs shielded from cancellation, so a shutdown never loses finished work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from PIL import Image
+
+from . import arrival, logs, output, preflight
+from .backends.base import Backend, ResultImage, UpscaleRequest
+from .budget import local_midnight
+from .config import Config, FolderConfig
+from .errors import AccountError, JobError, OutputBlockedError, PermanentJobError, RetryableError
+from .jobs import Job, JobState, Settings
+from .journal import JournalBase as Journal
+from .journal import LeaseLost
+
+log = logs.get(__name__)
+#: Seconds before a job turned away by the budget asks again (others may free a reservation).
+BUDGET_RECHECK = 60.0
+
+
+class _Superseded(Exception):
+    """The source changed or vanished; the job is dropped (a new version is tracked)."""
+
+
+class _FolderGone(Exception):
+    """The inbox itself is missing (share unmounted): wait, do not judge the file."""
+
+
+def open_source(path: Path):
+    """Open an inbox file for reading without ever following a symbolic link."""
+    return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open_source(path) as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _copy_ext(folder: FolderConfig, source: Path, copied: Path) -> str:
+    """``{ext}`` of a dedupe copy: the copied output's, except that ``output_format: same``
+    keeps this input's own spelling of that format (``photo.JPEG`` next to ``photo.jpg``)."""
+    ext = copied.suffix.lstrip(".")
+    known = Image.registered_extensions()
+    own = known.get(source.suffix.lower())
+    if folder.output_format == "same" and own and own == known.get(copied.suffix.lower()):
+        return source.suffix.lstrip(".")
+    return ext
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat() if ts else None
+
+
+@dataclass
+class Hooks:
+    """What the worker asks of the service, without knowing it."""
+
+    retouch: Callable[[str, Path], None]  # the file changed: track it again
+    account_error: Callable[[AccountError], None]  # pause every submission
+    budget_full: Callable[[], None] = lambda: None  # no reservation left for today
+
+
+class Worker:
+    def __init__(self, config: Config, journal: Journal, backend: Backend, hooks: Hooks):
+        self.config, self.journal, self.backend, self.hooks = config, journal, backend, hooks
+
+    async def process(self, job: Job) -> JobState:
+        folder = self.config.folder(job.folder)
+        if folder is None:  # removed by a reload; stays queued until it comes back
+            return self.journal.requeue(job).state
+        if job.request_id and job.settings:
+            # Already at the backend: finish with the settings it was submitted with, even if
+            # a reload changed the folder since (new settings apply to new submissions).
+            settings = Settings(**job.settings)
+            folder = dataclasses.replace(folder, scale_factor=settings.scale_factor,
+                                         creativity=settings.creativity,
+                                         output_format=settings.output_format)
+        else:
+            settings = Settings(self.backend.name, folder.scale_factor, folder.creativity,
+                                folder.output_format)
+        job = self.journal.start(job, settings.__dict__, settings.key())
+        bound = log.bind(job_id=job.id, folder=job.folder, file=job.rel)
+        earlier = None
+        if not (job.request_id or job.outputs or job.pending):
+            earlier = self._done_twin(job, settings)
+            # Copies arriving together (sync conflicts, a folder copied in twice) are paid
+            # for once: wait for an identical job in flight, then copy its output.
+            leader = None if earlier else self.journal.wait_for_twin(job, settings.key())
+            if leader is not None:
+                bound.info("job_waiting_for_twin", same_as_job=leader.id,
+                           note="an identical file with the same settings is in flight; its "
+                                "output will be copied when it is done")
+                return JobState.QUEUED
+        started = time.monotonic()
+        bound.info("job_started", attempt=job.attempts + 1, backend=self.backend.name,
+                   resume=bool(job.request_id or job.pending or job.outputs))
+        try:
+            if job.outputs or job.pending:
+                return await asyncio.shield(self._resume_completion(job, folder, bound))
+            data = await asyncio.to_thread(self._read_source, job, folder)
+            if earlier is not None and all(Path(p).exists() for p in earlier.outputs):
+                bound.info("job_deduplicated", same_as_job=earlier.id,
+                           same_as_folder=earlier.folder,
+                           note="identical content and settings were processed before; "
+                                "copying that output instead of upscaling again")
+                results = [ResultImage(path=Path(p)) for p in earlier.outputs]
+                return await asyncio.shield(self._complete(job, folder, None, None, results,
+                                                           bound, started, copy=True))
+            source = await asyncio.to_thread(arrival.inspect, data, folder, job)
+            plan = preflight.plan(source.width, source.height, folder.scale_factor, folder)
+            if plan.reduced:
+                bound.warning("scale_reduced", requested=folder.scale_factor, used=plan.scale,
+                              output=f"{plan.width}x{plan.height}")
+            if source.frames > 1:
+                bound.info("animated_first_frame_only", frames=source.frames)
+            if not job.request_id and not self._reserve_budget(job, plan):
+                return self.journal.retry_later(job, delay=BUDGET_RECHECK, kind="budget",
+                                                reason="today's budget is spent",
+                                                count_attempt=False).state
+
+            async def on_submitted(request_id: str) -> None:
+                nonlocal job
+                job = self.journal.submitted(job, request_id)
+
+            async def on_forgotten() -> None:
+                nonlocal job
+                job = self.journal.forget_request(job)
+
+            request = UpscaleRequest(
+                job_id=job.id, source=source, data=data, source_name=job.path.name, plan=plan,
+                creativity=folder.creativity, request_id=job.request_id,
+                on_submitted=on_submitted, on_forgotten=on_forgotten,
+                work_dir=self.config.state_dir / "work",
+                result_format=output.target_format(folder, source.format))
+            results = await self.backend.upscale(request)
+            return await asyncio.shield(self._complete(job, folder, source, plan, results, bound,
+                                                       started))
+        except LeaseLost:
+            # Our lease ran out (the journal was out of reach too long) and another daemon
+            # holds the job now: it resumes the journaled request; we touch nothing more.
+            bound.warning("job_lease_lost", note="another daemon took the job over")
+            return JobState.RUNNING
+        except _Superseded as exc:
+            bound.info("job_superseded", reason=str(exc))
+            return self.journal.superseded(job, str(exc)).state
+        except arrival.StillArriving as exc:
+            return self._wait_for_arrival(self.journal.get(job.id), exc, bound)
+        except _FolderGone:
+            bound.warning("job_waiting_for_folder", inbox=str(folder.inbox))
+            return self.journal.retry_later(job, delay=max(self.config.retry.backoff, 2.0),
+                                            kind="folder_unavailable",
+                                            reason="the inbox is not available",
+                                            count_attempt=False).state
+        except PermanentJobError as exc:
+            return await asyncio.shield(self._fail(self.journal.get(job.id), folder, exc, bound))
+        except AccountError as exc:
+            self.hooks.account_error(exc)
+            return self.journal.retry_later(self.journal.get(job.id), delay=0, kind=exc.kind,
+                                            reason=exc.reason, count_attempt=False).state
+        except OutputBlockedError as exc:
+            # A full or read-only outbox is the machine's problem, not the file's: wait for
+            # it as long as it takes, never fail the file for it.
+            delay = self.config.retry.max_backoff
+            bound.warning("job_waiting_for_outbox", reason=exc.reason, retry_in=delay)
+            return self.journal.retry_later(self.journal.get(job.id), delay=delay, kind=exc.kind,
+                                            reason=exc.reason, count_attempt=False).state
+        except RetryableError as exc:
+            return await asyncio.shield(self._retry(self.journal.get(job.id), folder, exc, bound))
+        except asyncio.CancelledError:
+            # Shutdown: back to the queue, keeping any request id for the next start.
+            self.journal.requeue(self.journal.get(job.id))
+            bound.info("job_interrupted", note="resumes on next start")
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug must not lose the file or stop the daemon
+            bound.exception("job_internal_error")
+            err = RetryableError(f"internal error: {type(exc).__name__}: {exc}", kind="internal")
+            return await asyncio.shield(self._retry(self.journal.get(job.id), folder, err, bound))
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _reserve_budget(self, job: Job, plan: preflight.Plan) -> bool:
+        """Reserve this submission's estimated cost in the journal, so that daemons sharing
+        it cannot together spend past ``budget.daily_usd``."""
+        limit = self.config.budget.daily_usd
+        if limit is None or self.backend.name == "local":
+            return True
+        usd = plan.width * plan.height / 1e6 * self.config.fal.price_per_megapixel
+        if self.journal.reserve_budget(job, round(usd, 6), limit=limit,
+                                       since=local_midnight(time.time())):
+            return True
+        self.hooks.budget_full()
+        return False
+
+    def _done_twin(self, job: Job, settings: Settings) -> Job | None:
+        """A finished job with the same content and settings whose outputs are still there."""
+        earlier = self.journal.find_done_output(job.folder, job.sha256, settings.key())
+        if earlier and earlier.outputs and all(Path(p).exists() for p in earlier.outputs):
+            return earlier
+        return None
+
+    def _read_source(self, job: Job, folder: FolderConfig) -> bytes:
+        try:
+            st = os.stat(job.path, follow_symlinks=False)
+        except FileNotFoundError:
+            if not folder.inbox.is_dir():
+                raise _FolderGone() from None
+            raise _Superseded("the file disappeared before it was processed") from None
+        if (st.st_size, st.st_mtime_ns) != (job.size, job.mtime_ns):
+            self.hooks.retouch(job.folder, job.path)
+            raise _Superseded("the file changed after it was queued; the new version is queued")
+        try:
+            with open_source(job.path) as fh:
+                data = fh.read()
+        except PermissionError:
+            raise RetryableError("the file cannot be read (permission denied)",
+                                 kind="unreadable") from None
+        except OSError as exc:
+            raise RetryableError(f"the file cannot be read: {exc.strerror or exc}",
+                                 kind="unreadable") from None
+        if hashlib.sha256(data).hexdigest() != job.sha256:
+            self.hooks.retouch(job.folder, job.path)
+            raise _Superseded("the file's content changed after it was queued")
+        return data
+
+    def _encode_temps(self, job: Job, folder: FolderConfig, source: preflight.SourceImage | None,
+                      scale: float, results: list[ResultImage],
+                      copy: bool) -> tuple[list[list[str]], float]:
+        """Write every result to a temp file beside its final name: [[temp, chosen, wanted]],
+        and the output megapixels (what fal bills)."""
+        pending, pixels = [], 0
+        for i, result in enumerate(results):
+            if copy:
+                assert result.path is not None
+                ext = _copy_ext(folder, job.path, result.path)
+                wanted = output.render_name(folder, job.rel, scale=scale, ext=ext, index=i)
+                tmp = output.copy_temp(wanted, result.path, f"{job.id}-{i}")
+            else:
+                assert source is not None
+                fmt = output.target_format(folder, source.format)
+                ext = output.output_ext(folder, job.path, source.format)
+                wanted = output.render_name(folder, job.rel, scale=scale, ext=ext, index=i)
+                if result.is_png_file() and fmt == "PNG" and not (source.icc_profile
+                                                                  or source.exif):
+                    # Already what we would write (fal answers in PNG), with nothing to carry
+                    # over: check it decodes, then keep its bytes instead of re-encoding.
+                    pixels += result.decoded_pixel_count()
+                    tmp = output.copy_temp(wanted, result.path, f"{job.id}-{i}")
+                else:
+                    image = result.open()
+                    pixels += image.width * image.height
+                    tmp = output.write_temp(
+                        wanted, lambda fh, im=image, f=fmt: output.encode(im, f, source, fh),
+                        f"{job.id}-{i}")
+                    del image
+                result.discard()
+            chosen = output.choose_name(wanted, folder.overwrite)
+            pending.append([str(tmp), str(chosen), str(wanted)])
+        return pending, pixels / 1e6
+
+    def _place(self, job: Job, folder: FolderConfig, pending: list[list[str]]) -> tuple[Job, list[str] | None]:
+        """Rename temps into place; journal every changed name choice before using it."""
+        finals = []
+        for i, (tmp, chosen, wanted) in enumerate(pending):
+            while True:
+                placed = output.place(Path(tmp), Path(chosen), folder.overwrite)
+                if placed is not None:
+                    finals.append(str(placed))
+                    break
+                if not Path(tmp).exists():
+                    return job, None  # temp and target both gone: the output must be redone
+                chosen = str(output.choose_name(Path(wanted), folder.overwrite))
+                pending[i] = [tmp, chosen, wanted]
+                job = self.journal.output_pending(job, pending)
+        return job, finals
+
+    async def _complete(self, job: Job, folder: FolderConfig,
+                        source: preflight.SourceImage | None, plan: preflight.Plan | None,
+                        results: list[ResultImage], bound, started: float,
+                        copy: bool = False) -> JobState:
+        scale = plan.scale if plan else folder.scale_factor
+        pending, megapixels = await asyncio.to_thread(self._encode_temps, job, folder, source,
+                                                      scale, results, copy)
+        job = self.journal.output_pending(job, pending)
+        job, finals = self._place(job, folder, pending)
+        if finals is None:
+            raise RetryableError("the output vanished while it was being placed", kind="internal")
+        billed = 0.0 if copy or self.backend.name == "local" else megapixels
+        job = self.journal.output_written(
+            job, finals, megapixels=None if copy else round(megapixels, 6),
+            cost_usd=round(billed * self.config.fal.price_per_megapixel, 6))
+        return self._finish(job, folder, bound, started)
+
+    async def _resume_completion(self, job: Job, folder: FolderConfig, bound) -> JobState:
+        """A crash hit between writing the output and marking the job done: finish that."""
+        if not job.outputs:
+            job, finals = self._place(job, folder, list(job.pending))
+            if finals is None:
+                self.journal.output_pending(job, [])
+                raise RetryableError("an interrupted output was lost; processing again",
+                                     kind="internal")
+            job = self.journal.output_written(job, finals, megapixels=job.output_megapixels,
+                                              cost_usd=job.cost_usd)
+        bound.info("job_resumed_after_output", outputs=job.outputs)
+        return self._finish(job, folder, bound, time.monotonic())
+
+    def _finish(self, job: Job, folder: FolderConfig, bound, started: float) -> JobState:
+        self._handle_original(job, folder, bound)
+        job = self.journal.done(job)
+        bound.info("job_done", outputs=job.outputs, seconds=round(time.monotonic() - started, 3),
+                   output_megapixels=job.output_megapixels, cost_usd=job.cost_usd)
+        return job.state
+
+    def _unchanged(self, job: Job) -> bool:
+        try:
+            st = os.stat(job.path, follow_symlinks=False)
+        except OSError:
+            return False
+        return (st.st_size, st.st_mtime_ns) == (job.size, job.mtime_ns)
+
+    def _handle_original(self, job: Job, folder: FolderConfig, bound) -> None:
+        if folder.originals == "keep" or not self._unchanged(job):
+            return  # a changed file is a new version: leave it for its own job
+        try:
+            if folder.originals == "move":
+                moved = output.move_file(job.path, folder.done_dir / job.rel)
+                self.journal.moved_source(job, moved)
+                bound.info("original_moved", to=str(moved))
+            else:
+                job.path.unlink()
+                bound.info("original_deleted")
+        except OSError as exc:
+            bound.warning("original_not_handled", originals=folder.originals, error=str(exc))
+
+    def _wait_for_arrival(self, job: Job, exc: arrival.StillArriving, bound) -> JobState:
+        """Nothing moved, nothing submitted: a change to the file brings a new version, and
+        otherwise the job is looked at again when the grace ends."""
+        if job.error_kind != arrival.INCOMPLETE_KIND:  # said once, not at every look
+            bound.info("file_incomplete_waiting", reason=exc.reason,
+                       gives_up_in=round(max(0.0, exc.until - time.time()), 1),
+                       note="taken to be still arriving; any change to it starts over")
+        return self.journal.arriving(job, until=exc.until, kind=exc.kind,
+                                     reason=exc.reason).state
+
+    async def _retry(self, job: Job, folder: FolderConfig, exc: RetryableError, bound) -> JobState:
+        attempts = job.attempts + 1
+        if attempts >= self.config.retry.attempts:
+            reason = f"gave up after {attempts} attempts: {exc.reason}"
+            return await self._fail(job, folder, PermanentJobError(reason, kind=exc.kind), bound,
+                                    attempts=attempts)
+        delay = max(self.config.retry.delay(attempts), exc.delay or 0)
+        bound.warning("job_retry_scheduled", error=exc.kind, reason=exc.reason, attempt=attempts,
+                      of=self.config.retry.attempts, retry_in=round(delay, 1))
+        return self.journal.retry_later(job, delay=delay, kind=exc.kind, reason=exc.reason).state
+
+    async def _fail(self, job: Job, folder: FolderConfig, exc: JobError, bound,
+                    attempts: int | None = None) -> JobState:
+        attempts = job.attempts + 1 if attempts is None else attempts
+        where = folder.failed_dir / job.rel
+        moved: Path | None = None
+        if self._unchanged(job):
+            try:
+                moved = output.move_file(job.path, where)
+                self.journal.moved_source(job, moved)
+            except OSError as exc_move:
+                bound.warning("original_not_moved_to_failed", error=str(exc_move))
+        report_path = (moved or where).with_name(
+            output.fit_name((moved or where).name + ".error.json"))
+        report = {
+            "file": job.path.name, "folder": job.folder, "original": str(moved or job.path),
+            "error": exc.kind, "reason": exc.reason, "attempts": attempts,
+            "backend": self.backend.name, "request_id": job.request_id,
+            "first_seen": _iso(job.created_at), "failed_at": _iso(time.time()),
+            "retry": "fix the cause, then run: crystal-watchd retry " + str(moved or job.path),
+        }
+        try:
+            report_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = output.write_temp(report_path, json.dumps(report, indent=2).encode() + b"\n",
+                                    f"{job.id}-error")
+            os.replace(tmp, report_path)
+        except (OSError, JobError) as exc_write:
+            bound.warning("error_report_not_written", error=str(exc_write))
+        job = self.journal.failed(job, kind=exc.kind, reason=exc.reason, attempts=attempts)
+        bound.error("job_failed", error=exc.kind, reason=exc.reason, attempts=attempts,
+                    moved_to=str(moved) if moved else None)
+        return job.state
