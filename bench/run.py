@@ -368,8 +368,8 @@ def report(results: dict, args: argparse.Namespace) -> str:
 
     rows = [
         ("efficiency (N·L/C ÷ wall)", f"{t['efficiency']:.3f}  ({t['wall_s']} s vs ideal "
-         f"{t['ideal_s']} s, peak {t['peak_at_fal']} at fal)", "≥ 0.9, peak ≤ C",
-         t["efficiency"] >= 0.9 and t["peak_at_fal"] <= t["concurrency"], fal_setting(t)),
+         f"{t['ideal_s']} s, peak {t['peak_at_fal']} at fal)", "peak ≤ C (hard cap)",
+         t["peak_at_fal"] <= t["concurrency"], fal_setting(t)),
         ("efficiency (N·L/C ÷ wall)", f"{ta['efficiency']:.3f}  ({ta['wall_s']} s vs ideal "
          f"{ta['ideal_s']} s, peak {ta['peak_at_fal']} at fal)", "≥ 0.95",
          ta["efficiency"] >= 0.95, fal_setting(ta)),
