@@ -346,6 +346,21 @@ def per_file(env: Env, work: Path, jobs: int) -> dict:
         server.stop()
 
 
+def several_daemons(env: Env, work: Path, args: argparse.Namespace) -> dict:
+    """1, 2 and 3 daemons on one PostgreSQL journal (bench/several.py)."""
+    if not args.several_files:
+        return {"skipped": "--several-files 0"}
+    sys.path.insert(0, str(ROOT / "bench"))
+    import several
+    from pgcluster import Unavailable
+
+    try:
+        return several.run(env, work, args.several_files, args.concurrency, args.latency,
+                           (640, 480))
+    except Unavailable as exc:
+        return {"skipped": str(exc)}
+
+
 def report(results: dict, args: argparse.Namespace) -> str:
     t, ta, lat, idle_, bl, pf = (results["throughput"], results["throughput_ahead"],
                                  results["latency"], results["idle"], results["backlog"],
@@ -413,6 +428,8 @@ def main() -> int:
     parser.add_argument("--big-jobs", type=int, default=3)
     parser.add_argument("--no-resources", action="store_true",
                         help="skip the resources-per-job part (bench/resources.py)")
+    parser.add_argument("--several-files", type=int, default=300,
+                        help="files for the several-daemons row (0 skips it)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="crystal-watchd-bench-"))
@@ -433,9 +450,16 @@ def main() -> int:
             import resources
 
             results["resources"] = resources.measure(env, work)
+        results["several"] = several_daemons(env, work, args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(report(results, args))
+    if results["several"].get("throughput"):
+        import several
+
+        print(several.report(results["several"]))
+    else:
+        print(f"several daemons: skipped ({results['several'].get('skipped')})")
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"numbers written to {args.out}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from . import logs
-from .journal import Journal
+from .journal import JournalBase as Journal
 
 log = logs.get(__name__)
 

@@ -1,4 +1,5 @@
-"""Command line: ``crystal-watchd run|once|check|status|retry``. The only place that exits.
+"""Command line: ``crystal-watchd run|once|check|status|retry|journal``. The only place that
+exits.
 
 Exit codes: 0 ok, 1 job failures (``once``) or a refused start, 2 usage, 78 config error;
 ``status`` exits 3 when no daemon is running (as LSB init scripts do), so health checks can
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from . import __version__, logs
 from . import config as config_mod
+from .config import mask_url
 from .errors import ConfigError, LockedError
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
@@ -53,6 +55,15 @@ def _parser() -> argparse.ArgumentParser:
     retry = sub.add_parser("retry", parents=[common],
                            help="put failed files (all, or the ones named) back in the queue")
     retry.add_argument("paths", nargs="*", metavar="PATH")
+    journal = sub.add_parser("journal", parents=[common],
+                             help="move jobs between the SQLite journal and PostgreSQL")
+    moves = journal.add_subparsers(dest="journal_command", required=True, metavar="ACTION")
+    export = moves.add_parser("export", parents=[common],
+                              help="write every job of the configured journal to a file")
+    export.add_argument("file", type=Path, help="JSON lines file to write ('-': stdout)")
+    imp = moves.add_parser("import", parents=[common],
+                           help="add the jobs of an export file to the configured journal")
+    imp.add_argument("file", type=Path, help="JSON lines file from 'journal export'")
     return parser
 
 
@@ -87,11 +98,62 @@ def main(argv: list[str] | None = None) -> int:
         for line in extension_warnings(config.folders):
             print(f"crystal-watchd: warning: {config.path}: {line}", file=sys.stderr)
         print(f"config OK: {config.path} ({len(config.folders)} folder(s))", file=sys.stderr)
-        return EXIT_OK
+        return _check_journal(config)
 
     from . import status as status_mod
+    from .journal import JournalUnavailable
     from .service import journal_path
 
+    try:
+        if args.command == "journal":
+            return _move_jobs(args, config)
+        return _command(args, config, status_mod, journal_path)
+    except JournalUnavailable as exc:
+        print(f"crystal-watchd: {exc}", file=sys.stderr)
+        return EXIT_FAILURES
+
+
+def _move_jobs(args: argparse.Namespace, config: config_mod.Config) -> int:
+    from .journal.transfer import export_file, import_file
+
+    try:
+        if args.journal_command == "export":
+            count = export_file(config, args.file)
+            print(f"exported {count} job(s)", file=sys.stderr)
+        else:
+            imported, skipped = import_file(config, args.file)
+            print(f"imported {imported} job(s), skipped {skipped} already there",
+                  file=sys.stderr)
+    except (ValueError, OSError) as exc:
+        print(f"crystal-watchd: {exc}", file=sys.stderr)
+        return EXIT_FAILURES
+    return EXIT_OK
+
+
+def _check_journal(config: config_mod.Config) -> int:
+    """``check`` with a shared journal: can we reach and migrate it, and do the daemons on
+    it treat the same folders the same way?"""
+    if not config.journal:
+        return EXIT_OK
+    from .journal import JournalUnavailable, open_journal
+    from .shared import disagreements
+
+    try:
+        journal = open_journal(config)
+    except JournalUnavailable as exc:
+        print(f"crystal-watchd: journal: {exc}", file=sys.stderr)
+        return EXIT_FAILURES
+    try:
+        problems = disagreements(config, journal)
+    finally:
+        journal.close()
+    for line in problems:
+        print(f"warning: {line}", file=sys.stderr)
+    print(f"journal OK: {mask_url(config.journal)}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _command(args, config, status_mod, journal_path) -> int:
     if args.command == "status":
         report = status_mod.collect(config, journal_path(config))
         print(json.dumps(report, indent=2) if args.json else status_mod.render(report))

@@ -15,6 +15,7 @@ import string
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -172,6 +173,12 @@ class Config:
     pixels: PixelConfig = PixelConfig()
     #: None: no web page (``http: null``).
     http: HttpConfig | None = HttpConfig()
+    #: None: the SQLite journal in state_dir; else a postgresql:// URL several daemons share.
+    #: Kept out of repr: the URL may carry a password.
+    journal: str | None = field(default=None, repr=False)
+    journal_password_file: Path | None = None
+    #: Seconds a daemon's claim on a job lasts without renewal (shared journal only).
+    journal_lease: float = 60.0
 
     def folder(self, name: str) -> FolderConfig | None:
         return next((f for f in self.folders if f.name == name), None)
@@ -207,9 +214,31 @@ class Config:
             "pixels": asdict(self.pixels),
             "http": None if self.http is None else {
                 **asdict(self.http), "token": "***" if self.http.token else None},
+            "journal": mask_url(self.journal) if self.journal else "sqlite (state_dir)",
+            "journal_password_file": self.journal_password_file,
+            "journal_lease": self.journal_lease,
             "folders": [asdict(f) for f in self.folders],
         }
         return plain(data)
+
+
+def mask_url(url: str) -> str:
+    """A journal URL fit to print: any password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+
+
+def _journal_url(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must be a postgresql://user@host/database URL (leave it out for "
+                         "the SQLite journal in state_dir)")
+    return value
 
 
 def default_config_path(environ: dict[str, str] | None = None) -> Path:
@@ -414,7 +443,8 @@ def _filename(value: Any) -> str:
 FOLDER_KEYS = tuple(f for f in FolderConfig.__dataclass_fields__)
 DEFAULTS_KEYS = tuple(k for k in FOLDER_KEYS if k not in ("name", "inbox", "outbox"))
 TOP_KEYS = ("backend", "concurrency", "state_dir", "log", "fal", "retry", "defaults", "folders",
-            "rescan_interval", "shutdown_grace", "budget", "pixels", "http")
+            "rescan_interval", "shutdown_grace", "budget", "pixels", "http", "journal",
+            "journal_password_file", "journal_lease")
 
 
 def _folder_values(sec: _Section, base: Path, fallback: dict[str, Any]) -> dict[str, Any]:
@@ -513,6 +543,10 @@ def parse(text: str, file: str | Path) -> Config:
             workers=pixels.get("workers", _number(1, 256, integer=True), PixelConfig.workers),
             memory_mb=pixels.get("memory_mb", _number(32, 1_048_576), PixelConfig.memory_mb)),
         http=_http(doc, top, base),
+        journal=top.get("journal", _journal_url, None),
+        journal_password_file=top.get(
+            "journal_password_file", lambda v: None if v is None else _path(base)(v), None),
+        journal_lease=top.get("journal_lease", _number(1, 3600), 60.0),
     )
     _check_folders(doc, config)
     if doc.problems:

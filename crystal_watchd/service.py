@@ -26,11 +26,13 @@ from .config import Config, FolderConfig
 from .errors import AccountError, ConfigError
 from .events import Events
 from .jobs import JobState
-from .journal import Journal
+from .journal import describe as describe_journal
+from .journal import journal_file, open_journal
 from .lock import StateLock
 from .pixels import PixelPool, give_freed_memory_back
 from .rules import Rules
 from .settle import Settler
+from .shared import SharedSlots, keep_alive, register
 from .systemd import Notifier
 from .watcher import FolderWatcher, OverflowHook
 from .worker import Hooks, Worker, sha256_file
@@ -41,10 +43,11 @@ AVAILABILITY_CHECK = 2.0  # seconds between checks that every inbox is still the
 STATUS_MIN_INTERVAL = 2.0
 PREPARE_AHEAD = 3
 DISPATCH_POLL = 2.0  # seconds; the longest the dispatcher sleeps without looking at the queue
+BUDGET_RECHECK = 60.0  # seconds before new submissions try the spent budget again
 
 
 def journal_path(config: Config) -> Path:
-    return config.state_dir / "journal.sqlite3"
+    return journal_file(config)
 
 
 class Service:
@@ -76,6 +79,8 @@ class Service:
         self._status_pending = False
         self._scans_pending = 0
         self._budget = Budget()
+        #: A worker found no budget left to reserve: dispatch only paid work until then.
+        self._budget_full_until = 0.0
         #: ``once`` gave up waiting: the account is refused or the budget is spent.
         self._stalled = False
 
@@ -85,13 +90,22 @@ class Service:
         loop = asyncio.get_running_loop()
         lock = StateLock(self.config.state_dir)
         lock.acquire()
-        self.journal = Journal(journal_path(self.config), events=self.events)
+        try:
+            self.journal = open_journal(self.config, events=self.events)
+        except BaseException:
+            lock.release()
+            raise
+        self.identity = register(self.journal, self.config)
         page = None
         self.backend = self._backend_factory(self.config)
+        if self.journal.shared and self.backend.name != "local":
+            # Requests at the upscaler are counted over every daemon on the journal.
+            self.backend.slots = SharedSlots(self.journal, self.config.concurrency)
         give_freed_memory_back()
         self.pixels = PixelPool(self.config.pixels.workers, self.config.pixels.memory_mb)
         self.worker = Worker(self.config, self.journal, self.backend,
-                             Hooks(retouch=self._retouch, account_error=self._account_error),
+                             Hooks(retouch=self._retouch, account_error=self._account_error,
+                                   budget_full=self._budget_full),
                              pixels=self.pixels)
         self._hash_limit = asyncio.Semaphore(HASH_PARALLELISM)
         self.settler = Settler(self._on_stable)
@@ -108,9 +122,11 @@ class Service:
                 _create_dirs(folder)
                 self._start_folder(folder)
             if not self.once:
-                page = await web.start(self, journal_path(self.config))
+                page = await web.start(self)
             tasks = [asyncio.create_task(self.settler.run(), name="settle"),
-                     asyncio.create_task(self._dispatch(), name="dispatch")]
+                     asyncio.create_task(self._dispatch(), name="dispatch"),
+                     asyncio.create_task(keep_alive(self.journal, lambda: self.config),
+                                         name="heartbeat")]
             if not self.once:
                 tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
                 if self.notifier.watchdog_interval:
@@ -118,7 +134,8 @@ class Service:
             self.notifier.ready(self._status_text())
             log.info("daemon_ready", folders=[f.name for f in self.config.folders],
                      backend=self.backend.name, concurrency=self.config.concurrency,
-                     mode="once" if self.once else "run")
+                     mode="once" if self.once else "run", daemon_id=self.identity.id,
+                     journal=describe_journal(self.config))
             if self.once:
                 await self._until_idle()
             else:
@@ -133,7 +150,10 @@ class Service:
             if page is not None:
                 await page.stop()
             await self.backend.aclose()
-            self.journal.close()
+            try:
+                self.journal.unregister_daemon()
+            finally:
+                self.journal.close()
             lock.release()
         log.info("daemon_stopped", done=self._done_this_run, failed=self._failed_this_run)
         return 1 if self.once and (self._failed_this_run or self._stalled) else 0
@@ -180,8 +200,9 @@ class Service:
     async def _until_idle(self) -> None:
         """``once``: return when every file found has been settled, journaled and finished."""
         while not self._stop.is_set():
+            mine = [f.name for f in self.config.folders]
             busy = (len(self.settler) or self._intake_tasks or self._inflight
-                    or self._scans_pending or self.journal.unfinished())
+                    or self._scans_pending or self.journal.unfinished(mine))
             if self._progress is not None:
                 waiting = self.settler.by_folder()
                 waiting.update(self.journal.waiting_by_folder())
@@ -192,7 +213,7 @@ class Service:
             blocked = time.time() < self._paused_until or self._over_budget(time.time())
             if blocked and not self._inflight and not self._intake_tasks and not len(self.settler):
                 self._stalled = True
-                log.error("once_stopped_early", queued=self.journal.unfinished(),
+                log.error("once_stopped_early", queued=self.journal.unfinished(mine),
                           note="files stay queued in the journal for the next run")
                 return
             try:
@@ -215,7 +236,8 @@ class Service:
                       note="keeping the running configuration")
             self.notifier.ready(self._status_text())
             return
-        fixed = [k for k in ("state_dir", "backend", "http") if getattr(new, k) != getattr(old, k)]
+        fixed = [k for k in ("state_dir", "backend", "http", "journal", "journal_password_file",
+                             "journal_lease") if getattr(new, k) != getattr(old, k)]
         if fixed:
             log.warning("reload_needs_restart", settings=fixed, note="kept as they were")
             new = Config(**{**new.__dict__, **{k: getattr(old, k) for k in fixed}})
@@ -240,6 +262,7 @@ class Service:
             self._start_folder(new_folders[name])
         self._paused_until = 0.0
         self._pause_reason = None
+        self._budget_full_until = 0.0
         self._budget.reset()
         log.info("config_reloaded", added=added, removed=removed, changed=changed)
         self._wake.set()
@@ -386,11 +409,15 @@ class Service:
             paused = now < self._paused_until
             excluded = self._excluded_folders()
             over_budget = self._over_budget(now)
-            if free > 0 and not paused:
-                jobs = self.journal.next_ready(now, exclude_folders=excluded, limit=free,
-                                               only_paid=over_budget)
+            # Jobs of a dead daemon first, even when busy: they may hold the slots at the
+            # upscaler that our own jobs wait for.
+            orphans = [] if paused else self.journal.take_over(exclude_folders=excluded,
+                                                               limit=self.config.concurrency)
+            if (free > 0 and not paused) or orphans:
+                jobs = orphans + (self.journal.claim_ready(
+                    now, exclude_folders=excluded, limit=free, only_paid=over_budget)
+                    if free > 0 and not paused else [])
                 for job in jobs:
-                    job = self.journal.claim(job)
                     task = asyncio.create_task(self.worker.process(job), name=f"job-{job.id}")
                     self._inflight[job.id] = task
                     task.add_done_callback(lambda t, job_id=job.id: self._job_finished(job_id, t))
@@ -413,6 +440,8 @@ class Service:
     def _over_budget(self, now: float) -> bool:
         if self.backend.name == "local":
             return False
+        if now < self._budget_full_until:
+            return True
         return self._budget.reached(self.config.budget.daily_usd, now, self.journal)
 
     def _job_finished(self, job_id: int, task: asyncio.Task) -> None:
@@ -427,6 +456,16 @@ class Service:
             log.error("job_task_crashed", job_id=job_id, error=repr(task.exception()))
         self._wake.set()
         self._notify_status()
+
+    def _budget_full(self) -> None:
+        now = time.time()
+        if now >= self._budget_full_until:
+            log.warning("budget_fully_reserved", daily_usd=self.config.budget.daily_usd,
+                        note="today's budget is spent or reserved by jobs in flight; new "
+                             "submissions wait; requests already paid for still finish")
+        # Look again now and then: a reservation freed by a failed job makes room.
+        self._budget_full_until = min(now + BUDGET_RECHECK, next_midnight(now))
+        self._wake.set()
 
     def _account_error(self, exc: AccountError) -> None:
         delay = exc.delay or 300.0

@@ -13,6 +13,8 @@ write) beside it, and the daemon's dispatcher picks retried jobs up on its next 
      "spend": {"today_usd", "total_usd", "today_megapixels", "total_megapixels": float,
                "by_day": {YYYY-MM-DD: usd}},
      "last_errors": [{"job_id", "folder", "file", "error", "reason", "at", "state"}],
+     "daemons": [{"id", "host", "pid", "state_dir", "started_at", "heartbeat_at", "alive",
+                  "working_on": [{"job_id", "file"}]}],
      "arriving": [{"job_id", "folder", "file", "reason", "since", "judged_at"}]}
 
 "arriving": files that do not decode yet and are taken to be still being written; each is
@@ -21,15 +23,14 @@ judged at ``judged_at`` unless it changes first (see the folder's ``incomplete_g
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from . import journal as journal_mod
 from . import lock
 from .config import Config
 from .jobs import JobState
-from .journal import Journal
 from .output import move_file
 
 STATES = ("queued", "in_flight", "done", "failed", "superseded", "arriving")
@@ -44,67 +45,68 @@ def _folder_entry() -> dict[str, Any]:
             "spend_total_usd": 0.0}
 
 
-def collect(config: Config, journal_file: Path) -> dict[str, Any]:
+def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
     folders: dict[str, dict[str, Any]] = {f.name: _folder_entry() for f in config.folders}
+    shared = bool(getattr(config, "journal", None))
+    where = journal_file or journal_mod.journal_file(config)
     report: dict[str, Any] = {
-        "version": 1, "journal": str(journal_file),
+        "version": 1, "journal": journal_mod.describe(config) if shared else str(where),
         "daemon_running": lock.held(config.state_dir),
         "generated_at": _iso(datetime.now(timezone.utc).timestamp()),
         "folders": folders, "totals": {s: 0 for s in STATES},
         "spend": {"today_usd": 0.0, "total_usd": 0.0, "today_megapixels": 0.0,
                   "total_megapixels": 0.0, "by_day": {}},
-        "last_errors": [], "arriving": [],
+        "last_errors": [], "daemons": [], "arriving": [],
     }
-    if not journal_file.exists():
+    if not shared and not where.exists():
         return report
-    journal = Journal(journal_file, readonly=True)
+    journal = journal_mod.open_journal(config, readonly=True)
     try:
-        db = journal.db
-        for folder, state, n in db.execute("SELECT folder, state, COUNT(*) FROM jobs "
-                                           "GROUP BY folder, state"):
-            key = "in_flight" if state == JobState.RUNNING.value else state
+        for folder, states in journal.counts().items():
             entry = folders.setdefault(folder, _folder_entry())
-            entry[key] = entry.get(key, 0) + n
-            report["totals"][key] = report["totals"].get(key, 0) + n
-        for folder, rel, created in db.execute(
-                "SELECT folder, rel, MIN(created_at) FROM jobs WHERE state IN (?, ?) "
-                "GROUP BY folder", (JobState.QUEUED.value, JobState.RUNNING.value)):
-            folders[folder]["oldest_waiting"] = {"file": os.fsdecode(rel), "since": _iso(created)}
+            for state, n in states.items():
+                key = "in_flight" if state == JobState.RUNNING.value else state
+                entry[key] = entry.get(key, 0) + n
+                report["totals"][key] = report["totals"].get(key, 0) + n
+        for folder, (rel, created) in journal.oldest_waiting().items():
+            folders.setdefault(folder, _folder_entry())["oldest_waiting"] = {
+                "file": rel, "since": _iso(created)}
         today = datetime.now().astimezone().date().isoformat()
         spend = report["spend"]
-        for folder, day, usd, mp in db.execute(
-                "SELECT folder, date(finished_at, 'unixepoch', 'localtime'), "
-                "SUM(COALESCE(cost_usd, 0)), SUM(COALESCE(output_megapixels, 0)) FROM jobs "
-                "WHERE state=? GROUP BY 1, 2", (JobState.DONE.value,)):
+        for row in journal.spend_rows():
+            folder, usd, mp = row["folder"], row["cost_usd"] or 0.0, row["output_megapixels"] or 0.0
+            day = datetime.fromtimestamp(row["finished_at"]).date().isoformat()
+            entry = folders.setdefault(folder, _folder_entry())
             spend["by_day"][day] = round(spend["by_day"].get(day, 0.0) + usd, 6)
             spend["total_usd"] += usd
             spend["total_megapixels"] += mp
-            folders[folder]["spend_total_usd"] = round(folders[folder]["spend_total_usd"] + usd, 6)
+            entry["spend_total_usd"] = round(entry["spend_total_usd"] + usd, 6)
             if day == today:
                 spend["today_usd"] += usd
                 spend["today_megapixels"] += mp
-                folders[folder]["spend_today_usd"] = round(
-                    folders[folder]["spend_today_usd"] + usd, 6)
+                entry["spend_today_usd"] = round(entry["spend_today_usd"] + usd, 6)
         for key in ("today_usd", "total_usd", "today_megapixels", "total_megapixels"):
             spend[key] = round(spend[key], 6)
-        for row in db.execute(
-                "SELECT id, folder, rel, error_kind, reason, updated_at, state FROM jobs "
-                "WHERE error_kind IS NOT NULL AND state IN (?, ?) ORDER BY updated_at DESC LIMIT 10",
-                (JobState.FAILED.value, JobState.QUEUED.value)):
+        for job in journal.last_errors():
             report["last_errors"].append({
-                "job_id": row[0], "folder": row[1], "file": os.fsdecode(row[2]), "error": row[3],
-                "reason": row[4], "at": _iso(row[5]), "state": row[6]})
-        report["arriving"] = _arriving(db)
+                "job_id": job.id, "folder": job.folder, "file": job.rel, "error": job.error_kind,
+                "reason": job.reason, "at": _iso(job.updated_at), "state": job.state.value})
+        try:
+            daemons = journal.daemons()
+        except Exception:  # noqa: BLE001 - a journal of an older version has no daemons yet
+            daemons = []
+        report["daemons"] = [
+            {"id": d.id, "host": d.host, "pid": d.pid, "state_dir": d.state_dir,
+             "started_at": _iso(d.started_at), "heartbeat_at": _iso(d.heartbeat_at),
+             "alive": d.alive, "working_on": [{"job_id": i, "file": f} for i, f in d.working_on]}
+            for d in daemons]
+        report["arriving"] = [
+            {"job_id": job.id, "folder": job.folder, "file": job.rel, "reason": job.reason,
+             "since": _iso(job.created_at), "judged_at": _iso(job.next_attempt_at)}
+            for job in journal.jobs(state=JobState.ARRIVING)]
     finally:
         journal.close()
     return report
-
-
-def _arriving(db) -> list[dict[str, Any]]:
-    rows = db.execute("SELECT id, folder, rel, reason, created_at, next_attempt_at FROM jobs "
-                      "WHERE state=? ORDER BY id", (JobState.ARRIVING.value,))
-    return [{"job_id": r[0], "folder": r[1], "file": os.fsdecode(r[2]), "reason": r[3],
-             "since": _iso(r[4]), "judged_at": _iso(r[5])} for r in rows]
 
 
 def render(report: dict[str, Any]) -> str:
@@ -119,6 +121,14 @@ def render(report: dict[str, Any]) -> str:
     s = report["spend"]
     lines.append(f"spend: today ${s['today_usd']:.2f} ({s['today_megapixels']:.1f} MP), "
                  f"total ${s['total_usd']:.2f} ({s['total_megapixels']:.1f} MP)")
+    if report.get("daemons"):
+        lines.append("daemons:")
+        for d in report["daemons"]:
+            work = ", ".join(w["file"] for w in d["working_on"][:5]) or "idle"
+            more = f" (+{len(d['working_on']) - 5})" if len(d["working_on"]) > 5 else ""
+            lines.append(f"  {d['host']} pid {d['pid']} [{d['id']}] "
+                         f"{'alive' if d['alive'] else 'gone'}, heartbeat {d['heartbeat_at']}: "
+                         f"{work}{more}")
     if report.get("arriving"):
         lines.append("arriving (does not decode yet; judged at the end of its grace "
                      "unless it changes first):")
@@ -132,19 +142,20 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def retry(config: Config, journal_file: Path, paths: list[str]) -> list[str]:
+def retry(config: Config, journal_file: Path | None, paths: list[str]) -> list[str]:
     """Put failed jobs back in the queue, their originals back in the inbox. Returns what
     was retried, one line each."""
-    if not journal_file.exists():
+    if not getattr(config, "journal", None) and not (
+            journal_file or journal_mod.journal_file(config)).exists():
         return []
-    journal = Journal(journal_file)
+    journal = journal_mod.open_journal(config)
     try:
         return retry_jobs(config, journal, paths=paths)
     finally:
         journal.close()
 
 
-def retry_jobs(config: Config, journal: Journal, *, paths: list[str] = (),
+def retry_jobs(config: Config, journal: journal_mod.JournalBase, *, paths: list[str] = (),
                job_ids: set[int] | None = None) -> list[str]:
     """``retry`` on an open journal (the daemon's web page uses its own): all failed jobs,
     or those named by path or by id."""

@@ -23,13 +23,17 @@ from PIL import Image
 
 from . import arrival, logs, output, preflight, render
 from .backends.base import Backend, ResultImage, UpscaleRequest
+from .budget import local_midnight
 from .config import Config, FolderConfig
 from .errors import AccountError, JobError, OutputBlockedError, PermanentJobError, RetryableError
 from .jobs import Job, JobState, Settings
-from .journal import Journal
+from .journal import JournalBase as Journal
+from .journal import LeaseLost
 from .pixels import PixelPool
 
 log = logs.get(__name__)
+#: Seconds before a job turned away by the budget asks again (others may free a reservation).
+BUDGET_RECHECK = 60.0
 
 
 class _Superseded(Exception):
@@ -74,6 +78,7 @@ class Hooks:
 
     retouch: Callable[[str, Path], None]  # the file changed: track it again
     account_error: Callable[[AccountError], None]  # pause every submission
+    budget_full: Callable[[], None] = lambda: None  # no reservation left for today
 
 
 class Worker:
@@ -140,6 +145,10 @@ class Worker:
             if source.meta.dropped:
                 bound.warning("metadata_dropped", dropped=list(source.meta.dropped),
                               note="the output is written without it")
+            if not job.request_id and not self._reserve_budget(job, plan):
+                return self.journal.retry_later(job, delay=BUDGET_RECHECK, kind="budget",
+                                                reason="today's budget is spent",
+                                                count_attempt=False).state
             alpha = await self._keep_alpha(job, source)
 
             async def on_submitted(request_id: str) -> None:
@@ -159,6 +168,11 @@ class Worker:
             results = await self.backend.upscale(request)
             return await asyncio.shield(self._complete(job, folder, source, plan, results, bound,
                                                        started, alpha=alpha))
+        except LeaseLost:
+            # Our lease ran out (the journal was out of reach too long) and another daemon
+            # holds the job now: it resumes the journaled request; we touch nothing more.
+            bound.warning("job_lease_lost", note="another daemon took the job over")
+            return JobState.RUNNING
         except _Superseded as exc:
             bound.info("job_superseded", reason=str(exc))
             return self.journal.superseded(job, str(exc)).state
@@ -203,6 +217,19 @@ class Worker:
             return await asyncio.shield(self._retry(current, folder, err, bound))
 
     # -- steps ---------------------------------------------------------------------------
+
+    def _reserve_budget(self, job: Job, plan: preflight.Plan) -> bool:
+        """Reserve this submission's estimated cost in the journal, so that daemons sharing
+        it cannot together spend past ``budget.daily_usd``."""
+        limit = self.config.budget.daily_usd
+        if limit is None or self.backend.name == "local":
+            return True
+        usd = plan.width * plan.height / 1e6 * self.config.fal.price_per_megapixel
+        if self.journal.reserve_budget(job, round(usd, 6), limit=limit,
+                                       since=local_midnight(time.time())):
+            return True
+        self.hooks.budget_full()
+        return False
 
     def _done_twin(self, job: Job, settings: Settings) -> Job | None:
         """A finished job with the same content and settings whose outputs are still there."""

@@ -224,3 +224,28 @@ def fal_daemons():
     yield start
     for d in started:
         d.kill()
+
+
+# -- a throwaway PostgreSQL cluster ----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """One PostgreSQL cluster for the whole test session (trust auth on 127.0.0.1), stopped
+    and removed afterwards; skipped, saying how to install PostgreSQL, where it is missing."""
+    from pgcluster import Cluster, Unavailable
+
+    try:
+        cluster = Cluster()
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster):
+    """A fresh, empty database in the session's cluster; its URL."""
+    return pg_cluster.new_database()

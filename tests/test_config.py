@@ -115,6 +115,24 @@ def test_defaults_apply_and_paths_are_relative_to_the_file(tmp_path):
     assert cfg.backend == "fal" and cfg.concurrency == 4
 
 
+def test_journal_setting_is_checked_and_its_password_never_shown(tmp_path):
+    """``journal`` must be a postgresql:// URL (file, line and key named otherwise); a
+    password in it is masked in ``check`` output and kept out of the config's repr."""
+    text = ("backend: local\njournal: mysql://x@y/z\nfolders:\n  - inbox: in\n"
+            "    outbox: out\n")
+    [problem] = problems(text, tmp_path)
+    assert problem.startswith(f"{tmp_path / 'c.yaml'}:2: journal: must be a postgresql://")
+    good = tmp_path / "good.yaml"
+    good.write_text("backend: local\njournal: postgresql://cw:pa55-w0rd@127.0.0.1:1/cw\n"
+                    "journal_lease: 5\nfolders:\n  - inbox: in\n    outbox: out\n")
+    config = config_mod.load(good)
+    assert config.journal_lease == 5 and "pa55-w0rd" not in repr(config)
+    assert config.describe()["journal"] == "postgresql://cw:***@127.0.0.1:1/cw"
+    result = cli("check", "--config", str(good), timeout=60)
+    assert "pa55-w0rd" not in result.stdout + result.stderr
+    assert "postgresql://cw:***@127.0.0.1:1/cw" in result.stdout
+
+
 def test_incomplete_grace_defaults_inherits_and_is_checked(tmp_path):
     """incomplete_grace is 300 s unless set; defaults pass it on; a bad value names the
     line and key."""

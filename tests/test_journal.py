@@ -1,16 +1,46 @@
-"""The journal: job identity, supersession, crash recovery, and what status reads."""
+"""The journal, against both stores (SQLite and PostgreSQL): job identity, supersession,
+crash recovery, claims, slots, budget reservations, daemons, and moving between stores."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
+
+import pytest
 
 from crystal_watchd.jobs import JobState
 from crystal_watchd.journal import Journal
+from crystal_watchd.journal.transfer import export_jobs, import_jobs
 
 
-def test_same_version_is_one_job_and_a_changed_file_is_a_new_one(tmp_path):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def open_store(request, tmp_path):
+    """``open_store(lease=…)`` opens (or reopens) the test's journal in the store under test."""
+    opened = []
+    if request.param == "sqlite":
+        def make(lease: float = 60.0):
+            opened.append(Journal(tmp_path / "j.sqlite3", lease=lease))
+            return opened[-1]
+    else:
+        url = request.getfixturevalue("pg_url")
+        from crystal_watchd.journal.postgres import PostgresJournal
+
+        def make(lease: float = 60.0):
+            opened.append(PostgresJournal(url, lease=lease))
+            return opened[-1]
+    make.kind = request.param
+    yield make
+    for journal in opened:
+        try:
+            journal.close()
+        except Exception:  # noqa: BLE001 - closed by the test already
+            pass
+
+
+def test_same_version_is_one_job_and_a_changed_file_is_a_new_one(open_store):
     """path+size+mtime+hash identify a job; a new version supersedes a queued old one."""
-    j = Journal(tmp_path / "j.sqlite3")
+    j = open_store()
     first = j.enqueue("f", Path("/in/a.jpg"), "a.jpg", 10, 1, "h1")
     assert first is not None and first.state is JobState.QUEUED
     assert j.enqueue("f", Path("/in/a.jpg"), "a.jpg", 10, 1, "h1") is None
@@ -21,63 +51,163 @@ def test_same_version_is_one_job_and_a_changed_file_is_a_new_one(tmp_path):
     assert not j.is_known("f", Path("/in/a.jpg"), 10, 1)
 
 
-def test_recover_puts_running_jobs_back_keeping_request_id(tmp_path):
-    """After a crash, RUNNING jobs return to the queue with their backend request id."""
-    path = tmp_path / "j.sqlite3"
-    j = Journal(path)
+def test_any_file_name_round_trips(open_store):
+    """Paths are stored as bytes: a name that is not valid UTF-8 comes back unchanged."""
+    j = open_store()
+    odd = Path("/in/" + b"caf\xe9 \xff.jpg".decode("utf-8", "surrogateescape"))
+    job = j.enqueue("f", odd, odd.name, 5, 7, "h")
+    assert j.get(job.id).path == odd and j.get(job.id).rel == odd.name
+    assert (str(odd), 5, 7) in j.known_versions("f")
+
+
+def test_recover_puts_running_jobs_back_keeping_request_id(open_store):
+    """After a crash, RUNNING jobs return to the queue with their backend request id (in a
+    shared journal once their lease has run out)."""
+    j = open_store(lease=0.3)
     job = j.claim(j.enqueue("f", Path("/in/a.jpg"), "a.jpg", 10, 1, "h"))
     j.submitted(job, "req-123")
     j.close()
-    j2 = Journal(path)
+    time.sleep(0.4)
+    j2 = open_store(lease=0.3)
     assert j2.recover() == 1
     again = j2.get(job.id)
     assert again.state is JobState.QUEUED and again.request_id == "req-123"
     assert again.submissions == 1
 
 
-def test_ready_queue_honours_backoff_and_excluded_folders(tmp_path):
+def test_ready_queue_honours_backoff_and_excluded_folders(open_store):
     """A job retried later is not ready before its time; paused folders are skipped."""
-    j = Journal(tmp_path / "j.sqlite3")
+    j = open_store()
     a = j.enqueue("a", Path("/a/1.jpg"), "1.jpg", 1, 1, "x")
     b = j.enqueue("b", Path("/b/1.jpg"), "1.jpg", 1, 1, "y")
     j.retry_later(j.claim(a), delay=60, kind="transient", reason="try later")
     assert [x.id for x in j.next_ready(now=1e12, limit=5)] == [b.id, a.id]
-    import time
     assert [x.id for x in j.next_ready(time.time(), limit=5)] == [b.id]
     assert j.next_ready(time.time(), exclude_folders=["b"], limit=5) == []
     assert j.get(a.id).attempts == 1
 
 
-def test_arriving_jobs_wait_for_their_time_and_yield_to_a_new_version(tmp_path):
-    """An arriving job is not taken before ``until``, is taken after it, counts as
-    unfinished, keeps its attempts; a new version of the file supersedes it."""
-    j = Journal(tmp_path / "j.sqlite3")
-    job = j.start(j.claim(j.enqueue("f", Path("/in/a.jpg"), "a.jpg", 10, 1, "h1")), {}, "k")
-    waiting = j.arriving(job, until=1000.0, kind="file_incomplete", reason="no end")
-    assert waiting.state is JobState.ARRIVING and waiting.attempts == 0
-    assert (waiting.error_kind, waiting.reason) == ("file_incomplete", "no end")
-    assert j.next_ready(999.0) == [] and j.next_wakeup() == 1000.0
-    assert [x.id for x in j.next_ready(1000.0)] == [job.id]
-    assert j.unfinished() == 1 and j.is_known("f", Path("/in/a.jpg"), 10, 1)
-    newer = j.enqueue("f", Path("/in/a.jpg"), "a.jpg", 20, 2, "h2")
-    assert j.get(job.id).state is JobState.SUPERSEDED and newer.state is JobState.QUEUED
+def test_claim_ready_takes_each_job_once_and_only_paid_when_asked(open_store):
+    """claim_ready hands out ready jobs oldest first and never the same job twice;
+    ``only_paid`` takes just the jobs that already hold a request."""
+    j = open_store()
+    ids = [j.enqueue("f", Path(f"/in/{i}.jpg"), f"{i}.jpg", 1, 1, str(i)).id for i in range(5)]
+    paid = j.claim(j.get(ids[4]))
+    j.submitted(paid, "req-4")
+    j.requeue(j.get(ids[4]))
+    assert [x.id for x in j.claim_ready(time.time(), limit=1, only_paid=True)] == [ids[4]]
+    first = j.claim_ready(time.time(), limit=3)
+    assert [x.id for x in first] == ids[:3] and all(x.state is JobState.RUNNING for x in first)
+    assert [x.id for x in j.claim_ready(time.time(), limit=5)] == [ids[3]]
+    assert j.claim_ready(time.time(), limit=5) == []
 
 
-def test_a_job_found_stale_while_checked_is_superseded_not_arriving(tmp_path):
-    """If a newer version was journaled while a worker checked the old one, the old one is
-    superseded instead of waiting."""
-    j = Journal(tmp_path / "j.sqlite3")
-    old = j.claim(j.enqueue("f", Path("/in/a.jpg"), "a.jpg", 10, 1, "h1"))
-    j.enqueue("f", Path("/in/a.jpg"), "a.jpg", 20, 2, "h2")  # a running job is not touched
-    assert j.get(old.id).state is JobState.RUNNING
-    result = j.arriving(old, until=5.0, kind="file_incomplete", reason="no end")
-    assert result.state is JobState.SUPERSEDED
+def test_slots_are_counted_and_kept_until_released_or_finished(open_store):
+    """At most ``limit`` jobs hold a slot; asking again for a held slot is granted; a slot
+    frees when released or when its job finishes."""
+    j = open_store()
+    a, b, c = (j.enqueue("f", Path(f"/in/{n}"), n, 1, 1, n) for n in "abc")
+    assert j.acquire_slot(a.id, 2) and j.acquire_slot(b.id, 2)
+    assert not j.acquire_slot(c.id, 2)
+    assert j.acquire_slot(a.id, 2) and j.slots_held() == 2
+    j.release_slot(a.id)
+    assert j.acquire_slot(c.id, 2)
+    j.done(j.get(c.id))
+    assert j.slots_held() == 1
 
 
-def test_a_copy_waits_for_its_twin_and_is_ready_once_that_job_finishes(tmp_path):
+def test_budget_reservations_never_exceed_the_limit(open_store):
+    """A job may reserve only while spend plus reservations are below the limit; a finished
+    job's cost replaces its reservation; a released reservation frees its dollars."""
+    j = open_store()
+    jobs = [j.enqueue("f", Path(f"/in/{i}"), str(i), 1, 1, str(i)) for i in range(4)]
+    since = time.time() - 10
+    assert j.reserve_budget(jobs[0], 0.4, limit=0.8, since=since)
+    assert j.reserve_budget(jobs[0], 0.4, limit=0.8, since=since)  # held already: no new spend
+    assert j.reserve_budget(jobs[1], 0.4, limit=0.8, since=since)
+    assert not j.reserve_budget(jobs[2], 0.4, limit=0.8, since=since)
+    assert j.committed_since(since) == pytest.approx(0.8)
+    done = j.output_written(j.get(jobs[0].id), ["/out/0"], megapixels=1.0, cost_usd=0.1)
+    j.done(done)
+    assert j.committed_since(since) == pytest.approx(0.5)
+    assert j.reserve_budget(jobs[2], 0.4, limit=0.8, since=since)
+    j.release_budget(jobs[1])
+    assert j.reserve_budget(jobs[3], 0.4, limit=0.8, since=since)
+    assert j.committed_since(since) == pytest.approx(0.9)
+
+
+def test_daemons_heartbeat_and_what_they_hold(open_store):
+    """A registered daemon is listed alive with the jobs it holds; the heartbeat renews
+    its leases; unregistering removes it."""
+    j = open_store()
+    j.register_daemon("d1", host="nas1", pid=42, state_dir="/var/lib/a",
+                      folders={"photos": {"scale_factor": 2}})
+    job = j.claim(j.enqueue("photos", Path("/in/a.jpg"), "a.jpg", 1, 1, "h"))
+    assert j.heartbeat() == 1
+    [d] = j.daemons()
+    assert (d.id, d.host, d.pid, d.alive) == ("d1", "nas1", 42, True)
+    assert d.working_on == [(job.id, "a.jpg")] and d.folders == {"photos": {"scale_factor": 2}}
+    j.unregister_daemon()
+    assert j.daemons() == []
+
+
+def test_export_and_import_move_jobs_between_stores(open_store, tmp_path):
+    """Jobs exported from one store import into another with their state, request id and
+    outputs; running jobs arrive queued; importing twice adds nothing."""
+    source = Journal(tmp_path / "source.sqlite3")
+    done = source.enqueue("f", Path("/in/a.jpg"), "a.jpg", 1, 1, "a")
+    source.done(source.output_written(source.claim(done), ["/out/a.jpg"], megapixels=2.0,
+                                      cost_usd=0.03))
+    running = source.submitted(source.claim(source.enqueue("f", Path("/in/b.jpg"), "b.jpg",
+                                                           1, 1, "b")), "req-b")
+    rows = list(export_jobs(source))
+    target = open_store()
+    assert import_jobs(target, rows) == (2, 0)
+    assert import_jobs(target, rows) == (0, 2)
+    by_rel = {job.rel: job for job in target.jobs()}
+    assert by_rel["a.jpg"].state is JobState.DONE and by_rel["a.jpg"].outputs == ["/out/a.jpg"]
+    assert by_rel["b.jpg"].state is JobState.QUEUED
+    assert by_rel["b.jpg"].request_id == running.request_id == "req-b"
+    assert target.spent_since(0) == pytest.approx(0.03)
+    source.close()
+
+
+def test_two_daemons_racing_for_one_file_record_one_job(open_store):
+    """Several daemons (connections) journaling the same file version at once: one job."""
+    first = open_store()
+    results: list = []
+    together = threading.Barrier(4)
+
+    def intake():
+        j = open_store()  # its own connection, as another daemon has
+        together.wait()
+        results.append(j.enqueue("f", Path("/in/same.jpg"), "same.jpg", 9, 9, "same"))
+
+    threads = [threading.Thread(target=intake) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r is not None for r in results) == 1
+    assert len(first.jobs()) == 1
+
+
+def test_unfinished_counts_only_the_folders_asked_for(open_store):
+    """``once`` waits for its own folders only: other daemons' folders are not counted."""
+    j = open_store()
+    j.enqueue("mine", Path("/a/1"), "1", 1, 1, "1")
+    j.claim(j.enqueue("mine", Path("/a/2"), "2", 1, 1, "2"))
+    j.enqueue("theirs", Path("/b/1"), "1", 1, 1, "3")
+    j.done(j.enqueue("mine", Path("/a/3"), "3", 1, 1, "4"))
+    assert j.unfinished() == 3
+    assert j.unfinished(["mine"]) == 2 and j.unfinished(["nobody"]) == 0
+
+
+def test_a_copy_waits_for_its_twin_and_is_ready_once_that_job_finishes(open_store):
     """wait_for_twin: same content and settings as an unfinished job → the copy waits and is
     not ready (nor a wake-up) until that job finishes; other settings or content never wait."""
-    j = Journal(tmp_path / "j.sqlite3")
+    j = open_store()
+
     def started(folder: str, name: str, key: str):
         job = j.enqueue(folder, Path(f"/{folder}/{name}"), name, 1, 1, "h")
         return j.start(j.claim(job), {}, key)
@@ -101,7 +231,7 @@ def test_an_older_journal_gains_the_waiting_column(tmp_path):
     then read-write for the daemon, which adds the column) without losing a job."""
     import sqlite3
 
-    from crystal_watchd.journal import SCHEMA
+    from crystal_watchd.journal.sqlite import SCHEMA
 
     path = tmp_path / "j.sqlite3"
     db = sqlite3.connect(path)
@@ -114,3 +244,29 @@ def test_an_older_journal_gains_the_waiting_column(tmp_path):
     assert Journal(path, readonly=True).jobs()[0].waits_for is None
     j = Journal(path)
     assert [job.path for job in j.next_ready(now=1e12)] == [Path("/a.jpg")]
+
+
+def test_arriving_jobs_wait_for_their_time_and_yield_to_a_new_version(open_store):
+    """An arriving job is not taken before ``until``, is taken after it, counts as
+    unfinished, keeps its attempts; a new version of the file supersedes it."""
+    j = open_store()
+    job = j.start(j.claim(j.enqueue("f", Path("/in/a.jpg"), "a.jpg", 10, 1, "h1")), {}, "k")
+    waiting = j.arriving(job, until=1000.0, kind="file_incomplete", reason="no end")
+    assert waiting.state is JobState.ARRIVING and waiting.attempts == 0
+    assert (waiting.error_kind, waiting.reason) == ("file_incomplete", "no end")
+    assert j.next_ready(999.0) == [] and j.next_wakeup() == 1000.0
+    assert [x.id for x in j.next_ready(1000.0)] == [job.id]
+    assert j.unfinished() == 1 and j.is_known("f", Path("/in/a.jpg"), 10, 1)
+    newer = j.enqueue("f", Path("/in/a.jpg"), "a.jpg", 20, 2, "h2")
+    assert j.get(job.id).state is JobState.SUPERSEDED and newer.state is JobState.QUEUED
+
+
+def test_a_job_found_stale_while_checked_is_superseded_not_arriving(open_store):
+    """If a newer version was journaled while a worker checked the old one, the old one is
+    superseded instead of waiting."""
+    j = open_store()
+    old = j.claim(j.enqueue("f", Path("/in/a.jpg"), "a.jpg", 10, 1, "h1"))
+    j.enqueue("f", Path("/in/a.jpg"), "a.jpg", 20, 2, "h2")  # a running job is not touched
+    assert j.get(old.id).state is JobState.RUNNING
+    result = j.arriving(old, until=5.0, kind="file_incomplete", reason="no end")
+    assert result.state is JobState.SUPERSEDED

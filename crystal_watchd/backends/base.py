@@ -98,13 +98,14 @@ class Slots:
             self._changed = asyncio.Condition()
         return self._changed
 
-    async def acquire(self) -> None:
+    async def acquire(self, owner: int | None = None) -> None:
+        """Take a slot; ``owner`` (a job id) matters to slots shared between daemons."""
         changed = self._condition()
         async with changed:
             await changed.wait_for(lambda: self.used < self.limit)
             self.used += 1
 
-    async def release(self) -> None:
+    async def release(self, owner: int | None = None) -> None:
         changed = self._condition()
         async with changed:
             self.used -= 1

@@ -195,14 +195,14 @@ class FalBackend:
         ``concurrency`` is the account's own limit, where fal queues the extra request
         without running it, and waiting costs nothing (fal bills output megapixels).
         """
-        await self.slots.acquire()
+        await self.slots.acquire(request.job_id)
         held, lent = True, False
 
         async def hand_over() -> None:
             nonlocal held, lent
             if held and self.slots.try_lend():
                 held, lent = False, True
-                await self.slots.release()
+                await self.slots.release(request.job_id)
 
         try:
             if request_id:
@@ -215,7 +215,7 @@ class FalBackend:
             return handle
         finally:
             if held:
-                await self.slots.release()
+                await self.slots.release(request.job_id)
             if lent:
                 self.slots.returned()
 

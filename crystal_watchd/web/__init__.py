@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from .. import logs
 from .view import LiveState
 
 __all__ = ["LiveState", "start"]
 
 
-async def start(daemon, journal_file: Path):
+async def start(daemon):
     """Start the page for ``daemon`` if ``http`` is configured; returns the server or None.
     Raises ConfigError when the token file cannot be read."""
     if daemon.config.http is None:
@@ -21,7 +19,7 @@ async def start(daemon, journal_file: Path):
     token = read_token(daemon.config.http)
     if token:
         logs.register_secret(token)
-    server = WebServer(daemon, journal_file, token)
+    server = WebServer(daemon, token)
     if not await server.start():
         return None
     return server

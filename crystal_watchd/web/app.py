@@ -27,6 +27,7 @@ from .. import logs
 from ..config import Config
 from ..events import Events, JobChanged
 from ..jobs import JobState
+from ..journal import journal_file, open_journal
 from ..pixels import PixelPool
 from . import auth
 from .chart import spend_bars
@@ -54,12 +55,14 @@ class Daemon(Protocol):
 
 
 class WebServer:
-    def __init__(self, daemon: Daemon, journal_file: Path, token: str | None):
+    def __init__(self, daemon: Daemon, token: str | None):
         self.daemon = daemon
-        self.journal_file = journal_file
+        config = daemon.config
+        #: The SQLite file whose write lock /healthz takes; None for a shared database.
+        self.journal_file = None if config.journal else journal_file(config)
         self.token = token
         self.sessions = auth.Sessions()
-        self.view = JournalView(journal_file)
+        self.view = JournalView(lambda: open_journal(config, readonly=True))
         self.thumbs = ThumbCache(daemon.config.state_dir / "thumbs",
                                  int(daemon.config.http.thumbs_cache_mb * 1024 * 1024),
                                  daemon.pixels)
@@ -337,9 +340,13 @@ class WebServer:
     async def healthz(self, request: web.Request) -> web.Response:
         """200 while this loop answers and the journal takes writes; 503 otherwise."""
         try:
-            await asyncio.wait_for(asyncio.to_thread(_journal_writable, self.journal_file), 5)
+            if self.journal_file is not None:
+                await asyncio.wait_for(asyncio.to_thread(_journal_writable, self.journal_file), 5)
+            else:  # the shared database answers on the view's own connection
+                await asyncio.wait_for(self.view.call(
+                    lambda: self.view.journal.query("SELECT 1 AS one")), 5)
             ok, problem = True, None
-        except (asyncio.TimeoutError, sqlite3.Error, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the store raises, it is unhealthy
             ok, problem = False, str(exc) or type(exc).__name__
         live = self.daemon.live_state()
         body = {"status": "ok" if ok else "unhealthy", "journal": "writable" if ok else problem,

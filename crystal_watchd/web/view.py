@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +18,7 @@ from typing import Any, TypeVar
 
 from ..budget import local_midnight
 from ..jobs import Job, JobState
-from ..journal import Journal
+from ..journal import JournalBase
 
 T = TypeVar("T")
 STATES = ("queued", "in_flight", "done", "failed", "superseded")
@@ -68,10 +67,10 @@ def month_start(now: float) -> float:
 class JournalView:
     """Read-only queries, run one at a time on a thread that owns the connection."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, opener: Callable[[], JournalBase]):
+        self._open = opener
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="web-journal")
-        self._journal: Journal | None = None
+        self._journal: JournalBase | None = None
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -81,9 +80,9 @@ class JournalView:
         return self._executor.submit(fn, *args).result()
 
     @property
-    def journal(self) -> Journal:
+    def journal(self) -> JournalBase:
         if self._journal is None:  # created on the view's own thread, used only there
-            self._journal = Journal(self.path, readonly=True)
+            self._journal = self._open()
         return self._journal
 
     def close(self) -> None:
@@ -97,8 +96,9 @@ class JournalView:
 
     def counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
-        for folder, state, n in self.journal.db.execute(
-                "SELECT folder, state, COUNT(*) FROM jobs GROUP BY folder, state"):
+        for r in self.journal.query(
+                "SELECT folder, state, COUNT(*) AS n FROM jobs GROUP BY folder, state"):
+            folder, state, n = r["folder"], r["state"], r["n"]
             key = "in_flight" if state == JobState.RUNNING.value else state
             out.setdefault(folder, dict.fromkeys(STATES, 0))[key] = n
         return out
@@ -107,11 +107,12 @@ class JournalView:
         """Per folder: submissions, output megapixels and dollars of done jobs (what
         ``status --json`` sums as spend)."""
         out: dict[str, dict[str, float]] = {}
-        for folder, subs, mp, usd in self.journal.db.execute(
-                "SELECT folder, SUM(submissions), "
-                "SUM(CASE WHEN state=? THEN COALESCE(output_megapixels, 0) ELSE 0 END), "
-                "SUM(CASE WHEN state=? THEN COALESCE(cost_usd, 0) ELSE 0 END) "
+        for r in self.journal.query(
+                "SELECT folder, SUM(submissions) AS subs, "
+                "SUM(CASE WHEN state=? THEN COALESCE(output_megapixels, 0) ELSE 0 END) AS mp, "
+                "SUM(CASE WHEN state=? THEN COALESCE(cost_usd, 0) ELSE 0 END) AS usd "
                 "FROM jobs GROUP BY folder", (JobState.DONE.value, JobState.DONE.value)):
+            folder, subs, mp, usd = r["folder"], r["subs"], r["mp"], r["usd"]
             out[folder] = {"submissions": subs or 0, "megapixels": mp or 0.0, "usd": usd or 0.0}
         return out
 
@@ -119,21 +120,17 @@ class JournalView:
         counts = self.counts()
         rows = {name: FolderRow(name, counts.get(name, dict.fromkeys(STATES, 0)))
                 for name in [*folder_names, *sorted(set(counts) - set(folder_names))]}
-        db = self.journal.db
-        for state in (JobState.QUEUED.value, JobState.RUNNING.value):
-            for folder, rel, created in db.execute(
-                    "SELECT folder, rel, MIN(created_at) FROM jobs WHERE state=? GROUP BY folder",
-                    (state,)):
-                row = rows.get(folder)
-                if row is not None and (row.oldest_since is None or created < row.oldest_since):
-                    row.oldest_file, row.oldest_since = os.fsdecode(rel), created
+        for folder, (rel, created) in self.journal.oldest_waiting().items():
+            row = rows.get(folder)
+            if row is not None:
+                row.oldest_file, row.oldest_since = rel, created
         first_day = local_midnight(now) - (CHART_DAYS - 1) * 86400 - 7200  # DST-safe margin
         by_day: dict[date, float] = {}
-        for day, usd in db.execute(
-                "SELECT date(finished_at, 'unixepoch', 'localtime'), SUM(COALESCE(cost_usd, 0)) "
-                "FROM jobs WHERE state=? AND finished_at>=? GROUP BY 1",
+        for r in self.journal.query(
+                "SELECT finished_at, cost_usd FROM jobs WHERE state=? AND finished_at>=?",
                 (JobState.DONE.value, min(first_day, month_start(now)))):
-            by_day[date.fromisoformat(day)] = usd
+            day = datetime.fromtimestamp(r["finished_at"]).date()  # local day
+            by_day[day] = by_day.get(day, 0.0) + (r["cost_usd"] or 0.0)
         today = datetime.fromtimestamp(now).date()
         month = sum(usd for day, usd in by_day.items()
                     if (day.year, day.month) == (today.year, today.month))
@@ -142,9 +139,8 @@ class JournalView:
         return Overview(list(rows.values()), by_day.get(today, 0.0), month, chart)
 
     def _jobs(self, where: str, args: tuple[Any, ...], order: str, limit: int) -> list[Job]:
-        db = self.journal.db
-        ids = [r[0] for r in db.execute(f"SELECT id FROM jobs WHERE {where} ORDER BY {order} "
-                                        "LIMIT ?", (*args, limit))]
+        ids = [r["id"] for r in self.journal.query(
+            f"SELECT id FROM jobs WHERE {where} ORDER BY {order} LIMIT ?", (*args, limit))]
         return [self.journal.get(i) for i in ids]
 
     def recent(self, limit: int = 24, folder: str | None = None) -> list[Job]:

@@ -1,0 +1,470 @@
+"""What every journal store does, written once: the reads, and every job state change.
+
+The journal is also the queue. A job becomes durable when the file is detected, before any
+work or money is spent on it; a restart reads the queue back from here. The SQL below is the
+common dialect of SQLite and PostgreSQL (``?`` placeholders, ``{now}`` for the database
+clock); a store supplies the connection, the schema, and the few operations that need its
+own locking (claims, concurrency slots, budget reservations).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..events import Events, JobChanged
+from ..jobs import Job, JobState
+from .daemons import DaemonRows
+
+COLUMNS = ("id, folder, path, rel, size, mtime_ns, sha256, state, attempts, next_attempt_at, "
+           "request_id, settings, outputs, pending, error_kind, reason, created_at, updated_at, "
+           "finished_at, output_megapixels, cost_usd, submissions, waits_for")
+#: States of a job that waits for ``next_attempt_at`` before a worker takes it.
+WAITING = (JobState.QUEUED.value, JobState.ARRIVING.value)
+#: Unfinished states: a job in one of them may still produce an output.
+UNFINISHED = (*WAITING, JobState.RUNNING.value)
+#: A queued job may run unless it waits for an identical job that is still unfinished.
+NOT_WAITING = ("(waits_for IS NULL OR waits_for NOT IN "
+               f"(SELECT id FROM jobs WHERE state IN {UNFINISHED!r}))")
+
+
+def fs_bytes(path: Path | str) -> bytes:
+    """Paths are stored as the bytes the filesystem uses, so any name round-trips."""
+    return os.fsencode(path)
+
+
+def row_to_job(row: Mapping[str, Any]) -> Job:
+    return Job(
+        id=row["id"], folder=row["folder"], path=Path(os.fsdecode(bytes(row["path"]))),
+        rel=os.fsdecode(bytes(row["rel"])),
+        size=row["size"], mtime_ns=row["mtime_ns"], sha256=row["sha256"],
+        state=JobState(row["state"]), attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"], request_id=row["request_id"],
+        settings=json.loads(row["settings"]) if row["settings"] else None,
+        outputs=json.loads(row["outputs"]), pending=json.loads(row["pending"]),
+        error_kind=row["error_kind"], reason=row["reason"], created_at=row["created_at"],
+        updated_at=row["updated_at"], finished_at=row["finished_at"],
+        output_megapixels=row["output_megapixels"], cost_usd=row["cost_usd"],
+        submissions=row["submissions"], waits_for=row["waits_for"],
+    )
+
+
+class LeaseLost(Exception):
+    """This daemon's lease on a job ran out and another daemon took the job over: leave it
+    alone (its request id is journaled; the other daemon resumes it)."""
+
+
+class JournalUnavailable(Exception):
+    """The journal cannot be reached or migrated; the message is fit to print (no password)."""
+
+
+class JournalBase(DaemonRows):
+    """The job store. Subclasses set ``db_clock`` and implement the primitives below."""
+
+    #: SQL for "now" in Unix seconds on the database's clock (leases and heartbeats use it,
+    #: so daemons on hosts whose clocks disagree still agree on when a lease ends).
+    db_clock = ""
+    #: True when several daemons may share this journal (leases, global limits matter).
+    shared = False
+    lease: float = 60.0
+    daemon_id: str | None = None
+    #: (host, state_dir) of the registered daemon.
+    home: tuple[str, str] | None = None
+    #: What ``SELECT`` reads for a job (a read-only look at an older journal fills columns it
+    #: does not have yet with NULL).
+    columns = COLUMNS
+    #: Where job changes are published (the web page, metrics, the terminal view).
+    events: Events | None = None
+
+    # -- primitives a store provides -------------------------------------------------------
+
+    def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[Mapping[str, Any]]:
+        raise NotImplementedError
+
+    def _exec(self, sql: str, args: Iterable[Any] = ()) -> int:
+        """Run a statement; returns the number of rows it changed."""
+        raise NotImplementedError
+
+    def transaction(self, *, exclusive: bool = False) -> contextlib.AbstractContextManager[None]:
+        """Statements inside run in one transaction; ``exclusive`` also serialises it with
+        every other exclusive transaction (of any daemon) for check-then-write operations."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("{now}", self.db_clock)
+
+    def query(self, sql: str, args: Iterable[Any] = ()) -> list[Mapping[str, Any]]:
+        """Read-only SQL in the dialect both stores speak, for readers (the web page); rows
+        by column name."""
+        return self._rows(sql, args)
+
+    def _one(self, sql: str, args: Iterable[Any] = ()) -> Mapping[str, Any] | None:
+        rows = self._rows(sql, args)
+        return rows[0] if rows else None
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def get(self, job_id: int) -> Job:
+        row = self._one(f"SELECT {self.columns} FROM jobs WHERE id=?", (job_id,))
+        if row is None:
+            raise KeyError(job_id)
+        return row_to_job(row)
+
+    def jobs(self, *, state: JobState | None = None, folder: str | None = None) -> list[Job]:
+        sql, args = f"SELECT {self.columns} FROM jobs WHERE 1=1", []
+        if state is not None:
+            sql += " AND state=?"
+            args.append(state.value)
+        if folder is not None:
+            sql += " AND folder=?"
+            args.append(folder)
+        return [row_to_job(r) for r in self._rows(sql + " ORDER BY id", args)]
+
+    def known_versions(self, folder: str) -> set[tuple[str, int, int]]:
+        """(path, size, mtime_ns) of every job of ``folder`` that is not superseded: a file
+        found by a scan with one of these is already journaled and needs no hashing."""
+        rows = self._rows("SELECT path, size, mtime_ns FROM jobs WHERE folder=? AND state!=?",
+                          (folder, JobState.SUPERSEDED.value))
+        return {(os.fsdecode(bytes(r["path"])), r["size"], r["mtime_ns"]) for r in rows}
+
+    def is_known(self, folder: str, path: Path, size: int, mtime_ns: int) -> bool:
+        return self._one(
+            "SELECT 1 AS one FROM jobs WHERE folder=? AND path=? AND size=? AND mtime_ns=? "
+            "AND state!=?",
+            (folder, fs_bytes(path), size, mtime_ns, JobState.SUPERSEDED.value)) is not None
+
+    def find_done_output(self, folder: str, sha256: str, settings_key: str) -> Job | None:
+        """An earlier finished job with the same content and settings: in ``folder`` if
+        there is one, else in any folder (the settings decide the output, not the folder)."""
+        row = self._one(
+            f"SELECT {self.columns} FROM jobs WHERE sha256=? AND settings_key=? AND state=? "
+            "ORDER BY CASE WHEN folder=? THEN 0 ELSE 1 END, id DESC LIMIT 1",
+            (sha256, settings_key, JobState.DONE.value, folder))
+        return row_to_job(row) if row else None
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for r in self._rows("SELECT folder, state, COUNT(*) AS n FROM jobs GROUP BY folder, state"):
+            out.setdefault(r["folder"], {})[r["state"]] = r["n"]
+        return out
+
+    def spent_since(self, since: float) -> float:
+        """Estimated dollars of the jobs finished since ``since`` (a Unix time)."""
+        row = self._one("SELECT SUM(cost_usd) AS usd FROM jobs WHERE state=? AND finished_at>=?",
+                        (JobState.DONE.value, since))
+        return float(row["usd"] or 0.0) if row else 0.0
+
+    def committed_since(self, since: float) -> float:
+        """Spent since ``since`` plus what unfinished jobs have reserved: the dollars no
+        further submission may use."""
+        row = self._one(
+            "SELECT COALESCE(SUM(CASE WHEN state=? AND finished_at>=? THEN cost_usd END), 0) "
+            "+ COALESCE(SUM(CASE WHEN state IN (?, ?, ?) THEN reserved_usd END), 0) AS usd "
+            "FROM jobs", (JobState.DONE.value, since, *UNFINISHED))
+        return float(row["usd"] or 0.0) if row else 0.0
+
+    def spend_rows(self) -> list[Mapping[str, Any]]:
+        """folder, finished_at, cost_usd, output_megapixels of every finished job."""
+        return self._rows("SELECT folder, finished_at, cost_usd, output_megapixels FROM jobs "
+                          "WHERE state=?", (JobState.DONE.value,))
+
+    def oldest_waiting(self) -> dict[str, tuple[str, float]]:
+        """folder → (file, since) of its oldest queued or running job."""
+        out: dict[str, tuple[str, float]] = {}
+        for r in self._rows("SELECT folder, rel, created_at FROM jobs WHERE state IN (?, ?) "
+                            "ORDER BY created_at DESC", (JobState.QUEUED.value,
+                                                         JobState.RUNNING.value)):
+            out[r["folder"]] = (os.fsdecode(bytes(r["rel"])), r["created_at"])
+        return out
+
+    def last_errors(self, limit: int = 10) -> list[Job]:
+        rows = self._rows(f"SELECT {self.columns} FROM jobs WHERE error_kind IS NOT NULL AND "
+                          "state IN (?, ?) ORDER BY updated_at DESC LIMIT ?",
+                          (JobState.FAILED.value, JobState.QUEUED.value, limit))
+        return [row_to_job(r) for r in rows]
+
+    def _ready_filter(self, now: float, exclude_folders: Iterable[str],
+                      only_paid: bool) -> tuple[str, list[Any]]:
+        excluded = list(exclude_folders)
+        sql = ("state IN (?, ?) AND next_attempt_at<=?"
+               + (f" AND folder NOT IN ({','.join('?' * len(excluded))})" if excluded else "")
+               + (" AND (request_id IS NOT NULL OR pending!='[]' OR outputs!='[]')"
+                  if only_paid else "")
+               + f" AND {NOT_WAITING}")
+        return sql, [*WAITING, now, *excluded]
+
+    def next_ready(self, now: float, *, exclude_folders: Iterable[str] = (),
+                   limit: int = 1, only_paid: bool = False) -> list[Job]:
+        """Queued jobs whose time has come, oldest first. ``only_paid``: just the ones that
+        already hold a backend request or an output (resuming them costs nothing more)."""
+        where, args = self._ready_filter(now, exclude_folders, only_paid)
+        rows = self._rows(f"SELECT {self.columns} FROM jobs WHERE {where} "
+                          "ORDER BY next_attempt_at, id LIMIT ?", (*args, limit))
+        return [row_to_job(r) for r in rows]
+
+    def next_wakeup(self, *, exclude_folders: Iterable[str] = ()) -> float | None:
+        """When the earliest queued job becomes ready (None if nothing is queued)."""
+        excluded = list(exclude_folders)
+        marks = ",".join("?" * len(excluded))
+        row = self._one("SELECT MIN(next_attempt_at) AS t FROM jobs WHERE state IN (?, ?) "
+                        f"AND {NOT_WAITING}"
+                        + (f" AND folder NOT IN ({marks})" if excluded else ""),
+                        (*WAITING, *excluded))
+        return row["t"] if row else None
+
+    def waiting_by_folder(self) -> dict[str, int]:
+        """Queued or running jobs per folder."""
+        return {r["folder"]: r["n"] for r in self._rows(
+            "SELECT folder, COUNT(*) AS n FROM jobs WHERE state IN (?, ?) GROUP BY folder",
+            (JobState.QUEUED.value, JobState.RUNNING.value))}
+
+    def queued_folders(self) -> set[str]:
+        return {r["folder"] for r in self._rows(
+            "SELECT DISTINCT folder FROM jobs WHERE state IN (?, ?)", WAITING)}
+
+    def unfinished(self, folders: Iterable[str] | None = None) -> int:
+        """Jobs still to finish (of ``folders`` only, if given: a shared journal also holds
+        other daemons' folders)."""
+        names = list(folders) if folders is not None else None
+        row = self._one("SELECT COUNT(*) AS n FROM jobs WHERE state IN (?, ?, ?)"
+                        + (f" AND folder IN ({','.join('?' * len(names))})" if names else ""),
+                        (*UNFINISHED, *(names or ())))
+        return row["n"] if row else 0
+
+    # -- state changes ---------------------------------------------------------------------
+
+    def _mine(self) -> tuple[str, tuple[Any, ...]]:
+        """The condition that keeps a daemon's changes to the jobs it still holds: one whose
+        lease ran out and was taken over is another daemon's now."""
+        if self.shared and self.daemon_id is not None:
+            return " AND (owner IS NULL OR owner=?)", (self.daemon_id,)
+        return "", ()
+
+    def _update(self, job: Job, **values: Any) -> Job:
+        values["updated_at"] = time.time()
+        cols = ", ".join(f"{k}=?" for k in values)
+        mine, owner = self._mine()
+        # One statement, one round trip: the changed row comes back with the update.
+        row = self._one(f"UPDATE jobs SET {cols} WHERE id=?{mine} RETURNING {COLUMNS}",
+                        (*values.values(), job.id, *owner))
+        if row is None:
+            if mine and self._one("SELECT 1 AS one FROM jobs WHERE id=?", (job.id,)):
+                raise LeaseLost(job.id)
+            raise KeyError(job.id)
+        return self._publish(job.state, row_to_job(row), values)
+
+    def _publish(self, before: JobState | None, job: Job, values: Mapping[str, Any]) -> Job:
+        """Tell readers (page, metrics, terminal) that ``job`` changed; returns it."""
+        if self.events is not None:
+            self.events.publish(JobChanged(job, before, frozenset(values)))
+        return job
+
+    def _insert_job(self, values: dict[str, Any]) -> int | None:
+        """Insert one job row; None if this exact version is journaled already."""
+        raise NotImplementedError
+
+    def enqueue(self, folder: str, path: Path, rel: str, size: int, mtime_ns: int,
+                sha256: str) -> Job | None:
+        """Journal a detected file. Returns the new job, or None if this exact version
+        (path + size + mtime + hash) is already journaled (by any daemon). Older unfinished
+        versions of the same path are superseded: the file changed before we got to it."""
+        now = time.time()
+        with self.transaction():
+            existing = self._one(
+                "SELECT id FROM jobs WHERE folder=? AND path=? AND size=? AND mtime_ns=? "
+                "AND sha256=? AND state!=?",
+                (folder, fs_bytes(path), size, mtime_ns, sha256, JobState.SUPERSEDED.value))
+            if existing:
+                return None
+            # Not this very version: another daemon may have journaled it a moment ago.
+            self._exec(
+                "UPDATE jobs SET state=?, reason=?, updated_at=? WHERE folder=? AND path=? "
+                "AND state IN (?, ?) AND NOT (size=? AND mtime_ns=? AND sha256=?)",
+                (JobState.SUPERSEDED.value, "the file changed before it was processed", now,
+                 folder, fs_bytes(path), *WAITING, size, mtime_ns, sha256))
+            job_id = self._insert_job({
+                "folder": folder, "path": fs_bytes(path), "rel": fs_bytes(rel), "size": size,
+                "mtime_ns": mtime_ns, "sha256": sha256, "state": JobState.QUEUED.value,
+                "created_at": now, "updated_at": now})
+        if job_id is None:
+            return None
+        return self._publish(None, self.get(job_id), {"state": JobState.QUEUED.value})
+
+    def recover(self) -> int:
+        """At start: jobs a dead process held go back to the queue, keeping their
+        request_id and pending outputs so the next attempt resumes rather than redoes. In a
+        shared journal only jobs whose lease ran out are taken back (others are alive), and
+        those of an earlier run on this host and ``state_dir``: the lock there says that
+        daemon is gone, so its jobs need not wait for their leases."""
+        if not self.shared:
+            return self._exec("UPDATE jobs SET state=?, next_attempt_at=0 WHERE state=?",
+                              (JobState.QUEUED.value, JobState.RUNNING.value))
+        with self.transaction():
+            earlier = [r["id"] for r in self._rows(
+                "SELECT id FROM daemons WHERE host=? AND state_dir=? AND id!=?",
+                (*self.home, self.daemon_id))] if self.home else []
+            marks = ",".join("?" * len(earlier))
+            count = self._exec(self._sql(
+                "UPDATE jobs SET state=?, next_attempt_at=0 WHERE state=? AND "
+                "(lease_until IS NULL OR lease_until<{now}"
+                + (f" OR owner IN ({marks})" if earlier else "") + ")"),
+                (JobState.QUEUED.value, JobState.RUNNING.value, *earlier))
+            if earlier:
+                self._exec(f"DELETE FROM daemons WHERE id IN ({marks})", earlier)
+        return count
+
+    def claim(self, job: Job) -> Job:
+        """A worker takes the job: no other dispatch round (nor daemon) can pick it again."""
+        self._exec(self._sql("UPDATE jobs SET state=?, owner=?, lease_until={now}+?, "
+                             "updated_at=? WHERE id=?"),
+                   (JobState.RUNNING.value, self.daemon_id, self.lease, time.time(), job.id))
+        return self.get(job.id)
+
+    def claim_ready(self, now: float, *, exclude_folders: Iterable[str] = (), limit: int = 1,
+                    only_paid: bool = False) -> list[Job]:
+        """Take up to ``limit`` ready jobs for this daemon, oldest first."""
+        return [self.claim(job) for job in self.next_ready(
+            now, exclude_folders=exclude_folders, limit=limit, only_paid=only_paid)]
+
+    def take_over(self, *, exclude_folders: Iterable[str] = (), limit: int = 1) -> list[Job]:
+        """Jobs of dead daemons whose leases ran out; only a shared journal has any."""
+        return []
+
+    def start(self, job: Job, settings: dict[str, Any], settings_key: str) -> Job:
+        """Record the settings the job runs with (the current config's, at this moment)."""
+        return self._update(job, state=JobState.RUNNING.value, settings=json.dumps(settings),
+                            settings_key=settings_key)
+
+    def submitted(self, job: Job, request_id: str) -> Job:
+        """The backend accepted the work: from now on, resume this request, never resubmit
+        unless the backend says it no longer has it."""
+        mine, owner = self._mine()
+        if not self._exec("UPDATE jobs SET request_id=?, submissions=submissions+1, "
+                          f"updated_at=? WHERE id=?{mine}",
+                          (request_id, time.time(), job.id, *owner)):
+            raise LeaseLost(job.id)
+        return self._publish(job.state, self.get(job.id), {"request_id": request_id})
+
+    def wait_for_twin(self, job: Job, settings_key: str) -> Job | None:
+        """Pay once for copies arriving together. If another unfinished job has the same
+        content and settings and is not itself waiting, ``job`` goes back to the queue
+        waiting for it (it is not ready again until that job has finished) and that job is
+        returned. Otherwise ``job`` stops waiting for anyone and None is returned: it does
+        the work itself. One serialised transaction, so two copies (in any daemons) never
+        both wait or both go ahead."""
+        with self.transaction(exclusive=True):
+            row = self._one(
+                "SELECT id FROM jobs WHERE sha256=? AND settings_key=? AND state IN (?, ?, ?) "
+                "AND waits_for IS NULL AND id!=? ORDER BY id LIMIT 1",
+                (job.sha256, settings_key, *UNFINISHED, job.id))
+            self._exec("UPDATE jobs SET waits_for=?, state=?, updated_at=? WHERE id=?",
+                       (row["id"] if row else None,
+                        JobState.QUEUED.value if row else JobState.RUNNING.value,
+                        time.time(), job.id))
+        return self.get(row["id"]) if row else None
+
+    def forget_request(self, job: Job) -> Job:
+        return self._update(job, request_id=None)
+
+    def output_pending(self, job: Job, pending: list[list[str]]) -> Job:
+        """Temp files are written and fsynced; these [temp, final] renames come next."""
+        return self._update(job, pending=json.dumps(pending))
+
+    def output_written(self, job: Job, outputs: list[str], *, megapixels: float | None,
+                       cost_usd: float | None) -> Job:
+        return self._update(job, outputs=json.dumps(outputs), pending="[]",
+                            output_megapixels=megapixels, cost_usd=cost_usd)
+
+    def done(self, job: Job) -> Job:
+        return self._update(job, state=JobState.DONE.value, finished_at=time.time(),
+                            error_kind=None, reason=None, slot_held=0, reserved_usd=None)
+
+    def retry_later(self, job: Job, *, delay: float, kind: str, reason: str,
+                    count_attempt: bool = True) -> Job:
+        return self._update(job, state=JobState.QUEUED.value, next_attempt_at=time.time() + delay,
+                            attempts=job.attempts + (1 if count_attempt else 0),
+                            error_kind=kind, reason=reason)
+
+    def arriving(self, job: Job, *, until: float, kind: str, reason: str) -> Job:
+        """The file does not decode yet and may still be being written: look again at
+        ``until``, without counting an attempt. If a newer version of the file was journaled
+        meanwhile, this one is superseded instead."""
+        newer = self._one("SELECT 1 AS one FROM jobs WHERE folder=? AND path=? AND id>? "
+                          "AND state!=?", (job.folder, fs_bytes(job.path), job.id,
+                                           JobState.SUPERSEDED.value))
+        if newer:
+            return self.superseded(job, "the file changed while it was being checked")
+        return self._update(job, state=JobState.ARRIVING.value, next_attempt_at=until,
+                            error_kind=kind, reason=reason)
+
+    def requeue(self, job: Job) -> Job:
+        """Back to the queue without counting an attempt (shutdown, paused folder)."""
+        return self._update(job, state=JobState.QUEUED.value)
+
+    def failed(self, job: Job, *, kind: str, reason: str, attempts: int | None = None) -> Job:
+        return self._update(job, state=JobState.FAILED.value, finished_at=time.time(),
+                            error_kind=kind, reason=reason, slot_held=0, reserved_usd=None,
+                            attempts=job.attempts if attempts is None else attempts)
+
+    def superseded(self, job: Job, reason: str) -> Job:
+        return self._update(job, state=JobState.SUPERSEDED.value, reason=reason,
+                            finished_at=time.time(), slot_held=0, reserved_usd=None)
+
+    def moved_source(self, job: Job, path: Path) -> Job:
+        """The original now lives at ``path`` (failed_dir, or back in the inbox on retry)."""
+        return self._update(job, path=fs_bytes(path))
+
+    def retry_failed(self, job: Job, path: Path) -> Job:
+        return self._update(job, state=JobState.QUEUED.value, path=fs_bytes(path), attempts=0,
+                            next_attempt_at=0, finished_at=None, request_id=None, waits_for=None)
+
+    # -- limits shared by every daemon on the journal -----------------------------------------
+
+    def acquire_slot(self, job_id: int, limit: int) -> bool:
+        """Take one of ``limit`` slots at the upscaler for ``job_id``, counted over every
+        daemon. A job keeps its slot until it is released or the job finishes, so a request
+        left at the upscaler by a dead daemon stays counted until another daemon resumes it."""
+        with self.transaction(exclusive=True):
+            row = self._one("SELECT slot_held FROM jobs WHERE id=?", (job_id,))
+            if row is None:
+                return False
+            if row["slot_held"]:
+                return True
+            held = self._one("SELECT COUNT(*) AS n FROM jobs WHERE slot_held=1")
+            if held and held["n"] >= limit:
+                return False
+            self._exec("UPDATE jobs SET slot_held=1 WHERE id=?", (job_id,))
+            return True
+
+    def release_slot(self, job_id: int) -> None:
+        self._exec("UPDATE jobs SET slot_held=0 WHERE id=?", (job_id,))
+
+    def slots_held(self) -> int:
+        row = self._one("SELECT COUNT(*) AS n FROM jobs WHERE slot_held=1")
+        return row["n"] if row else 0
+
+    def reserve_budget(self, job: Job, usd: float, *, limit: float, since: float) -> bool:
+        """Reserve ``usd`` for ``job`` before it is submitted, if today's spend plus every
+        reservation is still below ``limit`` (the rule a single daemon always had: submit while
+        under the limit). Atomic across daemons: two cannot both take the last dollar. A job
+        that already holds a reservation keeps it (a retry is not a second spend)."""
+        with self.transaction(exclusive=True):
+            row = self._one("SELECT reserved_usd FROM jobs WHERE id=?", (job.id,))
+            if row is not None and row["reserved_usd"] is not None:
+                return True
+            if self.committed_since(since) >= limit - 1e-9:
+                return False
+            self._exec("UPDATE jobs SET reserved_usd=? WHERE id=?", (usd, job.id))
+            return True
+
+    def release_budget(self, job: Job) -> None:
+        """The request was never made (or fal refused it unbilled): free the reservation."""
+        self._exec("UPDATE jobs SET reserved_usd=NULL WHERE id=?", (job.id,))

@@ -1,0 +1,165 @@
+"""The embedded journal: one SQLite file in ``state_dir``, one daemon.
+
+WAL mode lets ``status`` read while the daemon writes. The operations themselves are in
+base.py, shared with the PostgreSQL store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..events import Events
+from .base import COLUMNS, JournalBase
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    folder TEXT NOT NULL,
+    path BLOB NOT NULL,  -- os.fsencode(): file names need not be UTF-8
+    rel BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    request_id TEXT,
+    settings TEXT,
+    settings_key TEXT,
+    outputs TEXT NOT NULL DEFAULT '[]',
+    pending TEXT NOT NULL DEFAULT '[]',
+    error_kind TEXT,
+    reason TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    finished_at REAL,
+    output_megapixels REAL,
+    cost_usd REAL,
+    submissions INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS jobs_path ON jobs(folder, path);
+CREATE INDEX IF NOT EXISTS jobs_content ON jobs(folder, sha256, settings_key, state);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+#: Each step takes the schema from version N to N+1; a journal is migrated in place at start.
+MIGRATIONS = (
+    # 1 → 2: owners and leases, concurrency slots and budget reservations, daemons.
+    """
+    ALTER TABLE jobs ADD COLUMN owner TEXT;
+    ALTER TABLE jobs ADD COLUMN lease_until REAL;
+    ALTER TABLE jobs ADD COLUMN slot_held INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN reserved_usd REAL;
+    CREATE TABLE IF NOT EXISTS daemons (id TEXT PRIMARY KEY, host TEXT NOT NULL,
+        pid INTEGER NOT NULL, state_dir TEXT NOT NULL, started_at REAL NOT NULL,
+        heartbeat_at REAL NOT NULL, folders TEXT);
+    """,
+    # 2 → 3: a copy waits for the identical job in flight whose output it will copy.
+    """
+    ALTER TABLE jobs ADD COLUMN waits_for INTEGER;
+    CREATE INDEX IF NOT EXISTS jobs_twins ON jobs(sha256, settings_key);
+    """,
+    # 3 → 4: counts per folder and state, and the latest finished jobs, without a table
+    # scan (the web page).
+    """
+    CREATE INDEX IF NOT EXISTS jobs_folder_state ON jobs(folder, state);
+    CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished_at, cost_usd);
+    """,
+)
+SCHEMA_VERSION = str(1 + len(MIGRATIONS))
+
+
+class Journal(JournalBase):
+    db_clock = "((julianday('now') - 2440587.5) * 86400.0)"
+
+    def __init__(self, path: Path, *, readonly: bool = False, lease: float = 60.0,
+                 events: Events | None = None):
+        self.path = path
+        self.events = events
+        self.lease = lease
+        self._in_tx = False
+        if readonly:
+            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+            self._fill_missing_columns()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(path, timeout=10, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode is durable across a process crash; only a power cut may
+            # lose the last transactions, and every file is then found again by a rescan.
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        self.db.row_factory = sqlite3.Row
+
+    def _migrate(self) -> None:
+        with self.transaction(exclusive=True):
+            for statement in _statements(SCHEMA):
+                self.db.execute(statement)
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', '1')")
+            version = int(self.db.execute("SELECT value FROM meta WHERE key='schema'")
+                          .fetchone()[0])
+            for step in MIGRATIONS[version - 1:]:
+                for statement in _statements(step):
+                    if not self._has_column_already(statement):
+                        self.db.execute(statement)
+            self.db.execute("UPDATE meta SET value=? WHERE key='schema'", (SCHEMA_VERSION,))
+
+    def _has_column_already(self, statement: str) -> bool:
+        """An ``ADD COLUMN`` whose column a pre-release journal already has is skipped."""
+        words = statement.split()
+        if words[:2] != ["ALTER", "TABLE"] or "COLUMN" not in words:
+            return False
+        column = words[words.index("COLUMN") + 1]
+        return column in {r[1] for r in self.db.execute(f"PRAGMA table_info({words[2]})")}
+
+    def _fill_missing_columns(self) -> None:
+        """A read-only look (``status``) at a journal the daemon has not migrated yet."""
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}
+        self.columns = ", ".join(c if c in have else f"NULL AS {c}"
+                                 for c in (c.strip() for c in COLUMNS.split(",")))
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[Mapping[str, Any]]:
+        return self.db.execute(self._sql(sql), tuple(args)).fetchall()
+
+    def _exec(self, sql: str, args: Iterable[Any] = ()) -> int:
+        if self._in_tx:
+            return self.db.execute(self._sql(sql), tuple(args)).rowcount
+        with self.transaction():
+            return self.db.execute(self._sql(sql), tuple(args)).rowcount
+
+    @contextlib.contextmanager
+    def transaction(self, *, exclusive: bool = False) -> Iterator[None]:
+        if self._in_tx:
+            yield
+            return
+        # IMMEDIATE takes the write lock at once: a check-then-write cannot interleave with
+        # another writer (``retry`` run beside the daemon).
+        self.db.execute("BEGIN IMMEDIATE")
+        self._in_tx = True
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+        finally:
+            self._in_tx = False
+
+    def _insert_job(self, values: dict[str, Any]) -> int | None:
+        cols = ", ".join(values)
+        cur = self.db.execute(f"INSERT INTO jobs ({cols}) VALUES ({', '.join('?' * len(values))})",
+                              tuple(values.values()))
+        return cur.lastrowid
+
+
+def _statements(script: str) -> list[str]:
+    """Split a schema script into statements (none of ours has a ';' inside)."""
+    return [s.strip() for s in script.split(";") if s.strip()]
