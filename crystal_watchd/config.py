@@ -7,9 +7,7 @@ hint: a misspelt setting that is silently ignored is worse than one that stops t
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
-import math
 import os
 import string
 from dataclasses import asdict, dataclass, field
@@ -17,9 +15,17 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
-import yaml
-
 from .errors import ConfigError, ConfigProblem
+from .yamldoc import (
+    Doc,
+    Section,
+    boolean,
+    choice,
+    nonempty_text,
+    number,
+    path_in,
+    text_list,
+)
 
 BACKENDS = ("fal", "local")
 OUTPUT_FORMATS = ("same", "png", "jpeg", "webp")
@@ -261,170 +267,16 @@ def default_state_dir(environ: dict[str, str] | None = None) -> Path:
     return base / "crystal-watchd"
 
 
-# ---------------------------------------------------------------------------------------
-# YAML with line numbers
-
-
-class _Doc:
-    """Plain data from a YAML file, plus the line of every key path."""
-
-    def __init__(self, file: str):
-        self.file = file
-        self.lines: dict[tuple[Any, ...], int] = {}
-        self.problems: list[ConfigProblem] = []
-
-    def problem(self, path: tuple[Any, ...], message: str) -> None:
-        line = None
-        for n in range(len(path), -1, -1):
-            if path[:n] in self.lines:
-                line = self.lines[path[:n]]
-                break
-        self.problems.append(ConfigProblem(self.file, line, _key_path(path), message))
-
-    def load(self, text: str) -> Any:
-        loader = yaml.SafeLoader(text)
-        try:
-            node = loader.get_single_node()
-            return self._convert(loader, node, ()) if node is not None else None
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark else None
-            what = " ".join(p for p in (exc.context, exc.problem) if p)
-            self.problems.append(ConfigProblem(self.file, line, "", f"YAML syntax error: {what}"))
-            return None
-        except yaml.YAMLError as exc:
-            self.problems.append(ConfigProblem(self.file, None, "", f"YAML error: {exc}"))
-            return None
-        finally:
-            loader.dispose()
-
-    def _convert(self, loader: yaml.SafeLoader, node: yaml.Node, path: tuple[Any, ...]) -> Any:
-        self.lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            out: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
-                key = loader.construct_object(key_node, deep=True)
-                if not isinstance(key, str):
-                    key = str(key)
-                child = path + (key,)
-                self.lines[child] = key_node.start_mark.line + 1
-                if key in out:
-                    self.problem(child, "this key appears twice")
-                out[key] = self._convert(loader, value_node, child)
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self._convert(loader, item, path + (i,)) for i, item in enumerate(node.value)]
-        return loader.construct_object(node, deep=True)
-
-
-def _key_path(path: tuple[Any, ...]) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-# ---------------------------------------------------------------------------------------
-# Field checks: each returns the cleaned value or records a problem and returns None.
-
-_MISSING = object()
-
-
-class _Section:
-    """A mapping being read: tracks which keys were used so the rest can be reported."""
-
-    def __init__(self, doc: _Doc, data: Any, path: tuple[Any, ...], allowed: tuple[str, ...]):
-        self.doc, self.path, self.allowed = doc, path, allowed
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            doc.problem(path, f"must be a mapping of settings, not {_kind(data)}")
-            data = {}
-        self.data = data
-        for key in data:
-            if key not in allowed:
-                hint = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
-                tip = f"; did you mean '{hint[0]}'?" if hint else f"; known keys: {', '.join(allowed)}"
-                doc.problem(path + (key,), f"unknown setting{tip}")
-
-    def get(self, key: str, check: Callable[[Any], Any], default: Any = _MISSING) -> Any:
-        if key not in self.data:
-            if default is _MISSING:
-                self.doc.problem(self.path + (key,), "is required")
-                return None
-            return default
-        try:
-            return check(self.data[key])
-        except ValueError as exc:
-            self.doc.problem(self.path + (key,), str(exc))
-            return default if default is not _MISSING else None
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "empty"
-    return {bool: "true/false", int: "a number", float: "a number", str: "text", list: "a list",
-            dict: "a mapping"}.get(type(value), type(value).__name__)
-
-
-def _number(lo: float, hi: float, *, integer: bool = False) -> Callable[[Any], float]:
-    def check(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-            raise ValueError(f"must be a number from {lo:g} to {hi:g}, not {_kind(value)} {value!r}")
-        if integer and value != int(value):
-            raise ValueError(f"must be a whole number, not {value!r}")
-        if not lo <= value <= hi:
-            raise ValueError(f"must be from {lo:g} to {hi:g}, not {value:g}")
-        return int(value) if integer else float(value)
-
-    return check
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"must be true or false, not {_kind(value)} {value!r}")
-    return value
-
-
-def _choice(*choices: str) -> Callable[[Any], str]:
-    def check(value: Any) -> str:
-        if not isinstance(value, str) or value.lower() not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}, not {value!r}")
-        return value.lower()
-
-    return check
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"must be non-empty text, not {_kind(value)} {value!r}")
-    return value
-
-
-def _text_list(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ValueError("must be a list of text items")
-    return tuple(value)
-
-
 def _polling(value: Any) -> float | None:
     if value is False or value is None:
         return None
     if value is True:
         return DEFAULT_POLL_SECONDS
-    return _number(0.5, 3600)(value)
-
-
-def _path(base: Path) -> Callable[[Any], Path]:
-    def check(value: Any) -> Path:
-        path = Path(os.path.expanduser(_text(value)))
-        return Path(os.path.normpath(base / path))
-
-    return check
+    return number(0.5, 3600)(value)
 
 
 def _filename(value: Any) -> str:
-    template = _text(value)
+    template = nonempty_text(value)
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as exc:
@@ -447,29 +299,29 @@ TOP_KEYS = ("backend", "concurrency", "state_dir", "log", "fal", "retry", "defau
             "journal_password_file", "journal_lease")
 
 
-def _folder_values(sec: _Section, base: Path, fallback: dict[str, Any]) -> dict[str, Any]:
+def _folder_values(sec: Section, base: Path, fallback: dict[str, Any]) -> dict[str, Any]:
     """Read every per-folder setting present in ``sec``, falling back to ``fallback``."""
     d = FolderConfig.__dataclass_fields__
     checks: dict[str, Callable[[Any], Any]] = {
-        "scale_factor": _number(1, 200),
-        "creativity": _number(0, 10),
-        "recursive": _bool,
+        "scale_factor": number(1, 200),
+        "creativity": number(0, 10),
+        "recursive": boolean,
         "polling": _polling,
-        "settle": _number(0, 3600),
-        "incomplete_grace": _number(0, 86_400),
-        "extensions": lambda v: tuple(e.lower().lstrip(".") for e in _text_list(v)),
-        "ignore": _text_list,
-        "output_format": lambda v: _choice(*OUTPUT_FORMATS)("jpeg" if v in ("jpg", "JPG") else v),
+        "settle": number(0, 3600),
+        "incomplete_grace": number(0, 86_400),
+        "extensions": lambda v: tuple(e.lower().lstrip(".") for e in text_list(v)),
+        "ignore": text_list,
+        "output_format": lambda v: choice(*OUTPUT_FORMATS)("jpeg" if v in ("jpg", "JPG") else v),
         "filename": _filename,
-        "overwrite": _bool,
-        "originals": _choice(*ORIGINALS),
-        "done_dir": _path(base),
-        "failed_dir": _path(base),
-        "max_input_megapixels": _number(0.001, 10_000),
-        "max_output_megapixels": _number(0.001, MAX_OUTPUT_MEGAPIXELS),
-        "oversize": _choice(*OVERSIZE),
-        "jpeg_quality": _number(1, 100, integer=True),
-        "webp_quality": _number(1, 100, integer=True),
+        "overwrite": boolean,
+        "originals": choice(*ORIGINALS),
+        "done_dir": path_in(base),
+        "failed_dir": path_in(base),
+        "max_input_megapixels": number(0.001, 10_000),
+        "max_output_megapixels": number(0.001, MAX_OUTPUT_MEGAPIXELS),
+        "oversize": choice(*OVERSIZE),
+        "jpeg_quality": number(1, 100, integer=True),
+        "webp_quality": number(1, 100, integer=True),
     }
     out = {}
     for key, check in checks.items():
@@ -481,19 +333,19 @@ def _folder_values(sec: _Section, base: Path, fallback: dict[str, Any]) -> dict[
 def parse(text: str, file: str | Path) -> Config:
     """Parse config text; raise ConfigError listing every problem."""
     path = Path(file).absolute()
-    doc = _Doc(str(file))
+    doc = Doc(str(file))
     data = doc.load(text)
     if data is None and doc.problems:  # unparseable: nothing more to check
         raise ConfigError(doc.problems)
     base = path.parent
-    top = _Section(doc, data, (), TOP_KEYS)
+    top = Section(doc, data, (), TOP_KEYS)
 
-    log = _Section(doc, top.data.get("log"), ("log",), ("format", "level"))
-    fal = _Section(doc, top.data.get("fal"), ("fal",), tuple(FalConfig.__dataclass_fields__))
-    retry = _Section(doc, top.data.get("retry"), ("retry",), ("attempts", "backoff", "max_backoff"))
-    budget = _Section(doc, top.data.get("budget"), ("budget",), ("daily_usd",))
-    pixels = _Section(doc, top.data.get("pixels"), ("pixels",), ("workers", "memory_mb"))
-    defaults = _Section(doc, top.data.get("defaults"), ("defaults",), DEFAULTS_KEYS)
+    log = Section(doc, top.data.get("log"), ("log",), ("format", "level"))
+    fal = Section(doc, top.data.get("fal"), ("fal",), tuple(FalConfig.__dataclass_fields__))
+    retry = Section(doc, top.data.get("retry"), ("retry",), ("attempts", "backoff", "max_backoff"))
+    budget = Section(doc, top.data.get("budget"), ("budget",), ("daily_usd",))
+    pixels = Section(doc, top.data.get("pixels"), ("pixels",), ("workers", "memory_mb"))
+    defaults = Section(doc, top.data.get("defaults"), ("defaults",), DEFAULTS_KEYS)
     default_values = _folder_values(defaults, base, {})
 
     folders: list[FolderConfig] = []
@@ -502,11 +354,11 @@ def parse(text: str, file: str | Path) -> Config:
         doc.problem(("folders",), "must list at least one folder (each with inbox and outbox)")
         raw_folders = []
     for i, raw in enumerate(raw_folders):
-        sec = _Section(doc, raw, ("folders", i), FOLDER_KEYS)
-        inbox = sec.get("inbox", _path(base))
-        outbox = sec.get("outbox", _path(base))
+        sec = Section(doc, raw, ("folders", i), FOLDER_KEYS)
+        inbox = sec.get("inbox", path_in(base))
+        outbox = sec.get("outbox", path_in(base))
         values = _folder_values(sec, base, default_values)
-        name = sec.get("name", _text, inbox.name if inbox else f"folder{i + 1}")
+        name = sec.get("name", nonempty_text, inbox.name if inbox else f"folder{i + 1}")
         if inbox is None or outbox is None:
             continue
         if values["done_dir"] == Path():
@@ -517,36 +369,36 @@ def parse(text: str, file: str | Path) -> Config:
 
     config = Config(
         path=path,
-        backend=top.get("backend", _choice(*BACKENDS), "fal"),
-        concurrency=top.get("concurrency", _number(1, 256, integer=True), 4),
-        state_dir=top.get("state_dir", _path(base), default_state_dir()),
-        log=LogConfig(format=log.get("format", _choice(*LOG_FORMATS), "auto"),
-                      level=log.get("level", _choice(*LOG_LEVELS), "info")),
+        backend=top.get("backend", choice(*BACKENDS), "fal"),
+        concurrency=top.get("concurrency", number(1, 256, integer=True), 4),
+        state_dir=top.get("state_dir", path_in(base), default_state_dir()),
+        log=LogConfig(format=log.get("format", choice(*LOG_FORMATS), "auto"),
+                      level=log.get("level", choice(*LOG_LEVELS), "info")),
         fal=FalConfig(
-            endpoint=fal.get("endpoint", _text, FalConfig.endpoint),
-            key_file=fal.get("key_file", lambda v: None if v is None else _path(base)(v), None),
-            upload=fal.get("upload", _choice(*UPLOAD_MODES), "auto"),
-            timeout=fal.get("timeout", _number(10, 86_400), 900.0),
-            price_per_megapixel=fal.get("price_per_megapixel", _number(0, 100), 0.016),
-            result_format=fal.get("result_format", _choice(*RESULT_FORMATS), "auto"),
-            queue_ahead=fal.get("queue_ahead", _number(0, 256, integer=True), 0),
+            endpoint=fal.get("endpoint", nonempty_text, FalConfig.endpoint),
+            key_file=fal.get("key_file", lambda v: None if v is None else path_in(base)(v), None),
+            upload=fal.get("upload", choice(*UPLOAD_MODES), "auto"),
+            timeout=fal.get("timeout", number(10, 86_400), 900.0),
+            price_per_megapixel=fal.get("price_per_megapixel", number(0, 100), 0.016),
+            result_format=fal.get("result_format", choice(*RESULT_FORMATS), "auto"),
+            queue_ahead=fal.get("queue_ahead", number(0, 256, integer=True), 0),
         ),
-        retry=RetryConfig(attempts=retry.get("attempts", _number(1, 1000, integer=True), 5),
-                          backoff=retry.get("backoff", _number(0, 86_400), 5.0),
-                          max_backoff=retry.get("max_backoff", _number(0, 86_400), 300.0)),
+        retry=RetryConfig(attempts=retry.get("attempts", number(1, 1000, integer=True), 5),
+                          backoff=retry.get("backoff", number(0, 86_400), 5.0),
+                          max_backoff=retry.get("max_backoff", number(0, 86_400), 300.0)),
         folders=tuple(folders),
-        rescan_interval=top.get("rescan_interval", _number(1, 86_400), 300.0),
-        shutdown_grace=top.get("shutdown_grace", _number(0, 3600), 20.0),
+        rescan_interval=top.get("rescan_interval", number(1, 86_400), 300.0),
+        shutdown_grace=top.get("shutdown_grace", number(0, 3600), 20.0),
         budget=BudgetConfig(daily_usd=budget.get(
-            "daily_usd", lambda v: None if v is None else _number(0, 1e9)(v), None)),
+            "daily_usd", lambda v: None if v is None else number(0, 1e9)(v), None)),
         pixels=PixelConfig(
-            workers=pixels.get("workers", _number(1, 256, integer=True), PixelConfig.workers),
-            memory_mb=pixels.get("memory_mb", _number(32, 1_048_576), PixelConfig.memory_mb)),
+            workers=pixels.get("workers", number(1, 256, integer=True), PixelConfig.workers),
+            memory_mb=pixels.get("memory_mb", number(32, 1_048_576), PixelConfig.memory_mb)),
         http=_http(doc, top, base),
         journal=top.get("journal", _journal_url, None),
         journal_password_file=top.get(
-            "journal_password_file", lambda v: None if v is None else _path(base)(v), None),
-        journal_lease=top.get("journal_lease", _number(1, 3600), 60.0),
+            "journal_password_file", lambda v: None if v is None else path_in(base)(v), None),
+        journal_lease=top.get("journal_lease", number(1, 3600), 60.0),
     )
     _check_folders(doc, config)
     if doc.problems:
@@ -555,7 +407,7 @@ def parse(text: str, file: str | Path) -> Config:
 
 
 def _listen(value: Any) -> tuple[str, int]:
-    text = _text(value).strip()
+    text = nonempty_text(value).strip()
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not host:
         raise ValueError(f"must be HOST:PORT, like {DEFAULT_HTTP_LISTEN} or [::1]:8765, "
@@ -567,17 +419,17 @@ def _listen(value: Any) -> tuple[str, int]:
     return host, int(port)
 
 
-def _http(doc: _Doc, top: _Section, base: Path) -> HttpConfig | None:
+def _http(doc: Doc, top: Section, base: Path) -> HttpConfig | None:
     """``http:`` absent means the default page on loopback; ``http: null`` turns it off."""
     if "http" in top.data and top.data["http"] is None:
         return None
-    sec = _Section(doc, top.data.get("http"), ("http",),
+    sec = Section(doc, top.data.get("http"), ("http",),
                    ("listen", "token", "token_file", "thumbs_cache_mb"))
     host, port = sec.get("listen", _listen, ("127.0.0.1", 8765))
-    token = sec.get("token", lambda v: None if v is None else _text(v).strip(), None)
-    token_file = sec.get("token_file", lambda v: None if v is None else _path(base)(v), None)
+    token = sec.get("token", lambda v: None if v is None else nonempty_text(v).strip(), None)
+    token_file = sec.get("token_file", lambda v: None if v is None else path_in(base)(v), None)
     http = HttpConfig(host=host, port=port, token=token, token_file=token_file,
-                      thumbs_cache_mb=sec.get("thumbs_cache_mb", _number(1, 1_000_000), 200.0))
+                      thumbs_cache_mb=sec.get("thumbs_cache_mb", number(1, 1_000_000), 200.0))
     if not http.loopback and token is None and token_file is None and not _token_credential():
         doc.problem(("http", "listen"),
                     f"listening on {host} (not a loopback address) needs http.token or "
@@ -595,7 +447,7 @@ def _inside(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
 
-def _check_folders(doc: _Doc, config: Config) -> None:
+def _check_folders(doc: Doc, config: Config) -> None:
     """Names unique, no inbox twice, and nothing we write lands where we watch."""
     seen_names: dict[str, int] = {}
     seen_inboxes: dict[Path, int] = {}

@@ -1,0 +1,166 @@
+"""YAML with a line number for every key path, and the checks each setting's value goes
+through. A problem is recorded with file, line and key, never raised at the first one, so a
+user sees every mistake in a config at once (config.py turns them into one ConfigError).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .errors import ConfigProblem
+
+
+class Doc:
+    """Plain data from a YAML file, plus the line of every key path."""
+
+    def __init__(self, file: str):
+        self.file = file
+        self.lines: dict[tuple[Any, ...], int] = {}
+        self.problems: list[ConfigProblem] = []
+
+    def problem(self, path: tuple[Any, ...], message: str) -> None:
+        line = None
+        for n in range(len(path), -1, -1):
+            if path[:n] in self.lines:
+                line = self.lines[path[:n]]
+                break
+        self.problems.append(ConfigProblem(self.file, line, key_path(path), message))
+
+    def load(self, text: str) -> Any:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            return self._convert(loader, node, ()) if node is not None else None
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark else None
+            what = " ".join(p for p in (exc.context, exc.problem) if p)
+            self.problems.append(ConfigProblem(self.file, line, "", f"YAML syntax error: {what}"))
+            return None
+        except yaml.YAMLError as exc:
+            self.problems.append(ConfigProblem(self.file, None, "", f"YAML error: {exc}"))
+            return None
+        finally:
+            loader.dispose()
+
+    def _convert(self, loader: yaml.SafeLoader, node: yaml.Node, path: tuple[Any, ...]) -> Any:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = loader.construct_object(key_node, deep=True)
+                if not isinstance(key, str):
+                    key = str(key)
+                child = path + (key,)
+                self.lines[child] = key_node.start_mark.line + 1
+                if key in out:
+                    self.problem(child, "this key appears twice")
+                out[key] = self._convert(loader, value_node, child)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self._convert(loader, item, path + (i,)) for i, item in enumerate(node.value)]
+        return loader.construct_object(node, deep=True)
+
+
+def key_path(path: tuple[Any, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Field checks: each returns the cleaned value or records a problem and returns None.
+
+MISSING = object()
+
+
+class Section:
+    """A mapping being read: tracks which keys were used so the rest can be reported."""
+
+    def __init__(self, doc: Doc, data: Any, path: tuple[Any, ...], allowed: tuple[str, ...]):
+        self.doc, self.path, self.allowed = doc, path, allowed
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            doc.problem(path, f"must be a mapping of settings, not {kind_of(data)}")
+            data = {}
+        self.data = data
+        for key in data:
+            if key not in allowed:
+                hint = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+                tip = f"; did you mean '{hint[0]}'?" if hint else f"; known keys: {', '.join(allowed)}"
+                doc.problem(path + (key,), f"unknown setting{tip}")
+
+    def get(self, key: str, check: Callable[[Any], Any], default: Any = MISSING) -> Any:
+        if key not in self.data:
+            if default is MISSING:
+                self.doc.problem(self.path + (key,), "is required")
+                return None
+            return default
+        try:
+            return check(self.data[key])
+        except ValueError as exc:
+            self.doc.problem(self.path + (key,), str(exc))
+            return default if default is not MISSING else None
+
+
+def kind_of(value: Any) -> str:
+    if value is None:
+        return "empty"
+    return {bool: "true/false", int: "a number", float: "a number", str: "text", list: "a list",
+            dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+def number(lo: float, hi: float, *, integer: bool = False) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise ValueError(f"must be a number from {lo:g} to {hi:g}, not {kind_of(value)} {value!r}")
+        if integer and value != int(value):
+            raise ValueError(f"must be a whole number, not {value!r}")
+        if not lo <= value <= hi:
+            raise ValueError(f"must be from {lo:g} to {hi:g}, not {value:g}")
+        return int(value) if integer else float(value)
+
+    return check
+
+
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, not {kind_of(value)} {value!r}")
+    return value
+
+
+def choice(*choices: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or value.lower() not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, not {value!r}")
+        return value.lower()
+
+    return check
+
+
+def nonempty_text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"must be non-empty text, not {kind_of(value)} {value!r}")
+    return value
+
+
+def text_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError("must be a list of text items")
+    return tuple(value)
+
+
+def path_in(base: Path) -> Callable[[Any], Path]:
+    def check(value: Any) -> Path:
+        path = Path(os.path.expanduser(nonempty_text(value)))
+        return Path(os.path.normpath(base / path))
+
+    return check
