@@ -44,6 +44,9 @@ class Settings:
     scale_factor: float
     creativity: float
     output_format: str
+    #: ``fal.result_format`` the job ran with (auto or png; empty for the local backend): a
+    #: JPEG passed through from fal and one encoded here from fal's PNG are different files.
+    result_format: str = ""
 
     def key(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)

@@ -100,7 +100,9 @@ class Worker:
                                          output_format=settings.output_format)
         else:
             settings = Settings(self.backend.name, folder.scale_factor, folder.creativity,
-                                folder.output_format)
+                                folder.output_format,
+                                "" if self.backend.name == "local"
+                                else self.config.fal.result_format)
         job = self.journal.start(job, settings.__dict__, settings.key())
         bound = log.bind(job_id=job.id, folder=job.folder, file=job.rel)
         earlier = None
