@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import struct
 import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .completeness import sniff
+from .metadata import Metadata
 
 try:  # Intel's ISA-L inflates about twice as fast as zlib; same streams, same API
     from isal import isal_zlib as _inflater
 except ImportError:  # pragma: no cover - platforms without an isal wheel
     _inflater = zlib
-from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO
-
-from .metadata import Metadata
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHUNK = 1 << 20
@@ -46,17 +47,6 @@ class Info:
     height: int
     channels: int  # 1 grey, 2 grey+alpha, 3 colour, 4 colour+alpha (or CMYK in JPEG)
     has_alpha: bool = False
-
-
-def sniff(path: Path) -> str | None:
-    """JPEG, PNG or None, from the first bytes."""
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-    if head.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if head == PNG_SIGNATURE:
-        return "PNG"
-    return None
 
 
 # -- JPEG --------------------------------------------------------------------------------
