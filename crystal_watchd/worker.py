@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import arrival, logs, output, preflight, render
+from . import arrival, logs, metadata, output, preflight, render
 from .backends.base import Backend, ResultImage, UpscaleRequest
 from .budget import local_midnight
 from .config import Config, FolderConfig
@@ -305,7 +305,9 @@ class Worker:
                 wanted = output.render_name(folder, job.rel, scale=scale, ext=ext, index=i)
                 target = render.Target(fmt=source.target, meta=source.meta, grey=source.grey,
                                        alpha=alpha, jpeg_quality=folder.jpeg_quality,
-                                       webp_quality=folder.webp_quality)
+                                       webp_quality=folder.webp_quality,
+                                       dpi=metadata.output_dpi(source.meta.dpi, folder.dpi,
+                                                               scale))
                 if render.passes_through(result, target):
                     written = await asyncio.to_thread(render.write, result, target, wanted, tag)
                 else:
