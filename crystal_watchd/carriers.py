@@ -157,6 +157,8 @@ def save_params(blocks: Blocks, fmt: str) -> dict[str, object]:
         params["tiffinfo"] = _tiff_tags(blocks)
         if blocks.dpi:
             params["dpi"] = blocks.dpi
+        else:  # Pillow writes a resolution of 1 regardless: say it has no unit, not 1 dpi
+            params["resolution_unit"] = 1
     return params
 
 

@@ -234,10 +234,12 @@ def source_dpi(image: Image.Image, resources: list[iptc.Resource]) -> tuple[floa
     if not dpi:
         dpi = _exif_dpi(image) or iptc.resolution(resources)
     try:
-        x, y = (float(v) for v in dpi)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
+        # PNG stores pixels per metre, so 300 dpi reads back as 299.9994: snap to whole.
+        x, y = (round(float(v)) if abs(float(v) - round(float(v))) < 0.01 else float(v)
+                for v in dpi)  # type: ignore[union-attr]
+    except (TypeError, ValueError, OverflowError):
         return None
-    return (x, y) if 1 <= x <= 1e6 and 1 <= y <= 1e6 else None
+    return (float(x), float(y)) if 1 <= x <= 1e6 and 1 <= y <= 1e6 else None
 
 
 def _exif_dpi(image: Image.Image) -> tuple[float, float] | None:

@@ -97,12 +97,13 @@ class Worker:
             settings = Settings(**job.settings)
             folder = dataclasses.replace(folder, scale_factor=settings.scale_factor,
                                          creativity=settings.creativity,
-                                         output_format=settings.output_format)
+                                         output_format=settings.output_format,
+                                         dpi=settings.dpi)
         else:
             settings = Settings(self.backend.name, folder.scale_factor, folder.creativity,
                                 folder.output_format,
                                 "" if self.backend.name == "local"
-                                else self.config.fal.result_format)
+                                else self.config.fal.result_format, folder.dpi)
         job = self.journal.start(job, settings.__dict__, settings.key())
         bound = log.bind(job_id=job.id, folder=job.folder, file=job.rel)
         earlier = None

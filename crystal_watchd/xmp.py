@@ -111,8 +111,11 @@ def parse(data: bytes) -> Packet:
                     prefixes[uri] = prefix
             else:
                 root = item
-    except (ET.ParseError, DefusedXmlException, ValueError) as exc:
-        raise XmpError(f"it is not well-formed XML ({type(exc).__name__}: {exc})") from None
+    except DefusedXmlException:
+        raise XmpError("it declares a DTD, which XMP never has (refused: a DTD can expand "
+                       "entities without bound or read other files)") from None
+    except (ET.ParseError, ValueError) as exc:
+        raise XmpError(f"it is not well-formed XML ({exc})") from None
     if root is None:
         raise XmpError("it is empty")
     rdf = root if root.tag == _RDF + "RDF" else root.find(f".//{_RDF}RDF")
