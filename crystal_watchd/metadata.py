@@ -13,7 +13,6 @@ output in carriers.py (see xmp.py and iptc.py).
 from __future__ import annotations
 
 import io
-import struct
 from dataclasses import dataclass, field
 
 from PIL import Image, ImageCms, TiffImagePlugin
@@ -74,7 +73,8 @@ class Metadata:
     def icc_for(self, mode: str) -> bytes | None:
         """The profile, if it describes pixels of ``mode`` (a grey profile on RGB pixels, or
         a CMYK one on pixels already converted to RGB, would misdescribe them)."""
-        wanted = "grey" if mode in ("L", "LA", "I;16", "I", "1") else "rgb"
+        wanted = ("grey" if mode in ("L", "LA", "I;16", "I", "1")
+                  else "cmyk" if mode == "CMYK" else "rgb")
         return self.icc_profile if self.icc_space == wanted else None
 
 
@@ -174,14 +174,13 @@ def _tiff_bytes(image: Image.Image, tag: int) -> bytes | None:
     tags = getattr(image, "tag_v2", None)
     if tags is None or tag not in tags:
         return None
+    # The raw bytes, as Pillow's own IPTC reader takes them: decoded, a LONG-typed block is
+    # cut to the single value Pillow expects for this tag.
+    raw = getattr(tags, "_tagdata", {}).get(tag)
+    if isinstance(raw, bytes):
+        return raw
     value = tags[tag]
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, tuple) and all(isinstance(v, int) for v in value):
-        endian = getattr(tags, "_endian", ">")
-        width = {1: "B", 3: "H", 4: "I"}.get(tags.tagtype.get(tag, 4), "I")
-        return struct.pack(f"{endian}{len(value)}{width}", *value)
-    return None
+    return value if isinstance(value, bytes) else None
 
 
 def _iim(image: Image.Image, resources: list[iptc.Resource]) -> bytes | None:

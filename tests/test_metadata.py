@@ -7,9 +7,12 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tifffile
 from conftest import cli, write_config
 from photometa import (
     CAPTION,
@@ -19,13 +22,14 @@ from photometa import (
     XMP,
     drop,
     exported,
+    iim,
     photoshop_app13,
     picture,
     xmp_packet,
     xmp_properties,
 )
 from photometa import dpi as stated_dpi
-from PIL import Image
+from PIL import Image, IptcImagePlugin
 
 from crystal_watchd import config as config_mod
 from crystal_watchd import preflight, render
@@ -149,8 +153,6 @@ def test_photoshop_resources_that_still_apply_travel_and_thumbnails_do_not(tmp_p
     resolution = resources[0x03ED]
     assert (resolution["XResolution"], resolution["YResolution"]) == (240, 240)
     assert stated_dpi(out) == {"jfif": (240.0, 240.0), "exif": (240.0, 240.0)}
-    from PIL import IptcImagePlugin
-
     assert IptcImagePlugin.getiptcinfo(out)[(2, 120)] == CAPTION.encode()
 
 
@@ -199,6 +201,22 @@ def test_a_hostile_packet_never_fails_the_job(tmp_path, daemons):
     assert any("XMP" in reason and "DTD" in reason for reason in warning["dropped"])
     with Image.open(tmp_path / "out/evil_x2.png") as im:
         assert im.size == (128, 96)
+
+
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+def test_iptc_typed_long_in_a_tiff_travels_whole(tmp_path, byteorder):
+    """Photoshop types a TIFF's IPTC block (tag 33723) as LONG; all of it reaches the
+    output, in either byte order, not just the first four bytes."""
+    data = iim() + b"\0" * (-len(iim()) % 4)
+    values = struct.unpack(f"{byteorder}{len(data) // 4}I", data)
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, np.asarray(picture(SIZE)), photometric="rgb", byteorder=byteorder,
+                     extratags=[(33723, "I", len(values), values, True)])
+    with warnings.catch_warnings():  # Pillow notes that the tag has more than one value
+        warnings.simplefilter("ignore")
+        out = upscaled(buffer.getvalue(), "TIFF", tmp_path)
+    info = IptcImagePlugin.getiptcinfo(out)
+    assert info[(2, 25)] == [k.encode() for k in KEYWORDS] and info[(2, 120)] == CAPTION.encode()
 
 
 def test_reading_every_export_keeps_its_metadata(tmp_path):
