@@ -121,7 +121,8 @@ def splice_jpeg(source: Path, target: BinaryIO, blocks: Blocks) -> None:
         target.write(b"\xff\xd8")
         kept = [(c, p) for c, p in segments if not _ours(c, p)]
         # JFIF (APP0) stays first, as readers expect; ours follow it.
-        app0 = kept.pop(0)[1] if kept and kept[0][0] == 0xE0 else None
+        jfif = kept and kept[0][0] == 0xE0 and kept[0][1].startswith(b"JFIF\x00")
+        app0 = kept.pop(0)[1] if jfif else None
         app0 = carriers.jfif(app0, blocks.dpi)
         if app0 is not None:
             target.write(carriers.segment(0xE0, app0))

@@ -9,6 +9,7 @@ IPTC-IIM where the format has a place for it, an sRGB ICC profile and 300 dpi.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import os
 import struct
@@ -147,7 +148,6 @@ def packets(im: Image.Image) -> list[bytes]:
                 parts.setdefault(rest[:32], {})[struct.unpack(">I", rest[36:40])[0]] = rest[40:]
         for guid, pieces in parts.items():
             data = b"".join(pieces[k] for k in sorted(pieces))
-            import hashlib
             assert hashlib.md5(data).hexdigest().upper().encode() == guid
             out.append(data)
         return out
