@@ -94,7 +94,10 @@ def resolution_resource(dpi: tuple[float, float]) -> Resource:
 
 def assemble(iim: bytes | None, others: tuple[Resource, ...],
              dpi: tuple[float, float] | None) -> bytes | None:
-    """The IRB for an output: the IIM record, the resolution and the resources kept."""
+    """The IRB for an output: the IIM record, the resolution and the resources kept; None
+    if the source had none of these (JFIF and EXIF state the resolution well enough)."""
+    if not iim and not others:
+        return None
     resources = [Resource(IIM_RESOURCE, b"", iim)] if iim else []
     if dpi:
         resources.append(resolution_resource(dpi))

@@ -245,35 +245,44 @@ def jpeg_segments(packet: Packet) -> list[bytes]:
     whole = serialize(packet)
     if len(whole) <= JPEG_MAX_STANDARD:
         return [JPEG_HEADER + whole]
-    # Move the largest top-level properties out until the rest fits one segment.
-    standard = ET.Element(_RDF + "RDF")
-    extended = ET.Element(_RDF + "RDF")
-    keep_d = ET.SubElement(standard, _DESCRIPTION, {_RDF + "about": ""})
-    move_d = ET.SubElement(extended, _DESCRIPTION, {_RDF + "about": ""})
-    props: list[tuple[int, ET.Element]] = []
+    # Every top-level property (attribute or element), smallest first; the largest move out
+    # until the rest fits one segment.
+    props: list[tuple[int, str | ET.Element, str]] = []
     for description in packet.descriptions():
-        for key, value in description.attrib.items():
-            if key != _RDF + "about":
-                keep_d.set(key, value)
-        props += [(len(ET.tostring(child)), child) for child in description]
+        props += [(len(k) + len(v), k, v) for k, v in description.attrib.items()
+                  if k != _RDF + "about"]
+        props += [(len(ET.tostring(child)), child, "") for child in description]
     props.sort(key=lambda p: p[0])
-    keep_d.extend(child for _, child in props)
+    moved = 0
     guid = "0" * 32
     while True:
-        keep_d.set(_q("xmpNote", "HasExtendedXMP"), guid)
-        main = serialize(packet, rdf=standard)
-        if len(main) <= JPEG_MAX_STANDARD or not len(keep_d):
-            break
-        biggest = keep_d[-1]
-        keep_d.remove(biggest)
-        move_d.insert(0, biggest)
+        standard, extended = _split(props[:len(props) - moved], props[len(props) - moved:])
         ext = serialize(packet, rdf=extended, wrapper=False)
         guid = hashlib.md5(ext).hexdigest().upper()  # noqa: S324 - the XMP spec's GUID
-    ext = serialize(packet, rdf=extended, wrapper=False)
+        standard[0].set(_q("xmpNote", "HasExtendedXMP"), guid)
+        main = serialize(packet, rdf=standard)
+        if len(main) <= JPEG_MAX_STANDARD or moved == len(props):
+            break
+        moved += 1
     head = JPEG_EXTENSION_HEADER + guid.encode() + len(ext).to_bytes(4, "big")
     return [JPEG_HEADER + main] + [
         head + offset.to_bytes(4, "big") + ext[offset:offset + JPEG_EXTENSION_PART]
         for offset in range(0, len(ext), JPEG_EXTENSION_PART)]
+
+
+def _split(*groups: list[tuple[int, str | ET.Element, str]]) -> list[ET.Element]:
+    """One rdf:RDF per group of properties, each with a single description holding them."""
+    out = []
+    for group in groups:
+        rdf = ET.Element(_RDF + "RDF")
+        description = ET.SubElement(rdf, _DESCRIPTION, {_RDF + "about": ""})
+        for _, prop, value in group:
+            if isinstance(prop, str):
+                description.set(prop, value)
+            else:
+                description.append(prop)
+        out.append(rdf)
+    return out
 
 
 def jpeg_extended(app1: Iterable[bytes], guid: str) -> bytes | None:
