@@ -31,6 +31,7 @@ BACKENDS = ("fal", "local")
 OUTPUT_FORMATS = ("same", "png", "jpeg", "webp")
 ORIGINALS = ("keep", "move", "delete")
 OVERSIZE = ("fail", "reduce")
+DPI_POLICIES = ("keep", "scale")
 UPLOAD_MODES = ("auto", "data-uri", "cdn")
 RESULT_FORMATS = ("auto", "png")
 LOG_FORMATS = ("auto", "json", "console")
@@ -73,6 +74,9 @@ class FolderConfig:
     #: Encoder quality when an output is (re-)encoded; a result passed through keeps fal's.
     jpeg_quality: int = 95
     webp_quality: int = 90
+    #: The output's print resolution: "keep" the source's pixels per inch, "scale" them with
+    #: the picture (same print size), or a fixed number.
+    dpi: str | float = "keep"
 
     def excluded_dirs(self) -> tuple[Path, ...]:
         """Folders of our own that may sit inside the inbox and must never be watched."""
@@ -275,6 +279,14 @@ def _polling(value: Any) -> float | None:
     return number(0.5, 3600)(value)
 
 
+def _dpi(value: Any) -> str | float:
+    if isinstance(value, str) and value.lower() in DPI_POLICIES:
+        return value.lower()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return number(1, 100_000)(value)
+    raise ValueError(f"must be keep, scale or a number of pixels per inch, not {value!r}")
+
+
 def _filename(value: Any) -> str:
     template = nonempty_text(value)
     try:
@@ -322,6 +334,7 @@ def _folder_values(sec: Section, base: Path, fallback: dict[str, Any]) -> dict[s
         "oversize": choice(*OVERSIZE),
         "jpeg_quality": number(1, 100, integer=True),
         "webp_quality": number(1, 100, integer=True),
+        "dpi": _dpi,
     }
     out = {}
     for key, check in checks.items():

@@ -47,9 +47,13 @@ class Settings:
     #: ``fal.result_format`` the job ran with (auto or png; empty for the local backend): a
     #: JPEG passed through from fal and one encoded here from fal's PNG are different files.
     result_format: str = ""
+    #: The folder's ``dpi``: the same pixels with another print resolution are another file.
+    dpi: str | float = "keep"
 
     def key(self) -> str:
-        return json.dumps(self.__dict__, sort_keys=True)
+        # The default is left out so that keys journaled before ``dpi`` existed still match.
+        data = {k: v for k, v in self.__dict__.items() if not (k == "dpi" and v == "keep")}
+        return json.dumps(data, sort_keys=True)
 
 
 @dataclass

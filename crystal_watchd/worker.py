@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import arrival, logs, output, preflight, render
+from . import arrival, logs, metadata, output, preflight, render
 from .backends.base import Backend, ResultImage, UpscaleRequest
 from .budget import local_midnight
 from .config import Config, FolderConfig
@@ -97,12 +97,13 @@ class Worker:
             settings = Settings(**job.settings)
             folder = dataclasses.replace(folder, scale_factor=settings.scale_factor,
                                          creativity=settings.creativity,
-                                         output_format=settings.output_format)
+                                         output_format=settings.output_format,
+                                         dpi=settings.dpi)
         else:
             settings = Settings(self.backend.name, folder.scale_factor, folder.creativity,
                                 folder.output_format,
                                 "" if self.backend.name == "local"
-                                else self.config.fal.result_format)
+                                else self.config.fal.result_format, folder.dpi)
         job = self.journal.start(job, settings.__dict__, settings.key())
         bound = log.bind(job_id=job.id, folder=job.folder, file=job.rel)
         earlier = None
@@ -305,7 +306,9 @@ class Worker:
                 wanted = output.render_name(folder, job.rel, scale=scale, ext=ext, index=i)
                 target = render.Target(fmt=source.target, meta=source.meta, grey=source.grey,
                                        alpha=alpha, jpeg_quality=folder.jpeg_quality,
-                                       webp_quality=folder.webp_quality)
+                                       webp_quality=folder.webp_quality,
+                                       dpi=metadata.output_dpi(source.meta.dpi, folder.dpi,
+                                                               scale))
                 if render.passes_through(result, target):
                     written = await asyncio.to_thread(render.write, result, target, wanted, tag)
                 else:
