@@ -1,7 +1,8 @@
 """Command line: ``crystal-watchd run|once|check|status|retry|journal``. The only place that
 exits.
 
-Exit codes: 0 ok, 1 job failures (``once``) or a refused start, 2 usage, 78 config error;
+Exit codes: 0 ok, 1 job failures (``once``) or a refused start, 2 usage, 78 config error,
+75 (``once``) nothing failed but a file still arriving was left for the next run;
 ``status`` exits 3 when no daemon is running (as LSB init scripts do), so health checks can
 rely on its exit code alone.
 """
@@ -40,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="watch and process until stopped (SIGTERM/SIGINT)")
     once = sub.add_parser("once", parents=[common, backend],
                           help="process what is in the inboxes now, then exit (1 if any file "
-                               "failed)")
+                               "failed, 75 if one still arriving was left for the next run)")
     loudness = once.add_mutually_exclusive_group()
     loudness.add_argument("-v", "--verbose", action="store_true",
                           help="on a terminal, print every job's log lines too")

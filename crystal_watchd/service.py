@@ -44,6 +44,9 @@ STATUS_MIN_INTERVAL = 2.0
 PREPARE_AHEAD = 3
 DISPATCH_POLL = 2.0  # seconds; the longest the dispatcher sleeps without looking at the queue
 BUDGET_RECHECK = 60.0  # seconds before new submissions try the spent budget again
+#: ``once``: nothing failed, but a file still arriving was left for the next run (EX_TEMPFAIL,
+#: so cron wrappers and systemd tell "try again later" from a failure).
+EXIT_LEFT_ARRIVING = 75
 
 
 def journal_path(config: Config) -> Path:
@@ -83,6 +86,8 @@ class Service:
         self._budget_full_until = 0.0
         #: ``once`` gave up waiting: the account is refused or the budget is spent.
         self._stalled = False
+        #: ``once``: files still arriving, left for the next run (never waited out).
+        self._left_arriving: list[str] = []
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -155,8 +160,16 @@ class Service:
             finally:
                 self.journal.close()
             lock.release()
-        log.info("daemon_stopped", done=self._done_this_run, failed=self._failed_this_run)
-        return 1 if self.once and (self._failed_this_run or self._stalled) else 0
+        log.info("daemon_stopped", done=self._done_this_run, failed=self._failed_this_run,
+                 **({"left_arriving": self._left_arriving} if self._left_arriving else {}))
+        return self._exit_code()
+
+    def _exit_code(self) -> int:
+        if not self.once:
+            return 0
+        if self._failed_this_run or self._stalled:
+            return 1
+        return EXIT_LEFT_ARRIVING if self._left_arriving else 0
 
     def request_stop(self, *, immediately: bool = False) -> None:
         if self._stopping and immediately:
@@ -201,13 +214,20 @@ class Service:
         """``once``: return when every file found has been settled, journaled and finished."""
         while not self._stop.is_set():
             mine = [f.name for f in self.config.folders]
+            # A file still arriving is not waited for: cron runs us again, and by then it
+            # is complete or its grace has run out and it is judged.
+            later = self.journal.arriving_later(mine, time.time())
             busy = (len(self.settler) or self._intake_tasks or self._inflight
-                    or self._scans_pending or self.journal.unfinished(mine))
+                    or self._scans_pending or self.journal.unfinished(mine) > len(later))
             if self._progress is not None:
                 waiting = self.settler.by_folder()
                 waiting.update(self.journal.waiting_by_folder())
                 self._progress(dict(waiting))
             if not busy:
+                self._left_arriving = [f"{job.folder}/{job.rel}" for job in later]
+                if later:
+                    log.warning("once_left_arriving", files=self._left_arriving,
+                                note="still being written; the next run takes them")
                 return
             # Waiting out an account pause or tomorrow's budget is for ``run``, not ``once``.
             blocked = time.time() < self._paused_until or self._over_budget(time.time())

@@ -239,6 +239,17 @@ class JournalBase(DaemonRows):
                         (*UNFINISHED, *(names or ())))
         return row["n"] if row else 0
 
+    def arriving_later(self, folders: Iterable[str], now: float) -> list[Job]:
+        """Jobs of ``folders`` still taken to be arriving at ``now``: their grace has not run
+        out yet (``once`` leaves them for its next run instead of waiting)."""
+        names = list(folders)
+        if not names:
+            return []
+        rows = self._rows(f"SELECT {self.columns} FROM jobs WHERE state=? AND next_attempt_at>? "
+                          f"AND folder IN ({','.join('?' * len(names))}) ORDER BY id",
+                          (JobState.ARRIVING.value, now, *names))
+        return [row_to_job(r) for r in rows]
+
     # -- state changes ---------------------------------------------------------------------
 
     def _mine(self) -> tuple[str, tuple[Any, ...]]:
