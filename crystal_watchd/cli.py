@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     retry = sub.add_parser("retry", parents=[common],
                            help="put failed files (all, or the ones named) back in the queue")
     retry.add_argument("paths", nargs="*", metavar="PATH")
+    hooks = sub.add_parser("retry-hooks", parents=[common],
+                           help="try hook deliveries that gave up again (all, or the ids "
+                                "'status' lists)")
+    hooks.add_argument("ids", nargs="*", type=int, metavar="ID")
     journal = sub.add_parser("journal", parents=[common],
                              help="move jobs between the SQLite journal and PostgreSQL")
     moves = journal.add_subparsers(dest="journal_command", required=True, metavar="ACTION")
@@ -162,6 +166,10 @@ def _command(args, config, status_mod, journal_path) -> int:
     if args.command == "retry":
         for line in status_mod.retry(config, journal_path(config), args.paths):
             print(f"retrying {line}")
+        return EXIT_OK
+    if args.command == "retry-hooks":
+        count = status_mod.retry_hooks(config, journal_path(config), args.ids)
+        print(f"retrying {count} hook deliver{'y' if count == 1 else 'ies'}")
         return EXIT_OK
 
     from .events import Events

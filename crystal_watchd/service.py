@@ -25,6 +25,7 @@ from .budget import Budget, next_midnight
 from .config import Config, FolderConfig
 from .errors import AccountError, ConfigError
 from .events import Events
+from .hooks import Deliverer
 from .jobs import JobState
 from .journal import describe as describe_journal
 from .journal import journal_file, open_journal
@@ -101,6 +102,9 @@ class Service:
             lock.release()
             raise
         self.identity = register(self.journal, self.config)
+        self.journal.hooks = self.config.hooks
+        self.deliverer = Deliverer(self.journal, lambda: self.config)
+        self.events.subscribe(self.deliverer.on_change)
         page = None
         self.backend = self._backend_factory(self.config)
         if self.journal.shared and self.backend.name != "local":
@@ -134,6 +138,7 @@ class Service:
                                          name="heartbeat")]
             if not self.once:
                 tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+                tasks.append(asyncio.create_task(self.deliverer.run(), name="hooks"))
                 if self.notifier.watchdog_interval:
                     tasks.append(asyncio.create_task(self._watchdog_pings(), name="watchdog"))
             self.notifier.ready(self._status_text())
@@ -143,6 +148,8 @@ class Service:
                      journal=describe_journal(self.config))
             if self.once:
                 await self._until_idle()
+                # This run's deliveries now; one that fails is tried again by the next run.
+                await self.deliverer.deliver_due()
             else:
                 await self._stop.wait()
             await self._shutdown(tasks)
@@ -155,6 +162,7 @@ class Service:
             if page is not None:
                 await page.stop()
             await self.backend.aclose()
+            await self.deliverer.aclose()
             try:
                 self.journal.unregister_daemon()
             finally:
@@ -271,6 +279,7 @@ class Service:
             self._stop_folder(name)
             self._unavailable.discard(name)
         self.config = self.worker.config = new
+        self.journal.hooks = new.hooks
         if new.concurrency != old.concurrency:
             loop.create_task(self.backend.slots.resize(new.concurrency))
         self.backend.slots.ahead = new.fal.queue_ahead if self.backend.name == "fal" else 0
@@ -518,6 +527,12 @@ class Service:
             return False
         self._wake.set()
         return bool(retried)
+
+    def retry_deliveries(self, ids: list[int] | None) -> int:
+        """The page's Retry for hook deliveries that gave up: ``crystal-watchd retry-hooks``."""
+        count = self.journal.retry_deliveries(ids)
+        self.deliverer.wake()
+        return count
 
     def resume(self) -> None:
         """The page's Resume: what SIGHUP does (re-read the config, lift any pause)."""

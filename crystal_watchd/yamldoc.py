@@ -55,7 +55,10 @@ class Doc:
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
                 key = loader.construct_object(key_node, deep=True)
-                if not isinstance(key, str):
+                if isinstance(key, bool):
+                    # YAML 1.1 reads a key "on" (or "yes") as true; as a key it is a name.
+                    key = key_node.value
+                elif not isinstance(key, str):
                     key = str(key)
                 child = path + (key,)
                 self.lines[child] = key_node.start_mark.line + 1
