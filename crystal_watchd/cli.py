@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     retry = sub.add_parser("retry", parents=[common],
                            help="put failed files (all, or the ones named) back in the queue")
     retry.add_argument("paths", nargs="*", metavar="PATH")
+    sub.add_parser("notify-test", parents=[common],
+                   help="send a test notification to every notify URL (1 if one fails)")
     hooks = sub.add_parser("retry-hooks", parents=[common],
                            help="try hook deliveries that gave up again (all, or the ids "
                                 "'status' lists)")
@@ -102,8 +104,12 @@ def main(argv: list[str] | None = None) -> int:
 
         for line in extension_warnings(config.folders):
             print(f"crystal-watchd: warning: {config.path}: {line}", file=sys.stderr)
+        if _check_notify(config):
+            return EXIT_CONFIG
         print(f"config OK: {config.path} ({len(config.folders)} folder(s))", file=sys.stderr)
         return _check_journal(config)
+    if args.command == "notify-test":
+        return _notify_test(config)
 
     from . import status as status_mod
     from .journal import JournalUnavailable
@@ -133,6 +139,36 @@ def _move_jobs(args: argparse.Namespace, config: config_mod.Config) -> int:
         print(f"crystal-watchd: {exc}", file=sys.stderr)
         return EXIT_FAILURES
     return EXIT_OK
+
+
+def _check_notify(config: config_mod.Config) -> bool:
+    """``check``: every notification URL must be one Apprise can use. True if one is not."""
+    if config.notify is None:
+        return False
+    from .notify import invalid_urls
+
+    problems = invalid_urls(config.notify)
+    for problem in problems:
+        print(f"crystal-watchd: configuration error: {config.path}: notify: {problem}",
+              file=sys.stderr)
+    return bool(problems)
+
+
+def _notify_test(config: config_mod.Config) -> int:
+    if config.notify is None:
+        print("crystal-watchd: no notify: section in the configuration", file=sys.stderr)
+        return EXIT_CONFIG
+    if _check_notify(config):
+        return EXIT_CONFIG
+    from .notify import Message, send
+
+    logs.configure(config.log.format, config.log.level)
+    ok = send(config.notify, Message("crystal-watchd: test notification",
+                                     f"Notifications from crystal-watchd ({config.path}) "
+                                     "reach you."))
+    print("sent" if ok else "crystal-watchd: at least one notification could not be sent "
+          "(see the log line above)", file=sys.stdout if ok else sys.stderr)
+    return EXIT_OK if ok else EXIT_FAILURES
 
 
 def _check_journal(config: config_mod.Config) -> int:

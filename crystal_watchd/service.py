@@ -26,6 +26,7 @@ from .config import Config, FolderConfig
 from .errors import AccountError, ConfigError
 from .events import Events
 from .hooks import Deliverer
+from .notify import Alerts
 from .jobs import JobState
 from .journal import describe as describe_journal
 from .journal import journal_file, open_journal
@@ -105,6 +106,9 @@ class Service:
         self.journal.hooks = self.config.hooks
         self.deliverer = Deliverer(self.journal, lambda: self.config)
         self.events.subscribe(self.deliverer.on_change)
+        self.alerts = Alerts(lambda: self.config.notify, self.journal)
+        self.events.subscribe(self.alerts.on_change)
+        self._budget.on_reached = self.alerts.on_budget_reached
         page = None
         self.backend = self._backend_factory(self.config)
         if self.journal.shared and self.backend.name != "local":
@@ -139,6 +143,7 @@ class Service:
             if not self.once:
                 tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
                 tasks.append(asyncio.create_task(self.deliverer.run(), name="hooks"))
+                tasks.append(asyncio.create_task(self.alerts.run(), name="notify"))
                 if self.notifier.watchdog_interval:
                     tasks.append(asyncio.create_task(self._watchdog_pings(), name="watchdog"))
             self.notifier.ready(self._status_text())
@@ -153,6 +158,7 @@ class Service:
             else:
                 await self._stop.wait()
             await self._shutdown(tasks)
+            await self.alerts.drain()
         finally:
             for task in tasks:
                 task.cancel()
@@ -492,6 +498,7 @@ class Service:
             log.warning("budget_fully_reserved", daily_usd=self.config.budget.daily_usd,
                         note="today's budget is spent or reserved by jobs in flight; new "
                              "submissions wait; requests already paid for still finish")
+        self.alerts.on_budget_reached(self.config.budget.daily_usd)
         # Look again now and then: a reservation freed by a failed job makes room.
         self._budget_full_until = min(now + BUDGET_RECHECK, next_midnight(now))
         self._wake.set()
@@ -502,6 +509,7 @@ class Service:
         self._paused_until = time.time() + delay
         self._pause_reason = exc.reason
         if first:
+            self.alerts.on_account_paused(exc.reason)
             log.error("account_paused", reason=exc.reason, resume_in=delay,
                       note="no file is failed; all submissions wait (SIGHUP resumes now)")
 
@@ -546,11 +554,13 @@ class Service:
         if not available:
             self._unavailable.add(folder.name)
             self._stop_folder(folder.name)
+            self.alerts.on_folder(folder.name, folder.inbox, available)
             log.warning("folder_unavailable", folder=folder.name, inbox=str(folder.inbox),
                         note="paused; nothing is treated as deleted; resumes when it returns")
         else:
             self._unavailable.discard(folder.name)
             log.info("folder_available", folder=folder.name, inbox=str(folder.inbox))
+            self.alerts.on_folder(folder.name, folder.inbox, available)
             self._start_folder(folder)
             self._wake.set()
 

@@ -3,8 +3,11 @@ can be taken down and brought back on the same port."""
 
 from __future__ import annotations
 
+import email
+import email.message
 import http.server
 import json
+import socket
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -63,3 +66,45 @@ class Receiver:
     def all(self) -> list[Received]:
         with self._lock:
             return list(self.received)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class SmtpReceiver:
+    """An aiosmtpd server on loopback that takes any login (recorded) and every message."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult
+
+        self.messages: list[email.message.Message] = []
+        self.logins: list[tuple[str, str]] = []
+        outer = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd
+                outer.messages.append(email.message_from_bytes(envelope.content))
+                return "250 OK"
+
+        def authenticator(server, session, envelope, mechanism, auth_data):
+            outer.logins.append((auth_data.login.decode(), auth_data.password.decode()))
+            return AuthResult(success=True)
+
+        self.port = free_port()
+        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port,
+                                      authenticator=authenticator, auth_require_tls=False)
+        self._controller.start()
+
+    def url(self, user: str, password: str, to: str = "studio@example.com") -> str:
+        return (f"mailto://{user}:{password}@127.0.0.1:{self.port}"
+                f"?from=watchd@example.com&to={to}&mode=insecure")
+
+    def subjects(self) -> list[str]:
+        return [str(m["Subject"]) for m in self.messages]
+
+    def stop(self) -> None:
+        self._controller.stop()
