@@ -221,6 +221,10 @@ class Alerts:
     async def drain(self) -> None:
         """Send what is gathered and wait for messages on their way (end of ``once``, stop)."""
         self.flush()
+        await self.drain_sending()
+
+    async def drain_sending(self) -> None:
+        """Wait (a while) for the messages on their way."""
         if self._sending:
             with contextlib.suppress(Exception):
                 await asyncio.wait(list(self._sending), timeout=30)

@@ -26,11 +26,11 @@ from .config import Config, FolderConfig
 from .errors import AccountError, ConfigError
 from .events import Events
 from .hooks import Deliverer
-from .notify import Alerts
 from .jobs import JobState
 from .journal import describe as describe_journal
 from .journal import journal_file, open_journal
 from .lock import StateLock
+from .notify import Alerts
 from .pixels import PixelPool, give_freed_memory_back
 from .rules import Rules
 from .settle import Settler
