@@ -127,7 +127,8 @@ def _clock(value: Any) -> str:
     return f"{int(match.group(1)):02d}:{match.group(2)}"
 
 
-def parse_hooks(doc: Doc, raw: Any, base: Path) -> tuple[HookConfig, ...]:
+def parse_hooks(doc: Doc, raw: Any, base: Path, folders: set[str]) -> tuple[HookConfig, ...]:
+    """``folders``: the configured folder names (a hook limited to another never runs)."""
     if raw is None:
         return ()
     if not isinstance(raw, list):
@@ -138,7 +139,10 @@ def parse_hooks(doc: Doc, raw: Any, base: Path) -> tuple[HookConfig, ...]:
         sec = Section(doc, item, ("hooks", i), HOOK_KEYS)
         name = sec.get("name", nonempty_text, f"hook{i + 1}")
         on = sec.get("on", _events(HOOK_EVENTS))
-        folders = sec.get("folders", text_list, ())
+        limit = sec.get("folders", text_list, ())
+        for folder in limit:
+            if folder not in folders:
+                doc.problem(("hooks", i, "folders"), f"no folder is named '{folder}'")
         run = sec.get("run", _argv, ())
         url = sec.get("url", _http_url, None)
         secret = sec.get("secret_file", lambda v: None if v is None else path_in(base)(v), None)
@@ -152,7 +156,7 @@ def parse_hooks(doc: Doc, raw: Any, base: Path) -> tuple[HookConfig, ...]:
         if name in {h.name for h in hooks}:
             doc.problem(("hooks", i, "name"), f"hook name '{name}' is used twice")
         if on:
-            hooks.append(HookConfig(name=name, on=on, folders=folders, run=run, url=url,
+            hooks.append(HookConfig(name=name, on=on, folders=limit, run=run, url=url,
                                     secret_file=secret, timeout=timeout))
     return tuple(hooks)
 
@@ -172,10 +176,3 @@ def parse_notify(doc: Doc, raw: Any, base: Path) -> NotifyConfig | None:
         batch_seconds=sec.get("batch_seconds", number(1, 86_400), 60.0))
     return notify
 
-
-def check_hook_folders(doc: Doc, hooks: tuple[HookConfig, ...], names: set[str]) -> None:
-    """A hook limited to a folder that is not configured would never run: say so."""
-    for i, hook in enumerate(hooks):
-        for name in hook.folders:
-            if name not in names:
-                doc.problem(("hooks", i, "folders"), f"no folder is named '{name}'")

@@ -19,7 +19,6 @@ from .automation_config import (
     DEFAULT_HOOK_ATTEMPTS,
     HookConfig,
     NotifyConfig,
-    check_hook_folders,
     parse_hooks,
     parse_notify,
 )
@@ -416,13 +415,12 @@ def parse(text: str, file: str | Path) -> Config:
         journal_password_file=top.get(
             "journal_password_file", lambda v: None if v is None else path_in(base)(v), None),
         journal_lease=top.get("journal_lease", number(1, 3600), 60.0),
-        hooks=parse_hooks(doc, top.data.get("hooks"), base),
+        hooks=parse_hooks(doc, top.data.get("hooks"), base, {f.name for f in folders}),
         hook_attempts=top.get("hook_attempts", number(1, 1000, integer=True),
                               DEFAULT_HOOK_ATTEMPTS),
         notify=parse_notify(doc, top.data.get("notify"), base),
     )
     _check_folders(doc, config)
-    check_hook_folders(doc, config.hooks, {f.name for f in config.folders})
     if doc.problems:
         raise ConfigError(sorted(doc.problems, key=lambda p: (p.line or 0)))
     return config
