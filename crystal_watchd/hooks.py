@@ -87,8 +87,12 @@ class Deliverer:
         try:
             while True:
                 self._wake.clear()
-                await self.deliver_due()
-                due = self.journal.next_delivery_at()
+                try:
+                    await self.deliver_due()
+                    due = self.journal.next_delivery_at()
+                except Exception:  # noqa: BLE001 - a journal hiccup must not end deliveries
+                    log.exception("hook_loop_error", note="trying again shortly")
+                    due = None
                 wait = POLL if due is None else min(POLL, max(0.05, due - time.time()))
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), wait)

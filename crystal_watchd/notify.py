@@ -180,7 +180,10 @@ class Alerts:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(TICK)
-            self.tick()
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - notifications never disturb the daemon
+                log.exception("notify_loop_error")
 
     def tick(self) -> None:
         """Send what is due at ``clock()``: a batch of failures, the daily summary."""

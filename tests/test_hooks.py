@@ -191,3 +191,45 @@ def test_hanging_command_is_killed_at_its_timeout_and_the_daemon_keeps_going(
     assert retried.returncode == 0 and "retrying 2 hook deliveries" in retried.stdout
     d.wait_event("hook_gave_up", 4, timeout=30)
     assert d.stop() == 0
+
+
+def test_given_up_delivery_shows_on_page_and_metrics_and_retry_there_delivers_it(
+        tmp_path, daemons):
+    """A webhook whose receiver is down gives up after hook_attempts; the overview says so,
+    /metrics counts it as gave_up, the Failures page lists it with Retry; with the receiver
+    back, Retry delivers it (same delivery id) and the gauge moves to delivered."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+    from test_web import form_token, page_url
+
+    receiver = Receiver()
+    receiver.down()
+    config = write_config(tmp_path, [{"inbox": "in", "outbox": "out"}],
+                          hooks=[{"name": "dam", "on": ["done"], "url": receiver.url}],
+                          hook_attempts=2, http={"listen": "127.0.0.1:0"})
+    d = daemons(config).ready()
+    url = page_url(d)
+    make_image(tmp_path / "in/a.jpg")
+    gave_up = d.wait_event("hook_gave_up")[0]
+
+    def gauge(client) -> dict[str, float]:
+        families = text_string_to_metric_families(client.get("/metrics").text)
+        family = next(f for f in families if f.name == "crystal_watchd_hook_deliveries")
+        return {s.labels["state"]: s.value for s in family.samples}
+
+    with httpx.Client(base_url=url, follow_redirects=False) as client:
+        assert "1 hook delivery gave up" in client.get("/").text
+        assert gauge(client) == {"pending": 0, "delivered": 0, "gave_up": 1}
+        failures = client.get("/failures").text
+        assert 'data-delivery="1"' in failures and "dam" in failures
+        receiver.up()
+        answer = client.post("/deliveries/retry",
+                             data={"form_token": form_token(failures), "delivery": "1"})
+        assert answer.status_code == 303
+        wait_for(lambda: receiver.all(), what="the retried delivery")
+        wait_for(lambda: gauge(client) == {"pending": 0, "delivered": 1, "gave_up": 0},
+                 what="the gauge to show it delivered")
+        assert "hook delivery gave up" not in client.get("/").text
+    assert receiver.all()[0].headers["X-Crystal-Watchd-Delivery"] == gave_up["delivery_id"]
+    assert d.stop() == 0
+    receiver.down()
