@@ -5,12 +5,20 @@ about trouble. Parsed with config.py's checks (file, line and key in every probl
 from __future__ import annotations
 
 import re
-import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .yamldoc import Doc, Section, kind_of, nonempty_text, number, path_in, text_list
+from .yamldoc import (
+    Doc,
+    Section,
+    check_placeholders,
+    kind_of,
+    nonempty_text,
+    number,
+    path_in,
+    text_list,
+)
 
 HOOK_EVENTS = ("done", "failed")
 HOOK_KEYS = ("name", "on", "folders", "run", "url", "secret_file", "timeout")
@@ -102,13 +110,9 @@ def _argv(value: Any) -> tuple[str, ...]:
         raise ValueError("must name a program")
     for arg in argv:
         try:
-            names = [f for _, f, _, _ in string.Formatter().parse(arg) if f is not None]
+            check_placeholders(arg, HOOK_PLACEHOLDERS)
         except ValueError as exc:
-            raise ValueError(f"{arg!r} is not a valid template: {exc}") from None
-        for name in names:
-            if name not in HOOK_PLACEHOLDERS:
-                raise ValueError(f"unknown placeholder {{{name}}} in {arg!r}; use "
-                                 + ", ".join("{" + p + "}" for p in HOOK_PLACEHOLDERS))
+            raise ValueError(f"{exc} (in {arg!r})") from None
     return argv
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import string
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -27,6 +26,7 @@ from .yamldoc import (
     Doc,
     Section,
     boolean,
+    check_placeholders,
     choice,
     nonempty_text,
     number,
@@ -293,14 +293,7 @@ def _polling(value: Any) -> float | None:
 
 def _filename(value: Any) -> str:
     template = nonempty_text(value)
-    try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-    except ValueError as exc:
-        raise ValueError(f"is not a valid template: {exc}") from None
-    for name in fields:
-        if name not in FILENAME_FIELDS:
-            raise ValueError(
-                f"unknown placeholder {{{name}}}; use {', '.join('{' + f + '}' for f in FILENAME_FIELDS)}")
+    check_placeholders(template, FILENAME_FIELDS)
     if "/" in template or "\\" in template or template.startswith("."):
         raise ValueError("must be a plain file name (no folders, not hidden)")
     return template
