@@ -89,7 +89,7 @@ class Deliverer:
                 self._wake.clear()
                 try:
                     await self.deliver_due()
-                    due = self.journal.next_delivery_at()
+                    due = self.journal.next_delivery_at(h.name for h in self.config().hooks)
                 except Exception:  # noqa: BLE001 - a journal hiccup must not end deliveries
                     log.exception("hook_loop_error", note="trying again shortly")
                     due = None
@@ -107,10 +107,16 @@ class Deliverer:
     async def deliver_due(self) -> int:
         """Attempt every delivery that is due now; returns how many were attempted."""
         config = self.config()
+        names = [h.name for h in config.hooks]
+        if not self.journal.shared and self.journal.orphan_deliveries(names):
+            log.warning("hook_deliveries_orphaned", hooks=names,
+                        note="their hook was removed from the configuration; put it back and "
+                             "use retry-hooks to deliver them")
         hold = max((h.timeout for h in config.hooks), default=60.0) + 5.0
         count = 0
         while True:
-            batch = self.journal.claim_deliveries(time.time(), hold, limit=PARALLEL)
+            batch = self.journal.claim_deliveries(time.time(), hold, limit=PARALLEL,
+                                                  hooks=names)
             if not batch:
                 return count
             count += len(batch)

@@ -81,3 +81,19 @@ def test_failed_attempts_retry_then_give_up_and_retry_by_hand_keeps_the_id(open_
     (third,) = j.claim_deliveries(time.time(), hold=30)
     assert third.delivery_id == first.delivery_id and third.attempts == 1
     assert json.loads(third.payload) == json.loads(first.payload)
+
+
+def test_a_daemon_claims_only_its_own_hooks_and_orphans_give_up(open_store):  # noqa: F811
+    """Daemons sharing a journal may have different hooks: each claims only deliveries of
+    hooks it has; deliveries of a hook no longer configured give up with that reason."""
+    j = open_store()
+    j.hooks = HOOKS
+    _finished_job(j, "clients", "a.jpg")
+    now = time.time()
+    assert j.claim_deliveries(now, hold=30, hooks=[]) == []
+    assert j.next_delivery_at(["nobody"]) is None
+    (mine,) = j.claim_deliveries(now, hold=30, hooks=["clients-done"])
+    assert mine.hook == "clients-done"
+    assert j.orphan_deliveries(["clients-done"]) == 1
+    (orphan,) = j.given_up()
+    assert orphan.hook == "all" and "no hook of this name" in orphan.last_error

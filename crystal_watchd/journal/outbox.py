@@ -87,11 +87,19 @@ class OutboxRows:
                           "ORDER BY next_attempt_at, id LIMIT ?", (*args, limit))
         return [Delivery(**dict(r)) for r in rows]
 
-    def claim_deliveries(self, now: float, hold: float, limit: int = 8) -> list[Delivery]:
-        """Due deliveries, each taken for ``hold`` seconds (a daemon that dies mid-attempt
-        leaves it to be tried again after that) and counted as one more attempt."""
+    def claim_deliveries(self, now: float, hold: float, limit: int = 8, *,
+                         hooks: Iterable[str] | None = None) -> list[Delivery]:
+        """Due deliveries (of the ``hooks`` named, if given: daemons sharing a journal may
+        have different hooks), each taken for ``hold`` seconds (a daemon that dies
+        mid-attempt leaves it to be tried again after that) and counted as one more
+        attempt."""
+        names = list(hooks) if hooks is not None else None
+        if names is not None and not names:
+            return []
+        only = f" AND hook IN ({','.join('?' * len(names))})" if names else ""
         claimed = []
-        for d in self._deliveries("state=? AND next_attempt_at<=?", (PENDING, now), limit=limit):
+        for d in self._deliveries(f"state=? AND next_attempt_at<=?{only}",
+                                  (PENDING, now, *(names or ())), limit=limit):
             # Taken only if nobody else took it since we read it (another daemon on a
             # shared journal): the row must still say what we read.
             if self._exec("UPDATE deliveries SET next_attempt_at=?, attempts=attempts+1, "
@@ -100,10 +108,23 @@ class OutboxRows:
                 claimed.append(Delivery(**{**d.__dict__, "attempts": d.attempts + 1}))
         return claimed
 
-    def next_delivery_at(self) -> float | None:
-        row = self._one("SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE state=?",
-                        (PENDING,))
+    def next_delivery_at(self, hooks: Iterable[str]) -> float | None:
+        names = list(hooks)
+        if not names:
+            return None
+        row = self._one("SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE state=? "
+                        f"AND hook IN ({','.join('?' * len(names))})", (PENDING, *names))
         return row["t"] if row else None
+
+    def orphan_deliveries(self, hooks: Iterable[str]) -> int:
+        """Pending deliveries of hooks no longer configured give up (one daemon's journal
+        only: with a shared one another daemon may still have the hook)."""
+        names = list(hooks)
+        only = f" AND hook NOT IN ({','.join('?' * len(names))})" if names else ""
+        return self._exec(f"UPDATE deliveries SET state=?, last_error=?, updated_at=? "
+                          f"WHERE state=?{only}",
+                          (GAVE_UP, "no hook of this name is configured any more", time.time(),
+                           PENDING, *names))
 
     def delivery_done(self, delivery: Delivery) -> None:
         self._exec("UPDATE deliveries SET state=?, last_error=NULL, updated_at=? WHERE id=?",
