@@ -195,9 +195,16 @@ class Alerts:
             return
         local = datetime.fromtimestamp(now)
         day = local.date().isoformat()
-        if local.strftime("%H:%M") >= config.daily_summary and self._summary_day != day:
+        due = local.strftime("%H:%M") >= config.daily_summary
+        if self._summary_day is None and due:
+            # Started (or restarted) after today's summary time: today's was sent already
+            # or is not ours to send; the next is tomorrow's.
+            self._summary_day = day
+        elif due and self._summary_day != day:
             self._summary_day = day
             self._post(self.summary(now))
+        elif not due and self._summary_day is None:
+            self._summary_day = ""  # looked before the time: today's summary is ours
 
     def flush(self) -> None:
         """Send the failures gathered so far (if any) in one message."""

@@ -147,12 +147,28 @@ def test_daily_summary_is_sent_once_at_its_time_with_todays_counts(tmp_path, end
         await alerts.drain()
 
     asyncio.run(scenario())
-    journal.close()
     summaries = [p.json for p in http.all() if "today" in p.json["title"]]
     assert len(summaries) == 1
+
+    # A daemon (re)started after 18:00 does not send today's summary again; tomorrow's, yes.
+    late = Alerts(lambda: alerts.config(), journal, clock=Clock(at_six + 7200))
+
+    async def restarted():
+        late.tick()
+        await late.drain_sending()
+        assert len(http.all()) == 1
+        late.clock.now = at_six + 86400 + 1
+        late.tick()
+        await late.drain_sending()
+
+    asyncio.run(restarted())
+    journal.close()
+    assert len(http.all()) == 2
     assert summaries[0]["title"] == "crystal-watchd: 2 done, 1 failed today"
     assert "spend $0.75" in summaries[0]["message"]
-    assert smtp.subjects() == ["crystal-watchd: 2 done, 1 failed today"]
+    # tomorrow counts tomorrow's jobs: none yet
+    assert smtp.subjects() == ["crystal-watchd: 2 done, 1 failed today",
+                               "crystal-watchd: 0 done, 0 failed today"]
 
 
 def test_daemon_notifies_failures_and_a_folder_gone_and_back_and_never_logs_the_urls(
