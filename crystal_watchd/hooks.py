@@ -60,6 +60,13 @@ def command_env(fields: dict) -> dict[str, str]:
             "CW_DELIVERY_ID": fields["delivery_id"]}
 
 
+def hook_environ() -> dict[str, str]:
+    """The daemon's environment without the fal key: a gallery uploader has no business
+    with it."""
+    return {k: v for k, v in os.environ.items()
+            if k not in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET")}
+
+
 def command_argv(hook: HookConfig, fields: dict) -> list[str]:
     """``{input}``, ``{output}`` (the first output; empty for a failed job) and ``{folder}``
     filled in; no shell ever sees them."""
@@ -162,7 +169,7 @@ class Deliverer:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, **command_env(fields)})
+                env={**hook_environ(), **command_env(fields)})
         except OSError as exc:
             raise DeliveryError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
         try:

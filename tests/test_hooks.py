@@ -23,7 +23,8 @@ RECORDER = """
 import json, os, sys
 with open(sys.argv[1], "a") as fh:
     fh.write(json.dumps({"argv": sys.argv[2:],
-                         "env": {k: v for k, v in os.environ.items() if k.startswith("CW_")}})
+                         "env": {k: v for k, v in os.environ.items()
+                                 if k.startswith(("CW_", "FAL_"))}})
              + "\\n")
 print("uploaded " + os.environ["CW_INPUT"])
 """
@@ -45,7 +46,7 @@ def _calls(path: Path) -> list[dict]:
 
 def test_command_and_webhook_receive_done_and_failed_with_the_job_fields(tmp_path, daemons):
     """A done and a failed job each reach a command hook (CW_* variables and {input},
-    {output}, {folder} in its arguments) and a signed webhook (JSON body; the signature is
+    {output}, {folder} in its arguments; not the fal key) and a signed webhook (JSON body; the signature is
     HMAC-SHA256 of the body with the secret; the delivery id header matches the body)."""
     receiver = Receiver()
     (tmp_path / "secret").write_bytes(SECRET + b"\n")
@@ -59,7 +60,7 @@ def test_command_and_webhook_receive_done_and_failed_with_the_job_fields(tmp_pat
                         "{folder}"]},
                {"name": "dam", "on": ["done", "failed"], "url": receiver.url + "/hook",
                 "secret_file": "secret"}])
-    d = daemons(config).ready()
+    d = daemons(config, env={"FAL_KEY": "key-id:key-secret-never-for-hooks"}).ready()
     make_image(tmp_path / "in/good.jpg", (40, 30))
     (tmp_path / "in/bad.jpg").write_bytes(b"this is not a picture at all")
     d.wait_event("hook_delivered", 4)
@@ -83,6 +84,7 @@ def test_command_and_webhook_receive_done_and_failed_with_the_job_fields(tmp_pat
     assert failed["argv"] == [str(tmp_path / "in/failed/bad.jpg"), "", "clients"]
     assert failed["env"]["CW_OUTPUTS"] == "" and failed["env"]["CW_JOB_ID"] == str(bad["id"])
     assert failed["env"]["CW_REASON"] == error_report["reason"]
+    assert "key-secret" not in calls.read_text()  # the fal key stays with the daemon
     output = [e for e in d.named("hook_output") if e["hook"] == "gallery"]
     assert {e["output"] for e in output} == {f"uploaded {tmp_path / 'in/good.jpg'}",
                                              f"uploaded {tmp_path / 'in/failed/bad.jpg'}"}
