@@ -1,5 +1,5 @@
-"""Command line: ``crystal-watchd run|once|check|status|retry|journal``. The only place that
-exits.
+"""Command line: ``crystal-watchd run|once|check|status|retry|retry-hooks|notify-test|journal``.
+The only place that exits.
 
 Exit codes: 0 ok, 1 job failures (``once``) or a refused start, 2 usage, 78 config error,
 75 (``once``) nothing failed but a file still arriving was left for the next run;
