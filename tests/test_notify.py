@@ -174,8 +174,9 @@ def test_daily_summary_is_sent_once_at_its_time_with_todays_counts(tmp_path, end
 def test_daemon_notifies_failures_and_a_folder_gone_and_back_and_never_logs_the_urls(
         tmp_path, daemons, endpoints):
     """The real daemon: two broken files make one failure message; the inbox removed and
-    made again makes an "unavailable" and a "back" message; the mail password and the URLs
-    appear nowhere in the log."""
+    made again makes an "unavailable" and a "back" message; a target that is down is logged
+    (notify_failed) and the daemon goes on; the mail password and the URLs appear nowhere in
+    the log."""
     http, smtp = endpoints
     (tmp_path / "notify-urls").write_text(f"# studio mail\n{smtp.url('studio', PASSWORD)}\n")
     config = write_config(tmp_path, [{"name": "shoot", "inbox": "in", "outbox": "out"}],
@@ -191,13 +192,16 @@ def test_daemon_notifies_failures_and_a_folder_gone_and_back_and_never_logs_the_
     wait_for(lambda: len(http.all()) >= 2, what="the folder message")
     (tmp_path / "in").mkdir()
     wait_for(lambda: len(http.all()) >= 3, what="the folder back message")
+    http.down()  # a target that cannot be reached: logged, the daemon carries on
+    (tmp_path / "in/z.jpg").write_bytes(b"broken too")
+    d.wait_event("notify_failed", timeout=30)
     make_image(tmp_path / "in/ok.jpg")
     d.wait_event("job_done")
     assert d.stop() == 0
     assert _titles(http) == ["crystal-watchd: 2 files failed",
                              "crystal-watchd: folder shoot is unavailable",
                              "crystal-watchd: folder shoot is back"]
-    assert smtp.subjects() == _titles(http)
+    assert smtp.subjects() == [*_titles(http), "crystal-watchd: 1 file failed"]
     log = d.text()
     assert PASSWORD not in log and str(http.port) + "/hook" not in log
     assert len(d.named("notify_sent")) == 3
