@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 
 from conftest import cli, images_in, make_image, write_config
 from test_e2e_arriving import photo
@@ -42,7 +43,13 @@ def test_once_leaves_a_cut_off_picture_for_the_next_run_and_judges_it_after_the_
     assert left and left[0]["files"] == ["in/cut.jpg"]
     assert (inbox / "cut.jpg").exists() and not (inbox / "failed").exists()
 
-    time.sleep(max(0.0, written + grace + 0.5 - time.time()))
+    # ``status`` says when the grace runs out (it counts from when the file was journaled).
+    status = json.loads(cli("status", "--json", "--config", str(config)).stdout)
+    (arriving,) = status["arriving"]
+    assert arriving["file"] == "cut.jpg"
+    judged_at = datetime.fromisoformat(arriving["judged_at"]).timestamp()
+    assert written + grace <= judged_at + 1  # seconds precision
+    time.sleep(max(0.0, judged_at + 1.5 - time.time()))
     second = cli("once", "--config", str(config), timeout=60)
     assert second.returncode == 1, second.stdout + second.stderr
     failed = [e for e in _log(second) if e.get("event") == "job_failed"]
