@@ -116,7 +116,7 @@ class Deliverer:
         config = self.config()
         names = [h.name for h in config.hooks]
         if not self.journal.shared and self.journal.orphan_deliveries(names):
-            log.warning("hook_deliveries_orphaned", hooks=names,
+            log.warning("hook_deliveries_orphaned", configured_hooks=names,
                         note="their hook was removed from the configuration; put it back and "
                              "use retry-hooks to deliver them")
         hold = max((h.timeout for h in config.hooks), default=60.0) + 5.0
