@@ -1,7 +1,8 @@
-"""Command line: ``crystal-watchd run|once|check|status|retry|journal``. The only place that
-exits.
+"""Command line: ``crystal-watchd run|once|check|status|retry|retry-hooks|notify-test|journal``.
+The only place that exits.
 
-Exit codes: 0 ok, 1 job failures (``once``) or a refused start, 2 usage, 78 config error;
+Exit codes: 0 ok, 1 job failures (``once``) or a refused start, 2 usage, 78 config error,
+75 (``once``) nothing failed but a file still arriving was left for the next run;
 ``status`` exits 3 when no daemon is running (as LSB init scripts do), so health checks can
 rely on its exit code alone.
 """
@@ -40,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="watch and process until stopped (SIGTERM/SIGINT)")
     once = sub.add_parser("once", parents=[common, backend],
                           help="process what is in the inboxes now, then exit (1 if any file "
-                               "failed)")
+                               "failed, 75 if one still arriving was left for the next run)")
     loudness = once.add_mutually_exclusive_group()
     loudness.add_argument("-v", "--verbose", action="store_true",
                           help="on a terminal, print every job's log lines too")
@@ -55,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     retry = sub.add_parser("retry", parents=[common],
                            help="put failed files (all, or the ones named) back in the queue")
     retry.add_argument("paths", nargs="*", metavar="PATH")
+    sub.add_parser("notify-test", parents=[common],
+                   help="send a test notification to every notify URL (1 if one fails)")
+    hooks = sub.add_parser("retry-hooks", parents=[common],
+                           help="try hook deliveries that gave up again (all, or the ids "
+                                "'status' lists)")
+    hooks.add_argument("ids", nargs="*", type=int, metavar="ID")
     journal = sub.add_parser("journal", parents=[common],
                              help="move jobs between the SQLite journal and PostgreSQL")
     moves = journal.add_subparsers(dest="journal_command", required=True, metavar="ACTION")
@@ -97,8 +104,12 @@ def main(argv: list[str] | None = None) -> int:
 
         for line in extension_warnings(config.folders):
             print(f"crystal-watchd: warning: {config.path}: {line}", file=sys.stderr)
+        if _check_notify(config):
+            return EXIT_CONFIG
         print(f"config OK: {config.path} ({len(config.folders)} folder(s))", file=sys.stderr)
         return _check_journal(config)
+    if args.command == "notify-test":
+        return _notify_test(config)
 
     from . import status as status_mod
     from .journal import JournalUnavailable
@@ -128,6 +139,36 @@ def _move_jobs(args: argparse.Namespace, config: config_mod.Config) -> int:
         print(f"crystal-watchd: {exc}", file=sys.stderr)
         return EXIT_FAILURES
     return EXIT_OK
+
+
+def _check_notify(config: config_mod.Config) -> bool:
+    """``check``: every notification URL must be one Apprise can use. True if one is not."""
+    if config.notify is None:
+        return False
+    from .notify import invalid_urls
+
+    problems = invalid_urls(config.notify)
+    for problem in problems:
+        print(f"crystal-watchd: configuration error: {config.path}: notify: {problem}",
+              file=sys.stderr)
+    return bool(problems)
+
+
+def _notify_test(config: config_mod.Config) -> int:
+    if config.notify is None:
+        print("crystal-watchd: no notify: section in the configuration", file=sys.stderr)
+        return EXIT_CONFIG
+    if _check_notify(config):
+        return EXIT_CONFIG
+    from .notify import Message, send
+
+    logs.configure(config.log.format, config.log.level)
+    ok = send(config.notify, Message("crystal-watchd: test notification",
+                                     f"Notifications from crystal-watchd ({config.path}) "
+                                     "reach you."))
+    print("sent" if ok else "crystal-watchd: at least one notification could not be sent "
+          "(see the log line above)", file=sys.stdout if ok else sys.stderr)
+    return EXIT_OK if ok else EXIT_FAILURES
 
 
 def _check_journal(config: config_mod.Config) -> int:
@@ -161,6 +202,10 @@ def _command(args, config, status_mod, journal_path) -> int:
     if args.command == "retry":
         for line in status_mod.retry(config, journal_path(config), args.paths):
             print(f"retrying {line}")
+        return EXIT_OK
+    if args.command == "retry-hooks":
+        count = status_mod.retry_hooks(config, journal_path(config), args.ids)
+        print(f"retrying {count} hook deliver{'y' if count == 1 else 'ies'}")
         return EXIT_OK
 
     from .events import Events

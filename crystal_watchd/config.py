@@ -9,17 +9,24 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import string
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
+from .automation_config import (
+    DEFAULT_HOOK_ATTEMPTS,
+    HookConfig,
+    NotifyConfig,
+    parse_hooks,
+    parse_notify,
+)
 from .errors import ConfigError, ConfigProblem
 from .yamldoc import (
     Doc,
     Section,
     boolean,
+    check_placeholders,
     choice,
     nonempty_text,
     number,
@@ -189,6 +196,12 @@ class Config:
     journal_password_file: Path | None = None
     #: Seconds a daemon's claim on a job lasts without renewal (shared journal only).
     journal_lease: float = 60.0
+    #: Commands and webhooks after each job (see automation_config.py).
+    hooks: tuple[HookConfig, ...] = ()
+    #: Deliveries of a hook are tried this often before they give up.
+    hook_attempts: int = DEFAULT_HOOK_ATTEMPTS
+    #: None: no notifications.
+    notify: NotifyConfig | None = None
 
     def folder(self, name: str) -> FolderConfig | None:
         return next((f for f in self.folders if f.name == name), None)
@@ -227,6 +240,9 @@ class Config:
             "journal": mask_url(self.journal) if self.journal else "sqlite (state_dir)",
             "journal_password_file": self.journal_password_file,
             "journal_lease": self.journal_lease,
+            "hooks": [h.describe() for h in self.hooks],
+            "hook_attempts": self.hook_attempts,
+            "notify": self.notify.describe() if self.notify else None,
             "folders": [asdict(f) for f in self.folders],
         }
         return plain(data)
@@ -289,14 +305,7 @@ def _dpi(value: Any) -> str | float:
 
 def _filename(value: Any) -> str:
     template = nonempty_text(value)
-    try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-    except ValueError as exc:
-        raise ValueError(f"is not a valid template: {exc}") from None
-    for name in fields:
-        if name not in FILENAME_FIELDS:
-            raise ValueError(
-                f"unknown placeholder {{{name}}}; use {', '.join('{' + f + '}' for f in FILENAME_FIELDS)}")
+    check_placeholders(template, FILENAME_FIELDS)
     if "/" in template or "\\" in template or template.startswith("."):
         raise ValueError("must be a plain file name (no folders, not hidden)")
     return template
@@ -308,7 +317,7 @@ FOLDER_KEYS = tuple(f for f in FolderConfig.__dataclass_fields__)
 DEFAULTS_KEYS = tuple(k for k in FOLDER_KEYS if k not in ("name", "inbox", "outbox"))
 TOP_KEYS = ("backend", "concurrency", "state_dir", "log", "fal", "retry", "defaults", "folders",
             "rescan_interval", "shutdown_grace", "budget", "pixels", "http", "journal",
-            "journal_password_file", "journal_lease")
+            "journal_password_file", "journal_lease", "hooks", "hook_attempts", "notify")
 
 
 def _folder_values(sec: Section, base: Path, fallback: dict[str, Any]) -> dict[str, Any]:
@@ -412,6 +421,10 @@ def parse(text: str, file: str | Path) -> Config:
         journal_password_file=top.get(
             "journal_password_file", lambda v: None if v is None else path_in(base)(v), None),
         journal_lease=top.get("journal_lease", number(1, 3600), 60.0),
+        hooks=parse_hooks(doc, top.data.get("hooks"), base, {f.name for f in folders}),
+        hook_attempts=top.get("hook_attempts", number(1, 1000, integer=True),
+                              DEFAULT_HOOK_ATTEMPTS),
+        notify=parse_notify(doc, top.data.get("notify"), base),
     )
     _check_folders(doc, config)
     if doc.problems:

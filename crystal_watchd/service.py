@@ -25,10 +25,12 @@ from .budget import Budget, next_midnight
 from .config import Config, FolderConfig
 from .errors import AccountError, ConfigError
 from .events import Events
+from .hooks import Deliverer
 from .jobs import JobState
 from .journal import describe as describe_journal
 from .journal import journal_file, open_journal
 from .lock import StateLock
+from .notify import Alerts
 from .pixels import PixelPool, give_freed_memory_back
 from .rules import Rules
 from .settle import Settler
@@ -44,6 +46,9 @@ STATUS_MIN_INTERVAL = 2.0
 PREPARE_AHEAD = 3
 DISPATCH_POLL = 2.0  # seconds; the longest the dispatcher sleeps without looking at the queue
 BUDGET_RECHECK = 60.0  # seconds before new submissions try the spent budget again
+#: ``once``: nothing failed, but a file still arriving was left for the next run (EX_TEMPFAIL,
+#: so cron wrappers and systemd tell "try again later" from a failure).
+EXIT_LEFT_ARRIVING = 75
 
 
 def journal_path(config: Config) -> Path:
@@ -83,6 +88,8 @@ class Service:
         self._budget_full_until = 0.0
         #: ``once`` gave up waiting: the account is refused or the budget is spent.
         self._stalled = False
+        #: ``once``: files still arriving, left for the next run (never waited out).
+        self._left_arriving: list[str] = []
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -96,6 +103,12 @@ class Service:
             lock.release()
             raise
         self.identity = register(self.journal, self.config)
+        self.journal.hooks = self.config.hooks
+        self.deliverer = Deliverer(self.journal, lambda: self.config)
+        self.events.subscribe(self.deliverer.on_change)
+        self.alerts = Alerts(lambda: self.config.notify, self.journal)
+        self.events.subscribe(self.alerts.on_change)
+        self._budget.on_reached = self.alerts.on_budget_reached
         page = None
         self.backend = self._backend_factory(self.config)
         if self.journal.shared and self.backend.name != "local":
@@ -129,6 +142,8 @@ class Service:
                                          name="heartbeat")]
             if not self.once:
                 tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+                tasks.append(asyncio.create_task(self.deliverer.run(), name="hooks"))
+                tasks.append(asyncio.create_task(self.alerts.run(), name="notify"))
                 if self.notifier.watchdog_interval:
                     tasks.append(asyncio.create_task(self._watchdog_pings(), name="watchdog"))
             self.notifier.ready(self._status_text())
@@ -138,9 +153,12 @@ class Service:
                      journal=describe_journal(self.config))
             if self.once:
                 await self._until_idle()
+                # This run's deliveries now; one that fails is tried again by the next run.
+                await self.deliverer.deliver_due()
             else:
                 await self._stop.wait()
             await self._shutdown(tasks)
+            await self.alerts.drain()
         finally:
             for task in tasks:
                 task.cancel()
@@ -150,13 +168,22 @@ class Service:
             if page is not None:
                 await page.stop()
             await self.backend.aclose()
+            await self.deliverer.aclose()
             try:
                 self.journal.unregister_daemon()
             finally:
                 self.journal.close()
             lock.release()
-        log.info("daemon_stopped", done=self._done_this_run, failed=self._failed_this_run)
-        return 1 if self.once and (self._failed_this_run or self._stalled) else 0
+        log.info("daemon_stopped", done=self._done_this_run, failed=self._failed_this_run,
+                 **({"left_arriving": self._left_arriving} if self._left_arriving else {}))
+        return self._exit_code()
+
+    def _exit_code(self) -> int:
+        if not self.once:
+            return 0
+        if self._failed_this_run or self._stalled:
+            return 1
+        return EXIT_LEFT_ARRIVING if self._left_arriving else 0
 
     def request_stop(self, *, immediately: bool = False) -> None:
         if self._stopping and immediately:
@@ -201,13 +228,20 @@ class Service:
         """``once``: return when every file found has been settled, journaled and finished."""
         while not self._stop.is_set():
             mine = [f.name for f in self.config.folders]
+            # A file still arriving is not waited for: cron runs us again, and by then it
+            # is complete or its grace has run out and it is judged.
+            later = self.journal.arriving_later(mine, time.time())
             busy = (len(self.settler) or self._intake_tasks or self._inflight
-                    or self._scans_pending or self.journal.unfinished(mine))
+                    or self._scans_pending or self.journal.unfinished(mine) > len(later))
             if self._progress is not None:
                 waiting = self.settler.by_folder()
                 waiting.update(self.journal.waiting_by_folder())
                 self._progress(dict(waiting))
             if not busy:
+                self._left_arriving = [f"{job.folder}/{job.rel}" for job in later]
+                if later:
+                    log.warning("once_left_arriving", files=self._left_arriving,
+                                note="still being written; the next run takes them")
                 return
             # Waiting out an account pause or tomorrow's budget is for ``run``, not ``once``.
             blocked = time.time() < self._paused_until or self._over_budget(time.time())
@@ -251,6 +285,7 @@ class Service:
             self._stop_folder(name)
             self._unavailable.discard(name)
         self.config = self.worker.config = new
+        self.journal.hooks = new.hooks
         if new.concurrency != old.concurrency:
             loop.create_task(self.backend.slots.resize(new.concurrency))
         self.backend.slots.ahead = new.fal.queue_ahead if self.backend.name == "fal" else 0
@@ -463,6 +498,7 @@ class Service:
             log.warning("budget_fully_reserved", daily_usd=self.config.budget.daily_usd,
                         note="today's budget is spent or reserved by jobs in flight; new "
                              "submissions wait; requests already paid for still finish")
+        self.alerts.on_budget_reached(self.config.budget.daily_usd)
         # Look again now and then: a reservation freed by a failed job makes room.
         self._budget_full_until = min(now + BUDGET_RECHECK, next_midnight(now))
         self._wake.set()
@@ -473,6 +509,7 @@ class Service:
         self._paused_until = time.time() + delay
         self._pause_reason = exc.reason
         if first:
+            self.alerts.on_account_paused(exc.reason)
             log.error("account_paused", reason=exc.reason, resume_in=delay,
                       note="no file is failed; all submissions wait (SIGHUP resumes now)")
 
@@ -499,6 +536,12 @@ class Service:
         self._wake.set()
         return bool(retried)
 
+    def retry_deliveries(self, ids: list[int] | None) -> int:
+        """The page's Retry for hook deliveries that gave up: ``crystal-watchd retry-hooks``."""
+        count = self.journal.retry_deliveries(ids)
+        self.deliverer.wake()
+        return count
+
     def resume(self) -> None:
         """The page's Resume: what SIGHUP does (re-read the config, lift any pause)."""
         self.reload()
@@ -511,11 +554,13 @@ class Service:
         if not available:
             self._unavailable.add(folder.name)
             self._stop_folder(folder.name)
+            self.alerts.on_folder(folder.name, folder.inbox, available)
             log.warning("folder_unavailable", folder=folder.name, inbox=str(folder.inbox),
                         note="paused; nothing is treated as deleted; resumes when it returns")
         else:
             self._unavailable.discard(folder.name)
             log.info("folder_available", folder=folder.name, inbox=str(folder.inbox))
+            self.alerts.on_folder(folder.name, folder.inbox, available)
             self._start_folder(folder)
             self._wake.set()
 

@@ -15,7 +15,9 @@ write) beside it, and the daemon's dispatcher picks retried jobs up on its next 
      "last_errors": [{"job_id", "folder", "file", "error", "reason", "at", "state"}],
      "daemons": [{"id", "host", "pid", "state_dir", "started_at", "heartbeat_at", "alive",
                   "working_on": [{"job_id", "file"}]}],
-     "arriving": [{"job_id", "folder", "file", "reason", "since", "judged_at"}]}
+     "arriving": [{"job_id", "folder", "file", "reason", "since", "judged_at"}],
+     "hooks": {"pending", "delivered", "gave_up": int,
+               "given_up": [{"id", "delivery_id", "hook", "event", "job_id", "error", "at"}]}}
 
 "arriving": files that do not decode yet and are taken to be still being written; each is
 judged at ``judged_at`` unless it changes first (see the folder's ``incomplete_grace``).
@@ -57,6 +59,7 @@ def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
         "spend": {"today_usd": 0.0, "total_usd": 0.0, "today_megapixels": 0.0,
                   "total_megapixels": 0.0, "by_day": {}},
         "last_errors": [], "daemons": [], "arriving": [],
+        "hooks": {"pending": 0, "delivered": 0, "gave_up": 0, "given_up": []},
     }
     if not shared and not where.exists():
         return report
@@ -104,9 +107,21 @@ def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
             {"job_id": job.id, "folder": job.folder, "file": job.rel, "reason": job.reason,
              "since": _iso(job.created_at), "judged_at": _iso(job.next_attempt_at)}
             for job in journal.jobs(state=JobState.ARRIVING)]
+        report["hooks"] = _hooks(journal)
     finally:
         journal.close()
     return report
+
+
+def _hooks(journal: journal_mod.JournalBase) -> dict[str, Any]:
+    try:
+        counts, given_up = journal.delivery_counts(), journal.given_up()
+    except Exception:  # noqa: BLE001 - a journal the daemon has not migrated yet has none
+        return {"pending": 0, "delivered": 0, "gave_up": 0, "given_up": []}
+    return {**counts, "given_up": [
+        {"id": d.id, "delivery_id": d.delivery_id, "hook": d.hook, "event": d.event,
+         "job_id": d.job_id, "error": d.last_error, "at": _iso(d.updated_at)}
+        for d in given_up]}
 
 
 def render(report: dict[str, Any]) -> str:
@@ -135,6 +150,14 @@ def render(report: dict[str, Any]) -> str:
         for a in report["arriving"]:
             lines.append(f"  [{a['folder']}] {a['file']}: {a['reason']} "
                          f"(judged at {a['judged_at']})")
+    hooks = report.get("hooks") or {}
+    if hooks.get("pending") or hooks.get("gave_up"):
+        lines.append(f"hook deliveries: {hooks['pending']} pending, {hooks['gave_up']} gave up"
+                     + (" (crystal-watchd retry-hooks tries them again)"
+                        if hooks["gave_up"] else ""))
+        for d in hooks.get("given_up", [])[:10]:
+            lines.append(f"  #{d['id']} {d['hook']} ({d['event']}, job {d['job_id']}): "
+                         f"{d['error']}")
     if report["last_errors"]:
         lines.append("last errors:")
         for e in report["last_errors"]:
@@ -151,6 +174,19 @@ def retry(config: Config, journal_file: Path | None, paths: list[str]) -> list[s
     journal = journal_mod.open_journal(config)
     try:
         return retry_jobs(config, journal, paths=paths)
+    finally:
+        journal.close()
+
+
+def retry_hooks(config: Config, journal_file: Path | None, ids: list[int]) -> int:
+    """Hook deliveries that gave up (all, or these ids) are tried again; a running daemon
+    delivers them within seconds."""
+    if not getattr(config, "journal", None) and not (
+            journal_file or journal_mod.journal_file(config)).exists():
+        return 0
+    journal = journal_mod.open_journal(config)
+    try:
+        return journal.retry_deliveries(ids or None)
     finally:
         journal.close()
 

@@ -20,6 +20,7 @@ from typing import Any
 from ..events import Events, JobChanged
 from ..jobs import Job, JobState
 from .daemons import DaemonRows
+from .outbox import OutboxRows
 
 COLUMNS = ("id, folder, path, rel, size, mtime_ns, sha256, state, attempts, next_attempt_at, "
            "request_id, settings, outputs, pending, error_kind, reason, created_at, updated_at, "
@@ -63,7 +64,7 @@ class JournalUnavailable(Exception):
     """The journal cannot be reached or migrated; the message is fit to print (no password)."""
 
 
-class JournalBase(DaemonRows):
+class JournalBase(DaemonRows, OutboxRows):
     """The job store. Subclasses set ``db_clock`` and implement the primitives below."""
 
     #: SQL for "now" in Unix seconds on the database's clock (leases and heartbeats use it,
@@ -239,6 +240,17 @@ class JournalBase(DaemonRows):
                         (*UNFINISHED, *(names or ())))
         return row["n"] if row else 0
 
+    def arriving_later(self, folders: Iterable[str], now: float) -> list[Job]:
+        """Jobs of ``folders`` still taken to be arriving at ``now``: their grace has not run
+        out yet (``once`` leaves them for its next run instead of waiting)."""
+        names = list(folders)
+        if not names:
+            return []
+        rows = self._rows(f"SELECT {self.columns} FROM jobs WHERE state=? AND next_attempt_at>? "
+                          f"AND folder IN ({','.join('?' * len(names))}) ORDER BY id",
+                          (JobState.ARRIVING.value, now, *names))
+        return [row_to_job(r) for r in rows]
+
     # -- state changes ---------------------------------------------------------------------
 
     def _mine(self) -> tuple[str, tuple[Any, ...]]:
@@ -252,9 +264,14 @@ class JournalBase(DaemonRows):
         values["updated_at"] = time.time()
         cols = ", ".join(f"{k}=?" for k in values)
         mine, owner = self._mine()
-        # One statement, one round trip: the changed row comes back with the update.
-        row = self._one(f"UPDATE jobs SET {cols} WHERE id=?{mine} RETURNING {COLUMNS}",
-                        (*values.values(), job.id, *owner))
+        outbox = self._wants_deliveries(values)
+        # One statement, one round trip: the changed row comes back with the update. A
+        # change that hooks report writes its deliveries in the same transaction.
+        with self.transaction() if outbox else contextlib.nullcontext():
+            row = self._one(f"UPDATE jobs SET {cols} WHERE id=?{mine} RETURNING {COLUMNS}",
+                            (*values.values(), job.id, *owner))
+            if row is not None and outbox:
+                self._add_deliveries(row_to_job(row), values)
         if row is None:
             if mine and self._one("SELECT 1 AS one FROM jobs WHERE id=?", (job.id,)):
                 raise LeaseLost(job.id)

@@ -69,6 +69,15 @@ MIGRATIONS = (
     CREATE INDEX IF NOT EXISTS jobs_folder_state ON jobs(folder, state);
     CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished_at, cost_usd);
     """,
+    # hooks outbox: deliveries written with the job change they report.
+    """
+    CREATE TABLE IF NOT EXISTS deliveries (id INTEGER PRIMARY KEY,
+        delivery_id TEXT NOT NULL UNIQUE, job_id INTEGER NOT NULL, hook TEXT NOT NULL,
+        event TEXT NOT NULL, payload TEXT NOT NULL, state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL DEFAULT 0,
+        last_error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL);
+    CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(state, next_attempt_at);
+    """,
 )
 SCHEMA_VERSION = str(1 + len(MIGRATIONS))
 

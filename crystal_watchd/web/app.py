@@ -51,6 +51,7 @@ class Daemon(Protocol):
 
     def live_state(self) -> LiveState: ...
     def retry_job(self, job_id: int) -> bool: ...
+    def retry_deliveries(self, ids: list[int] | None) -> int: ...
     def resume(self) -> None: ...
 
 
@@ -93,6 +94,7 @@ class WebServer:
         app.router.add_get(r"/jobs/{job_id:\d+}", self.job)
         app.router.add_post(r"/jobs/{job_id:\d+}/retry", self.retry)
         app.router.add_post("/resume", self.resume)
+        app.router.add_post("/deliveries/retry", self.retry_deliveries)
         app.router.add_get(r"/thumbs/{job_id:\d+}/{kind:before|after}.jpg", self.thumb)
         app.router.add_get("/events", self.stream)
         app.router.add_get("/metrics", self.prometheus)
@@ -215,7 +217,8 @@ class WebServer:
     async def overview(self, request: web.Request) -> web.Response:
         folders = [f.name for f in self.daemon.config.folders]
         data = await self.view.call(self.view.overview, folders, time.time())
-        return self._page(request, "overview.html", page="overview", data=data,
+        hooks = await self.view.call(self.view.delivery_counts)
+        return self._page(request, "overview.html", page="overview", data=data, hooks=hooks,
                           chart=Markup(spend_bars(data.spend_by_day)),
                           daily_usd=self.daemon.config.budget.daily_usd)
 
@@ -231,7 +234,8 @@ class WebServer:
             return [(job, _scrubbed(error_report(job, self._failed_dir(job.folder))))
                     for job in jobs]
         return self._page(request, "failures.html", page="failures",
-                          failures=await self.view.call(load))
+                          failures=await self.view.call(load),
+                          deliveries=await self.view.call(self.view.given_up))
 
     async def job(self, request: web.Request) -> web.Response:
         job = await self.view.call(self.view.job, int(request.match_info["job_id"]))
@@ -256,6 +260,14 @@ class WebServer:
             raise web.HTTPConflict(text="this job is not failed (or its folder is gone)\n")
         log.info("retry_requested", job_id=job_id, source="web")
         raise web.HTTPSeeOther(f"/jobs/{job_id}")
+
+    async def retry_deliveries(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        wanted = form.get("delivery")
+        ids = [int(wanted)] if isinstance(wanted, str) and wanted.isdigit() else None
+        count = self.daemon.retry_deliveries(ids)
+        log.info("hook_retry_requested", deliveries=count, source="web")
+        raise web.HTTPSeeOther("/failures")
 
     async def resume(self, request: web.Request) -> web.Response:
         log.info("resume_requested", source="web")

@@ -61,6 +61,13 @@ class _JournalCollector:
         yield GaugeMetricFamily("crystal_watchd_budget_reached",
                                 "1 while today's spend has reached budget.daily_usd",
                                 value=1 if live.over_budget else 0)
+        hooks = GaugeMetricFamily("crystal_watchd_hook_deliveries",
+                                  "Hook deliveries in the journal by state (gave_up: tried "
+                                  "hook_attempts times; retry them from the page)",
+                                  labels=["state"])
+        for state, n in self.view.run(self.view.delivery_counts).items():
+            hooks.add_metric([state], n)
+        yield hooks
         modes = GaugeMetricFamily("crystal_watchd_folder_watch_mode",
                                   "How each folder is watched (1 for the mode in use)",
                                   labels=["folder", "mode"])

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from ..budget import local_midnight
 from ..jobs import Job, JobState
 from ..journal import JournalBase
+from ..journal.outbox import Delivery
 
 T = TypeVar("T")
 STATES = ("queued", "in_flight", "done", "failed", "superseded")
@@ -151,6 +152,19 @@ class JournalView:
 
     def failures(self, limit: int = 100) -> list[Job]:
         return self._jobs("state=?", (JobState.FAILED.value,), "finished_at DESC", limit)
+
+    def delivery_counts(self) -> dict[str, int]:
+        """Hook deliveries per state (none in a journal the daemon has not migrated)."""
+        try:
+            return self.journal.delivery_counts()
+        except Exception:  # noqa: BLE001 - an older journal has no outbox yet
+            return {}
+
+    def given_up(self) -> list[Delivery]:
+        try:
+            return self.journal.given_up()
+        except Exception:  # noqa: BLE001 - as above
+            return []
 
     def job(self, job_id: int) -> Job | None:
         try:
