@@ -495,8 +495,9 @@ def load(path: str | Path) -> Config:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(ConfigProblem(str(p), None, "", "config file not found; copy "
-                                        "config.example.yaml there or pass --config")) from None
+        raise ConfigError(ConfigProblem(str(p), None, "", "config file not found; "
+                                        "`crystal-watchd init` writes a starter one there, or "
+                                        "pass --config")) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(ConfigProblem(str(p), None, "", f"cannot read config: {exc}")) from None
     return parse(text, p)
