@@ -75,12 +75,13 @@ def _web_line(ctx: Context) -> str:
         return "web page:  off (http: null)"
     guard = "token required" if (http.token or http.token_file) else "no token: loopback only"
     port = "a port picked at start" if http.port == 0 else f"port {http.port}"
-    # port 0: the names hold with whatever port is picked
+    # port 0: the listen address holds with whatever port is picked
     names = [n[:-2] + ":PORT" if n.endswith(":0") else n
              for n in HostCheck.build(http.host, http.port, http.allowed_hosts).shown()]
     proxies = (f"; X-Forwarded-Host believed from {', '.join(http.trusted_proxies)}"
                if http.trusted_proxies else "")
-    return f"web page:  {http.url} ({guard}, {port}); answers to {', '.join(names)}{proxies}"
+    return (f"web page:  {http.url} ({guard}, {port}); answers to {', '.join(names)} "
+            f"(no port: any port){proxies}")
 
 
 def _budget_line(ctx: Context) -> str:

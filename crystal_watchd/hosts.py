@@ -4,9 +4,13 @@ A browser sends the name it was pointed at. A web site that re-points its own na
 127.0.0.1 (DNS rebinding) makes the browser send ``Host: that-site.example:8765`` to the
 daemon, and to the browser the answer is then that site's own: its script could read the job
 list and the pictures, and the Origin check agrees with the Host. So the page answers only to
-its own names: the loopback names and the listen address with the port it listens on, and
-the names in ``http.allowed_hosts``. A name listed without a port is accepted with any port
-(or none, as a proxy on port 80/443 sends it); ``name:port`` only with that port.
+its own names: the loopback names, the listen address with the port it listens on, and the
+names in ``http.allowed_hosts``. A name without a port is accepted with any port (or none,
+as a proxy on port 80/443 sends it); ``name:port`` only with that port.
+
+The loopback names take any port: a rebinding site can only make the browser send *its own*
+name, never ``localhost``, and a different port there means a forwarded one (an SSH tunnel,
+a container's published port), which is the user's own doing.
 
 ``X-Forwarded-Host`` is believed only from a peer in ``http.trusted_proxies``: anyone else
 could send it to dress a foreign Host up as one of ours.
@@ -84,7 +88,8 @@ class HostCheck:
     @classmethod
     def build(cls, listen_host: str, port: int, allowed: tuple[str, ...] = (),
               proxies: tuple[str, ...] = ()) -> HostCheck:
-        names = {(name, port) for name in (*LOOPBACK_NAMES, listen_host.lower())}
+        names: set[tuple[str, int | None]] = {(name, None) for name in LOOPBACK_NAMES}
+        names.add((listen_host.lower(), port))
         names.update(split(entry) for entry in allowed)
         return cls(frozenset(names), tuple(ipaddress.ip_network(p) for p in proxies))
 
@@ -92,6 +97,8 @@ class HostCheck:
         """The names, as a person would type them (for ``check`` and the log)."""
         out = []
         for name, port in sorted(self.names, key=lambda np: (np[0], np[1] or 0)):
+            if port is not None and (name, None) in self.names:
+                continue  # already taken with any port
             host = f"[{name}]" if ":" in name else name
             out.append(host if port is None else f"{host}:{port}")
         return out

@@ -166,7 +166,7 @@ def test_check_on_a_terminal_is_a_summary_with_warnings(tmp_path):
     assert f"config:    {config}" in out
     assert "FAL_KEY in the environment" in out and FAKE_KEY not in out
     assert FAKE_KEY.split(":")[1] not in out
-    assert "http://127.0.0.1:8765/" in out and "nas.lan" in out and "localhost:8765" in out
+    assert "http://127.0.0.1:8765/" in out and "answers to 127.0.0.1, [::1], localhost, nas.lan" in out
     row = next(line for line in out.splitlines() if line.strip().startswith("photos "))
     assert f"{tmp_path / 'in'} → {tmp_path / 'out'}" in row
     assert re.search(r"×4\s+2\s+png\s+native \(\w+\)\s+move to ", row), row

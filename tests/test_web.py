@@ -288,7 +288,8 @@ def test_foreign_host_is_refused_everywhere_and_own_names_answered(tmp_path, dae
     """With the default page settings, a request naming a foreign Host (what a browser
     sends after DNS rebinding) gets 421 on every page, picture, stream and action, even with
     a valid form token and an Origin that matches that Host, and changes nothing; the same
-    requests for 127.0.0.1, localhost and [::1] with the listening port are answered. The
+    requests for 127.0.0.1, localhost and [::1] with the listening port are answered (and a
+    loopback name with a forwarded port too). The
     refusal is logged once (with the host), not once per request; X-Forwarded-Host is not
     believed from a peer that is not a trusted proxy."""
     config = web_config(tmp_path)
@@ -314,7 +315,7 @@ def test_foreign_host_is_refused_everywhere_and_own_names_answered(tmp_path, dae
         # a foreign Host dressed up with X-Forwarded-Host by a peer nobody trusts
         dressed = client.get("/jobs", headers={**foreign, "X-Forwarded-Host": f"127.0.0.1:{port}"})
         assert dressed.status_code == 421
-        assert client.get("/", headers={"Host": "localhost:1"}).status_code == 421  # other port
+        assert client.get("/", headers={"Host": f"127.0.0.2:{port}"}).status_code == 421
         assert not d.named("retry_requested") and not d.named("resume_requested")
 
         for own in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
@@ -330,6 +331,8 @@ def test_foreign_host_is_refused_everywhere_and_own_names_answered(tmp_path, dae
             assert retry.status_code == 409, own  # answered: the job is done, not failed
             resume = client.post("/resume", data={"form_token": token}, headers=origin)
             assert resume.status_code == 303, own
+        # a forwarded port (SSH tunnel, a container's published port) is still loopback
+        assert client.get("/jobs", headers={"Host": "localhost:18765"}).status_code == 200
         ignored = client.get("/", headers={"Host": f"127.0.0.1:{port}",
                                            "X-Forwarded-Host": FOREIGN})
         assert ignored.status_code == 200  # not from a trusted proxy: Host alone counts
