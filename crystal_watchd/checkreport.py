@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from .config import Config, FolderConfig, mask_url
+from .config import HTTP_TOKEN_CREDENTIAL, Config, FolderConfig, mask_url
 from .errors import ConfigError
 from .hosts import HostCheck
 
@@ -73,7 +73,10 @@ def _web_line(ctx: Context) -> str:
     http = ctx.config.http
     if http is None:
         return "web page:  off (http: null)"
-    guard = "token required" if (http.token or http.token_file) else "no token: loopback only"
+    credential = ctx.environ.get("CREDENTIALS_DIRECTORY") and (
+        Path(ctx.environ["CREDENTIALS_DIRECTORY"]) / HTTP_TOKEN_CREDENTIAL).is_file()
+    guard = "token required" if (http.token or http.token_file or credential) \
+        else "no token: loopback only"
     port = "a port picked at start" if http.port == 0 else f"port {http.port}"
     # port 0: the listen address holds with whatever port is picked
     names = [n[:-2] + ":PORT" if n.endswith(":0") else n

@@ -1,7 +1,9 @@
-"""Command line: ``crystal-watchd init|run|once|check|status|retry|journal``. The only place that
-exits.
+"""Command line: ``crystal-watchd init|run|once|check|status|retry|journal``. The only place
+that exits.
 
-Exit codes: 0 ok, 1 job failures (``once``) or a refused start, 2 usage, 78 config error;
+Exit codes: 0 ok, 1 job failures (``once``), a refused start, a config ``init`` would
+overwrite or a fal ``check --online`` cannot reach, 2 usage, 78 config error (or a key fal
+refuses);
 ``status`` exits 3 when no daemon is running (as LSB init scripts do), so health checks can
 rely on its exit code alone.
 """
