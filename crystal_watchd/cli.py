@@ -1,8 +1,9 @@
-"""Command line: ``crystal-watchd run|once|check|status|retry|retry-hooks|notify-test|journal``.
+"""Command line: ``crystal-watchd init|run|once|check|status|retry|retry-hooks|notify-test|journal``.
 The only place that exits.
 
-Exit codes: 0 ok, 1 job failures (``once``) or a refused start, 2 usage, 78 config error,
-75 (``once``) nothing failed but a file still arriving was left for the next run;
+Exit codes: 0 ok, 1 job failures (``once``), a refused start, a config ``init`` would
+overwrite or a fal ``check --online`` cannot reach, 2 usage, 78 config error (or a key fal
+refuses), 75 (``once``) nothing failed but a file still arriving was left for the next run;
 ``status`` exits 3 when no daemon is running (as LSB init scripts do), so health checks can
 rely on its exit code alone.
 """
@@ -47,8 +48,24 @@ def _parser() -> argparse.ArgumentParser:
                           help="on a terminal, print every job's log lines too")
     loudness.add_argument("-q", "--quiet", action="store_true",
                           help="print only warnings and errors")
-    sub.add_parser("check", parents=[common], help="validate the config and print the "
-                                                   "effective settings per folder")
+    init = sub.add_parser("init", parents=[common],
+                          help="write a commented starter config and make its folders "
+                               "(never overwrites)")
+    init.add_argument("--inbox", type=Path, help="the watched folder (default: "
+                                                 "~/crystal-watchd/inbox)")
+    init.add_argument("--outbox", type=Path, help="where results go (default: "
+                                                  "~/crystal-watchd/outbox)")
+    init.add_argument("--scale", type=_within(1, 200), default=2.0,
+                      help="scale factor, 1 to 200 (default 2)")
+    init.add_argument("--creativity", type=_within(0, 10), default=0.0,
+                      help="creativity, 0 to 10 (default 0)")
+    check = sub.add_parser("check", parents=[common],
+                           help="validate the config; on a terminal, a summary and warnings, "
+                                "else the effective settings as JSON")
+    check.add_argument("--json", action="store_true",
+                       help="print the effective settings as JSON (the default off a terminal)")
+    check.add_argument("--online", action="store_true",
+                       help="also prove the fal key with one free call to fal")
     status = sub.add_parser("status", parents=[common], help="queue, failures and spend, "
                                                               "from the journal (exit 3 if no "
                                                               "daemon is running)")
@@ -74,6 +91,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _within(lo: float, hi: float):
+    def number(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be from {lo:g} to {hi:g}, not {value:g}")
+        return value
+    return number
+
+
 def _load(args: argparse.Namespace) -> config_mod.Config:
     path = getattr(args, "config", None) or config_mod.default_config_path()
     config = config_mod.load(path)
@@ -90,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0) and EXIT_USAGE
+    if args.command == "init":
+        return _init(args)
     try:
         config = _load(args)
     except ConfigError as exc:
@@ -99,15 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
 
     if args.command == "check":
-        print(json.dumps(config.describe(), indent=2))
-        from .formats import extension_warnings
-
-        for line in extension_warnings(config.folders):
-            print(f"crystal-watchd: warning: {config.path}: {line}", file=sys.stderr)
-        if _check_notify(config):
-            return EXIT_CONFIG
-        print(f"config OK: {config.path} ({len(config.folders)} folder(s))", file=sys.stderr)
-        return _check_journal(config)
+        return _check(args, config)
     if args.command == "notify-test":
         return _notify_test(config)
 
@@ -122,6 +145,69 @@ def main(argv: list[str] | None = None) -> int:
     except JournalUnavailable as exc:
         print(f"crystal-watchd: {exc}", file=sys.stderr)
         return EXIT_FAILURES
+
+
+def _init(args: argparse.Namespace) -> int:
+    from .starter import AlreadyThere, init
+
+    try:
+        written = init(getattr(args, "config", None), args.inbox, args.outbox, args.scale,
+                       args.creativity)
+    except AlreadyThere as exc:
+        print(f"crystal-watchd: {exc.args[0]} already exists and was left as it is; edit it, "
+              "or give another path with --config", file=sys.stderr)
+        return EXIT_FAILURES
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"crystal-watchd: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"crystal-watchd: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURES
+    print(f"wrote {written.config}\n  inbox:  {written.inbox}\n  outbox: {written.outbox}\n"
+          "next (with FAL_KEY set, or add --backend local to run without a key):")
+    for command in written.next_commands:
+        print(f"  {command}")
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace, config: config_mod.Config) -> int:
+    from . import checkreport
+    from .formats import extension_warnings
+
+    ctx = checkreport.Context(config)
+    if args.json or not sys.stdout.isatty():
+        print(json.dumps(config.describe(), indent=2))
+    else:
+        print("\n".join(checkreport.summary(ctx)))
+    for line in [*(f"{config.path}: {w}" for w in extension_warnings(config.folders)),
+                 *checkreport.warnings(ctx)]:
+        print(f"crystal-watchd: warning: {line}", file=sys.stderr)
+    if _check_notify(config):
+        return EXIT_CONFIG
+    print(f"config OK: {config.path} ({len(config.folders)} folder(s))", file=sys.stderr)
+    code = _check_journal(config)
+    if args.online and code == EXIT_OK:
+        code = _check_online(config)
+    return code
+
+
+def _check_online(config: config_mod.Config) -> int:
+    from .backends.fal import read_key
+    from .online import probe
+
+    try:
+        key = read_key(config.fal)
+    except ConfigError as exc:
+        print(f"crystal-watchd: --online: {exc.problems[0].message}", file=sys.stderr)
+        return EXIT_CONFIG
+    outcome, words = probe(key)
+    if outcome == "accepted":
+        print(f"online OK: {words}", file=sys.stderr)
+        return EXIT_OK
+    print(f"crystal-watchd: --online: {words}", file=sys.stderr)
+    return EXIT_CONFIG if outcome == "refused" else EXIT_FAILURES
 
 
 def _move_jobs(args: argparse.Namespace, config: config_mod.Config) -> int:

@@ -22,12 +22,14 @@ from .automation_config import (
     parse_notify,
 )
 from .errors import ConfigError, ConfigProblem
+from .hosts import host_entry, proxy_entry
 from .yamldoc import (
     Doc,
     Section,
     boolean,
     check_placeholders,
     choice,
+    each,
     nonempty_text,
     number,
     path_in,
@@ -154,6 +156,10 @@ class HttpConfig:
     token_file: Path | None = None
     #: Thumbnails kept in state_dir/thumbs; the oldest are dropped beyond this.
     thumbs_cache_mb: float = 200.0
+    #: Host names the page answers to besides loopback and the listen address (hosts.py).
+    allowed_hosts: tuple[str, ...] = ()
+    #: Peers (addresses or networks) whose X-Forwarded-Host is believed.
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def loopback(self) -> bool:
@@ -450,12 +456,15 @@ def _http(doc: Doc, top: Section, base: Path) -> HttpConfig | None:
     if "http" in top.data and top.data["http"] is None:
         return None
     sec = Section(doc, top.data.get("http"), ("http",),
-                   ("listen", "token", "token_file", "thumbs_cache_mb"))
+                   ("listen", "token", "token_file", "thumbs_cache_mb", "allowed_hosts",
+                    "trusted_proxies"))
     host, port = sec.get("listen", _listen, ("127.0.0.1", 8765))
     token = sec.get("token", lambda v: None if v is None else nonempty_text(v).strip(), None)
     token_file = sec.get("token_file", lambda v: None if v is None else path_in(base)(v), None)
     http = HttpConfig(host=host, port=port, token=token, token_file=token_file,
-                      thumbs_cache_mb=sec.get("thumbs_cache_mb", number(1, 1_000_000), 200.0))
+                      thumbs_cache_mb=sec.get("thumbs_cache_mb", number(1, 1_000_000), 200.0),
+                      allowed_hosts=sec.get("allowed_hosts", each(host_entry), ()),
+                      trusted_proxies=sec.get("trusted_proxies", each(proxy_entry), ()))
     if not http.loopback and token is None and token_file is None and not _token_credential():
         doc.problem(("http", "listen"),
                     f"listening on {host} (not a loopback address) needs http.token or "
@@ -512,8 +521,9 @@ def load(path: str | Path) -> Config:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(ConfigProblem(str(p), None, "", "config file not found; copy "
-                                        "config.example.yaml there or pass --config")) from None
+        raise ConfigError(ConfigProblem(str(p), None, "", "config file not found; "
+                                        "`crystal-watchd init` writes a starter one there, or "
+                                        "pass --config")) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(ConfigProblem(str(p), None, "", f"cannot read config: {exc}")) from None
     return parse(text, p)

@@ -174,6 +174,25 @@ def check_placeholders(template: str, allowed: tuple[str, ...]) -> None:
                              + ", ".join("{" + f + "}" for f in allowed))
 
 
+def each(check: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
+    """A list whose every item passes ``check``; the first bad one names its position."""
+
+    def check_list(value: Any) -> tuple[Any, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise ValueError(f"must be a list, not {kind_of(value)} {value!r}")
+        out = []
+        for i, item in enumerate(value):
+            try:
+                out.append(check(item))
+            except ValueError as exc:
+                raise ValueError(f"item {i + 1} {exc}") from None
+        return tuple(out)
+
+    return check_list
+
+
 def path_in(base: Path) -> Callable[[Any], Path]:
     def check(value: Any) -> Path:
         path = Path(os.path.expanduser(nonempty_text(value)))

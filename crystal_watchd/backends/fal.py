@@ -84,6 +84,21 @@ def read_key(cfg: FalConfig, environ: dict[str, str] | None = None) -> str:
         "…); to try the daemon offline, use --backend local")
 
 
+def key_source(cfg: FalConfig, environ: dict[str, str] | None = None) -> str:
+    """Where ``read_key`` finds the key, in words (never the key itself); raises the same
+    ConfigError when there is none or it cannot be read."""
+    env = os.environ if environ is None else environ
+    read_key(cfg, env)
+    if cfg.key_file is not None:
+        return f"fal.key_file {cfg.key_file}"
+    if env.get("CREDENTIALS_DIRECTORY") and (
+            Path(env["CREDENTIALS_DIRECTORY"]) / "fal-key").is_file():
+        return "the credential fal-key ($CREDENTIALS_DIRECTORY)"
+    if env.get("FAL_KEY"):
+        return "FAL_KEY in the environment"
+    return "FAL_KEY_ID and FAL_KEY_SECRET in the environment"
+
+
 def _plain_detail(detail: Any) -> str:
     """fal's ``detail`` (text, or a list of {loc, msg, type}) in plain words."""
     if isinstance(detail, list):

@@ -26,6 +26,7 @@ from markupsafe import Markup
 from .. import logs
 from ..config import Config
 from ..events import Events, JobChanged
+from ..hosts import MAX_HOST, HostCheck
 from ..jobs import JobState
 from ..journal import journal_file, open_journal
 from ..pixels import PixelPool
@@ -40,6 +41,9 @@ SERVER = web.AppKey("server", "WebServer")
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
 MAX_PHASES = 5000
 KEEPALIVE = 25.0
+#: At most one http_host_refused line per this many seconds: a page that keeps trying
+#: must not fill the log.
+HOST_LOG_EVERY = 60.0
 
 
 class Daemon(Protocol):
@@ -82,11 +86,16 @@ class WebServer:
         self.static = {p.name: p.read_bytes() for p in static.iterdir() if p.is_file()}
         self.runner: web.AppRunner | None = None
         self.url: str | None = None
+        #: Known once the port is (``listen: …:0`` picks one at start).
+        self.hosts: HostCheck | None = None
+        self._host_logged = -HOST_LOG_EVERY
+        self._hosts_refused = 0
 
     # -- life cycle -----------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._guard], client_max_size=64 * 1024)
+        app = web.Application(middlewares=[self._own_host, self._guard],
+                              client_max_size=64 * 1024)
         app[SERVER] = self
         app.router.add_get("/", self.overview)
         app.router.add_get("/jobs", self.recent)
@@ -120,7 +129,9 @@ class WebServer:
             return False
         host, port = self.runner.addresses[0][:2]
         self.url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
-        log.info("http_listening", url=self.url, token_required=self.token is not None)
+        self.hosts = HostCheck.build(http.host, port, http.allowed_hosts, http.trusted_proxies)
+        log.info("http_listening", url=self.url, token_required=self.token is not None,
+                 hosts=self.hosts.shown())
         return True
 
     async def stop(self) -> None:
@@ -163,6 +174,27 @@ class WebServer:
     # -- guard ----------------------------------------------------------------------------
 
     @web.middleware
+    async def _own_host(self, request: web.Request, handler) -> web.StreamResponse:
+        """Answer only requests sent to one of the page's own names (see hosts.py)."""
+        headers = request.headers
+        host = None if self.hosts is None else self.hosts.effective(
+            headers.get("Host"), headers.get("X-Forwarded-Host"), request.remote)
+        if self.hosts is None or not self.hosts.allows(host):
+            self._hosts_refused += 1
+            now = time.monotonic()
+            if now - self._host_logged >= HOST_LOG_EVERY:
+                self._host_logged = now
+                log.warning("http_host_refused", host=(host or "")[:MAX_HOST],
+                            peer=request.remote, path=request.path[:200],
+                            refused_since_last=self._hosts_refused,
+                            hint="add the name to http.allowed_hosts if it is yours")
+                self._hosts_refused = 0
+            return web.Response(status=421, text="421: this page answers only to its own "
+                                "host names (see http.allowed_hosts)\n")
+        request["host"] = host
+        return await handler(request)
+
+    @web.middleware
     async def _guard(self, request: web.Request, handler) -> web.StreamResponse:
         session = self.sessions.get(request.cookies.get(auth.COOKIE))
         request["session"] = session
@@ -171,7 +203,7 @@ class WebServer:
                     or (session is not None and session.signed_in)):
                 return self._unauthorized(request)
         if request.method == "POST":
-            if not auth.same_origin(request):
+            if not auth.same_origin(request, request["host"]):
                 raise web.HTTPForbidden(text="cross-site request refused\n")
             if request.path != "/login":
                 form = await request.post()
