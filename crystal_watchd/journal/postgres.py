@@ -93,6 +93,13 @@ MIGRATIONS = (
     CREATE INDEX jobs_folder_state ON jobs(folder, state);
     CREATE INDEX jobs_finished ON jobs(state, finished_at, cost_usd)
     """,
+    # 4: a submission sent whose answer has not arrived (what identifies it at fal, and when
+    # it was sent), and submissions that may have been paid twice.
+    """
+    ALTER TABLE jobs ADD COLUMN submit_identity TEXT;
+    ALTER TABLE jobs ADD COLUMN submit_sent_at DOUBLE PRECISION;
+    ALTER TABLE jobs ADD COLUMN paid_twice INTEGER NOT NULL DEFAULT 0
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
