@@ -82,3 +82,51 @@ def test_slots_bound_requests_even_when_handed_on_early():
         assert slots.used == 3
 
     asyncio.run(main())
+
+
+def test_a_silent_status_stream_gives_way_to_polling(fakefal, tls_files, monkeypatch):
+    """A status stream that stays open without a word for STREAM_SILENCE seconds is given
+    up for polling, and the finished request is still seen (fal's own status, polled)."""
+    import asyncio
+    import ssl
+
+    import fal_client
+    import httpx
+    from conftest import FAKE_KEY
+    from fakefal import Faults
+    from fal_client.client import AsyncRequestHandle, Completed
+
+    from crystal_watchd.backends import waiting
+
+    monkeypatch.setattr(waiting, "STREAM_SILENCE", 0.5)
+    server = fakefal(latency=2.0, faults=Faults(silent_stream=True))
+    req = server.submit("clarityai/crystal-upscaler", {"image_url": "data:,x"})
+    said: list[tuple[str, dict]] = []
+
+    class Bound:
+        def info(self, event, **kw):
+            said.append((event, kw))
+
+        debug = info
+
+    async def main():
+        trust = ssl.create_default_context(cafile=tls_files["ca"])
+        async with httpx.AsyncClient(verify=trust,
+                                     headers={"Authorization": f"Key {FAKE_KEY}"}) as client:
+            base = f"{server.base_url}/clarityai/crystal-upscaler/requests/{req.id}"
+            handle = AsyncRequestHandle(request_id=req.id, response_url=base,
+                                        status_url=base + "/status",
+                                        cancel_url=base + "/cancel", client=client)
+
+            async def nothing():
+                return None
+
+            return await asyncio.wait_for(waiting.wait_until_done(
+                fal_client, handle, deadline=float("inf"),
+                runtime=waiting.RunTime(), poll=lambda: handle.status(with_logs=True),
+                bound=Bound(), nearly_done=nothing, timed_out=nothing), 20)
+
+    status = asyncio.run(main())
+    assert isinstance(status, Completed)
+    assert [kw["reason"] for e, kw in said if e == "fal_status_stream_fallback"] == ["silent"]
+    assert server.calls["stream"] == 1 and server.calls["status"] >= 1

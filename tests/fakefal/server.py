@@ -68,6 +68,7 @@ class Faults:
     lose_reply: float = 0.0
     #: Status streams cut after their first event.
     cut_stream: float = 0.0
+    silent_stream: bool = False  # streams send nothing at all until the request is done
     #: Seconds after it finished before a request shows in the platform's request list.
     list_delay: float = 0.0
     list_forbidden: bool = False  # the key may not list requests (403)

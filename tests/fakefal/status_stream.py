@@ -2,7 +2,8 @@
 
 One ``data:`` event per state change (the same JSON as a status poll), the current state
 again every HEARTBEAT seconds while nothing changes, and the stream ends after COMPLETED.
-``Faults.cut_stream`` cuts a stream after its first event.
+``Faults.cut_stream`` cuts a stream after its first event; ``Faults.silent_stream`` keeps
+it open without a word until the request is done.
 """
 
 from __future__ import annotations
@@ -40,7 +41,10 @@ def serve(handler: Any, status_path: str, query: dict[str, list[str]]) -> None:
         while True:
             body = fake.status_body(req, want_logs, status_path.removesuffix("/status"))
             now = time.monotonic()
-            if body["status"] != last_status or now - last_sent >= HEARTBEAT:
+            if fake.faults.silent_stream:
+                if body["status"] == "COMPLETED":
+                    return
+            elif body["status"] != last_status or now - last_sent >= HEARTBEAT:
                 handler.wfile.write(f"data: {json.dumps(body)}\n\n".encode())
                 handler.wfile.flush()
                 last_status, last_sent = body["status"], now
