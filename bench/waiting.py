@@ -20,11 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from run import KEY, ROOT, Env, daemon, jpeg, write_config  # noqa: E402 (puts tests/ on the path)
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 
 from fakefal import FakeFal, Faults  # noqa: E402
+from run import KEY, ROOT, Env, daemon, jpeg, write_config  # noqa: E402
 
 
 def pct(values: list[float], q: int) -> float:

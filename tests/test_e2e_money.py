@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 
+import httpx
+import pytest
 from conftest import cli, fal_env, images_in, make_image, wait_for, write_config
 from fakefal import Faults
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def fal_config(tmp_path, folders, fal=None, **top):
@@ -24,15 +27,17 @@ def drop_images(tmp_path, count, size=(14, 9), prefix="m"):
                    fmt="PNG")
 
 
-def test_lost_submit_replies_are_found_again_and_billed_once(tmp_path, fakefal, fal_daemons,
-                                                             tls_files):
+@pytest.mark.parametrize("upload", ["data-uri", "cdn"])
+def test_lost_submit_replies_are_found_again_and_billed_once(upload, tmp_path, fakefal,
+                                                             fal_daemons, tls_files):
     """30 % of submit replies are lost after fal accepted the request: each lost one is
-    found in fal's request list and adopted, so every input is billed exactly once (the
-    fake's ledger), nothing is submitted twice, and every file has one output."""
+    found in fal's request list (by its data URI's digest, or its unique upload URL) and
+    adopted, so every input is billed exactly once (the fake's ledger), nothing is submitted
+    twice, and every file has one output."""
     server = fakefal(latency=0.3, latency_spread=0.5, runners=4, seed=11,
                      faults=Faults(lose_reply=0.3, list_delay=0.3))
     config = fal_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 0.2}],
-                        concurrency=4)
+                        fal={"upload": upload}, concurrency=4)
     d = fal_daemons(config, fal_env(server, tls_files)).ready()
     drop_images(tmp_path, 16)
     d.wait_event("job_done", 16, timeout=120)
@@ -56,7 +61,7 @@ def test_a_key_that_may_not_list_falls_back_and_counts_possible_double_payment(
     counts each such input as possibly paid twice; the ledger shows they were."""
     server = fakefal(latency=0.2, faults=Faults(list_forbidden=True))
     config = fal_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 0.2}],
-                        concurrency=2)
+                        concurrency=2, http={"listen": "127.0.0.1:0", "token": "t0ken-1234"})
     server.hold_submits("after")  # fal accepts both, the replies never come
     d = fal_daemons(config, fal_env(server, tls_files)).ready()
     drop_images(tmp_path, 2)
@@ -67,6 +72,11 @@ def test_a_key_that_may_not_list_falls_back_and_counts_possible_double_payment(
     assert len(d.named("fal_resubmitted_after_uncertain")) == 2
     twice = sorted(server.billed_per_input().values())
     assert twice == [2, 2]
+    metrics = httpx.get(d.wait_event("http_listening")[0]["url"] + "metrics",
+                        headers={"Authorization": "Bearer t0ken-1234"}).text
+    counted = [s.value for f in text_string_to_metric_families(metrics) for s in f.samples
+               if s.name == "crystal_watchd_maybe_paid_twice_total"]
+    assert counted == [2]
     assert d.stop() == 0
     status = cli("status", "--config", str(config))
     assert "may have been paid twice: 2" in status.stdout

@@ -168,8 +168,9 @@ class Submitter:
         return None
 
     def _lookup_off_reason(self) -> str | None:
-        if not self.cfg.store_payloads:
-            return "fal.store_payloads is false, so fal's request list cannot name the input"
+        if self.lookup_off is None and not self.cfg.store_payloads:
+            self._turn_lookup_off("fal.store_payloads is false, so fal's request list cannot "
+                                  "name the input")
         return self.lookup_off
 
     def _turn_lookup_off(self, reason: str) -> str:
