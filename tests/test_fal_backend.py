@@ -130,3 +130,54 @@ def test_a_silent_status_stream_gives_way_to_polling(fakefal, tls_files, monkeyp
     assert isinstance(status, Completed)
     assert [kw["reason"] for e, kw in said if e == "fal_status_stream_fallback"] == ["silent"]
     assert server.calls["stream"] == 1 and server.calls["status"] >= 1
+
+
+def test_request_list_matching_follows_pages_and_checks_input_time_and_settings():
+    """An unanswered submission is found by its data URI's digest (or upload URL), the same
+    scale and creativity, and a send time within the clock window, across the list's
+    ``cursor``/``has_more`` pages (fal's documented shape); a 403 is a refusal."""
+    import asyncio
+
+    import httpx
+
+    from crystal_watchd.backends.platform import Platform, PlatformRefused, identity_of, iso
+
+    uri = "data:image/png;base64,AAAA"
+    sent = 1_800_000_000.0
+    item = {"json_input": {"image_url": uri, "scale_factor": 2.0, "creativity": 1},
+            "sent_at": iso(sent + 3)}
+    pages = {None: {"items": [{**item, "request_id": "other-scale",
+                               "json_input": {**item["json_input"], "scale_factor": 3.0}},
+                              {**item, "request_id": "an-hour-early", "sent_at": iso(sent - 3600)},
+                              {**item, "request_id": "other-input",
+                               "json_input": {**item["json_input"], "image_url": "data:,b"}},
+                              {"request_id": "no-payloads", "sent_at": iso(sent)}],
+                    "has_more": True, "next_cursor": "page2"},
+             "page2": {"items": [{**item, "request_id": "ours"}], "has_more": False,
+                       "next_cursor": None}}
+    seen = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(dict(request.url.params))
+        if request.headers["Authorization"] != "Key k:s":
+            return httpx.Response(403, json={"detail": "forbidden"})
+        return httpx.Response(200, json=pages[request.url.params.get("cursor")])
+
+    async def find(key: str):
+        platform = Platform(key, {"FAL_PLATFORM_URL": "https://proxy.example/v1"})
+        platform._http = httpx.AsyncClient(transport=httpx.MockTransport(answer),
+                                           headers={"Authorization": f"Key {key}"})
+        try:
+            return await platform.find("clarityai/crystal-upscaler", identity_of(uri), sent, 300,
+                                       {"scale_factor": 2, "creativity": 1})
+        finally:
+            await platform.aclose()
+
+    assert asyncio.run(find("k:s")) == "ours"
+    assert [p.get("cursor") for p in seen] == [None, "page2"]
+    assert all(p["endpoint_id"] == "clarityai/crystal-upscaler" and p["expand"] == "payloads"
+               and int(p["limit"]) <= 100 for p in seen)
+    assert identity_of(uri).startswith("sha256:") and uri not in identity_of(uri)
+    assert identity_of("https://v3.fal.media/files/x.png") == "https://v3.fal.media/files/x.png"
+    with pytest.raises(PlatformRefused):
+        asyncio.run(find("wrong"))

@@ -106,7 +106,7 @@ class Platform:
         seconds of ``sent_at`` (clocks differ) with the same scale and creativity."""
         async for item in self.requests(endpoint, sent_at - skew):
             sent = parse_time(item.get("sent_at"))
-            if sent is not None and not sent_at - skew <= sent:
+            if sent is not None and not sent_at - skew <= sent <= sent_at + skew:
                 continue
             given = item.get("json_input")
             if not isinstance(given, dict) or not isinstance(given.get("image_url"), str):
