@@ -139,7 +139,7 @@ def test_cleanup_deletes_each_requests_payloads_after_its_output_is_written(
                         fal={"cleanup": True})
     d = fal_daemons(config, fal_env(server, tls_files)).ready()
     drop_images(tmp_path, 3)
-    wait_for(lambda: len(server.deleted) == 3, 30, f"three deletions\n{d.text()[-3000:]}")
+    d.wait_event("fal_payloads_deleted", 3, timeout=30)
     assert {x["request_id"] for x in server.deleted} == \
         {s["request_id"] for s in server.submissions}
     events = d.events()
