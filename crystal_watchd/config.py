@@ -106,6 +106,12 @@ class FalConfig:
     #: Requests submitted early, just before a running one is expected to finish, beyond
     #: ``concurrency`` (0: ``concurrency`` is a hard cap on requests at fal).
     queue_ahead: int = 0
+    #: Seconds fal keeps uploaded inputs and result files on its CDN (None: fal's default).
+    cdn_expiry: int | None = 86_400
+    #: Delete each request's stored payloads and result files once its output is written.
+    cleanup: bool = False
+    #: Let fal store each request's input/output JSON (needed to find a lost submission).
+    store_payloads: bool = True
 
 
 @dataclass(frozen=True)
@@ -309,6 +315,21 @@ def _dpi(value: Any) -> str | float:
     raise ValueError(f"must be keep, scale or a number of pixels per inch, not {value!r}")
 
 
+_EXPIRY_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800, "y": 31_536_000}
+
+
+def _expiry(value: Any) -> int | None:
+    """``never`` (fal's default lifetime), seconds, or a number with s/m/h/d/w/y."""
+    if value == "never":
+        return None
+    if isinstance(value, str) and value[:-1].isdigit() and value[-1:] in _EXPIRY_UNITS:
+        value = int(value[:-1]) * _EXPIRY_UNITS[value[-1]]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 60:
+        raise ValueError(f"must be never, a number of seconds (at least 60) or a duration "
+                         f"such as 1h, 1d or 7d, not {value!r}")
+    return value
+
+
 def _filename(value: Any) -> str:
     template = nonempty_text(value)
     check_placeholders(template, FILENAME_FIELDS)
@@ -410,6 +431,9 @@ def parse(text: str, file: str | Path) -> Config:
             price_per_megapixel=fal.get("price_per_megapixel", number(0, 100), 0.016),
             result_format=fal.get("result_format", choice(*RESULT_FORMATS), "auto"),
             queue_ahead=fal.get("queue_ahead", number(0, 256, integer=True), 0),
+            cdn_expiry=fal.get("cdn_expiry", _expiry, 86_400),
+            cleanup=fal.get("cleanup", boolean, False),
+            store_payloads=fal.get("store_payloads", boolean, True),
         ),
         retry=RetryConfig(attempts=retry.get("attempts", number(1, 1000, integer=True), 5),
                           backoff=retry.get("backoff", number(0, 86_400), 5.0),

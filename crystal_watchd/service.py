@@ -289,6 +289,8 @@ class Service:
         if new.concurrency != old.concurrency:
             loop.create_task(self.backend.slots.resize(new.concurrency))
         self.backend.slots.ahead = new.fal.queue_ahead if self.backend.name == "fal" else 0
+        if hasattr(self.backend, "reconfigure"):
+            self.backend.reconfigure(new.fal)
         self._rules = {f.name: Rules(f) for f in new.folders}
         if (new.log.format, new.log.level) != (old.log.format, old.log.level):
             logs.configure(new.log.format, new.log.level)

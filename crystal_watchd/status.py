@@ -11,13 +11,16 @@ write) beside it, and the daemon's dispatcher picks retried jobs up on its next 
                         "spend_today_usd", "spend_total_usd": float}},
      "totals": {"queued", "in_flight", "done", "failed", "superseded", "arriving": int},
      "spend": {"today_usd", "total_usd", "today_megapixels", "total_megapixels": float,
-               "by_day": {YYYY-MM-DD: usd}},
+               "by_day": {YYYY-MM-DD: usd}, "maybe_paid_twice": int},
      "last_errors": [{"job_id", "folder", "file", "error", "reason", "at", "state"}],
      "daemons": [{"id", "host", "pid", "state_dir", "started_at", "heartbeat_at", "alive",
                   "working_on": [{"job_id", "file"}]}],
      "arriving": [{"job_id", "folder", "file", "reason", "since", "judged_at"}],
      "hooks": {"pending", "delivered", "gave_up": int,
                "given_up": [{"id", "delivery_id", "hook", "event", "job_id", "error", "at"}]}}
+
+"maybe_paid_twice": submissions sent again because an earlier one got no answer and could
+not be found in fal's request list (see "Money and privacy on fal" in the README).
 
 "arriving": files that do not decode yet and are taken to be still being written; each is
 judged at ``judged_at`` unless it changes first (see the folder's ``incomplete_grace``).
@@ -57,7 +60,7 @@ def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
         "generated_at": _iso(datetime.now(timezone.utc).timestamp()),
         "folders": folders, "totals": {s: 0 for s in STATES},
         "spend": {"today_usd": 0.0, "total_usd": 0.0, "today_megapixels": 0.0,
-                  "total_megapixels": 0.0, "by_day": {}},
+                  "total_megapixels": 0.0, "by_day": {}, "maybe_paid_twice": 0},
         "last_errors": [], "daemons": [], "arriving": [],
         "hooks": {"pending": 0, "delivered": 0, "gave_up": 0, "given_up": []},
     }
@@ -90,6 +93,7 @@ def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
                 entry["spend_today_usd"] = round(entry["spend_today_usd"] + usd, 6)
         for key in ("today_usd", "total_usd", "today_megapixels", "total_megapixels"):
             spend[key] = round(spend[key], 6)
+        spend["maybe_paid_twice"] = journal.paid_twice()
         for job in journal.last_errors():
             report["last_errors"].append({
                 "job_id": job.id, "folder": job.folder, "file": job.rel, "error": job.error_kind,
@@ -136,6 +140,10 @@ def render(report: dict[str, Any]) -> str:
     s = report["spend"]
     lines.append(f"spend: today ${s['today_usd']:.2f} ({s['today_megapixels']:.1f} MP), "
                  f"total ${s['total_usd']:.2f} ({s['total_megapixels']:.1f} MP)")
+    if s.get("maybe_paid_twice"):
+        lines.append(f"submissions that may have been paid twice: {s['maybe_paid_twice']} "
+                     "(sent again after an answer was lost and fal's request list could not "
+                     "show the first)")
     if report.get("daemons"):
         lines.append("daemons:")
         for d in report["daemons"]:

@@ -365,10 +365,50 @@ class JournalBase(DaemonRows, OutboxRows):
         unless the backend says it no longer has it."""
         mine, owner = self._mine()
         if not self._exec("UPDATE jobs SET request_id=?, submissions=submissions+1, "
-                          f"updated_at=? WHERE id=?{mine}",
+                          f"submit_identity=NULL, submit_sent_at=NULL, updated_at=? WHERE id=?{mine}",
                           (request_id, time.time(), job.id, *owner)):
             raise LeaseLost(job.id)
         return self._publish(job.state, self.get(job.id), {"request_id": request_id})
+
+    # -- submissions whose answer never came ------------------------------------------------
+
+    def submit_sending(self, job: Job, identity: str, sent_at: float) -> None:
+        """A submission is about to be sent: what identifies it at the backend (its unique
+        input URL, or a digest of an inline input) and the wall-clock time. Until an answer
+        is recorded, a restart looks for this submission before sending another."""
+        self._set_submit(job, "submit_identity=?, submit_sent_at=?", (identity, sent_at))
+
+    def submit_refused(self, job: Job) -> None:
+        """The backend answered without taking the submission (429, 5xx, a rejection):
+        nothing is pending there."""
+        self._set_submit(job, "submit_identity=NULL, submit_sent_at=NULL", ())
+
+    def submit_given_up(self, job: Job) -> None:
+        """An unanswered submission could not be found at the backend and is sent again:
+        counted as one that may have been paid twice."""
+        self._set_submit(job, "submit_identity=NULL, submit_sent_at=NULL, "
+                              "paid_twice=paid_twice+1", ())
+
+    def _set_submit(self, job: Job, assignments: str, args: tuple[Any, ...]) -> None:
+        mine, owner = self._mine()
+        if not self._exec(f"UPDATE jobs SET {assignments}, updated_at=? WHERE id=?{mine}",
+                          (*args, time.time(), job.id, *owner)):
+            raise LeaseLost(job.id)
+
+    def unanswered_submit(self, job: Job) -> tuple[str, float] | None:
+        """(identity, sent_at) of the job's submission still without an answer, if any."""
+        row = self._one("SELECT submit_identity, submit_sent_at FROM jobs WHERE id=? AND "
+                        "request_id IS NULL AND submit_sent_at IS NOT NULL", (job.id,))
+        return (row["submit_identity"], row["submit_sent_at"]) if row else None
+
+    def paid_twice(self) -> int:
+        """Submissions sent again without finding the earlier, unanswered one at the backend:
+        each may have been billed twice."""
+        try:
+            row = self._one("SELECT COALESCE(SUM(paid_twice), 0) AS n FROM jobs")
+        except Exception:  # noqa: BLE001 - a read-only look at a journal not migrated yet
+            return 0
+        return int(row["n"]) if row else 0
 
     def wait_for_twin(self, job: Job, settings_key: str) -> Job | None:
         """Pay once for copies arriving together. If another unfinished job has the same

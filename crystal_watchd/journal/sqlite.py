@@ -69,7 +69,7 @@ MIGRATIONS = (
     CREATE INDEX IF NOT EXISTS jobs_folder_state ON jobs(folder, state);
     CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished_at, cost_usd);
     """,
-    # hooks outbox: deliveries written with the job change they report.
+    # 4 → 5: the hooks outbox, deliveries written with the job change they report.
     """
     CREATE TABLE IF NOT EXISTS deliveries (id INTEGER PRIMARY KEY,
         delivery_id TEXT NOT NULL UNIQUE, job_id INTEGER NOT NULL, hook TEXT NOT NULL,
@@ -77,6 +77,13 @@ MIGRATIONS = (
         attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL DEFAULT 0,
         last_error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL);
     CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(state, next_attempt_at);
+    """,
+    # 5 → 6: a submission sent whose answer has not arrived (what identifies it at fal, and
+    # when it was sent), and submissions that may have been paid twice.
+    """
+    ALTER TABLE jobs ADD COLUMN submit_identity TEXT;
+    ALTER TABLE jobs ADD COLUMN submit_sent_at REAL;
+    ALTER TABLE jobs ADD COLUMN paid_twice INTEGER NOT NULL DEFAULT 0;
     """,
 )
 SCHEMA_VERSION = str(1 + len(MIGRATIONS))

@@ -55,6 +55,10 @@ class _JournalCollector:
             for folder in names:
                 family.add_metric([folder], totals.get(folder, {}).get(key, 0))
             yield family
+        yield CounterMetricFamily(
+            "crystal_watchd_maybe_paid_twice",
+            "Submissions sent again after an unanswered one could not be found at fal",
+            value=self.view.run(lambda: self.view.journal.paid_twice()))
         yield GaugeMetricFamily("crystal_watchd_account_paused",
                                 "1 while the backend account refuses work and submissions wait",
                                 value=1 if live.paused else 0)
