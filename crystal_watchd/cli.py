@@ -1,7 +1,8 @@
-"""Command line: ``crystal-watchd run|once|check|status|retry|journal``. The only place that
-exits.
+"""Command line: ``crystal-watchd run|once|check|status|retry|approve|journal``. The only
+place that exits.
 
-Exit codes: 0 ok, 1 job failures (``once``) or a refused start, 2 usage, 78 config error;
+Exit codes: 0 ok, 1 job failures (``once``) or a refused start, 2 usage, 75 pictures held
+for approval by the spend guard (``once``; nothing spent on them), 78 config error;
 ``status`` exits 3 when no daemon is running (as LSB init scripts do), so health checks can
 rely on its exit code alone.
 """
@@ -20,6 +21,7 @@ from .errors import ConfigError, LockedError
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
 EXIT_NOT_RUNNING = 3
+EXIT_HELD = 75
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     once = sub.add_parser("once", parents=[common, backend],
                           help="process what is in the inboxes now, then exit (1 if any file "
                                "failed)")
+    once.add_argument("--approve", action="store_true",
+                      help="spend even when the pictures waiting are estimated above "
+                           "budget.confirm_above_usd (without it, once holds them and exits 75)")
     loudness = once.add_mutually_exclusive_group()
     loudness.add_argument("-v", "--verbose", action="store_true",
                           help="on a terminal, print every job's log lines too")
@@ -55,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     retry = sub.add_parser("retry", parents=[common],
                            help="put failed files (all, or the ones named) back in the queue")
     retry.add_argument("paths", nargs="*", metavar="PATH")
+    approve = sub.add_parser("approve", parents=[common],
+                             help="release the pictures the spend guard holds (all folders, or "
+                                  "the ones named)")
+    approve.add_argument("folders", nargs="*", metavar="FOLDER")
     journal = sub.add_parser("journal", parents=[common],
                              help="move jobs between the SQLite journal and PostgreSQL")
     moves = journal.add_subparsers(dest="journal_command", required=True, metavar="ACTION")
@@ -92,12 +101,18 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
 
     if args.command == "check":
-        print(json.dumps(config.describe(), indent=2))
+        from .spendguard import backlog_lines
+
+        described = config.describe()
+        backlog = backlog_lines(config, described)
+        print(json.dumps(described, indent=2))
         from .formats import extension_warnings
 
         for line in extension_warnings(config.folders):
             print(f"crystal-watchd: warning: {config.path}: {line}", file=sys.stderr)
         print(f"config OK: {config.path} ({len(config.folders)} folder(s))", file=sys.stderr)
+        for line in backlog:
+            print(line, file=sys.stderr)
         return _check_journal(config)
 
     from . import status as status_mod
@@ -162,6 +177,12 @@ def _command(args, config, status_mod, journal_path) -> int:
         for line in status_mod.retry(config, journal_path(config), args.paths):
             print(f"retrying {line}")
         return EXIT_OK
+    if args.command == "approve":
+        from .spendguard import approve_command
+
+        lines, ok = approve_command(config, args.folders)
+        print("\n".join(lines))
+        return EXIT_OK if ok else EXIT_FAILURES
 
     from .events import Events
     from .service import run_service
@@ -188,9 +209,10 @@ def _command(args, config, status_mod, journal_path) -> int:
     try:
         if view is not None:
             with view:
-                code = run_service(config, once=once, progress=view.update, events=events)
+                code = run_service(config, once=once, progress=view.update, events=events,
+                                   approve=once and args.approve)
         else:
-            code = run_service(config, once=once, events=events)
+            code = run_service(config, once=once, events=events, approve=once and args.approve)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"crystal-watchd: {problem}", file=sys.stderr)
@@ -198,4 +220,23 @@ def _command(args, config, status_mod, journal_path) -> int:
     except LockedError as exc:
         print(f"crystal-watchd: {exc}", file=sys.stderr)
         return EXIT_FAILURES
+    if once and code == EXIT_HELD:
+        _print_held(config)
     return code
+
+
+def _print_held(config: config_mod.Config) -> None:
+    """``once`` held pictures for approval: name each with its estimate, and the way on."""
+    from .journal import open_journal
+    from .spendguard import held_lines
+
+    journal = open_journal(config, readonly=not config.journal)
+    try:
+        lines = held_lines(journal, [f.name for f in config.folders])
+    finally:
+        journal.close()
+    print("crystal-watchd: nothing was spent on these pictures: estimated above "
+          f"budget.confirm_above_usd (${config.budget.confirm_above_usd:g}); run "
+          "`crystal-watchd once --approve` to spend it:", file=sys.stderr)
+    for line in lines:
+        print(f"  {line}", file=sys.stderr)

@@ -15,14 +15,21 @@ write) beside it, and the daemon's dispatcher picks retried jobs up on its next 
      "last_errors": [{"job_id", "folder", "file", "error", "reason", "at", "state"}],
      "daemons": [{"id", "host", "pid", "state_dir", "started_at", "heartbeat_at", "alive",
                   "working_on": [{"job_id", "file"}]}],
-     "arriving": [{"job_id", "folder", "file", "reason", "since", "judged_at"}]}
+     "arriving": [{"job_id", "folder", "file", "reason", "since", "judged_at"}],
+     "awaiting_approval": [{"folder", "pictures": int, "estimated_usd": float, "approve": str}]}
+
+(each folder entry also counts "awaiting_approval" and has "awaiting_approval_usd")
 
 "arriving": files that do not decode yet and are taken to be still being written; each is
 judged at ``judged_at`` unless it changes first (see the folder's ``incomplete_grace``).
+
+"awaiting_approval": per folder, the pictures the spend guard holds because together they
+were estimated above ``budget.confirm_above_usd``; nothing is submitted until ``approve``.
 """
 
 from __future__ import annotations
 
+import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,7 +40,7 @@ from .config import Config
 from .jobs import JobState
 from .output import move_file
 
-STATES = ("queued", "in_flight", "done", "failed", "superseded", "arriving")
+STATES = ("queued", "in_flight", "done", "failed", "superseded", "arriving", "awaiting_approval")
 
 
 def _iso(ts: float | None) -> str | None:
@@ -42,7 +49,7 @@ def _iso(ts: float | None) -> str | None:
 
 def _folder_entry() -> dict[str, Any]:
     return {**{s: 0 for s in STATES}, "oldest_waiting": None, "spend_today_usd": 0.0,
-            "spend_total_usd": 0.0}
+            "spend_total_usd": 0.0, "awaiting_approval_usd": 0.0}
 
 
 def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
@@ -56,7 +63,7 @@ def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
         "folders": folders, "totals": {s: 0 for s in STATES},
         "spend": {"today_usd": 0.0, "total_usd": 0.0, "today_megapixels": 0.0,
                   "total_megapixels": 0.0, "by_day": {}},
-        "last_errors": [], "daemons": [], "arriving": [],
+        "last_errors": [], "daemons": [], "arriving": [], "awaiting_approval": [],
     }
     if not shared and not where.exists():
         return report
@@ -104,9 +111,23 @@ def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
             {"job_id": job.id, "folder": job.folder, "file": job.rel, "reason": job.reason,
              "since": _iso(job.created_at), "judged_at": _iso(job.next_attempt_at)}
             for job in journal.jobs(state=JobState.ARRIVING)]
+        report["awaiting_approval"] = _held(journal, folders)
     finally:
         journal.close()
     return report
+
+
+def _held(journal: journal_mod.JournalBase, folders: dict[str, dict[str, Any]]) -> list:
+    try:
+        held = journal.held()
+    except Exception:  # noqa: BLE001 - a journal the daemon has not migrated yet holds none
+        return []
+    out = []
+    for folder, (count, usd) in held.items():
+        folders.setdefault(folder, _folder_entry())["awaiting_approval_usd"] = round(usd, 4)
+        out.append({"folder": folder, "pictures": count, "estimated_usd": round(usd, 4),
+                    "approve": f"crystal-watchd approve {shlex.quote(folder)}"})
+    return out
 
 
 def render(report: dict[str, Any]) -> str:
@@ -135,6 +156,12 @@ def render(report: dict[str, Any]) -> str:
         for a in report["arriving"]:
             lines.append(f"  [{a['folder']}] {a['file']}: {a['reason']} "
                          f"(judged at {a['judged_at']})")
+    if report.get("awaiting_approval"):
+        lines.append("awaiting approval (estimated above budget.confirm_above_usd; nothing "
+                     "submitted until approved):")
+        for held in report["awaiting_approval"]:
+            lines.append(f"  [{held['folder']}] {held['pictures']} picture(s), estimated "
+                         f"${held['estimated_usd']:.2f}: run `{held['approve']}`")
     if report["last_errors"]:
         lines.append("last errors:")
         for e in report["last_errors"]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..events import Events, JobChanged
 from ..jobs import Job, JobState
+from .approvals import CLEARED, SpendRows
 from .daemons import DaemonRows
 
 COLUMNS = ("id, folder, path, rel, size, mtime_ns, sha256, state, attempts, next_attempt_at, "
@@ -63,7 +64,7 @@ class JournalUnavailable(Exception):
     """The journal cannot be reached or migrated; the message is fit to print (no password)."""
 
 
-class JournalBase(DaemonRows):
+class JournalBase(DaemonRows, SpendRows):
     """The job store. Subclasses set ``db_clock`` and implement the primitives below."""
 
     #: SQL for "now" in Unix seconds on the database's clock (leases and heartbeats use it,
@@ -198,7 +199,9 @@ class JournalBase(DaemonRows):
                + (f" AND folder NOT IN ({','.join('?' * len(excluded))})" if excluded else "")
                + (" AND (request_id IS NOT NULL OR pending!='[]' OR outputs!='[]')"
                   if only_paid else "")
-               + f" AND {NOT_WAITING}")
+               + f" AND {NOT_WAITING}"
+               # While the spend guard is on, a job it has not judged yet is never taken.
+               + (f" AND {CLEARED}" if self.spend_guard else ""))
         return sql, [*WAITING, now, *excluded]
 
     def next_ready(self, now: float, *, exclude_folders: Iterable[str] = (),

@@ -93,6 +93,11 @@ MIGRATIONS = (
     CREATE INDEX jobs_folder_state ON jobs(folder, state);
     CREATE INDEX jobs_finished ON jobs(state, finished_at, cost_usd)
     """,
+    # 4: the spend guard: each picture's estimated cost, and when the guard let it go.
+    """
+    ALTER TABLE jobs ADD COLUMN estimated_usd DOUBLE PRECISION;
+    ALTER TABLE jobs ADD COLUMN cleared_at DOUBLE PRECISION
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -51,6 +51,7 @@ class Daemon(Protocol):
 
     def live_state(self) -> LiveState: ...
     def retry_job(self, job_id: int) -> bool: ...
+    def approve(self, folders: list[str] | None) -> int: ...
     def resume(self) -> None: ...
 
 
@@ -93,6 +94,7 @@ class WebServer:
         app.router.add_get(r"/jobs/{job_id:\d+}", self.job)
         app.router.add_post(r"/jobs/{job_id:\d+}/retry", self.retry)
         app.router.add_post("/resume", self.resume)
+        app.router.add_post("/approve", self.approve)
         app.router.add_get(r"/thumbs/{job_id:\d+}/{kind:before|after}.jpg", self.thumb)
         app.router.add_get("/events", self.stream)
         app.router.add_get("/metrics", self.prometheus)
@@ -217,7 +219,8 @@ class WebServer:
         data = await self.view.call(self.view.overview, folders, time.time())
         return self._page(request, "overview.html", page="overview", data=data,
                           chart=Markup(spend_bars(data.spend_by_day)),
-                          daily_usd=self.daemon.config.budget.daily_usd)
+                          daily_usd=self.daemon.config.budget.daily_usd,
+                          confirm_above_usd=self.daemon.config.budget.confirm_above_usd)
 
     async def recent(self, request: web.Request) -> web.Response:
         folder = request.query.get("folder") or None
@@ -256,6 +259,16 @@ class WebServer:
             raise web.HTTPConflict(text="this job is not failed (or its folder is gone)\n")
         log.info("retry_requested", job_id=job_id, source="web")
         raise web.HTTPSeeOther(f"/jobs/{job_id}")
+
+    async def approve(self, request: web.Request) -> web.Response:
+        """Release the pictures a folder holds for approval (every folder's without one)."""
+        folder = (await request.post()).get("folder")
+        folders = [str(folder)] if folder else None
+        if folder and self.daemon.config.folder(str(folder)) is None:
+            raise web.HTTPNotFound(text="no such folder\n")
+        released = self.daemon.approve(folders)
+        log.info("approve_requested", folder=folder or None, released=released, source="web")
+        raise web.HTTPSeeOther("/")
 
     async def resume(self, request: web.Request) -> web.Response:
         log.info("resume_requested", source="web")
