@@ -113,18 +113,24 @@ def test_a_single_picture_below_the_threshold_goes_straight_through(tmp_path, fa
 def test_first_start_over_a_full_inbox_says_what_it_would_cost_and_holds(
         tmp_path, fakefal, fal_daemons, tls_files):
     """A first start over an inbox that already holds 30 pictures logs how many there are
-    and what they would cost, holds them (nothing billed), and a SIGHUP after raising the
-    threshold above their estimate releases them, each billed once."""
+    and what they would cost, holds them (nothing billed) and says so in systemd's STATUS=;
+    a SIGHUP after raising the threshold above their estimate releases them, each billed
+    once."""
+    from test_e2e_service import NotifySocket
+
+    notify = NotifySocket(tmp_path / "notify.sock")
     server = fakefal(latency=0.05, runners=8)
     config = guard_config(tmp_path)
     pictures(tmp_path / "in", 30)
-    d = fal_daemons(config, fal_env(server, tls_files)).ready()
+    d = fal_daemons(config, fal_env(server, tls_files, NOTIFY_SOCKET=notify.path)).ready()
     [backlog] = d.wait_event("inbox_backlog")
     assert backlog["folder"] == "shoot" and backlog["count"] == 30
     assert abs(backlog["estimated_usd"] - round(30 * PER_PICTURE, 2)) < 1e-9
     d.wait_event("spend_approval_needed")
     wait_for(lambda: status(config)["totals"]["awaiting_approval"] == 30, 30, "30 held")
     assert server.billed_per_input() == {}
+    wait_for(lambda: notify.has("STATUS=0 queued, 0 in flight, 0 done, 0 failed, "
+                                "30 awaiting approval"), 10, "STATUS= saying 30 are held")
     config.write_text(config.read_text().replace(f"confirm_above_usd: {THRESHOLD}",
                                                  "confirm_above_usd: 1"))
     os.kill(d.proc.pid, signal.SIGHUP)
@@ -133,6 +139,7 @@ def test_first_start_over_a_full_inbox_says_what_it_would_cost_and_holds(
     billed = server.billed_per_input()
     assert len(billed) == 30 and set(billed.values()) == {1}
     assert d.stop() == 0
+    notify.sock.close()
 
 
 def run_once(config: Path, server, tls_files, *extra: str) -> subprocess.CompletedProcess:
@@ -177,3 +184,105 @@ def test_check_estimates_each_inbox_backlog_from_headers(tmp_path):
     assert (f"folder 'shoot': 26 picture(s) in the inbox not processed yet, estimated "
             f"${expected:.2f}") in result.stderr
     assert "they wait for approval" in result.stderr
+
+
+def test_daemons_on_a_shared_journal_hold_together_and_one_approval_releases_both(
+        tmp_path, pg_url, fakefal, fal_daemons, tls_files):
+    """Two daemons on one PostgreSQL journal watching one inbox: a 40-picture drop above
+    the threshold is held (nothing billed) whichever daemon took each picture in, both
+    daemons' ``status`` show the same held set, and one ``approve`` run against either
+    releases it: both daemons then work on it and fal bills each picture exactly once."""
+    from test_e2e_shared import shared_config
+
+    server = fakefal(latency=0.2, runners=16)
+    budget = {"confirm_above_usd": THRESHOLD}
+    configs = [shared_config(tmp_path, name, pg_url, budget=budget) for name in ("a", "b")]
+    first, second = (fal_daemons(c, fal_env(server, tls_files)).ready() for c in configs)
+    pictures(tmp_path / "staging", 40)
+    drop(tmp_path / "staging", tmp_path / "inbox")
+    wait_for(lambda: status(configs[0])["totals"]["awaiting_approval"] == 40, 30, "40 held")
+    time.sleep(1.0)
+    assert server.billed_per_input() == {}
+    assert first.named("spend_approval_needed") or second.named("spend_approval_needed")
+    assert status(configs[1])["awaiting_approval"] == status(configs[0])["awaiting_approval"]
+    approved = cli("approve", "studio", "--config", str(configs[1]))
+    assert "approved 40 picture(s) in 'studio'" in approved.stdout, approved.stderr
+    wait_for(lambda: status(configs[0])["totals"]["done"] == 40, 60, "40 done")
+    billed = server.billed_per_input()
+    assert len(billed) == 40 and set(billed.values()) == {1}
+    assert first.named("job_done") and second.named("job_done")
+    assert first.stop() == 0 and second.stop() == 0
+
+
+def test_the_pages_approve_button_releases_a_held_folder(tmp_path, fakefal, fal_daemons,
+                                                         tls_files):
+    """With a token on the page: a POST to /approve without the token, or without the
+    session's form token, is refused and releases nothing; in the real browser, signed in,
+    the overview shows the held folder with its count and estimate, and its Approve button
+    releases it: fal then bills each picture once and the section goes away."""
+    import httpx
+    from test_web_browser import CHROMIUM, FLAGS, HOW, assert_not_blank
+
+    import pytest
+
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip(HOW)
+    if not CHROMIUM.exists():
+        pytest.skip(HOW)
+    token = "approve-token-5be3d1"
+    server = fakefal(latency=0.05, runners=8)
+    config = guard_config(tmp_path, http={"listen": "127.0.0.1:0", "token": token})
+    pictures(tmp_path / "in", 20)
+    d = fal_daemons(config, fal_env(server, tls_files)).ready()
+    url = d.wait_event("http_listening")[0]["url"]
+    wait_for(lambda: status(config)["totals"]["awaiting_approval"] == 20, 30, "20 held")
+    with httpx.Client(base_url=url, follow_redirects=False) as client:
+        assert client.post("/approve", data={"folder": "shoot"}).status_code == 401
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert client.post("/approve", data={"folder": "shoot"},
+                           headers=bearer).status_code == 403
+    assert status(config)["totals"]["awaiting_approval"] == 20
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            page.goto(url)
+            page.fill("input[name=token]", token)
+            page.click("button")
+            page.wait_for_selector("#held")
+            row = page.locator("tr.held-folder[data-folder=shoot]")
+            assert row.locator("td.count").inner_text() == "20"
+            assert row.locator("td.estimate").inner_text() == f"${20 * PER_PICTURE:.2f}"
+            page.screenshot(path=tmp_path / "held.png", full_page=True)
+            assert_not_blank(tmp_path / "held.png")
+            assert server.billed_per_input() == {}
+            row.locator("button").click()
+            d.wait_event("job_done", 20, timeout=60)
+            page.goto(url)
+            assert page.locator("#held").count() == 0
+        finally:
+            browser.close()
+    billed = server.billed_per_input()
+    assert len(billed) == 20 and set(billed.values()) == {1}
+    assert [e["source"] for e in d.named("spend_approved")] == ["web"]
+    assert d.stop() == 0
+
+
+def test_confirm_above_usd_defaults_to_50_null_turns_it_off_and_is_checked(tmp_path):
+    """Left out, the threshold is $50; ``null`` turns the guard off; a negative value or
+    text is a config error naming file, line and key (exit 78)."""
+    from crystal_watchd.config import parse
+
+    base = "backend: fal\nfolders:\n  - {inbox: in, outbox: out}\n"
+    assert parse(base, tmp_path / "c.yaml").budget.confirm_above_usd == 50
+    off = parse(base + "budget:\n  confirm_above_usd: null\n", tmp_path / "c.yaml")
+    assert off.budget.confirm_above_usd is None
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(base + "budget:\n  daily_usd: 10\n  confirm_above_usd: -1\n")
+    result = cli("check", "--config", str(bad))
+    assert result.returncode == 78 and "Traceback" not in result.stderr
+    assert f"{bad}:6: budget.confirm_above_usd: must be from 0 to 1e+09, not -1" \
+        in result.stderr
