@@ -73,3 +73,14 @@ def test_daemons_sharing_a_journal_share_the_held_set_and_one_approval(open_stor
     first = one.claim_ready(time.time(), limit=2)
     second = two.claim_ready(time.time(), limit=5)
     assert sorted(x.id for x in first + second) == ids
+
+
+def test_a_held_picture_that_changes_is_replaced_by_its_new_version(open_store):
+    """A new version of a held file supersedes the held one, so the held set counts the
+    picture once; the new version is judged (and, while the folder holds, joins it)."""
+    j = open_store()
+    [old] = _enqueue(j, "f", 1)
+    j.hold({old: 0.5})
+    new = j.enqueue("f", Path("/f/0.png"), "0.png", 2, 2, "changed")
+    assert j.get(old).state is JobState.SUPERSEDED
+    assert j.held() == {} and [x.id for x in j.unjudged()] == [new.id]

@@ -288,11 +288,13 @@ class JournalBase(DaemonRows, SpendRows):
             if existing:
                 return None
             # Not this very version: another daemon may have journaled it a moment ago.
+            # A version held for approval is replaced too (the new one joins the held set).
             self._exec(
                 "UPDATE jobs SET state=?, reason=?, updated_at=? WHERE folder=? AND path=? "
-                "AND state IN (?, ?) AND NOT (size=? AND mtime_ns=? AND sha256=?)",
+                "AND state IN (?, ?, ?) AND NOT (size=? AND mtime_ns=? AND sha256=?)",
                 (JobState.SUPERSEDED.value, "the file changed before it was processed", now,
-                 folder, fs_bytes(path), *WAITING, size, mtime_ns, sha256))
+                 folder, fs_bytes(path), *WAITING, JobState.AWAITING_APPROVAL.value, size,
+                 mtime_ns, sha256))
             job_id = self._insert_job({
                 "folder": folder, "path": fs_bytes(path), "rel": fs_bytes(rel), "size": size,
                 "mtime_ns": mtime_ns, "sha256": sha256, "state": JobState.QUEUED.value,
