@@ -6,13 +6,16 @@ has taken up yet, the guard estimates, per folder, what the pictures waiting to 
 would cost together. Above the threshold the folder holds them (``awaiting_approval``) until
 someone approves; below it they go at once, so a single picture never waits.
 
-What the threshold is compared against, per folder: the pictures waiting to be submitted
-that have not been let go yet, that is queued jobs no worker has taken up and no approval
-has released, plus the folder's files still settling or being hashed (a drop that is still
-landing counts whole, not one file at a time). A picture that was let go (judged under the
-threshold, approved, or taken up by a worker) never counts again, so an approved batch does
-not make every later single picture wait; later arrivals are judged afresh. While a folder
-holds pictures, new ones join the held set whatever they cost, until the next approval.
+What the threshold is compared against, per folder: the pictures waiting to be submitted,
+that is queued jobs no worker has taken up yet and no approval has released (including
+those judged earlier under the threshold and still waiting for a worker, so a backlog that
+builds up a picture at a time is caught), plus the folder's files still settling or being
+hashed (a drop still landing counts whole, not one file at a time). A picture taken up by a
+worker, or released by an approval, never counts again, so an approved batch does not make
+every later single picture wait; later arrivals are judged afresh. While a folder holds
+pictures, new ones join the held set whatever they cost, until the next approval. Pictures
+that trickle in no faster than they are processed never build a backlog and are not held:
+``budget.daily_usd`` is the cap for that.
 
 Estimates come from each file's header (size and format, no pixel decode) through the same
 output plan preflight makes: output megapixels × ``fal.price_per_megapixel``. A file whose
@@ -126,6 +129,10 @@ class SpendGuard:
             return False
         held_any = False
         holding = self.journal.held(fresh)
+        # Pictures of each folder waiting to be submitted and not approved: the unjudged
+        # and those cleared earlier that no worker has taken up yet (so a backlog builds up
+        # even when it arrives a picture at a time).
+        pending = self.journal.pending([name for name in fresh if name not in holding])
         incoming: dict[str, list[Path]] = {}
         for name, jobs in fresh.items():
             if name not in holding:  # a held folder holds its arrivals whatever they cost
@@ -139,14 +146,16 @@ class SpendGuard:
                 held_any = held_any or bool(joined)
                 log.debug("spend_hold_joined", folder=name, count=len(joined))
                 continue
-            total = sum(estimates.values()) + sum(landing.get(name, ()))
+            waiting = {**{i: usd or 0.0 for i, usd in pending.get(name, {}).items()},
+                       **estimates}
+            total = sum(waiting.values()) + sum(landing.get(name, ()))
             if total <= limit:
                 self.journal.clear_spend(estimates)
                 continue
             held_any = True
-            self.journal.hold(estimates)
+            self.journal.hold(waiting)
             log.warning("spend_approval_needed", folder=name,
-                        count=len(jobs) + len(landing.get(name, ())),
+                        count=len(waiting) + len(landing.get(name, ())),
                         estimated_usd=round(total, 2), confirm_above_usd=limit,
                         note="nothing of this folder is submitted until approved; pictures "
                              "arriving meanwhile join the held set; "

@@ -42,21 +42,27 @@ def test_unjudged_jobs_wait_while_held_ones_wait_for_approval(open_store):
     assert sorted(x.id for x in j.claim_ready(time.time(), limit=5)) == [b, c]
 
 
-def test_hold_and_clear_leave_jobs_taken_up_or_judged_elsewhere_alone(open_store):
-    """A job another daemon took up or judged between the look and the hold is not held
-    (nor cleared) again; approving one folder leaves another folder's held set held."""
+def test_hold_takes_every_waiting_picture_but_not_one_taken_up_or_approved(open_store):
+    """A hold takes a folder's pictures waiting to be submitted, judged earlier or not, but
+    leaves alone one a worker took up meanwhile and one an approval released; a late clear
+    does not let a held picture go; approving one folder leaves another's held set held."""
     j = open_store()
     j.spend_guard = True
-    taken, judged, fresh = _enqueue(j, "f", 3)
+    taken, judged, fresh, approved = _enqueue(j, "f", 4)
     j.clear_spend({taken: 0.1})
     j.start(j.claim(j.get(taken)), {"backend": "fal"}, "k")
     j.clear_spend({judged: 0.1})
-    assert [x.id for x in j.hold({taken: 1.0, judged: 1.0, fresh: 1.0})] == [fresh]
+    j.hold({approved: 0.1})
+    j.approve(["f"])
+    assert j.pending(["f"]) == {"f": {judged: 0.1, fresh: None}}
+    held = j.hold({taken: 1.0, judged: 1.0, fresh: 1.0, approved: 1.0})
+    assert [x.id for x in held] == [judged, fresh]
     assert j.get(taken).state is JobState.RUNNING
+    assert j.get(approved).state is JobState.QUEUED
     assert j.clear_spend({fresh: 0.0}) == 0  # held already: not let go by a late clear
     [other] = _enqueue(j, "g", 1)
     j.hold({other: 2.0})
-    assert j.approve(["f"]) == {"f": (1, 1.0)}
+    assert j.approve(["f"]) == {"f": (2, 2.0)}
     assert j.held() == {"g": (1, 2.0)}
 
 
@@ -84,3 +90,48 @@ def test_a_held_picture_that_changes_is_replaced_by_its_new_version(open_store):
     new = j.enqueue("f", Path("/f/0.png"), "0.png", 2, 2, "changed")
     assert j.get(old).state is JobState.SUPERSEDED
     assert j.held() == {} and [x.id for x in j.unjudged()] == [new.id]
+
+
+def test_a_backlog_built_a_picture_at_a_time_is_held_and_an_approved_one_never_counts(
+        tmp_path):
+    """Pictures judged one by one under the threshold still count while no worker has
+    taken them up: the one that brings the folder's waiting pictures above the threshold
+    holds them all. After an approval, a single later picture is judged on its own and
+    goes (the approved batch does not count)."""
+    import asyncio
+
+    from conftest import make_image
+
+    from crystal_watchd.config import parse
+    from crystal_watchd.journal import Journal
+    from crystal_watchd.spendguard import SpendGuard
+
+    # 100×100 at ×2: 0.04 output MP, $0.00064 each; the 16th brings 15 × 0.00064 = $0.0096
+    # above $0.01.
+    config = parse("backend: fal\nbudget: {confirm_above_usd: 0.01}\n"
+                   "folders: [{name: f, inbox: in, outbox: out}]\n", tmp_path / "c.yaml")
+    j = Journal(tmp_path / "j.sqlite3")
+    guard = SpendGuard(j, lambda: config, lambda folder: [])
+
+    def arrive(i: int) -> int:
+        path = make_image(tmp_path / "in" / f"{i}.png", (100, 100), color=f"#{i:02x}3030",
+                          fmt="PNG")
+        st = path.stat()
+        return j.enqueue("f", path, path.name, st.st_size, st.st_mtime_ns, f"h{i}").id
+
+    for i in range(15):
+        arrive(i)
+        assert asyncio.run(guard.review()) is False
+    assert j.held() == {} and j.unjudged() == []
+    arrive(15)
+    assert asyncio.run(guard.review()) is True
+    count, usd = j.held()["f"]
+    assert count == 16 and abs(usd - 16 * 0.00064) < 1e-9
+    assert j.claim_ready(time.time(), limit=20) == []
+    assert j.approve(None)["f"][0] == 16
+    single = arrive(16)
+    assert asyncio.run(guard.review()) is False
+    assert j.held() == {}
+    claimed = {x.id for x in j.claim_ready(time.time(), limit=20)}
+    assert single in claimed and len(claimed) == 17
+    j.close()

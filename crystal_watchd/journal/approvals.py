@@ -1,11 +1,15 @@
 """The spend guard's part of the journal: which pictures it has judged, which it holds for
 approval, and the approval that releases them.
 
-A queued job that no worker has taken up yet (``settings`` unset) and that the guard has not
-let go (``cleared_at`` unset) is *unjudged*. The guard either clears it (its folder's pictures
-waiting to be submitted are estimated under ``budget.confirm_above_usd``) or holds it
-(``awaiting_approval``); approving puts held jobs back in the queue, cleared. Because this is
-the journal, daemons sharing one see the same held set, and one approval releases it for all.
+A queued job that no worker has taken up yet (``settings`` unset) and no approval released
+(``approved_at`` unset) is *pending*: it counts towards its folder's estimate. A pending job
+the guard has not looked at yet (``cleared_at`` unset too) is *unjudged*, and never claimed
+while the guard is on. The guard either clears the folder's unjudged jobs (all its pending
+pictures together are estimated under ``budget.confirm_above_usd``; cleared ones still count
+until a worker takes them up) or holds every pending one (``awaiting_approval``). Approving
+puts held jobs back in the queue, cleared and approved, so they never count again. Because
+this is the journal, daemons sharing one see the same held set, and one approval releases it
+for all.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from collections.abc import Iterable, Mapping
 
 from ..jobs import Job, JobState
 
-#: A queued job no worker has looked at and the spend guard has not let go.
-UNJUDGED = "state=? AND settings IS NULL AND cleared_at IS NULL"
+#: A queued job no worker has taken up and no approval released: it counts for its folder.
+PENDING = "state=? AND settings IS NULL AND approved_at IS NULL"
+#: A pending job the spend guard has not looked at yet.
+UNJUDGED = PENDING + " AND cleared_at IS NULL"
 #: What a dispatcher may claim while the guard is on: jobs it let go, or taken up before.
 CLEARED = "(settings IS NOT NULL OR cleared_at IS NOT NULL)"
 
@@ -55,6 +61,15 @@ class SpendRows:
             f"SELECT {self.columns} FROM jobs WHERE {UNJUDGED}{extra} ORDER BY id",
             (JobState.QUEUED.value, *names))]
 
+    def pending(self, folders: Iterable[str]) -> dict[str, dict[int, float | None]]:
+        """folder → {job id: its recorded estimate (None if unjudged)} of pending jobs."""
+        extra, names = self._folders_sql("IN", folders)
+        out: dict[str, dict[int, float | None]] = {}
+        for r in self._rows(f"SELECT id, folder, estimated_usd FROM jobs WHERE {PENDING}{extra}",
+                            (JobState.QUEUED.value, *names)):
+            out.setdefault(r["folder"], {})[r["id"]] = r["estimated_usd"]
+        return out
+
     def clear_spend(self, estimates: Mapping[int, float]) -> int:
         """Let these unjudged jobs go (their folder is under the threshold), recording each
         one's estimated cost. Returns how many were still unjudged."""
@@ -67,14 +82,15 @@ class SpendRows:
         return count
 
     def hold(self, estimates: Mapping[int, float]) -> list[Job]:
-        """Hold these unjudged jobs for approval, recording each one's estimated cost. A job
-        another daemon took up or judged meanwhile is left alone. Returns the held jobs."""
+        """Hold these pending jobs for approval, recording each one's estimated cost. A job
+        a worker took up meanwhile (or an approval released) is left alone. Returns the held
+        jobs."""
         held: list[tuple[Job, float]] = []
         now = time.time()
         with self.transaction():
             for job_id, usd in estimates.items():
                 row = self._one(f"UPDATE jobs SET state=?, estimated_usd=?, updated_at=? "
-                                f"WHERE id=? AND {UNJUDGED} RETURNING {_returning()}",
+                                f"WHERE id=? AND {PENDING} RETURNING {_returning()}",
                                 (JobState.AWAITING_APPROVAL.value, usd, now, job_id,
                                  JobState.QUEUED.value))
                 if row is not None:
@@ -99,14 +115,14 @@ class SpendRows:
 
     def approve(self, folders: Iterable[str] | None = None) -> dict[str, tuple[int, float]]:
         """Release every picture held at this moment (of ``folders``, or all): back to the
-        queue, cleared, so the guard does not hold them again. Later arrivals are judged
-        afresh. Returns folder → (pictures released, their estimated dollars)."""
+        queue, cleared and approved, so they never count towards a hold again. Later
+        arrivals are judged afresh. Returns folder → (pictures released, their dollars)."""
         extra, names = self._folders_sql("IN", folders)
         with self.transaction():
             rows = self._rows(
-                f"UPDATE jobs SET state=?, cleared_at=?, updated_at=? WHERE state=?{extra} "
-                f"RETURNING {_returning()}",
-                (JobState.QUEUED.value, time.time(), time.time(),
+                f"UPDATE jobs SET state=?, cleared_at=?, approved_at=?, updated_at=? "
+                f"WHERE state=?{extra} RETURNING {_returning()}",
+                (JobState.QUEUED.value, time.time(), time.time(), time.time(),
                  JobState.AWAITING_APPROVAL.value, *names))
         released: dict[str, tuple[int, float]] = {}
         for row in rows:

@@ -93,10 +93,12 @@ MIGRATIONS = (
     CREATE INDEX jobs_folder_state ON jobs(folder, state);
     CREATE INDEX jobs_finished ON jobs(state, finished_at, cost_usd)
     """,
-    # 4: the spend guard: each picture's estimated cost, and when the guard let it go.
+    # 4: the spend guard: each picture's estimated cost, when the guard let it go, and when
+    # an approval released it.
     """
     ALTER TABLE jobs ADD COLUMN estimated_usd DOUBLE PRECISION;
-    ALTER TABLE jobs ADD COLUMN cleared_at DOUBLE PRECISION
+    ALTER TABLE jobs ADD COLUMN cleared_at DOUBLE PRECISION;
+    ALTER TABLE jobs ADD COLUMN approved_at DOUBLE PRECISION
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

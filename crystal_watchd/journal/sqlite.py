@@ -69,10 +69,12 @@ MIGRATIONS = (
     CREATE INDEX IF NOT EXISTS jobs_folder_state ON jobs(folder, state);
     CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished_at, cost_usd);
     """,
-    # 4 → 5: the spend guard: each picture's estimated cost, and when the guard let it go.
+    # 4 → 5: the spend guard: each picture's estimated cost, when the guard let it go, and
+    # when an approval released it.
     """
     ALTER TABLE jobs ADD COLUMN estimated_usd REAL;
     ALTER TABLE jobs ADD COLUMN cleared_at REAL;
+    ALTER TABLE jobs ADD COLUMN approved_at REAL;
     """,
 )
 SCHEMA_VERSION = str(1 + len(MIGRATIONS))
