@@ -261,7 +261,7 @@ def backlog_lines(config: Config, described: dict) -> list[str]:
     known = _known_versions(config)
     price, limit = config.fal.price_per_megapixel, threshold(config)
     lines = []
-    for folder, entry in zip(config.folders, described["folders"]):
+    for folder, entry in zip(config.folders, described["folders"], strict=True):
         count, usd = estimate_backlog(folder, price, known.get(folder.name, ()))
         entry["backlog"] = {"pictures": count, "estimated_usd": round(usd, 4)}
         what = (f"folder '{folder.name}': {count} picture(s) in the inbox not processed yet, "

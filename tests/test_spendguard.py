@@ -221,9 +221,8 @@ def test_the_pages_approve_button_releases_a_held_folder(tmp_path, fakefal, fal_
     the overview shows the held folder with its count and estimate, and its Approve button
     releases it: fal then bills each picture once and the section goes away."""
     import httpx
-    from test_web_browser import CHROMIUM, FLAGS, HOW, assert_not_blank
-
     import pytest
+    from test_web_browser import CHROMIUM, FLAGS, HOW, assert_not_blank
 
     try:
         from playwright.sync_api import sync_playwright

@@ -6,9 +6,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from test_journal import open_store  # noqa: F401 - the fixture opening each store
+import test_journal
 
 from crystal_watchd.jobs import JobState
+
+#: Each test runs against both stores, opened as the journal's own tests open them.
+open_store = test_journal.open_store
 
 
 def _enqueue(j, folder: str, count: int, start: int = 0) -> list[int]:
