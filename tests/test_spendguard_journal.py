@@ -138,3 +138,24 @@ def test_a_backlog_built_a_picture_at_a_time_is_held_and_an_approved_one_never_c
     claimed = {x.id for x in j.claim_ready(time.time(), limit=20)}
     assert single in claimed and len(claimed) == 17
     j.close()
+
+
+def test_held_and_approved_pictures_keep_their_state_across_stores(open_store, tmp_path):
+    """``journal export``/``import`` carries a held picture (with its estimate) and an
+    approved one into the other store as they were."""
+    from crystal_watchd.journal import Journal
+    from crystal_watchd.journal.transfer import export_jobs, import_jobs
+
+    source = Journal(tmp_path / "source.sqlite3")
+    first, second = _enqueue(source, "f", 2)
+    source.hold({first: 0.5, second: 0.25})
+    source.approve(["f"])
+    [held] = _enqueue(source, "g", 1)
+    source.hold({held: 0.75})
+    target = open_store()
+    target.spend_guard = True
+    assert import_jobs(target, list(export_jobs(source))) == (3, 0)
+    assert target.held() == {"g": (1, 0.75)}
+    assert target.pending(["f"]) == {}  # the approved pair never counts again
+    assert len(target.claim_ready(time.time(), limit=5)) == 2
+    source.close()
