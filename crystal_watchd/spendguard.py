@@ -127,26 +127,29 @@ class SpendGuard:
                 fresh.setdefault(job.folder, []).append(job)
         if not fresh:
             return False
+        incoming: dict[str, list[Path]] = {}
+        for name, jobs in fresh.items():
+            journaled = {job.path for job in jobs}
+            incoming[name] = [p for p in self._incoming(name) if p not in journaled]
+        priced, landing = await asyncio.to_thread(self._estimate_all, config, fresh, incoming)
+        # Read after the estimates, with no wait before the holds: an approval made while
+        # they were estimated is seen, and its released pictures are not held again.
         held_any = False
         holding = self.journal.held(fresh)
         # Pictures of each folder waiting to be submitted and not approved: the unjudged
         # and those cleared earlier that no worker has taken up yet (so a backlog builds up
         # even when it arrives a picture at a time).
         pending = self.journal.pending([name for name in fresh if name not in holding])
-        incoming: dict[str, list[Path]] = {}
-        for name, jobs in fresh.items():
-            if name not in holding:  # a held folder holds its arrivals whatever they cost
-                journaled = {job.path for job in jobs}
-                incoming[name] = [p for p in self._incoming(name) if p not in journaled]
-        priced, landing = await asyncio.to_thread(self._estimate_all, config, fresh, incoming)
         for name, jobs in fresh.items():
             estimates = {job.id: priced[job.id] for job in jobs}
-            if name in holding:
+            if name in holding:  # a held folder holds its arrivals whatever they cost
                 joined = self.journal.hold(estimates)
-                held_any = held_any or bool(joined)
-                log.debug("spend_hold_joined", folder=name, count=len(joined))
+                if joined:
+                    held_any = True
+                    log.debug("spend_hold_joined", folder=name, count=len(joined))
                 continue
-            waiting = {**{i: usd or 0.0 for i, usd in pending.get(name, {}).items()},
+            # (one journaled while the estimates were made has none yet: judged next round)
+            waiting = {**{i: usd for i, usd in pending.get(name, {}).items() if usd is not None},
                        **estimates}
             total = sum(waiting.values()) + sum(landing.get(name, ()))
             if total <= limit:
