@@ -114,8 +114,8 @@ def test_first_start_over_a_full_inbox_says_what_it_would_cost_and_holds(
         tmp_path, fakefal, fal_daemons, tls_files):
     """A first start over an inbox that already holds 30 pictures logs how many there are
     and what they would cost, holds them (nothing billed) and says so in systemd's STATUS=;
-    a SIGHUP after raising the threshold above their estimate releases them, each billed
-    once."""
+    a picture arriving meanwhile, cheap as it is, joins the held set; a SIGHUP after raising
+    the threshold above their estimate releases all 31, each billed once."""
     from test_e2e_service import NotifySocket
 
     notify = NotifySocket(tmp_path / "notify.sock")
@@ -131,13 +131,17 @@ def test_first_start_over_a_full_inbox_says_what_it_would_cost_and_holds(
     assert server.billed_per_input() == {}
     wait_for(lambda: notify.has("STATUS=0 queued, 0 in flight, 0 done, 0 failed, "
                                 "30 awaiting approval"), 10, "STATUS= saying 30 are held")
+    make_image(tmp_path / "in/late.png", (SIDE, SIDE), color="#abcdef", fmt="PNG")
+    wait_for(lambda: status(config)["totals"]["awaiting_approval"] == 31, 30, "31 held")
+    assert server.billed_per_input() == {} and len(d.named("spend_approval_needed")) == 1
     config.write_text(config.read_text().replace(f"confirm_above_usd: {THRESHOLD}",
                                                  "confirm_above_usd: 1"))
     os.kill(d.proc.pid, signal.SIGHUP)
-    d.wait_event("job_done", 30, timeout=60)
-    assert [e["source"] for e in d.named("spend_approved")] == ["configuration"]
+    d.wait_event("job_done", 31, timeout=60)
+    assert [(e["source"], e["count"]) for e in d.named("spend_approved")] == [
+        ("configuration", 31)]
     billed = server.billed_per_input()
-    assert len(billed) == 30 and set(billed.values()) == {1}
+    assert len(billed) == 31 and set(billed.values()) == {1}
     assert d.stop() == 0
     notify.sock.close()
 
