@@ -1,9 +1,10 @@
-"""Command line: ``crystal-watchd init|run|once|check|status|retry|retry-hooks|notify-test|journal``.
-The only place that exits.
+"""Command line: ``crystal-watchd init|run|once|check|status|retry|retry-hooks|notify-test|
+approve|journal``. The only place that exits.
 
 Exit codes: 0 ok, 1 job failures (``once``), a refused start, a config ``init`` would
 overwrite or a fal ``check --online`` cannot reach, 2 usage, 78 config error (or a key fal
-refuses), 75 (``once``) nothing failed but a file still arriving was left for the next run;
+refuses), 75 (``once``) nothing failed but a file still arriving was left for the next run or
+pictures are held for approval by the spend guard (nothing spent on them);
 ``status`` exits 3 when no daemon is running (as LSB init scripts do), so health checks can
 rely on its exit code alone.
 """
@@ -22,6 +23,7 @@ from .errors import ConfigError, LockedError
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
 EXIT_NOT_RUNNING = 3
+EXIT_HELD = 75
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,7 +44,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="watch and process until stopped (SIGTERM/SIGINT)")
     once = sub.add_parser("once", parents=[common, backend],
                           help="process what is in the inboxes now, then exit (1 if any file "
-                               "failed, 75 if one still arriving was left for the next run)")
+                               "failed, 75 if one still arriving was left for the next run or "
+                               "pictures are held for approval)")
+    once.add_argument("--approve", action="store_true",
+                      help="spend even when the pictures waiting are estimated above "
+                           "budget.confirm_above_usd (without it, once holds them and exits 75)")
     loudness = once.add_mutually_exclusive_group()
     loudness.add_argument("-v", "--verbose", action="store_true",
                           help="on a terminal, print every job's log lines too")
@@ -79,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
                            help="try hook deliveries that gave up again (all, or the ids "
                                 "'status' lists)")
     hooks.add_argument("ids", nargs="*", type=int, metavar="ID")
+    approve = sub.add_parser("approve", parents=[common],
+                             help="release the pictures the spend guard holds (all folders, or "
+                                  "the ones named)")
+    approve.add_argument("folders", nargs="*", metavar="FOLDER")
     journal = sub.add_parser("journal", parents=[common],
                              help="move jobs between the SQLite journal and PostgreSQL")
     moves = journal.add_subparsers(dest="journal_command", required=True, metavar="ACTION")
@@ -175,12 +185,18 @@ def _init(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace, config: config_mod.Config) -> int:
     from . import checkreport
     from .formats import extension_warnings
+    from .spendguard import backlog_lines
 
     ctx = checkreport.Context(config)
+    described = config.describe()
+    # What each inbox already holds, and what it would cost (from the files' headers).
+    backlog = backlog_lines(config, described)
     if args.json or not sys.stdout.isatty():
-        print(json.dumps(config.describe(), indent=2))
+        print(json.dumps(described, indent=2))
+        for line in backlog:
+            print(line, file=sys.stderr)
     else:
-        print("\n".join(checkreport.summary(ctx)))
+        print("\n".join([*checkreport.summary(ctx), "", "Backlog:", *backlog]))
     for line in [*(f"{config.path}: {w}" for w in extension_warnings(config.folders)),
                  *checkreport.warnings(ctx)]:
         print(f"crystal-watchd: warning: {line}", file=sys.stderr)
@@ -293,6 +309,12 @@ def _command(args, config, status_mod, journal_path) -> int:
         count = status_mod.retry_hooks(config, journal_path(config), args.ids)
         print(f"retrying {count} hook deliver{'y' if count == 1 else 'ies'}")
         return EXIT_OK
+    if args.command == "approve":
+        from .spendguard import approve_command
+
+        lines, ok = approve_command(config, args.folders)
+        print("\n".join(lines))
+        return EXIT_OK if ok else EXIT_FAILURES
 
     from .events import Events
     from .service import run_service
@@ -319,9 +341,10 @@ def _command(args, config, status_mod, journal_path) -> int:
     try:
         if view is not None:
             with view:
-                code = run_service(config, once=once, progress=view.update, events=events)
+                code = run_service(config, once=once, progress=view.update, events=events,
+                                   approve=once and args.approve)
         else:
-            code = run_service(config, once=once, events=events)
+            code = run_service(config, once=once, events=events, approve=once and args.approve)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"crystal-watchd: {problem}", file=sys.stderr)
@@ -329,4 +352,23 @@ def _command(args, config, status_mod, journal_path) -> int:
     except LockedError as exc:
         print(f"crystal-watchd: {exc}", file=sys.stderr)
         return EXIT_FAILURES
+    if once and code == EXIT_HELD:
+        _print_held(config)
     return code
+
+
+def _print_held(config: config_mod.Config) -> None:
+    """``once`` held pictures for approval: name each with its estimate, and the way on."""
+    from .journal import open_journal
+    from .spendguard import held_lines
+
+    journal = open_journal(config, readonly=not config.journal)
+    try:
+        lines = held_lines(journal, [f.name for f in config.folders])
+    finally:
+        journal.close()
+    print("crystal-watchd: nothing was spent on these pictures: estimated above "
+          f"budget.confirm_above_usd (${config.budget.confirm_above_usd:g}); run "
+          "`crystal-watchd once --approve` to spend it:", file=sys.stderr)
+    for line in lines:
+        print(f"  {line}", file=sys.stderr)

@@ -138,6 +138,9 @@ class RetryConfig:
 class BudgetConfig:
     #: Stop submitting once today's estimated spend reaches this (None: no limit).
     daily_usd: float | None = None
+    #: A folder whose pictures waiting to be submitted are estimated above this many dollars
+    #: together holds them until approved (None: never ask). See spendguard.py.
+    confirm_above_usd: float | None = 50.0
 
 
 @dataclass(frozen=True)
@@ -299,6 +302,10 @@ def default_state_dir(environ: dict[str, str] | None = None) -> Path:
     return base / "crystal-watchd"
 
 
+def _optional_usd(value: Any) -> float | None:
+    return None if value is None else number(0, 1e9)(value)
+
+
 def _polling(value: Any) -> float | None:
     if value is False or value is None:
         return None
@@ -392,7 +399,8 @@ def parse(text: str, file: str | Path) -> Config:
     log = Section(doc, top.data.get("log"), ("log",), ("format", "level"))
     fal = Section(doc, top.data.get("fal"), ("fal",), tuple(FalConfig.__dataclass_fields__))
     retry = Section(doc, top.data.get("retry"), ("retry",), ("attempts", "backoff", "max_backoff"))
-    budget = Section(doc, top.data.get("budget"), ("budget",), ("daily_usd",))
+    budget = Section(doc, top.data.get("budget"), ("budget",),
+                     ("daily_usd", "confirm_above_usd"))
     pixels = Section(doc, top.data.get("pixels"), ("pixels",), ("workers", "memory_mb"))
     defaults = Section(doc, top.data.get("defaults"), ("defaults",), DEFAULTS_KEYS)
     default_values = _folder_values(defaults, base, {})
@@ -441,8 +449,10 @@ def parse(text: str, file: str | Path) -> Config:
         folders=tuple(folders),
         rescan_interval=top.get("rescan_interval", number(1, 86_400), 300.0),
         shutdown_grace=top.get("shutdown_grace", number(0, 3600), 20.0),
-        budget=BudgetConfig(daily_usd=budget.get(
-            "daily_usd", lambda v: None if v is None else number(0, 1e9)(v), None)),
+        budget=BudgetConfig(
+            daily_usd=budget.get("daily_usd", _optional_usd, None),
+            confirm_above_usd=budget.get("confirm_above_usd", _optional_usd,
+                                         BudgetConfig.confirm_above_usd)),
         pixels=PixelConfig(
             workers=pixels.get("workers", number(1, 256, integer=True), PixelConfig.workers),
             memory_mb=pixels.get("memory_mb", number(32, 1_048_576), PixelConfig.memory_mb)),

@@ -29,6 +29,11 @@ class JobState(str, enum.Enum):
     #: ``next_attempt_at``, the end of the folder's ``incomplete_grace``; a change to the
     #: file supersedes it with a new version first.
     ARRIVING = "arriving"
+    #: Queued, but its folder's pictures waiting to be submitted were estimated together
+    #: above ``budget.confirm_above_usd``: nothing is submitted until someone approves
+    #: (``crystal-watchd approve``, the page's Approve, or a reload that raises the limit).
+    #: Approval puts it back to QUEUED, released for spending. Nothing was charged.
+    AWAITING_APPROVAL = "awaiting_approval"
 
     @property
     def finished(self) -> bool:

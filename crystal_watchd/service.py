@@ -35,6 +35,7 @@ from .pixels import PixelPool, give_freed_memory_back
 from .rules import Rules
 from .settle import Settler
 from .shared import SharedSlots, keep_alive, register
+from .spendguard import SpendGuard
 from .systemd import Notifier
 from .watcher import FolderWatcher, OverflowHook
 from .worker import Hooks, Worker, sha256_file
@@ -49,6 +50,8 @@ BUDGET_RECHECK = 60.0  # seconds before new submissions try the spent budget aga
 #: ``once``: nothing failed, but a file still arriving was left for the next run (EX_TEMPFAIL,
 #: so cron wrappers and systemd tell "try again later" from a failure).
 EXIT_LEFT_ARRIVING = 75
+#: ``once`` ends with pictures held for approval: nothing was spent on them (EX_TEMPFAIL).
+EXIT_HELD = 75
 
 
 def journal_path(config: Config) -> Path:
@@ -59,8 +62,10 @@ class Service:
     def __init__(self, config: Config, *, once: bool = False, notifier: Notifier | None = None,
                  backend_factory: Callable[[Config], Backend] = backends.create,
                  progress: Callable[[dict[str, int]], None] | None = None,
-                 events: Events | None = None):
+                 events: Events | None = None, approve: bool = False):
         self.config = config
+        #: ``once --approve``: what the spend guard would hold is spent.
+        self._approve_all = approve
         #: Every job change the journal commits; the web page and the terminal view read it.
         self.events = events or Events()
         self.once = once
@@ -72,6 +77,8 @@ class Service:
         self._unavailable: set[str] = set()
         self._inflight: dict[int, asyncio.Task] = {}
         self._intake_tasks: set[asyncio.Task] = set()
+        #: Files settled and being hashed, not journaled yet (the spend guard counts them).
+        self._hashing: dict[Path, str] = {}
         self._unreadable: set[tuple[Path, int, int]] = set()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -90,6 +97,7 @@ class Service:
         self._stalled = False
         #: ``once``: files still arriving, left for the next run (never waited out).
         self._left_arriving: list[str] = []
+        self._held_at_exit = False
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -120,6 +128,8 @@ class Service:
                              Hooks(retouch=self._retouch, account_error=self._account_error,
                                    budget_full=self._budget_full),
                              pixels=self.pixels)
+        self.guard = SpendGuard(self.journal, lambda: self.config, self._incoming,
+                                approve_all=self._approve_all)
         self._hash_limit = asyncio.Semaphore(HASH_PARALLELISM)
         self.settler = Settler(self._on_stable)
         overflow = OverflowHook(loop, self.rescan_all)
@@ -139,7 +149,8 @@ class Service:
             tasks = [asyncio.create_task(self.settler.run(), name="settle"),
                      asyncio.create_task(self._dispatch(), name="dispatch"),
                      asyncio.create_task(keep_alive(self.journal, lambda: self.config),
-                                         name="heartbeat")]
+                                         name="heartbeat"),
+                     asyncio.create_task(self.guard.log_backlog(), name="backlog")]
             if not self.once:
                 tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
                 tasks.append(asyncio.create_task(self.deliverer.run(), name="hooks"))
@@ -159,6 +170,8 @@ class Service:
                 await self._stop.wait()
             await self._shutdown(tasks)
             await self.alerts.drain()
+            if self.once:
+                self._held_at_exit = bool(self.journal.held([f.name for f in self.config.folders]))
         finally:
             for task in tasks:
                 task.cancel()
@@ -183,6 +196,8 @@ class Service:
             return 0
         if self._failed_this_run or self._stalled:
             return 1
+        if self._held_at_exit:
+            return EXIT_HELD
         return EXIT_LEFT_ARRIVING if self._left_arriving else 0
 
     def request_stop(self, *, immediately: bool = False) -> None:
@@ -301,6 +316,7 @@ class Service:
         self._pause_reason = None
         self._budget_full_until = 0.0
         self._budget.reset()
+        self.guard.rejudge()
         log.info("config_reloaded", added=added, removed=removed, changed=changed)
         self._wake.set()
         self.notifier.ready(self._status_text())
@@ -384,10 +400,11 @@ class Service:
             if folder.name not in self._unavailable:
                 self._scan(folder, folder.inbox)
 
-    def _spawn_intake(self, coro) -> None:
+    def _spawn_intake(self, coro) -> asyncio.Task:
         task = asyncio.create_task(coro)
         self._intake_tasks.add(task)
         task.add_done_callback(self._intake_tasks.discard)
+        return task
 
     def _retouch(self, folder_name: str, path: Path) -> None:
         folder = self.config.folder(folder_name)
@@ -397,7 +414,14 @@ class Service:
     def _on_stable(self, folder_name: str, path: Path, st: os.stat_result) -> None:
         if self.journal.is_known(folder_name, path, st.st_size, st.st_mtime_ns):
             return
-        self._spawn_intake(self._intake(folder_name, path, st))
+        self._hashing[path] = folder_name
+        self._spawn_intake(self._intake(folder_name, path, st)).add_done_callback(
+            lambda _task: self._hashing.pop(path, None))
+
+    def _incoming(self, folder_name: str) -> list[Path]:
+        """Files of a folder seen but not journaled yet: settling or being hashed."""
+        return [*self.settler.paths(folder_name),
+                *(p for p, name in self._hashing.items() if name == folder_name)]
 
     async def _intake(self, folder_name: str, path: Path, st: os.stat_result) -> None:
         folder, rules = self.config.folder(folder_name), self._rules.get(folder_name)
@@ -446,6 +470,9 @@ class Service:
             paused = now < self._paused_until
             excluded = self._excluded_folders()
             over_budget = self._over_budget(now)
+            # Hold what would spend too much at once, before anything is taken.
+            if not paused and await self.guard.review(excluded):
+                self._notify_status()
             # Jobs of a dead daemon first, even when busy: they may hold the slots at the
             # upscaler that our own jobs wait for.
             orphans = [] if paused else self.journal.take_over(exclude_folders=excluded,
@@ -544,6 +571,13 @@ class Service:
         self.deliverer.wake()
         return count
 
+    def approve(self, folders: list[str] | None) -> int:
+        """The page's Approve: what ``crystal-watchd approve`` does. Returns pictures released."""
+        released = self.guard.approve(folders, source="web")
+        self._wake.set()
+        self._notify_status()
+        return sum(count for count, _ in released.values())
+
     def resume(self) -> None:
         """The page's Resume: what SIGHUP does (re-read the config, lift any pause)."""
         self.reload()
@@ -595,9 +629,11 @@ class Service:
         counts = self.journal.counts()
         total = {s: sum(c.get(s, 0) for c in counts.values())
                  for s in ("queued", "done", "failed", "arriving")}
+        held = sum(c.get("awaiting_approval", 0) for c in counts.values())
         return (f"{total['queued']} queued, {len(self._inflight)} in flight, "
                 f"{total['done']} done, {total['failed']} failed"
-                + (f", {total['arriving']} arriving" if total["arriving"] else ""))
+                + (f", {total['arriving']} arriving" if total["arriving"] else "")
+                + (f", {held} awaiting approval" if held else ""))
 
     def _notify_status(self) -> None:
         """STATUS= as counts change, at most every STATUS_MIN_INTERVAL; a change inside the
@@ -625,9 +661,9 @@ def _create_dirs(folder: FolderConfig) -> None:
 
 
 def run_service(config: Config, *, once: bool = False, progress=None,
-                events: Events | None = None) -> int:
+                events: Events | None = None, approve: bool = False) -> int:
     """Run the daemon to completion in a fresh event loop; returns the exit code."""
-    service = Service(config, once=once, progress=progress, events=events)
+    service = Service(config, once=once, progress=progress, events=events, approve=approve)
     try:
         return asyncio.run(service.run())
     except KeyboardInterrupt:

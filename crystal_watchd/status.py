@@ -17,17 +17,24 @@ write) beside it, and the daemon's dispatcher picks retried jobs up on its next 
                   "working_on": [{"job_id", "file"}]}],
      "arriving": [{"job_id", "folder", "file", "reason", "since", "judged_at"}],
      "hooks": {"pending", "delivered", "gave_up": int,
-               "given_up": [{"id", "delivery_id", "hook", "event", "job_id", "error", "at"}]}}
+               "given_up": [{"id", "delivery_id", "hook", "event", "job_id", "error", "at"}]},
+     "awaiting_approval": [{"folder", "pictures": int, "estimated_usd": float, "approve": str}]}
+
+(each folder entry also counts "awaiting_approval" and has "awaiting_approval_usd")
 
 "maybe_paid_twice": submissions sent again because an earlier one got no answer and could
 not be found in fal's request list (see "Money and privacy on fal" in the README).
 
 "arriving": files that do not decode yet and are taken to be still being written; each is
 judged at ``judged_at`` unless it changes first (see the folder's ``incomplete_grace``).
+
+"awaiting_approval": per folder, the pictures the spend guard holds because together they
+were estimated above ``budget.confirm_above_usd``; nothing is submitted until ``approve``.
 """
 
 from __future__ import annotations
 
+import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,7 +45,7 @@ from .config import Config
 from .jobs import JobState
 from .output import move_file
 
-STATES = ("queued", "in_flight", "done", "failed", "superseded", "arriving")
+STATES = ("queued", "in_flight", "done", "failed", "superseded", "arriving", "awaiting_approval")
 
 
 def _iso(ts: float | None) -> str | None:
@@ -47,7 +54,7 @@ def _iso(ts: float | None) -> str | None:
 
 def _folder_entry() -> dict[str, Any]:
     return {**{s: 0 for s in STATES}, "oldest_waiting": None, "spend_today_usd": 0.0,
-            "spend_total_usd": 0.0}
+            "spend_total_usd": 0.0, "awaiting_approval_usd": 0.0}
 
 
 def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
@@ -61,7 +68,7 @@ def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
         "folders": folders, "totals": {s: 0 for s in STATES},
         "spend": {"today_usd": 0.0, "total_usd": 0.0, "today_megapixels": 0.0,
                   "total_megapixels": 0.0, "by_day": {}, "maybe_paid_twice": 0},
-        "last_errors": [], "daemons": [], "arriving": [],
+        "last_errors": [], "daemons": [], "arriving": [], "awaiting_approval": [],
         "hooks": {"pending": 0, "delivered": 0, "gave_up": 0, "given_up": []},
     }
     if not shared and not where.exists():
@@ -112,6 +119,7 @@ def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
              "since": _iso(job.created_at), "judged_at": _iso(job.next_attempt_at)}
             for job in journal.jobs(state=JobState.ARRIVING)]
         report["hooks"] = _hooks(journal)
+        report["awaiting_approval"] = _held(journal, folders)
     finally:
         journal.close()
     return report
@@ -126,6 +134,19 @@ def _hooks(journal: journal_mod.JournalBase) -> dict[str, Any]:
         {"id": d.id, "delivery_id": d.delivery_id, "hook": d.hook, "event": d.event,
          "job_id": d.job_id, "error": d.last_error, "at": _iso(d.updated_at)}
         for d in given_up]}
+
+
+def _held(journal: journal_mod.JournalBase, folders: dict[str, dict[str, Any]]) -> list:
+    try:
+        held = journal.held()
+    except Exception:  # noqa: BLE001 - a journal the daemon has not migrated yet holds none
+        return []
+    out = []
+    for folder, (count, usd) in held.items():
+        folders.setdefault(folder, _folder_entry())["awaiting_approval_usd"] = round(usd, 4)
+        out.append({"folder": folder, "pictures": count, "estimated_usd": round(usd, 4),
+                    "approve": f"crystal-watchd approve {shlex.quote(folder)}"})
+    return out
 
 
 def render(report: dict[str, Any]) -> str:
@@ -166,6 +187,12 @@ def render(report: dict[str, Any]) -> str:
         for d in hooks.get("given_up", [])[:10]:
             lines.append(f"  #{d['id']} {d['hook']} ({d['event']}, job {d['job_id']}): "
                          f"{d['error']}")
+    if report.get("awaiting_approval"):
+        lines.append("awaiting approval (estimated above budget.confirm_above_usd; nothing "
+                     "submitted until approved):")
+        for held in report["awaiting_approval"]:
+            lines.append(f"  [{held['folder']}] {held['pictures']} picture(s), estimated "
+                         f"${held['estimated_usd']:.2f}: run `{held['approve']}`")
     if report["last_errors"]:
         lines.append("last errors:")
         for e in report["last_errors"]:

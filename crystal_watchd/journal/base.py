@@ -19,6 +19,7 @@ from typing import Any
 
 from ..events import Events, JobChanged
 from ..jobs import Job, JobState
+from .approvals import CLEARED, SpendRows
 from .daemons import DaemonRows
 from .outbox import OutboxRows
 
@@ -64,7 +65,7 @@ class JournalUnavailable(Exception):
     """The journal cannot be reached or migrated; the message is fit to print (no password)."""
 
 
-class JournalBase(DaemonRows, OutboxRows):
+class JournalBase(DaemonRows, OutboxRows, SpendRows):
     """The job store. Subclasses set ``db_clock`` and implement the primitives below."""
 
     #: SQL for "now" in Unix seconds on the database's clock (leases and heartbeats use it,
@@ -199,7 +200,9 @@ class JournalBase(DaemonRows, OutboxRows):
                + (f" AND folder NOT IN ({','.join('?' * len(excluded))})" if excluded else "")
                + (" AND (request_id IS NOT NULL OR pending!='[]' OR outputs!='[]')"
                   if only_paid else "")
-               + f" AND {NOT_WAITING}")
+               + f" AND {NOT_WAITING}"
+               # While the spend guard is on, a job it has not judged yet is never taken.
+               + (f" AND {CLEARED}" if self.spend_guard else ""))
         return sql, [*WAITING, now, *excluded]
 
     def next_ready(self, now: float, *, exclude_folders: Iterable[str] = (),
@@ -302,11 +305,13 @@ class JournalBase(DaemonRows, OutboxRows):
             if existing:
                 return None
             # Not this very version: another daemon may have journaled it a moment ago.
+            # A version held for approval is replaced too (the new one joins the held set).
             self._exec(
                 "UPDATE jobs SET state=?, reason=?, updated_at=? WHERE folder=? AND path=? "
-                "AND state IN (?, ?) AND NOT (size=? AND mtime_ns=? AND sha256=?)",
+                "AND state IN (?, ?, ?) AND NOT (size=? AND mtime_ns=? AND sha256=?)",
                 (JobState.SUPERSEDED.value, "the file changed before it was processed", now,
-                 folder, fs_bytes(path), *WAITING, size, mtime_ns, sha256))
+                 folder, fs_bytes(path), *WAITING, JobState.AWAITING_APPROVAL.value, size,
+                 mtime_ns, sha256))
             job_id = self._insert_job({
                 "folder": folder, "path": fs_bytes(path), "rel": fs_bytes(rel), "size": size,
                 "mtime_ns": mtime_ns, "sha256": sha256, "state": JobState.QUEUED.value,

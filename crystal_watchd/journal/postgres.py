@@ -118,6 +118,13 @@ MIGRATIONS = (
     ALTER TABLE jobs ADD COLUMN submit_sent_at DOUBLE PRECISION;
     ALTER TABLE jobs ADD COLUMN paid_twice INTEGER NOT NULL DEFAULT 0
     """,
+    # 6: the spend guard: each picture's estimated cost, when the guard let it go, and when
+    # an approval released it.
+    """
+    ALTER TABLE jobs ADD COLUMN estimated_usd DOUBLE PRECISION;
+    ALTER TABLE jobs ADD COLUMN cleared_at DOUBLE PRECISION;
+    ALTER TABLE jobs ADD COLUMN approved_at DOUBLE PRECISION
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

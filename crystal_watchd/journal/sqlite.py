@@ -85,6 +85,13 @@ MIGRATIONS = (
     ALTER TABLE jobs ADD COLUMN submit_sent_at REAL;
     ALTER TABLE jobs ADD COLUMN paid_twice INTEGER NOT NULL DEFAULT 0;
     """,
+    # 6 → 7: the spend guard: each picture's estimated cost, when the guard let it go, and
+    # when an approval released it.
+    """
+    ALTER TABLE jobs ADD COLUMN estimated_usd REAL;
+    ALTER TABLE jobs ADD COLUMN cleared_at REAL;
+    ALTER TABLE jobs ADD COLUMN approved_at REAL;
+    """,
 )
 SCHEMA_VERSION = str(1 + len(MIGRATIONS))
 

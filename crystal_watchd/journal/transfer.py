@@ -18,7 +18,10 @@ from .base import COLUMNS, JournalBase
 FORMAT = "crystal-watchd-journal/1"
 #: Columns a job carries between stores, beyond the id (each store numbers its own jobs).
 EXPORTED = tuple(c.strip() for c in COLUMNS.split(",")) + (
-    "settings_key", "reserved_usd", "submit_identity", "submit_sent_at", "paid_twice")
+    "settings_key", "reserved_usd", "submit_identity", "submit_sent_at", "paid_twice",
+    # the spend guard's: a held picture stays held (with its estimate), an approved one
+    # stays approved
+    "estimated_usd", "cleared_at", "approved_at")
 _BYTES = ("path", "rel")
 
 

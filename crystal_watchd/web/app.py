@@ -56,6 +56,7 @@ class Daemon(Protocol):
     def live_state(self) -> LiveState: ...
     def retry_job(self, job_id: int) -> bool: ...
     def retry_deliveries(self, ids: list[int] | None) -> int: ...
+    def approve(self, folders: list[str] | None) -> int: ...
     def resume(self) -> None: ...
 
 
@@ -104,6 +105,7 @@ class WebServer:
         app.router.add_post(r"/jobs/{job_id:\d+}/retry", self.retry)
         app.router.add_post("/resume", self.resume)
         app.router.add_post("/deliveries/retry", self.retry_deliveries)
+        app.router.add_post("/approve", self.approve)
         app.router.add_get(r"/thumbs/{job_id:\d+}/{kind:before|after}.jpg", self.thumb)
         app.router.add_get("/events", self.stream)
         app.router.add_get("/metrics", self.prometheus)
@@ -252,7 +254,8 @@ class WebServer:
         hooks = await self.view.call(self.view.delivery_counts)
         return self._page(request, "overview.html", page="overview", data=data, hooks=hooks,
                           chart=Markup(spend_bars(data.spend_by_day)),
-                          daily_usd=self.daemon.config.budget.daily_usd)
+                          daily_usd=self.daemon.config.budget.daily_usd,
+                          confirm_above_usd=self.daemon.config.budget.confirm_above_usd)
 
     async def recent(self, request: web.Request) -> web.Response:
         folder = request.query.get("folder") or None
@@ -300,6 +303,16 @@ class WebServer:
         count = self.daemon.retry_deliveries(ids)
         log.info("hook_retry_requested", deliveries=count, source="web")
         raise web.HTTPSeeOther("/failures")
+
+    async def approve(self, request: web.Request) -> web.Response:
+        """Release the pictures a folder holds for approval (every folder's without one)."""
+        folder = (await request.post()).get("folder")
+        folders = [str(folder)] if folder else None
+        if folder and self.daemon.config.folder(str(folder)) is None:
+            raise web.HTTPNotFound(text="no such folder\n")
+        released = self.daemon.approve(folders)
+        log.info("approve_requested", folder=folder or None, released=released, source="web")
+        raise web.HTTPSeeOther("/")
 
     async def resume(self, request: web.Request) -> web.Response:
         log.info("resume_requested", source="web")

@@ -32,6 +32,7 @@ class _JournalCollector:
 
     def collect(self):
         counts = self.view.run(self.view.counts)
+        held = self.view.run(self.view.held)
         totals = self.view.run(self.view.totals)
         live = self.live()
         jobs = GaugeMetricFamily("crystal_watchd_jobs", "Jobs in the journal by folder and state",
@@ -72,6 +73,19 @@ class _JournalCollector:
         for state, n in self.view.run(self.view.delivery_counts).items():
             hooks.add_metric([state], n)
         yield hooks
+        waiting = GaugeMetricFamily(
+            "crystal_watchd_awaiting_approval",
+            "Pictures held because together they were estimated above "
+            "budget.confirm_above_usd", labels=["folder"])
+        dollars = GaugeMetricFamily(
+            "crystal_watchd_awaiting_approval_dollars",
+            "Estimated dollars of the pictures awaiting approval", labels=["folder"])
+        for folder in names:
+            count, usd = held.get(folder, (0, 0.0))
+            waiting.add_metric([folder], count)
+            dollars.add_metric([folder], usd)
+        yield waiting
+        yield dollars
         modes = GaugeMetricFamily("crystal_watchd_folder_watch_mode",
                                   "How each folder is watched (1 for the mode in use)",
                                   labels=["folder", "mode"])
