@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import Daemon, hidden_files, images_in, make_image, write_config
 from PIL import Image
+from realparts import need_command
 from test_images import png_bomb
 
 
@@ -64,14 +65,14 @@ def test_sync_tools_and_downloaders_yield_one_job_per_image(tmp_path, daemons):
     assert d.stop() == 0
 
 
-@pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync is not installed")
 def test_real_rsync_copy_is_one_job(tmp_path, daemons):
     """A real rsync (temp file, then rename) into the inbox gives one complete job."""
+    rsync = need_command("rsync", "apt-get install rsync")
     config = write_config(tmp_path, [{"inbox": "in", "outbox": "out"}])
     d = daemons(config).ready()
     src = tmp_path / "src"
     make_image(src / "synced.png", (200, 120), fmt="PNG")
-    subprocess.run(["rsync", "-a", f"{src}/", f"{tmp_path / 'in'}/"], check=True)
+    subprocess.run([rsync, "-a", f"{src}/", f"{tmp_path / 'in'}/"], check=True)
     d.wait_event("job_done")
     time.sleep(1.0)
     assert [e["file"] for e in d.named("file_queued")] == ["synced.png"]

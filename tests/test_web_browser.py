@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import fal_env, make_image, write_config
 from PIL import Image, ImageStat
+from realparts import missing
 
 CHROMIUM = Path(os.environ.get("CRYSTAL_WATCHD_CHROMIUM", "/usr/bin/chromium"))
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -23,9 +24,9 @@ def browser():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip(HOW)
+        missing("Playwright", HOW)
     if not CHROMIUM.exists():
-        pytest.skip(HOW)
+        missing(f"chromium ({CHROMIUM})", HOW)
     with sync_playwright() as playwright:
         instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
         try:
