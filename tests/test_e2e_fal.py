@@ -206,19 +206,49 @@ def test_fault_mix_still_yields_every_output_without_double_billing(tmp_path, fa
 
 
 def test_timeout_cancels_the_request_and_retries(tmp_path, fakefal, fal_daemons, tls_files):
-    """Past fal.timeout the request is cancelled and the job retried as transient; with the
-    service answering in time again, the file completes."""
+    """Past fal.timeout the running request is cancelled; fal stops it only later and bills
+    it (a cancel is a signal to the runner). The daemon waits for it to end cancelled, then
+    retries as transient, saying that the cancelled run may be billed; with the service
+    answering in time again, the file completes. The fake's ledger has both runs billed."""
     server = fakefal(latency=30)
+    server.strict.cancel_delay = 2.0
     config = fal_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 0.2}],
                         fal={"timeout": 10})
     d = fal_daemons(config, fal_env(server, tls_files)).ready()
     make_image(tmp_path / "in/t.png", (10, 10), fmt="PNG")
     d.wait_event("fal_request_submitted")
     server.latency = 0.1  # later submissions are quick
-    d.wait_event("fal_request_timed_out", timeout=20)
+    timed_out = d.wait_event("fal_request_timed_out", timeout=30)[0]
+    assert "bill" in timed_out["note"]
     d.wait_event("job_done", timeout=20)
-    assert any(r.cancelled for r in server.requests.values())
-    assert len(server.submissions) == 2 and sorted(server.billed_per_input().values()) == [1]
+    cancel_times = server.strict.times("cancel")
+    assert len(cancel_times) == 1
+    assert len(server.submissions) == 2
+    outcomes = sorted(row["outcome"] for row in server.ledger)
+    assert outcomes == ["cancelled", "ok"]  # the cancelled run was billed too
+    # The second submission came only after the first run had really ended.
+    first, second = sorted(server.requests.values(), key=lambda r: r.submitted)
+    assert second.submitted >= first.end
+    assert d.stop() == 0
+
+
+def test_a_run_that_finishes_despite_the_cancel_is_used(tmp_path, fakefal, fal_daemons,
+                                                       tls_files):
+    """A cancel reaches a runner that finishes anyway before the cancel takes effect: the
+    daemon uses that (billed) result instead of paying for a second run."""
+    server = fakefal(latency=12)
+    server.strict.cancel_delay = 20.0  # the run ends long before the cancel would stop it
+    config = fal_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 0.2}],
+                        fal={"timeout": 10})
+    d = fal_daemons(config, fal_env(server, tls_files)).ready()
+    make_image(tmp_path / "in/late.png", (10, 10), fmt="PNG")
+    d.wait_event("fal_request_finished_despite_cancel", timeout=30)
+    d.wait_event("job_done", timeout=20)
+    assert len(server.strict.times("cancel")) == 1
+    assert len(server.submissions) == 1
+    assert [row["outcome"] for row in server.ledger] == ["ok"]
+    assert images_in(tmp_path / "out") == {"late_x2.png": (20, 20)}
+    assert not d.named("fal_request_timed_out")
     assert d.stop() == 0
 
 

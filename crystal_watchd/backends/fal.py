@@ -44,6 +44,10 @@ POLL_FINE = 0.02
 POLL_IN_QUEUE = 0.25
 #: How long before a running request is expected to finish its slot goes to the next one.
 HANDOVER_LEAD = 0.15
+#: After a cancel, how long to wait for the request to end (a running one may finish
+#: anyway, and its result is then used), and how often to look meanwhile.
+CANCEL_WAIT = 30.0
+CANCEL_POLL = 1.0
 #: Pause after 401/403 before trying the account again (SIGHUP resumes sooner).
 ACCOUNT_PAUSE = 600.0
 #: Transient errors of one call retried in place before the worker's backoff takes over.
@@ -352,13 +356,37 @@ class FalBackend:
         return RetryableError(f"fal reported a failure: {error}", kind=error_type or "app_error")
 
     async def _cancel_after_timeout(self, handle: Any, request_id: str, bound) -> None:
+        """Past fal.timeout: ask fal to cancel. Returns when the result turned out to be
+        ready after all (fetch it); raises _Failed when the request ended without one.
+
+        fal only signals a running request and the model decides: the run may stop later
+        or finish anyway, and a run cancelled while running is billed. So after a cancel we
+        wait (up to CANCEL_WAIT) for the request to complete: a result that comes is paid
+        for and used, and only a request that ended cancelled (or never ended) is submitted
+        again."""
         try:
             await self._retrying("cancel", handle.cancel)
         except PermanentJobError:
             return  # 400 ALREADY_COMPLETED: the result is ready, fetch it instead
         except JobError:
             pass
-        bound.warning("fal_request_timed_out", request_id=request_id, timeout=self.cfg.timeout)
+        else:
+            give_up = time.monotonic() + CANCEL_WAIT
+            while time.monotonic() < give_up:
+                try:
+                    status = await self._retrying("status", lambda: handle.status())
+                except _Gone:
+                    break
+                if isinstance(status, self._fal.Completed):
+                    if not status.error:
+                        bound.info("fal_request_finished_despite_cancel",
+                                   request_id=request_id)
+                        return
+                    break
+                await asyncio.sleep(CANCEL_POLL)
+        bound.warning("fal_request_timed_out", request_id=request_id, timeout=self.cfg.timeout,
+                      note="fal may bill a run cancelled while it was running; submitting "
+                           "again is another charge")
         raise _Failed(RetryableError(f"no result within fal.timeout ({self.cfg.timeout:g}s); "
                                      "the request was cancelled", kind="timeout"))
 
