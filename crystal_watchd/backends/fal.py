@@ -16,6 +16,7 @@ import base64
 import io
 import json
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -50,6 +51,10 @@ CANCEL_WAIT = 30.0
 CANCEL_POLL = 1.0
 #: Pause after 401/403 before trying the account again (SIGHUP resumes sooner).
 ACCOUNT_PAUSE = 600.0
+#: fal's largest accepted input (its crystal-upscaler documentation: up to 100 MB).
+MAX_INPUT_BYTES = 100 * 1024 * 1024
+#: How much of an HTML/XML error page's text a reason keeps.
+MARKUP_CHARS = 160
 #: Transient errors of one call retried in place before the worker's backoff takes over.
 IN_PLACE_RETRIES = 6
 #: fal error types that say the input itself is the problem.
@@ -89,7 +94,15 @@ def read_key(cfg: FalConfig, environ: dict[str, str] | None = None) -> str:
 
 
 def _plain_detail(detail: Any) -> str:
-    """fal's ``detail`` (text, or a list of {loc, msg, type}) in plain words."""
+    """fal's ``detail`` (text, or a list of {loc, msg, type}) in plain words. An error page
+    from something in front of fal (HTML or XML instead of JSON) becomes its title or first
+    words, never the whole page."""
+    if isinstance(detail, str) and detail.lstrip().startswith("<"):
+        title = re.search(r"<title[^>]*>(.*?)</title>", detail, re.I | re.S)
+        text = title.group(1) if title else re.sub(r"<[^>]*>", " ", detail)
+        text = " ".join(text.split())
+        return (text[:MARKUP_CHARS] + "…" if len(text) > MARKUP_CHARS else text) or \
+            "an error page without text"
     if isinstance(detail, list):
         parts = []
         for item in detail:
@@ -262,6 +275,11 @@ class FalBackend:
                                 kind="account", delay=ACCOUNT_PAUSE)
         if status == 404 and what in ("status", "result"):
             return _Gone()
+        if status == 404 and what == "submit":
+            # No such app: a setting every file shares, so pause like an account problem
+            # rather than fail each file (a SIGHUP after fixing fal.endpoint resumes).
+            return AccountError(f"fal has no app {self.cfg.endpoint!r} (404: {text}); check "
+                                "fal.endpoint", kind="endpoint_not_found", delay=ACCOUNT_PAUSE)
         if status == 422:
             return PermanentJobError(f"fal rejected the input: {text}", kind="rejected")
         if status in (408, 409, 429) or status >= 500 or (status == 400 and what == "result"):
@@ -285,6 +303,10 @@ class FalBackend:
             data = await request.pixel_work(_png_bytes, source.image, megapixels=megapixels)
             mime = "image/png"
         source.drop_pixels()
+        if len(data) > MAX_INPUT_BYTES:
+            raise PermanentJobError(
+                f"the image to send is {len(data) / 2**20:.0f} MB; fal accepts at most "
+                f"{MAX_INPUT_BYTES // 2**20} MB", kind="input_too_large")
         mode = self.cfg.upload
         if mode == "data-uri" or (mode == "auto" and len(data) <= DATA_URI_LIMIT):
             return f"data:{mime};base64,{base64.b64encode(data).decode()}"
