@@ -162,3 +162,20 @@ def test_an_input_over_100_mb_is_never_sent(tmp_path, fakefal, fal_daemons, tls_
     assert server.submissions == [] and server.calls["upload"] == 0
     assert (tmp_path / "in/failed/movie.jpg").exists()
     assert d.stop() == 0
+
+
+def test_inputs_at_and_below_fals_smallest_size(tmp_path, fakefal, fal_daemons, tls_files):
+    """fal needs inputs of at least 2×2 pixels: a 2×2 image goes through (the fake accepts
+    it), a 1×5 one fails with that reason before any submission."""
+    server = fakefal(latency=0.1)
+    config = fal_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 0.2}])
+    d = fal_daemons(config, fal_env(server, tls_files)).ready()
+    make_image(tmp_path / "in/dot.png", (2, 2), fmt="PNG")
+    make_image(tmp_path / "in/line.png", (1, 5), fmt="PNG")
+    failed = d.wait_event("job_failed", timeout=30)[0]
+    d.wait_event("job_done", timeout=30)
+    assert failed["file"].endswith("line.png") and "2×2" in failed["reason"]
+    assert images_in(tmp_path / "out") == {"dot_x2.png": (4, 4)}
+    assert len(server.submissions) == 1
+    assert [row["outcome"] for row in server.ledger] == ["ok"]
+    assert d.stop() == 0

@@ -9,7 +9,6 @@ fake's. Knobs live on ``FakeFal.strict`` (a ``Strict``); the server calls the fu
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
@@ -215,8 +214,3 @@ def put_fails(handler: Any) -> bool:
     handler.wfile.write(body)
     return True
 
-
-def describe(strict: Strict) -> str:
-    """The knobs, for a test's failure message."""
-    return json.dumps({k: v for k, v in vars(strict).items()
-                       if k not in ("calls", "cancelled_running", "downloads")})
