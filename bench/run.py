@@ -65,7 +65,7 @@ class Env:
     def environ(self, server: FakeFal) -> dict[str, str]:
         return {**os.environ, "FAL_RUN_HOST": server.host, "FAL_QUEUE_RUN_HOST": server.host,
                 "SSL_CERT_FILE": str(self.ca), "FAKEFAL_BASE_URL": server.base_url,
-                "FAL_KEY": KEY}
+                "FAL_PLATFORM_URL": server.base_url + "/v1", "FAL_KEY": KEY}
 
 
 class Proc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from . import logs
 from .journal import JournalBase as Journal
@@ -25,6 +26,8 @@ class Budget:
 
     def __init__(self) -> None:
         self._noticed_day: str | None = None
+        #: Told the limit once a day when the spend reaches it (notifications).
+        self.on_reached: Callable[[float], None] = lambda limit: None
 
     def reset(self) -> None:
         self._noticed_day = None
@@ -42,4 +45,5 @@ class Budget:
             log.warning("budget_reached", spent_usd=round(spent, 4), daily_usd=limit,
                         note="new submissions wait until tomorrow (or a reload); files stay "
                              "queued; requests already paid for still finish")
+            self.on_reached(limit)
         return True

@@ -1,7 +1,10 @@
-"""Command line: ``crystal-watchd run|once|check|status|retry|journal``. The only place that
-exits.
+"""Command line: ``crystal-watchd init|run|once|check|status|retry|retry-hooks|notify-test|
+approve|journal``. The only place that exits.
 
-Exit codes: 0 ok, 1 job failures (``once``) or a refused start, 2 usage, 78 config error;
+Exit codes: 0 ok, 1 job failures (``once``), a refused start, a config ``init`` would
+overwrite or a fal ``check --online`` cannot reach, 2 usage, 78 config error (or a key fal
+refuses), 75 (``once``) nothing failed but a file still arriving was left for the next run or
+pictures are held for approval by the spend guard (nothing spent on them);
 ``status`` exits 3 when no daemon is running (as LSB init scripts do), so health checks can
 rely on its exit code alone.
 """
@@ -20,6 +23,7 @@ from .errors import ConfigError, LockedError
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
 EXIT_NOT_RUNNING = 3
+EXIT_HELD = 75
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,14 +44,34 @@ def _parser() -> argparse.ArgumentParser:
                    help="watch and process until stopped (SIGTERM/SIGINT)")
     once = sub.add_parser("once", parents=[common, backend],
                           help="process what is in the inboxes now, then exit (1 if any file "
-                               "failed)")
+                               "failed, 75 if one still arriving was left for the next run or "
+                               "pictures are held for approval)")
+    once.add_argument("--approve", action="store_true",
+                      help="spend even when the pictures waiting are estimated above "
+                           "budget.confirm_above_usd (without it, once holds them and exits 75)")
     loudness = once.add_mutually_exclusive_group()
     loudness.add_argument("-v", "--verbose", action="store_true",
                           help="on a terminal, print every job's log lines too")
     loudness.add_argument("-q", "--quiet", action="store_true",
                           help="print only warnings and errors")
-    sub.add_parser("check", parents=[common], help="validate the config and print the "
-                                                   "effective settings per folder")
+    init = sub.add_parser("init", parents=[common],
+                          help="write a commented starter config and make its folders "
+                               "(never overwrites)")
+    init.add_argument("--inbox", type=Path, help="the watched folder (default: "
+                                                 "~/crystal-watchd/inbox)")
+    init.add_argument("--outbox", type=Path, help="where results go (default: "
+                                                  "~/crystal-watchd/outbox)")
+    init.add_argument("--scale", type=_within(1, 200), default=2.0,
+                      help="scale factor, 1 to 200 (default 2)")
+    init.add_argument("--creativity", type=_within(0, 10), default=0.0,
+                      help="creativity, 0 to 10 (default 0)")
+    check = sub.add_parser("check", parents=[common],
+                           help="validate the config; on a terminal, a summary and warnings, "
+                                "else the effective settings as JSON")
+    check.add_argument("--json", action="store_true",
+                       help="print the effective settings as JSON (the default off a terminal)")
+    check.add_argument("--online", action="store_true",
+                       help="also prove the fal key with one free call to fal")
     status = sub.add_parser("status", parents=[common], help="queue, failures and spend, "
                                                               "from the journal (exit 3 if no "
                                                               "daemon is running)")
@@ -55,6 +79,16 @@ def _parser() -> argparse.ArgumentParser:
     retry = sub.add_parser("retry", parents=[common],
                            help="put failed files (all, or the ones named) back in the queue")
     retry.add_argument("paths", nargs="*", metavar="PATH")
+    sub.add_parser("notify-test", parents=[common],
+                   help="send a test notification to every notify URL (1 if one fails)")
+    hooks = sub.add_parser("retry-hooks", parents=[common],
+                           help="try hook deliveries that gave up again (all, or the ids "
+                                "'status' lists)")
+    hooks.add_argument("ids", nargs="*", type=int, metavar="ID")
+    approve = sub.add_parser("approve", parents=[common],
+                             help="release the pictures the spend guard holds (all folders, or "
+                                  "the ones named)")
+    approve.add_argument("folders", nargs="*", metavar="FOLDER")
     journal = sub.add_parser("journal", parents=[common],
                              help="move jobs between the SQLite journal and PostgreSQL")
     moves = journal.add_subparsers(dest="journal_command", required=True, metavar="ACTION")
@@ -65,6 +99,18 @@ def _parser() -> argparse.ArgumentParser:
                            help="add the jobs of an export file to the configured journal")
     imp.add_argument("file", type=Path, help="JSON lines file from 'journal export'")
     return parser
+
+
+def _within(lo: float, hi: float):
+    def number(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be from {lo:g} to {hi:g}, not {value:g}")
+        return value
+    return number
 
 
 def _load(args: argparse.Namespace) -> config_mod.Config:
@@ -83,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0) and EXIT_USAGE
+    if args.command == "init":
+        return _init(args)
     try:
         config = _load(args)
     except ConfigError as exc:
@@ -92,13 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
 
     if args.command == "check":
-        print(json.dumps(config.describe(), indent=2))
-        from .formats import extension_warnings
-
-        for line in extension_warnings(config.folders):
-            print(f"crystal-watchd: warning: {config.path}: {line}", file=sys.stderr)
-        print(f"config OK: {config.path} ({len(config.folders)} folder(s))", file=sys.stderr)
-        return _check_journal(config)
+        return _check(args, config)
+    if args.command == "notify-test":
+        return _notify_test(config)
 
     from . import status as status_mod
     from .journal import JournalUnavailable
@@ -111,6 +155,75 @@ def main(argv: list[str] | None = None) -> int:
     except JournalUnavailable as exc:
         print(f"crystal-watchd: {exc}", file=sys.stderr)
         return EXIT_FAILURES
+
+
+def _init(args: argparse.Namespace) -> int:
+    from .starter import AlreadyThere, init
+
+    try:
+        written = init(getattr(args, "config", None), args.inbox, args.outbox, args.scale,
+                       args.creativity)
+    except AlreadyThere as exc:
+        print(f"crystal-watchd: {exc.args[0]} already exists and was left as it is; edit it, "
+              "or give another path with --config", file=sys.stderr)
+        return EXIT_FAILURES
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"crystal-watchd: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"crystal-watchd: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURES
+    print(f"wrote {written.config}\n  inbox:  {written.inbox}\n  outbox: {written.outbox}\n"
+          "next (with FAL_KEY set, or add --backend local to run without a key):")
+    for command in written.next_commands:
+        print(f"  {command}")
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace, config: config_mod.Config) -> int:
+    from . import checkreport
+    from .formats import extension_warnings
+    from .spendguard import backlog_lines
+
+    ctx = checkreport.Context(config)
+    described = config.describe()
+    # What each inbox already holds, and what it would cost (from the files' headers).
+    backlog = backlog_lines(config, described)
+    if args.json or not sys.stdout.isatty():
+        print(json.dumps(described, indent=2))
+        for line in backlog:
+            print(line, file=sys.stderr)
+    else:
+        print("\n".join([*checkreport.summary(ctx), "", "Backlog:", *backlog]))
+    for line in [*(f"{config.path}: {w}" for w in extension_warnings(config.folders)),
+                 *checkreport.warnings(ctx)]:
+        print(f"crystal-watchd: warning: {line}", file=sys.stderr)
+    if _check_notify(config):
+        return EXIT_CONFIG
+    print(f"config OK: {config.path} ({len(config.folders)} folder(s))", file=sys.stderr)
+    code = _check_journal(config)
+    if args.online and code == EXIT_OK:
+        code = _check_online(config)
+    return code
+
+
+def _check_online(config: config_mod.Config) -> int:
+    from .backends.fal import read_key
+    from .online import probe
+
+    try:
+        key = read_key(config.fal)
+    except ConfigError as exc:
+        print(f"crystal-watchd: --online: {exc.problems[0].message}", file=sys.stderr)
+        return EXIT_CONFIG
+    outcome, words = probe(key)
+    if outcome == "accepted":
+        print(f"online OK: {words}", file=sys.stderr)
+        return EXIT_OK
+    print(f"crystal-watchd: --online: {words}", file=sys.stderr)
+    return EXIT_CONFIG if outcome == "refused" else EXIT_FAILURES
 
 
 def _move_jobs(args: argparse.Namespace, config: config_mod.Config) -> int:
@@ -128,6 +241,36 @@ def _move_jobs(args: argparse.Namespace, config: config_mod.Config) -> int:
         print(f"crystal-watchd: {exc}", file=sys.stderr)
         return EXIT_FAILURES
     return EXIT_OK
+
+
+def _check_notify(config: config_mod.Config) -> bool:
+    """``check``: every notification URL must be one Apprise can use. True if one is not."""
+    if config.notify is None:
+        return False
+    from .notify import invalid_urls
+
+    problems = invalid_urls(config.notify)
+    for problem in problems:
+        print(f"crystal-watchd: configuration error: {config.path}: notify: {problem}",
+              file=sys.stderr)
+    return bool(problems)
+
+
+def _notify_test(config: config_mod.Config) -> int:
+    if config.notify is None:
+        print("crystal-watchd: no notify: section in the configuration", file=sys.stderr)
+        return EXIT_CONFIG
+    if _check_notify(config):
+        return EXIT_CONFIG
+    from .notify import Message, send
+
+    logs.configure(config.log.format, config.log.level)
+    ok = send(config.notify, Message("crystal-watchd: test notification",
+                                     f"Notifications from crystal-watchd ({config.path}) "
+                                     "reach you."))
+    print("sent" if ok else "crystal-watchd: at least one notification could not be sent "
+          "(see the log line above)", file=sys.stdout if ok else sys.stderr)
+    return EXIT_OK if ok else EXIT_FAILURES
 
 
 def _check_journal(config: config_mod.Config) -> int:
@@ -162,6 +305,16 @@ def _command(args, config, status_mod, journal_path) -> int:
         for line in status_mod.retry(config, journal_path(config), args.paths):
             print(f"retrying {line}")
         return EXIT_OK
+    if args.command == "retry-hooks":
+        count = status_mod.retry_hooks(config, journal_path(config), args.ids)
+        print(f"retrying {count} hook deliver{'y' if count == 1 else 'ies'}")
+        return EXIT_OK
+    if args.command == "approve":
+        from .spendguard import approve_command
+
+        lines, ok = approve_command(config, args.folders)
+        print("\n".join(lines))
+        return EXIT_OK if ok else EXIT_FAILURES
 
     from .events import Events
     from .service import run_service
@@ -188,9 +341,10 @@ def _command(args, config, status_mod, journal_path) -> int:
     try:
         if view is not None:
             with view:
-                code = run_service(config, once=once, progress=view.update, events=events)
+                code = run_service(config, once=once, progress=view.update, events=events,
+                                   approve=once and args.approve)
         else:
-            code = run_service(config, once=once, events=events)
+            code = run_service(config, once=once, events=events, approve=once and args.approve)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"crystal-watchd: {problem}", file=sys.stderr)
@@ -198,4 +352,23 @@ def _command(args, config, status_mod, journal_path) -> int:
     except LockedError as exc:
         print(f"crystal-watchd: {exc}", file=sys.stderr)
         return EXIT_FAILURES
+    if once and code == EXIT_HELD:
+        _print_held(config)
     return code
+
+
+def _print_held(config: config_mod.Config) -> None:
+    """``once`` held pictures for approval: name each with its estimate, and the way on."""
+    from .journal import open_journal
+    from .spendguard import held_lines
+
+    journal = open_journal(config, readonly=not config.journal)
+    try:
+        lines = held_lines(journal, [f.name for f in config.folders])
+    finally:
+        journal.close()
+    print("crystal-watchd: nothing was spent on these pictures: estimated above "
+          f"budget.confirm_above_usd (${config.budget.confirm_above_usd:g}); run "
+          "`crystal-watchd once --approve` to spend it:", file=sys.stderr)
+    for line in lines:
+        print(f"  {line}", file=sys.stderr)

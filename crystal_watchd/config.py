@@ -9,18 +9,27 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import string
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
+from .automation_config import (
+    DEFAULT_HOOK_ATTEMPTS,
+    HookConfig,
+    NotifyConfig,
+    parse_hooks,
+    parse_notify,
+)
 from .errors import ConfigError, ConfigProblem
+from .hosts import host_entry, proxy_entry
 from .yamldoc import (
     Doc,
     Section,
     boolean,
+    check_placeholders,
     choice,
+    each,
     nonempty_text,
     number,
     path_in,
@@ -31,6 +40,7 @@ BACKENDS = ("fal", "local")
 OUTPUT_FORMATS = ("same", "png", "jpeg", "webp")
 ORIGINALS = ("keep", "move", "delete")
 OVERSIZE = ("fail", "reduce")
+DPI_POLICIES = ("keep", "scale")
 UPLOAD_MODES = ("auto", "data-uri", "cdn")
 RESULT_FORMATS = ("auto", "png")
 LOG_FORMATS = ("auto", "json", "console")
@@ -73,6 +83,9 @@ class FolderConfig:
     #: Encoder quality when an output is (re-)encoded; a result passed through keeps fal's.
     jpeg_quality: int = 95
     webp_quality: int = 90
+    #: The output's print resolution: "keep" the source's pixels per inch, "scale" them with
+    #: the picture (same print size), or a fixed number.
+    dpi: str | float = "keep"
 
     def excluded_dirs(self) -> tuple[Path, ...]:
         """Folders of our own that may sit inside the inbox and must never be watched."""
@@ -93,6 +106,12 @@ class FalConfig:
     #: Requests submitted early, just before a running one is expected to finish, beyond
     #: ``concurrency`` (0: ``concurrency`` is a hard cap on requests at fal).
     queue_ahead: int = 0
+    #: Seconds fal keeps uploaded inputs and result files on its CDN (None: fal's default).
+    cdn_expiry: int | None = 86_400
+    #: Delete each request's stored payloads and result files once its output is written.
+    cleanup: bool = False
+    #: Let fal store each request's input/output JSON (needed to find a lost submission).
+    store_payloads: bool = True
 
 
 @dataclass(frozen=True)
@@ -119,6 +138,9 @@ class RetryConfig:
 class BudgetConfig:
     #: Stop submitting once today's estimated spend reaches this (None: no limit).
     daily_usd: float | None = None
+    #: A folder whose pictures waiting to be submitted are estimated above this many dollars
+    #: together holds them until approved (None: never ask). See spendguard.py.
+    confirm_above_usd: float | None = 50.0
 
 
 @dataclass(frozen=True)
@@ -143,6 +165,10 @@ class HttpConfig:
     token_file: Path | None = None
     #: Thumbnails kept in state_dir/thumbs; the oldest are dropped beyond this.
     thumbs_cache_mb: float = 200.0
+    #: Host names the page answers to besides loopback and the listen address (hosts.py).
+    allowed_hosts: tuple[str, ...] = ()
+    #: Peers (addresses or networks) whose X-Forwarded-Host is believed.
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def loopback(self) -> bool:
@@ -185,6 +211,12 @@ class Config:
     journal_password_file: Path | None = None
     #: Seconds a daemon's claim on a job lasts without renewal (shared journal only).
     journal_lease: float = 60.0
+    #: Commands and webhooks after each job (see automation_config.py).
+    hooks: tuple[HookConfig, ...] = ()
+    #: Deliveries of a hook are tried this often before they give up.
+    hook_attempts: int = DEFAULT_HOOK_ATTEMPTS
+    #: None: no notifications.
+    notify: NotifyConfig | None = None
 
     def folder(self, name: str) -> FolderConfig | None:
         return next((f for f in self.folders if f.name == name), None)
@@ -223,6 +255,9 @@ class Config:
             "journal": mask_url(self.journal) if self.journal else "sqlite (state_dir)",
             "journal_password_file": self.journal_password_file,
             "journal_lease": self.journal_lease,
+            "hooks": [h.describe() for h in self.hooks],
+            "hook_attempts": self.hook_attempts,
+            "notify": self.notify.describe() if self.notify else None,
             "folders": [asdict(f) for f in self.folders],
         }
         return plain(data)
@@ -267,6 +302,10 @@ def default_state_dir(environ: dict[str, str] | None = None) -> Path:
     return base / "crystal-watchd"
 
 
+def _optional_usd(value: Any) -> float | None:
+    return None if value is None else number(0, 1e9)(value)
+
+
 def _polling(value: Any) -> float | None:
     if value is False or value is None:
         return None
@@ -275,16 +314,32 @@ def _polling(value: Any) -> float | None:
     return number(0.5, 3600)(value)
 
 
+def _dpi(value: Any) -> str | float:
+    if isinstance(value, str) and value.lower() in DPI_POLICIES:
+        return value.lower()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return number(1, 100_000)(value)
+    raise ValueError(f"must be keep, scale or a number of pixels per inch, not {value!r}")
+
+
+_EXPIRY_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800, "y": 31_536_000}
+
+
+def _expiry(value: Any) -> int | None:
+    """``never`` (fal's default lifetime), seconds, or a number with s/m/h/d/w/y."""
+    if value == "never":
+        return None
+    if isinstance(value, str) and value[:-1].isdigit() and value[-1:] in _EXPIRY_UNITS:
+        value = int(value[:-1]) * _EXPIRY_UNITS[value[-1]]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 60:
+        raise ValueError(f"must be never, a number of seconds (at least 60) or a duration "
+                         f"such as 1h, 1d or 7d, not {value!r}")
+    return value
+
+
 def _filename(value: Any) -> str:
     template = nonempty_text(value)
-    try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-    except ValueError as exc:
-        raise ValueError(f"is not a valid template: {exc}") from None
-    for name in fields:
-        if name not in FILENAME_FIELDS:
-            raise ValueError(
-                f"unknown placeholder {{{name}}}; use {', '.join('{' + f + '}' for f in FILENAME_FIELDS)}")
+    check_placeholders(template, FILENAME_FIELDS)
     if "/" in template or "\\" in template or template.startswith("."):
         raise ValueError("must be a plain file name (no folders, not hidden)")
     return template
@@ -296,7 +351,7 @@ FOLDER_KEYS = tuple(f for f in FolderConfig.__dataclass_fields__)
 DEFAULTS_KEYS = tuple(k for k in FOLDER_KEYS if k not in ("name", "inbox", "outbox"))
 TOP_KEYS = ("backend", "concurrency", "state_dir", "log", "fal", "retry", "defaults", "folders",
             "rescan_interval", "shutdown_grace", "budget", "pixels", "http", "journal",
-            "journal_password_file", "journal_lease")
+            "journal_password_file", "journal_lease", "hooks", "hook_attempts", "notify")
 
 
 def _folder_values(sec: Section, base: Path, fallback: dict[str, Any]) -> dict[str, Any]:
@@ -322,6 +377,7 @@ def _folder_values(sec: Section, base: Path, fallback: dict[str, Any]) -> dict[s
         "oversize": choice(*OVERSIZE),
         "jpeg_quality": number(1, 100, integer=True),
         "webp_quality": number(1, 100, integer=True),
+        "dpi": _dpi,
     }
     out = {}
     for key, check in checks.items():
@@ -343,7 +399,8 @@ def parse(text: str, file: str | Path) -> Config:
     log = Section(doc, top.data.get("log"), ("log",), ("format", "level"))
     fal = Section(doc, top.data.get("fal"), ("fal",), tuple(FalConfig.__dataclass_fields__))
     retry = Section(doc, top.data.get("retry"), ("retry",), ("attempts", "backoff", "max_backoff"))
-    budget = Section(doc, top.data.get("budget"), ("budget",), ("daily_usd",))
+    budget = Section(doc, top.data.get("budget"), ("budget",),
+                     ("daily_usd", "confirm_above_usd"))
     pixels = Section(doc, top.data.get("pixels"), ("pixels",), ("workers", "memory_mb"))
     defaults = Section(doc, top.data.get("defaults"), ("defaults",), DEFAULTS_KEYS)
     default_values = _folder_values(defaults, base, {})
@@ -382,6 +439,9 @@ def parse(text: str, file: str | Path) -> Config:
             price_per_megapixel=fal.get("price_per_megapixel", number(0, 100), 0.016),
             result_format=fal.get("result_format", choice(*RESULT_FORMATS), "auto"),
             queue_ahead=fal.get("queue_ahead", number(0, 256, integer=True), 0),
+            cdn_expiry=fal.get("cdn_expiry", _expiry, 86_400),
+            cleanup=fal.get("cleanup", boolean, False),
+            store_payloads=fal.get("store_payloads", boolean, True),
         ),
         retry=RetryConfig(attempts=retry.get("attempts", number(1, 1000, integer=True), 5),
                           backoff=retry.get("backoff", number(0, 86_400), 5.0),
@@ -389,8 +449,10 @@ def parse(text: str, file: str | Path) -> Config:
         folders=tuple(folders),
         rescan_interval=top.get("rescan_interval", number(1, 86_400), 300.0),
         shutdown_grace=top.get("shutdown_grace", number(0, 3600), 20.0),
-        budget=BudgetConfig(daily_usd=budget.get(
-            "daily_usd", lambda v: None if v is None else number(0, 1e9)(v), None)),
+        budget=BudgetConfig(
+            daily_usd=budget.get("daily_usd", _optional_usd, None),
+            confirm_above_usd=budget.get("confirm_above_usd", _optional_usd,
+                                         BudgetConfig.confirm_above_usd)),
         pixels=PixelConfig(
             workers=pixels.get("workers", number(1, 256, integer=True), PixelConfig.workers),
             memory_mb=pixels.get("memory_mb", number(32, 1_048_576), PixelConfig.memory_mb)),
@@ -399,6 +461,10 @@ def parse(text: str, file: str | Path) -> Config:
         journal_password_file=top.get(
             "journal_password_file", lambda v: None if v is None else path_in(base)(v), None),
         journal_lease=top.get("journal_lease", number(1, 3600), 60.0),
+        hooks=parse_hooks(doc, top.data.get("hooks"), base, {f.name for f in folders}),
+        hook_attempts=top.get("hook_attempts", number(1, 1000, integer=True),
+                              DEFAULT_HOOK_ATTEMPTS),
+        notify=parse_notify(doc, top.data.get("notify"), base),
     )
     _check_folders(doc, config)
     if doc.problems:
@@ -424,12 +490,15 @@ def _http(doc: Doc, top: Section, base: Path) -> HttpConfig | None:
     if "http" in top.data and top.data["http"] is None:
         return None
     sec = Section(doc, top.data.get("http"), ("http",),
-                   ("listen", "token", "token_file", "thumbs_cache_mb"))
+                   ("listen", "token", "token_file", "thumbs_cache_mb", "allowed_hosts",
+                    "trusted_proxies"))
     host, port = sec.get("listen", _listen, ("127.0.0.1", 8765))
     token = sec.get("token", lambda v: None if v is None else nonempty_text(v).strip(), None)
     token_file = sec.get("token_file", lambda v: None if v is None else path_in(base)(v), None)
     http = HttpConfig(host=host, port=port, token=token, token_file=token_file,
-                      thumbs_cache_mb=sec.get("thumbs_cache_mb", number(1, 1_000_000), 200.0))
+                      thumbs_cache_mb=sec.get("thumbs_cache_mb", number(1, 1_000_000), 200.0),
+                      allowed_hosts=sec.get("allowed_hosts", each(host_entry), ()),
+                      trusted_proxies=sec.get("trusted_proxies", each(proxy_entry), ()))
     if not http.loopback and token is None and token_file is None and not _token_credential():
         doc.problem(("http", "listen"),
                     f"listening on {host} (not a loopback address) needs http.token or "
@@ -486,8 +555,9 @@ def load(path: str | Path) -> Config:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(ConfigProblem(str(p), None, "", "config file not found; copy "
-                                        "config.example.yaml there or pass --config")) from None
+        raise ConfigError(ConfigProblem(str(p), None, "", "config file not found; "
+                                        "`crystal-watchd init` writes a starter one there, or "
+                                        "pass --config")) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(ConfigProblem(str(p), None, "", f"cannot read config: {exc}")) from None
     return parse(text, p)

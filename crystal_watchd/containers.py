@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from . import carriers
+from .carriers import Blocks
 from .completeness import sniff
-from .metadata import Metadata
 
 try:  # Intel's ISA-L inflates about twice as fast as zlib; same streams, same API
     from isal import isal_zlib as _inflater
@@ -30,8 +31,8 @@ _SOF = {*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC), *range(0xCD,
 _EXIF_HEADER = b"Exif\x00\x00"
 _ICC_HEADER = b"ICC_PROFILE\x00"
 _XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
-#: Bytes of ICC data per APP2 segment (65535 less length, header and sequence bytes).
-_ICC_PER_SEGMENT = 65_519
+_XMP_EXTENSION = b"http://ns.adobe.com/xmp/extension/\x00"
+_PHOTOSHOP_HEADER = b"Photoshop 3.0\x00"
 
 
 class DamagedFile(ValueError):
@@ -104,35 +105,31 @@ def jpeg_info(path: Path) -> Info:
     raise DamagedFile("the JPEG has no frame header")
 
 
-def _app(code: int, payload: bytes) -> bytes:
-    return b"\xff" + bytes([code]) + struct.pack(">H", len(payload) + 2) + payload
-
-
 def _ours(code: int, payload: bytes) -> bool:
-    """Segments the output's metadata replaces: EXIF, XMP and ICC."""
-    return ((code == 0xE1 and (payload.startswith(_EXIF_HEADER) or payload.startswith(_XMP_HEADER)))
-            or (code == 0xE2 and payload.startswith(_ICC_HEADER)))
+    """Segments the output's metadata replaces: EXIF, XMP, ICC and Photoshop resources."""
+    return ((code == 0xE1 and payload.startswith((_EXIF_HEADER, _XMP_HEADER, _XMP_EXTENSION)))
+            or (code == 0xE2 and payload.startswith(_ICC_HEADER))
+            or (code == 0xED and payload.startswith(_PHOTOSHOP_HEADER)))
 
 
-def splice_jpeg(source: Path, target: BinaryIO, meta: Metadata, channels: int) -> None:
-    """Copy the JPEG ``source`` to ``target`` with ``meta``'s EXIF and ICC in place of its
-    own; the scan data is copied unchanged."""
-    icc = meta.icc_for("L" if channels == 1 else "RGB") if channels in (1, 3) else None
+def splice_jpeg(source: Path, target: BinaryIO, blocks: Blocks) -> None:
+    """Copy the JPEG ``source`` to ``target`` with ``blocks`` in place of its own metadata
+    (and its JFIF density set to the output's resolution); the scan data is copied
+    unchanged."""
     with open(source, "rb") as fh:
         segments = _jpeg_segments(fh)
         target.write(b"\xff\xd8")
         kept = [(c, p) for c, p in segments if not _ours(c, p)]
         # JFIF (APP0) stays first, as readers expect; ours follow it.
-        while kept and kept[0][0] == 0xE0:
-            target.write(_app(*kept.pop(0)))
-        if meta.exif:
-            target.write(_app(0xE1, meta.exif))
-        if icc:
-            parts = [icc[i:i + _ICC_PER_SEGMENT] for i in range(0, len(icc), _ICC_PER_SEGMENT)]
-            for n, part in enumerate(parts, 1):
-                target.write(_app(0xE2, _ICC_HEADER + bytes([n, len(parts)]) + part))
+        jfif = kept and kept[0][0] == 0xE0 and kept[0][1].startswith(b"JFIF\x00")
+        app0 = kept.pop(0)[1] if jfif else None
+        app0 = carriers.jfif(app0, blocks.dpi)
+        if app0 is not None:
+            target.write(carriers.segment(0xE0, app0))
+        for code, payload in carriers.jpeg_segments(blocks):
+            target.write(carriers.segment(code, payload))
         for code, payload in kept:
-            target.write(_app(code, payload) if payload or code not in _STANDALONE
+            target.write(carriers.segment(code, payload) if payload or code not in _STANDALONE
                          else b"\xff" + bytes([code]))
         while chunk := fh.read(_CHUNK):
             target.write(chunk)
@@ -244,27 +241,39 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
         ">I", zlib.crc32(data, zlib.crc32(kind)) & 0xFFFFFFFF)
 
 
-def splice_png(source: Path, target: BinaryIO, meta: Metadata, channels: int) -> None:
-    """Copy the PNG ``source`` to ``target`` with ``meta``'s EXIF (eXIf) and ICC (iCCP) in
-    place of its own; every other chunk, the pixel data included, is copied unchanged."""
-    icc = meta.icc_for("L" if channels <= 2 else "RGB")
-    replaced = {b"eXIf"} if meta.exif else set()
-    if icc:
-        replaced |= {b"iCCP", b"sRGB"}  # a PNG may not hold both
+def splice_png(source: Path, target: BinaryIO, blocks: Blocks) -> None:
+    """Copy the PNG ``source`` to ``target`` with ``blocks``' chunks (iCCP, pHYs, eXIf, XMP
+    iTXt) in place of its own; every other chunk, the pixel data included, is copied
+    unchanged."""
+    new = carriers.png_chunks(blocks)
     with open(source, "rb") as fh:
         target.write(PNG_SIGNATURE)
-        for event, kind, data in _png_chunks(fh, check=False):
-            if kind in replaced:
+        chunks = _png_chunks(fh, check=False)
+        for event, kind, data in chunks:
+            if event == "start" and kind == b"iTXt":
+                data = _whole_chunk(chunks, kind, data)  # its keyword says if it is XMP
+                if not carriers.png_replaces(kind, data[8:-4], new):
+                    target.write(data)
+                continue
+            if carriers.png_replaces(kind, b"", new):
                 continue
             if event == "start":
                 target.write(data + kind)
             else:
                 target.write(data)  # pieces, then the chunk's own CRC: all unchanged
             if event == "end" and kind == b"IHDR":
-                if icc:
-                    target.write(_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc)))
-                if meta.exif:
-                    target.write(_chunk(b"eXIf", meta.exif[len(_EXIF_HEADER):]))
+                for new_kind, new_data in new:
+                    target.write(_chunk(new_kind, new_data))
+
+
+def _whole_chunk(chunks, kind: bytes, length: bytes) -> bytes:
+    """A text chunk read whole (length, type, data, CRC) from the chunk walker."""
+    out = length + kind
+    for event, _, data in chunks:
+        out += data
+        if event == "end":
+            return out
+    return out
 
 
 def info(path: Path) -> Info:

@@ -33,9 +33,10 @@ class ConfigProblem:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        key = f" {self.key}:" if self.key else ""
-        return f"{where}:{key} {self.message}"
+        # a problem with no file (a missing key, say) has no empty field before its message
+        where = f"{self.file}:{self.line}" if self.file and self.line else self.file
+        head = ": ".join(part for part in (where, self.key) if part)
+        return f"{head}: {self.message}" if head else self.message
 
 
 class ConfigError(CrystalWatchdError):

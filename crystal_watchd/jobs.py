@@ -29,6 +29,11 @@ class JobState(str, enum.Enum):
     #: ``next_attempt_at``, the end of the folder's ``incomplete_grace``; a change to the
     #: file supersedes it with a new version first.
     ARRIVING = "arriving"
+    #: Queued, but its folder's pictures waiting to be submitted were estimated together
+    #: above ``budget.confirm_above_usd``: nothing is submitted until someone approves
+    #: (``crystal-watchd approve``, the page's Approve, or a reload that raises the limit).
+    #: Approval puts it back to QUEUED, released for spending. Nothing was charged.
+    AWAITING_APPROVAL = "awaiting_approval"
 
     @property
     def finished(self) -> bool:
@@ -47,9 +52,13 @@ class Settings:
     #: ``fal.result_format`` the job ran with (auto or png; empty for the local backend): a
     #: JPEG passed through from fal and one encoded here from fal's PNG are different files.
     result_format: str = ""
+    #: The folder's ``dpi``: the same pixels with another print resolution are another file.
+    dpi: str | float = "keep"
 
     def key(self) -> str:
-        return json.dumps(self.__dict__, sort_keys=True)
+        # The default is left out so that keys journaled before ``dpi`` existed still match.
+        data = {k: v for k, v in self.__dict__.items() if not (k == "dpi" and v == "keep")}
+        return json.dumps(data, sort_keys=True)
 
 
 @dataclass

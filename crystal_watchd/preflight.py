@@ -89,10 +89,11 @@ class Plan:
 
 def _to_eight_bits(image: Image.Image) -> Image.Image:
     """Deep greyscale (16/32-bit integer, float) to 8-bit L, spreading its real range."""
-    low, high = image.getextrema()
     if image.mode.startswith("I;16"):
-        low, high = 0, 65535
-    elif image.mode == "F" and low >= 0 and high <= 1:
+        # Pillow has no extrema for the big-endian I;16B, and 16-bit is 0–65535 anyway.
+        return image.convert("I").point(lambda v: v * 255 / 65535).convert("L")
+    low, high = image.getextrema()
+    if image.mode == "F" and low >= 0 and high <= 1:
         low, high = 0.0, 1.0
     elif low >= 0 and high <= 255:
         low, high = 0, 255

@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 from PIL import Image
 
-from . import containers, output, pixels
+from . import carriers, containers, output, pixels
 from .backends.base import ResultImage
 from .errors import ConversionError, RetryableError
 from .metadata import Metadata
@@ -53,6 +53,8 @@ class Target:
     alpha: Path | None = None
     jpeg_quality: int = 95
     webp_quality: int = 90
+    #: The print resolution the output declares (pixels per inch), None to declare none.
+    dpi: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ def write(result: ResultImage, target: Target, where: Path, tag: str) -> Written
     read it back. Raises RetryableError if fal's bytes are damaged (fetch them again),
     ConversionError if an in-memory result cannot be written."""
     if result.path is not None and passes_through(result, target):
-        return _pass_through(result.path, target.meta, where, tag, target.fmt)
+        return _pass_through(result.path, target, where, tag, target.fmt)
     try:
         held = [_prepare(_decode(result), target)]
         size = held[0].size
@@ -90,7 +92,7 @@ def write(result: ResultImage, target: Target, where: Path, tag: str) -> Written
         if result.path is None:
             raise  # nothing was paid for: fail the file with the reason
         fmt = containers.sniff(result.path) or "PNG"
-        written = _pass_through(result.path, target.meta, where, tag, fmt)
+        written = _pass_through(result.path, target, where, tag, fmt)
         return Written(written.tmp, fmt, written.megapixels,
                        fallback=f"{target.fmt} could not be written ({exc.reason}); the paid "
                                 f"result was kept as {fmt}")
@@ -106,15 +108,19 @@ def _decode(result: ResultImage) -> Image.Image:
                              kind="download") from None
 
 
-def _pass_through(source: Path, meta: Metadata, where: Path, tag: str, fmt: str) -> Written:
+def _pass_through(source: Path, target: Target, where: Path, tag: str, fmt: str) -> Written:
     try:
         info = containers.info(source)
     except containers.DamagedFile as exc:
         raise RetryableError(f"the downloaded result is damaged: {exc}", kind="download") from None
     splice = containers.splice_jpeg if fmt == "JPEG" else containers.splice_png
+    # The profile must describe the result's pixels (a CMYK JPEG's would not; see icc_for).
+    mode = {1: "L", 3: "RGB"}.get(info.channels, "CMYK") if fmt == "JPEG" else (
+        "L" if info.channels <= 2 else "RGB")
+    blocks = carriers.for_output(target.meta, fmt, (info.width, info.height), mode, target.dpi)
 
     def copy(fh: BinaryIO) -> None:
-        splice(source, fh, meta, info.channels)
+        splice(source, fh, blocks)
 
     tmp = output.write_temp(where, copy, tag)
     try:
@@ -154,11 +160,8 @@ def encode(image: Image.Image, target: Target, fh: BinaryIO) -> None:
     fmt = target.fmt
     params: dict[str, object] = {}
     if fmt in _CARRIES_METADATA:
-        icc = target.meta.icc_for(image.mode)
-        if icc:
-            params["icc_profile"] = icc
-        if target.meta.exif:
-            params["exif"] = target.meta.exif
+        blocks = carriers.for_output(target.meta, fmt, image.size, image.mode, target.dpi)
+        params.update(carriers.save_params(blocks, fmt))
     if fmt == "JPEG":
         params.update(quality=target.jpeg_quality,
                       subsampling=0 if target.jpeg_quality >= 90 else 2)

@@ -25,14 +25,17 @@ from .budget import Budget, next_midnight
 from .config import Config, FolderConfig
 from .errors import AccountError, ConfigError
 from .events import Events
+from .hooks import Deliverer
 from .jobs import JobState
 from .journal import describe as describe_journal
 from .journal import journal_file, open_journal
 from .lock import StateLock
+from .notify import Alerts
 from .pixels import PixelPool, give_freed_memory_back
 from .rules import Rules
 from .settle import Settler
 from .shared import SharedSlots, keep_alive, register
+from .spendguard import SpendGuard
 from .systemd import Notifier
 from .watcher import FolderWatcher, OverflowHook
 from .worker import Hooks, Worker, sha256_file
@@ -44,6 +47,11 @@ STATUS_MIN_INTERVAL = 2.0
 PREPARE_AHEAD = 3
 DISPATCH_POLL = 2.0  # seconds; the longest the dispatcher sleeps without looking at the queue
 BUDGET_RECHECK = 60.0  # seconds before new submissions try the spent budget again
+#: ``once``: nothing failed, but a file still arriving was left for the next run (EX_TEMPFAIL,
+#: so cron wrappers and systemd tell "try again later" from a failure).
+EXIT_LEFT_ARRIVING = 75
+#: ``once`` ends with pictures held for approval: nothing was spent on them (EX_TEMPFAIL).
+EXIT_HELD = 75
 
 
 def journal_path(config: Config) -> Path:
@@ -54,8 +62,10 @@ class Service:
     def __init__(self, config: Config, *, once: bool = False, notifier: Notifier | None = None,
                  backend_factory: Callable[[Config], Backend] = backends.create,
                  progress: Callable[[dict[str, int]], None] | None = None,
-                 events: Events | None = None):
+                 events: Events | None = None, approve: bool = False):
         self.config = config
+        #: ``once --approve``: what the spend guard would hold is spent.
+        self._approve_all = approve
         #: Every job change the journal commits; the web page and the terminal view read it.
         self.events = events or Events()
         self.once = once
@@ -67,6 +77,8 @@ class Service:
         self._unavailable: set[str] = set()
         self._inflight: dict[int, asyncio.Task] = {}
         self._intake_tasks: set[asyncio.Task] = set()
+        #: Files settled and being hashed, not journaled yet (the spend guard counts them).
+        self._hashing: dict[Path, str] = {}
         self._unreadable: set[tuple[Path, int, int]] = set()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -83,6 +95,9 @@ class Service:
         self._budget_full_until = 0.0
         #: ``once`` gave up waiting: the account is refused or the budget is spent.
         self._stalled = False
+        #: ``once``: files still arriving, left for the next run (never waited out).
+        self._left_arriving: list[str] = []
+        self._held_at_exit = False
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -96,6 +111,12 @@ class Service:
             lock.release()
             raise
         self.identity = register(self.journal, self.config)
+        self.journal.hooks = self.config.hooks
+        self.deliverer = Deliverer(self.journal, lambda: self.config)
+        self.events.subscribe(self.deliverer.on_change)
+        self.alerts = Alerts(lambda: self.config.notify, self.journal)
+        self.events.subscribe(self.alerts.on_change)
+        self._budget.on_reached = self.alerts.on_budget_reached
         page = None
         self.backend = self._backend_factory(self.config)
         if self.journal.shared and self.backend.name != "local":
@@ -107,6 +128,8 @@ class Service:
                              Hooks(retouch=self._retouch, account_error=self._account_error,
                                    budget_full=self._budget_full),
                              pixels=self.pixels)
+        self.guard = SpendGuard(self.journal, lambda: self.config, self._incoming,
+                                approve_all=self._approve_all)
         self._hash_limit = asyncio.Semaphore(HASH_PARALLELISM)
         self.settler = Settler(self._on_stable)
         overflow = OverflowHook(loop, self.rescan_all)
@@ -126,9 +149,12 @@ class Service:
             tasks = [asyncio.create_task(self.settler.run(), name="settle"),
                      asyncio.create_task(self._dispatch(), name="dispatch"),
                      asyncio.create_task(keep_alive(self.journal, lambda: self.config),
-                                         name="heartbeat")]
+                                         name="heartbeat"),
+                     asyncio.create_task(self.guard.log_backlog(), name="backlog")]
             if not self.once:
                 tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+                tasks.append(asyncio.create_task(self.deliverer.run(), name="hooks"))
+                tasks.append(asyncio.create_task(self.alerts.run(), name="notify"))
                 if self.notifier.watchdog_interval:
                     tasks.append(asyncio.create_task(self._watchdog_pings(), name="watchdog"))
             self.notifier.ready(self._status_text())
@@ -138,9 +164,14 @@ class Service:
                      journal=describe_journal(self.config))
             if self.once:
                 await self._until_idle()
+                # This run's deliveries now; one that fails is tried again by the next run.
+                await self.deliverer.deliver_due()
             else:
                 await self._stop.wait()
             await self._shutdown(tasks)
+            await self.alerts.drain()
+            if self.once:
+                self._held_at_exit = bool(self.journal.held([f.name for f in self.config.folders]))
         finally:
             for task in tasks:
                 task.cancel()
@@ -150,13 +181,24 @@ class Service:
             if page is not None:
                 await page.stop()
             await self.backend.aclose()
+            await self.deliverer.aclose()
             try:
                 self.journal.unregister_daemon()
             finally:
                 self.journal.close()
             lock.release()
-        log.info("daemon_stopped", done=self._done_this_run, failed=self._failed_this_run)
-        return 1 if self.once and (self._failed_this_run or self._stalled) else 0
+        log.info("daemon_stopped", done=self._done_this_run, failed=self._failed_this_run,
+                 **({"left_arriving": self._left_arriving} if self._left_arriving else {}))
+        return self._exit_code()
+
+    def _exit_code(self) -> int:
+        if not self.once:
+            return 0
+        if self._failed_this_run or self._stalled:
+            return 1
+        if self._held_at_exit:
+            return EXIT_HELD
+        return EXIT_LEFT_ARRIVING if self._left_arriving else 0
 
     def request_stop(self, *, immediately: bool = False) -> None:
         if self._stopping and immediately:
@@ -201,13 +243,20 @@ class Service:
         """``once``: return when every file found has been settled, journaled and finished."""
         while not self._stop.is_set():
             mine = [f.name for f in self.config.folders]
+            # A file still arriving is not waited for: cron runs us again, and by then it
+            # is complete or its grace has run out and it is judged.
+            later = self.journal.arriving_later(mine, time.time())
             busy = (len(self.settler) or self._intake_tasks or self._inflight
-                    or self._scans_pending or self.journal.unfinished(mine))
+                    or self._scans_pending or self.journal.unfinished(mine) > len(later))
             if self._progress is not None:
                 waiting = self.settler.by_folder()
                 waiting.update(self.journal.waiting_by_folder())
                 self._progress(dict(waiting))
             if not busy:
+                self._left_arriving = [f"{job.folder}/{job.rel}" for job in later]
+                if later:
+                    log.warning("once_left_arriving", files=self._left_arriving,
+                                note="still being written; the next run takes them")
                 return
             # Waiting out an account pause or tomorrow's budget is for ``run``, not ``once``.
             blocked = time.time() < self._paused_until or self._over_budget(time.time())
@@ -251,9 +300,12 @@ class Service:
             self._stop_folder(name)
             self._unavailable.discard(name)
         self.config = self.worker.config = new
+        self.journal.hooks = new.hooks
         if new.concurrency != old.concurrency:
             loop.create_task(self.backend.slots.resize(new.concurrency))
         self.backend.slots.ahead = new.fal.queue_ahead if self.backend.name == "fal" else 0
+        if hasattr(self.backend, "reconfigure"):
+            self.backend.reconfigure(new.fal)
         self._rules = {f.name: Rules(f) for f in new.folders}
         if (new.log.format, new.log.level) != (old.log.format, old.log.level):
             logs.configure(new.log.format, new.log.level)
@@ -264,6 +316,7 @@ class Service:
         self._pause_reason = None
         self._budget_full_until = 0.0
         self._budget.reset()
+        self.guard.rejudge()
         log.info("config_reloaded", added=added, removed=removed, changed=changed)
         self._wake.set()
         self.notifier.ready(self._status_text())
@@ -347,10 +400,11 @@ class Service:
             if folder.name not in self._unavailable:
                 self._scan(folder, folder.inbox)
 
-    def _spawn_intake(self, coro) -> None:
+    def _spawn_intake(self, coro) -> asyncio.Task:
         task = asyncio.create_task(coro)
         self._intake_tasks.add(task)
         task.add_done_callback(self._intake_tasks.discard)
+        return task
 
     def _retouch(self, folder_name: str, path: Path) -> None:
         folder = self.config.folder(folder_name)
@@ -360,7 +414,14 @@ class Service:
     def _on_stable(self, folder_name: str, path: Path, st: os.stat_result) -> None:
         if self.journal.is_known(folder_name, path, st.st_size, st.st_mtime_ns):
             return
-        self._spawn_intake(self._intake(folder_name, path, st))
+        self._hashing[path] = folder_name
+        self._spawn_intake(self._intake(folder_name, path, st)).add_done_callback(
+            lambda _task: self._hashing.pop(path, None))
+
+    def _incoming(self, folder_name: str) -> list[Path]:
+        """Files of a folder seen but not journaled yet: settling or being hashed."""
+        return [*self.settler.paths(folder_name),
+                *(p for p, name in self._hashing.items() if name == folder_name)]
 
     async def _intake(self, folder_name: str, path: Path, st: os.stat_result) -> None:
         folder, rules = self.config.folder(folder_name), self._rules.get(folder_name)
@@ -409,6 +470,9 @@ class Service:
             paused = now < self._paused_until
             excluded = self._excluded_folders()
             over_budget = self._over_budget(now)
+            # Hold what would spend too much at once, before anything is taken.
+            if not paused and await self.guard.review(excluded):
+                self._notify_status()
             # Jobs of a dead daemon first, even when busy: they may hold the slots at the
             # upscaler that our own jobs wait for.
             orphans = [] if paused else self.journal.take_over(exclude_folders=excluded,
@@ -463,6 +527,7 @@ class Service:
             log.warning("budget_fully_reserved", daily_usd=self.config.budget.daily_usd,
                         note="today's budget is spent or reserved by jobs in flight; new "
                              "submissions wait; requests already paid for still finish")
+        self.alerts.on_budget_reached(self.config.budget.daily_usd)
         # Look again now and then: a reservation freed by a failed job makes room.
         self._budget_full_until = min(now + BUDGET_RECHECK, next_midnight(now))
         self._wake.set()
@@ -473,6 +538,7 @@ class Service:
         self._paused_until = time.time() + delay
         self._pause_reason = exc.reason
         if first:
+            self.alerts.on_account_paused(exc.reason)
             log.error("account_paused", reason=exc.reason, resume_in=delay,
                       note="no file is failed; all submissions wait (SIGHUP resumes now)")
 
@@ -499,6 +565,19 @@ class Service:
         self._wake.set()
         return bool(retried)
 
+    def retry_deliveries(self, ids: list[int] | None) -> int:
+        """The page's Retry for hook deliveries that gave up: ``crystal-watchd retry-hooks``."""
+        count = self.journal.retry_deliveries(ids)
+        self.deliverer.wake()
+        return count
+
+    def approve(self, folders: list[str] | None) -> int:
+        """The page's Approve: what ``crystal-watchd approve`` does. Returns pictures released."""
+        released = self.guard.approve(folders, source="web")
+        self._wake.set()
+        self._notify_status()
+        return sum(count for count, _ in released.values())
+
     def resume(self) -> None:
         """The page's Resume: what SIGHUP does (re-read the config, lift any pause)."""
         self.reload()
@@ -511,11 +590,13 @@ class Service:
         if not available:
             self._unavailable.add(folder.name)
             self._stop_folder(folder.name)
+            self.alerts.on_folder(folder.name, folder.inbox, available)
             log.warning("folder_unavailable", folder=folder.name, inbox=str(folder.inbox),
                         note="paused; nothing is treated as deleted; resumes when it returns")
         else:
             self._unavailable.discard(folder.name)
             log.info("folder_available", folder=folder.name, inbox=str(folder.inbox))
+            self.alerts.on_folder(folder.name, folder.inbox, available)
             self._start_folder(folder)
             self._wake.set()
 
@@ -548,9 +629,11 @@ class Service:
         counts = self.journal.counts()
         total = {s: sum(c.get(s, 0) for c in counts.values())
                  for s in ("queued", "done", "failed", "arriving")}
+        held = sum(c.get("awaiting_approval", 0) for c in counts.values())
         return (f"{total['queued']} queued, {len(self._inflight)} in flight, "
                 f"{total['done']} done, {total['failed']} failed"
-                + (f", {total['arriving']} arriving" if total["arriving"] else ""))
+                + (f", {total['arriving']} arriving" if total["arriving"] else "")
+                + (f", {held} awaiting approval" if held else ""))
 
     def _notify_status(self) -> None:
         """STATUS= as counts change, at most every STATUS_MIN_INTERVAL; a change inside the
@@ -578,9 +661,9 @@ def _create_dirs(folder: FolderConfig) -> None:
 
 
 def run_service(config: Config, *, once: bool = False, progress=None,
-                events: Events | None = None) -> int:
+                events: Events | None = None, approve: bool = False) -> int:
     """Run the daemon to completion in a fresh event loop; returns the exit code."""
-    service = Service(config, once=once, progress=progress, events=events)
+    service = Service(config, once=once, progress=progress, events=events, approve=approve)
     try:
         return asyncio.run(service.run())
     except KeyboardInterrupt:

@@ -51,6 +51,10 @@ class Settler:
         """Files still settling, per folder."""
         return Counter(t.folder for t in self._tracked.values())
 
+    def paths(self, folder: str) -> list[Path]:
+        """Files of ``folder`` still settling."""
+        return [p for p, t in self._tracked.items() if t.folder == folder]
+
     def touch(self, folder: str, path: Path, settle: float) -> bool:
         """Something happened to ``path``: (re)start its quiet period. True if it is new."""
         entry = self._tracked.get(path)

@@ -11,18 +11,30 @@ write) beside it, and the daemon's dispatcher picks retried jobs up on its next 
                         "spend_today_usd", "spend_total_usd": float}},
      "totals": {"queued", "in_flight", "done", "failed", "superseded", "arriving": int},
      "spend": {"today_usd", "total_usd", "today_megapixels", "total_megapixels": float,
-               "by_day": {YYYY-MM-DD: usd}},
+               "by_day": {YYYY-MM-DD: usd}, "maybe_paid_twice": int},
      "last_errors": [{"job_id", "folder", "file", "error", "reason", "at", "state"}],
      "daemons": [{"id", "host", "pid", "state_dir", "started_at", "heartbeat_at", "alive",
                   "working_on": [{"job_id", "file"}]}],
-     "arriving": [{"job_id", "folder", "file", "reason", "since", "judged_at"}]}
+     "arriving": [{"job_id", "folder", "file", "reason", "since", "judged_at"}],
+     "hooks": {"pending", "delivered", "gave_up": int,
+               "given_up": [{"id", "delivery_id", "hook", "event", "job_id", "error", "at"}]},
+     "awaiting_approval": [{"folder", "pictures": int, "estimated_usd": float, "approve": str}]}
+
+(each folder entry also counts "awaiting_approval" and has "awaiting_approval_usd")
+
+"maybe_paid_twice": submissions sent again because an earlier one got no answer and could
+not be found in fal's request list (see "Money and privacy on fal" in the README).
 
 "arriving": files that do not decode yet and are taken to be still being written; each is
 judged at ``judged_at`` unless it changes first (see the folder's ``incomplete_grace``).
+
+"awaiting_approval": per folder, the pictures the spend guard holds because together they
+were estimated above ``budget.confirm_above_usd``; nothing is submitted until ``approve``.
 """
 
 from __future__ import annotations
 
+import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,7 +45,7 @@ from .config import Config
 from .jobs import JobState
 from .output import move_file
 
-STATES = ("queued", "in_flight", "done", "failed", "superseded", "arriving")
+STATES = ("queued", "in_flight", "done", "failed", "superseded", "arriving", "awaiting_approval")
 
 
 def _iso(ts: float | None) -> str | None:
@@ -42,7 +54,7 @@ def _iso(ts: float | None) -> str | None:
 
 def _folder_entry() -> dict[str, Any]:
     return {**{s: 0 for s in STATES}, "oldest_waiting": None, "spend_today_usd": 0.0,
-            "spend_total_usd": 0.0}
+            "spend_total_usd": 0.0, "awaiting_approval_usd": 0.0}
 
 
 def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
@@ -55,8 +67,9 @@ def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
         "generated_at": _iso(datetime.now(timezone.utc).timestamp()),
         "folders": folders, "totals": {s: 0 for s in STATES},
         "spend": {"today_usd": 0.0, "total_usd": 0.0, "today_megapixels": 0.0,
-                  "total_megapixels": 0.0, "by_day": {}},
-        "last_errors": [], "daemons": [], "arriving": [],
+                  "total_megapixels": 0.0, "by_day": {}, "maybe_paid_twice": 0},
+        "last_errors": [], "daemons": [], "arriving": [], "awaiting_approval": [],
+        "hooks": {"pending": 0, "delivered": 0, "gave_up": 0, "given_up": []},
     }
     if not shared and not where.exists():
         return report
@@ -87,6 +100,7 @@ def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
                 entry["spend_today_usd"] = round(entry["spend_today_usd"] + usd, 6)
         for key in ("today_usd", "total_usd", "today_megapixels", "total_megapixels"):
             spend[key] = round(spend[key], 6)
+        spend["maybe_paid_twice"] = journal.paid_twice()
         for job in journal.last_errors():
             report["last_errors"].append({
                 "job_id": job.id, "folder": job.folder, "file": job.rel, "error": job.error_kind,
@@ -104,9 +118,35 @@ def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
             {"job_id": job.id, "folder": job.folder, "file": job.rel, "reason": job.reason,
              "since": _iso(job.created_at), "judged_at": _iso(job.next_attempt_at)}
             for job in journal.jobs(state=JobState.ARRIVING)]
+        report["hooks"] = _hooks(journal)
+        report["awaiting_approval"] = _held(journal, folders)
     finally:
         journal.close()
     return report
+
+
+def _hooks(journal: journal_mod.JournalBase) -> dict[str, Any]:
+    try:
+        counts, given_up = journal.delivery_counts(), journal.given_up()
+    except Exception:  # noqa: BLE001 - a journal the daemon has not migrated yet has none
+        return {"pending": 0, "delivered": 0, "gave_up": 0, "given_up": []}
+    return {**counts, "given_up": [
+        {"id": d.id, "delivery_id": d.delivery_id, "hook": d.hook, "event": d.event,
+         "job_id": d.job_id, "error": d.last_error, "at": _iso(d.updated_at)}
+        for d in given_up]}
+
+
+def _held(journal: journal_mod.JournalBase, folders: dict[str, dict[str, Any]]) -> list:
+    try:
+        held = journal.held()
+    except Exception:  # noqa: BLE001 - a journal the daemon has not migrated yet holds none
+        return []
+    out = []
+    for folder, (count, usd) in held.items():
+        folders.setdefault(folder, _folder_entry())["awaiting_approval_usd"] = round(usd, 4)
+        out.append({"folder": folder, "pictures": count, "estimated_usd": round(usd, 4),
+                    "approve": f"crystal-watchd approve {shlex.quote(folder)}"})
+    return out
 
 
 def render(report: dict[str, Any]) -> str:
@@ -121,6 +161,10 @@ def render(report: dict[str, Any]) -> str:
     s = report["spend"]
     lines.append(f"spend: today ${s['today_usd']:.2f} ({s['today_megapixels']:.1f} MP), "
                  f"total ${s['total_usd']:.2f} ({s['total_megapixels']:.1f} MP)")
+    if s.get("maybe_paid_twice"):
+        lines.append(f"submissions that may have been paid twice: {s['maybe_paid_twice']} "
+                     "(sent again after an answer was lost and fal's request list could not "
+                     "show the first)")
     if report.get("daemons"):
         lines.append("daemons:")
         for d in report["daemons"]:
@@ -135,6 +179,20 @@ def render(report: dict[str, Any]) -> str:
         for a in report["arriving"]:
             lines.append(f"  [{a['folder']}] {a['file']}: {a['reason']} "
                          f"(judged at {a['judged_at']})")
+    hooks = report.get("hooks") or {}
+    if hooks.get("pending") or hooks.get("gave_up"):
+        lines.append(f"hook deliveries: {hooks['pending']} pending, {hooks['gave_up']} gave up"
+                     + (" (crystal-watchd retry-hooks tries them again)"
+                        if hooks["gave_up"] else ""))
+        for d in hooks.get("given_up", [])[:10]:
+            lines.append(f"  #{d['id']} {d['hook']} ({d['event']}, job {d['job_id']}): "
+                         f"{d['error']}")
+    if report.get("awaiting_approval"):
+        lines.append("awaiting approval (estimated above budget.confirm_above_usd; nothing "
+                     "submitted until approved):")
+        for held in report["awaiting_approval"]:
+            lines.append(f"  [{held['folder']}] {held['pictures']} picture(s), estimated "
+                         f"${held['estimated_usd']:.2f}: run `{held['approve']}`")
     if report["last_errors"]:
         lines.append("last errors:")
         for e in report["last_errors"]:
@@ -151,6 +209,19 @@ def retry(config: Config, journal_file: Path | None, paths: list[str]) -> list[s
     journal = journal_mod.open_journal(config)
     try:
         return retry_jobs(config, journal, paths=paths)
+    finally:
+        journal.close()
+
+
+def retry_hooks(config: Config, journal_file: Path | None, ids: list[int]) -> int:
+    """Hook deliveries that gave up (all, or these ids) are tried again; a running daemon
+    delivers them within seconds."""
+    if not getattr(config, "journal", None) and not (
+            journal_file or journal_mod.journal_file(config)).exists():
+        return 0
+    journal = journal_mod.open_journal(config)
+    try:
+        return journal.retry_deliveries(ids or None)
     finally:
         journal.close()
 

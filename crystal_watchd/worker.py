@@ -21,8 +21,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import arrival, logs, output, preflight, render
-from .backends.base import Backend, ResultImage, UpscaleRequest
+from . import arrival, logs, metadata, output, preflight, render
+from .backends.base import Backend, ResultImage, SubmitTrail, UpscaleRequest
 from .budget import local_midnight
 from .config import Config, FolderConfig
 from .errors import AccountError, JobError, OutputBlockedError, PermanentJobError, RetryableError
@@ -97,12 +97,13 @@ class Worker:
             settings = Settings(**job.settings)
             folder = dataclasses.replace(folder, scale_factor=settings.scale_factor,
                                          creativity=settings.creativity,
-                                         output_format=settings.output_format)
+                                         output_format=settings.output_format,
+                                         dpi=settings.dpi)
         else:
             settings = Settings(self.backend.name, folder.scale_factor, folder.creativity,
                                 folder.output_format,
                                 "" if self.backend.name == "local"
-                                else self.config.fal.result_format)
+                                else self.config.fal.result_format, folder.dpi)
         job = self.journal.start(job, settings.__dict__, settings.key())
         bound = log.bind(job_id=job.id, folder=job.folder, file=job.rel)
         earlier = None
@@ -166,10 +167,13 @@ class Worker:
                 creativity=folder.creativity, request_id=job.request_id,
                 on_submitted=on_submitted, on_forgotten=on_forgotten,
                 work_dir=self.config.state_dir / "work", pixels=self.pixels,
-                result_format=self._result_format(source))
+                result_format=self._result_format(source), trail=self._trail(job))
             results = await self.backend.upscale(request)
-            return await asyncio.shield(self._complete(job, folder, source, plan, results, bound,
-                                                       started, alpha=alpha))
+            state = await asyncio.shield(self._complete(job, folder, source, plan, results,
+                                                        bound, started, alpha=alpha))
+            if job.request_id and hasattr(self.backend, "output_written"):
+                await self.backend.output_written(job.request_id)
+            return state
         except LeaseLost:
             # Our lease ran out (the journal was out of reach too long) and another daemon
             # holds the job now: it resumes the journaled request; we touch nothing more.
@@ -219,6 +223,22 @@ class Worker:
             return await asyncio.shield(self._retry(current, folder, err, bound))
 
     # -- steps ---------------------------------------------------------------------------
+
+    def _trail(self, job: Job) -> SubmitTrail:
+        """The journal's side of a submission whose answer may never arrive."""
+        journal = self.journal
+
+        async def sending(identity: str, sent_at: float) -> None:
+            journal.submit_sending(job, identity, sent_at)
+
+        async def refused() -> None:
+            journal.submit_refused(job)
+
+        async def given_up() -> None:
+            journal.submit_given_up(job)
+
+        unanswered = None if job.request_id else journal.unanswered_submit(job)
+        return SubmitTrail(unanswered, sending, refused, given_up)
 
     def _reserve_budget(self, job: Job, plan: preflight.Plan) -> bool:
         """Reserve this submission's estimated cost in the journal, so that daemons sharing
@@ -305,7 +325,9 @@ class Worker:
                 wanted = output.render_name(folder, job.rel, scale=scale, ext=ext, index=i)
                 target = render.Target(fmt=source.target, meta=source.meta, grey=source.grey,
                                        alpha=alpha, jpeg_quality=folder.jpeg_quality,
-                                       webp_quality=folder.webp_quality)
+                                       webp_quality=folder.webp_quality,
+                                       dpi=metadata.output_dpi(source.meta.dpi, folder.dpi,
+                                                               scale))
                 if render.passes_through(result, target):
                     written = await asyncio.to_thread(render.write, result, target, wanted, tag)
                 else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import string
 from pathlib import Path
 from typing import Any, Callable
 
@@ -55,7 +56,10 @@ class Doc:
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
                 key = loader.construct_object(key_node, deep=True)
-                if not isinstance(key, str):
+                if isinstance(key, bool):
+                    # YAML 1.1 reads a key "on" (or "yes") as true; as a key it is a name.
+                    key = key_node.value
+                elif not isinstance(key, str):
                     key = str(key)
                 child = path + (key,)
                 self.lines[child] = key_node.start_mark.line + 1
@@ -156,6 +160,37 @@ def text_list(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ValueError("must be a list of text items")
     return tuple(value)
+
+
+def check_placeholders(template: str, allowed: tuple[str, ...]) -> None:
+    """Every ``{name}`` in ``template`` must be one of ``allowed`` (ValueError otherwise)."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise ValueError(f"is not a valid template: {exc}") from None
+    for name in fields:
+        if name not in allowed:
+            raise ValueError(f"unknown placeholder {{{name}}}; use "
+                             + ", ".join("{" + f + "}" for f in allowed))
+
+
+def each(check: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
+    """A list whose every item passes ``check``; the first bad one names its position."""
+
+    def check_list(value: Any) -> tuple[Any, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise ValueError(f"must be a list, not {kind_of(value)} {value!r}")
+        out = []
+        for i, item in enumerate(value):
+            try:
+                out.append(check(item))
+            except ValueError as exc:
+                raise ValueError(f"item {i + 1} {exc}") from None
+        return tuple(out)
+
+    return check_list
 
 
 def path_in(base: Path) -> Callable[[Any], Path]:

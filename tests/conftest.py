@@ -203,7 +203,7 @@ def fal_env(server, tls_files, **extra: str) -> dict[str, str]:
     """Environment for a daemon subprocess that talks to ``server``."""
     return {"FAL_RUN_HOST": server.host, "FAL_QUEUE_RUN_HOST": server.host,
             "SSL_CERT_FILE": tls_files["ca"], "FAKEFAL_BASE_URL": server.base_url,
-            "FAL_KEY": FAKE_KEY, **extra}
+            "FAL_PLATFORM_URL": server.base_url + "/v1", "FAL_KEY": FAKE_KEY, **extra}
 
 
 class FalDaemon(Daemon):

@@ -109,6 +109,13 @@ def corpus() -> list[tuple[str, bytes, str]]:
         ("rgba-16.tif", lambda: _tiff(np.dstack([arr, np.full((H, W), 255, np.uint8)])
                                       .astype(np.uint16) * 257, photometric="rgb",
                                       extrasamples=["unassalpha"]), "ok"),
+        # Big-endian 16-bit (Pillow's I;16B), as some scanners and Mac software write them.
+        ("grey-16-be.tif", lambda: _tiff(deep, byteorder=">"), "ok"),
+        ("rgb-16-be.tif", lambda: _tiff(arr.astype(np.uint16) * 257, photometric="rgb",
+                                        byteorder=">"), "ok"),
+        ("rgba-16-be.tif", lambda: _tiff(np.dstack([arr, np.full((H, W), 255, np.uint8)])
+                                         .astype(np.uint16) * 257, photometric="rgb",
+                                         extrasamples=["unassalpha"], byteorder=">"), "ok"),
         ("int32.tif", lambda: _save(grey.convert("I"), "TIFF"), "ok"),
         ("float32.tif", lambda: _tiff(grey_arr.astype(np.float32) / 255), "ok"),
         ("planar-8.tif", lambda: _tiff(arr.transpose(2, 0, 1).copy(), photometric="rgb",

@@ -188,3 +188,19 @@ def test_systemd_credential_counts_as_a_token(tmp_path, monkeypatch):
     (tmp_path / "http-token").write_text("from-the-credential\n")
     http = config_mod.parse(text, tmp_path / "c.yaml").http
     assert read_token(http) == "from-the-credential"
+
+
+def test_fal_storage_settings_parse_and_are_checked(tmp_path):
+    """``fal.cdn_expiry`` takes never, seconds or a duration (1d is the default); cleanup and
+    store_payloads must be booleans; each problem names its line and key."""
+    base = "backend: local\nfolders: [{inbox: in, outbox: out}]\n"
+    default = config_mod.parse(base, tmp_path / "c.yaml").fal
+    assert (default.cdn_expiry, default.cleanup, default.store_payloads) == (86_400, False, True)
+    for given, seconds in (("never", None), ("7d", 604_800), ("90m", 5400), (3600, 3600)):
+        fal = config_mod.parse(base + f"fal: {{cdn_expiry: {given}}}\n", tmp_path / "c.yaml").fal
+        assert fal.cdn_expiry == seconds
+    found = problems(base + "fal:\n  cdn_expiry: 2 weeks\n  cleanup: yes please\n"
+                     "  store_payloads: 0\n", tmp_path)
+    assert any(":4: fal.cdn_expiry: must be never, a number of seconds" in p for p in found)
+    assert any(":5: fal.cleanup: must be true or false" in p for p in found)
+    assert any(":6: fal.store_payloads: must be true or false" in p for p in found)

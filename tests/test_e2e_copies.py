@@ -84,7 +84,8 @@ def test_copies_keep_waiting_across_a_restart(tmp_path, fakefal, fal_daemons, tl
     picture is still paid for once."""
     server = fakefal(latency=0.3, runners=4)
     server.hold_submits("before")  # fal never sees the first daemon's submission
-    config = _config(tmp_path)
+    # The restart cannot know fal never took it: it looks for it for fal.timeout first.
+    config = _config(tmp_path, fal={"timeout": 10})
     d = fal_daemons(config, fal_env(server, tls_files)).ready()
     _drop_copies(tmp_path, COPIES_A[:3], COPIES_B[:1])
     d.wait_event("job_waiting_for_twin", 3)
@@ -99,7 +100,7 @@ def test_copies_keep_waiting_across_a_restart(tmp_path, fakefal, fal_daemons, tl
     server.release_submits(drop=True)  # that client is gone: fal never accepts its request
 
     d2 = fal_daemons(config, fal_env(server, tls_files)).ready()
-    d2.wait_event("job_done", 4)
+    d2.wait_event("job_done", 4, timeout=60)
     events = d2.events()
     leader_done = next(i for i, e in enumerate(events)
                        if e.get("event") == "job_done" and e.get("job_id") == leader[0])

@@ -43,8 +43,8 @@ def _run(tmp_path, backend, files, fakefal, fal_daemons, daemons, tls_files, **f
 @pytest.mark.parametrize("backend", ["local", "fal"])
 def test_every_odd_file_becomes_a_sound_output_or_a_plain_failure(
         tmp_path, backend, fakefal, fal_daemons, daemons, tls_files):
-    """Each mode and layout (1-bit fax, 2/4-bit grey, palette, Lab, CMYK 8/16, 16-bit RGB(A),
-    32-bit int and float, planar, tiled and multipage TIFF), malformed and oversized EXIF, an
+    """Each mode and layout (1-bit fax, 2/4-bit grey, palette, Lab, CMYK 8/16, 16-bit RGB(A)
+    and grey in either byte order, 32-bit int and float, planar, tiled and multipage TIFF), malformed and oversized EXIF, an
     ICC profile that does not parse, truncated and zero-padded files: outputs decode at twice
     the input's size in a sane mode, failures have a reason and cost nothing, no internal
     errors, and nothing is retried more than retry.attempts times."""
@@ -89,13 +89,15 @@ def _mean_difference(a: Image.Image, b: Image.Image) -> float:
 @pytest.mark.parametrize("backend", ["local", "fal"])
 def test_tiff_outputs_are_valid_with_pixels_where_they_were(
         tmp_path, backend, fakefal, fal_daemons, daemons, tls_files):
-    """8-bit RGB LZW, 8-bit grey and 16-bit grey TIFFs come out as TIFFs of 240×160 whose
-    pixels, scaled back down, match the input (a header that disagrees with its strips
-    would scramble them)."""
-    files = [f for f in corpus() if f[0] in ("rgb-lzw.tif", "grey-8.tif", "grey-16.tif")]
+    """8-bit RGB LZW, 8-bit grey and 16-bit grey TIFFs (little- and big-endian) come out as
+    TIFFs of 240×160 whose pixels, scaled back down, match the input (a header that
+    disagrees with its strips would scramble them)."""
+    names = (("rgb-lzw", "RGB"), ("grey-8", "L"), ("grey-16", "L"), ("grey-16-be", "L"),
+             ("rgb-16-be", "RGB"))
+    files = [f for f in corpus() if f[0] in {f"{name}.tif" for name, _ in names}]
     _run(tmp_path, backend, files, fakefal, fal_daemons, daemons, tls_files)
     reference = picture()
-    for name, mode in (("rgb-lzw", "RGB"), ("grey-8", "L"), ("grey-16", "L")):
+    for name, mode in names:
         path = tmp_path / "out" / f"{name}_x2.tif"
         with Image.open(path) as im:
             assert im.format == "TIFF" and im.size == (240, 160) and im.mode == mode, name

@@ -145,12 +145,13 @@ def test_sigkill_in_flight_then_restart_submits_each_file_once(tmp_path, fakefal
                         concurrency=4)
     for i in range(4):
         make_image(tmp_path / f"in/k{i}.png", (12, 8), color=f"#{i}0{i}0{i}0", fmt="PNG")
-    server.faults.slow["status"] = 30.0  # nothing can finish before the kill, however slow
+    # nothing can be seen finishing before the kill, however slow the machine
+    server.faults.slow["status"] = server.faults.slow["stream"] = 30.0
     d = fal_daemons(config, fal_env(server, tls_files)).ready()
     d.wait_event("fal_request_submitted", 4)
     os.kill(d.proc.pid, signal.SIGKILL)
     d.proc.wait()
-    server.faults.slow["status"] = 0.0
+    server.faults.slow["status"] = server.faults.slow["stream"] = 0.0
     d2 = fal_daemons(config, fal_env(server, tls_files)).ready()
     d2.wait_event("job_done", 4, timeout=30)
     assert len(d2.named("fal_request_resumed")) == 4
@@ -167,12 +168,13 @@ def test_expired_result_is_submitted_again_and_says_so(tmp_path, fakefal, fal_da
     server = fakefal(latency=0.3, faults=Faults(expire_after=1.0))
     config = fal_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 0.2}])
     make_image(tmp_path / "in/e.png", (12, 8), fmt="PNG")
-    server.faults.slow["status"] = 30.0  # the first daemon never sees the run finish
+    # the first daemon never sees the run finish
+    server.faults.slow["status"] = server.faults.slow["stream"] = 30.0
     d = fal_daemons(config, fal_env(server, tls_files)).ready()
     d.wait_event("fal_request_submitted")
     os.kill(d.proc.pid, signal.SIGKILL)
     d.proc.wait()
-    server.faults.slow["status"] = 0.0
+    server.faults.slow["status"] = server.faults.slow["stream"] = 0.0
     time.sleep(1.5)  # the request completes and its result expires while we are down
     d2 = fal_daemons(config, fal_env(server, tls_files)).ready()
     d2.wait_event("job_done", timeout=30)

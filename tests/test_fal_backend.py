@@ -82,3 +82,102 @@ def test_slots_bound_requests_even_when_handed_on_early():
         assert slots.used == 3
 
     asyncio.run(main())
+
+
+def test_a_silent_status_stream_gives_way_to_polling(fakefal, tls_files, monkeypatch):
+    """A status stream that stays open without a word for STREAM_SILENCE seconds is given
+    up for polling, and the finished request is still seen (fal's own status, polled)."""
+    import asyncio
+    import ssl
+
+    import fal_client
+    import httpx
+    from conftest import FAKE_KEY
+    from fakefal import Faults
+    from fal_client.client import AsyncRequestHandle, Completed
+
+    from crystal_watchd.backends import waiting
+
+    monkeypatch.setattr(waiting, "STREAM_SILENCE", 0.5)
+    server = fakefal(latency=2.0, faults=Faults(silent_stream=True))
+    req = server.submit("clarityai/crystal-upscaler", {"image_url": "data:,x"})
+    said: list[tuple[str, dict]] = []
+
+    class Bound:
+        def info(self, event, **kw):
+            said.append((event, kw))
+
+        debug = info
+
+    async def main():
+        trust = ssl.create_default_context(cafile=tls_files["ca"])
+        async with httpx.AsyncClient(verify=trust,
+                                     headers={"Authorization": f"Key {FAKE_KEY}"}) as client:
+            base = f"{server.base_url}/clarityai/crystal-upscaler/requests/{req.id}"
+            handle = AsyncRequestHandle(request_id=req.id, response_url=base,
+                                        status_url=base + "/status",
+                                        cancel_url=base + "/cancel", client=client)
+
+            async def nothing():
+                return None
+
+            return await asyncio.wait_for(waiting.wait_until_done(
+                fal_client, handle, deadline=float("inf"),
+                runtime=waiting.RunTime(), poll=lambda: handle.status(with_logs=True),
+                bound=Bound(), nearly_done=nothing, timed_out=nothing), 20)
+
+    status = asyncio.run(main())
+    assert isinstance(status, Completed)
+    assert [kw["reason"] for e, kw in said if e == "fal_status_stream_fallback"] == ["silent"]
+    assert server.calls["stream"] == 1 and server.calls["status"] >= 1
+
+
+def test_request_list_matching_follows_pages_and_checks_input_time_and_settings():
+    """An unanswered submission is found by its data URI's digest (or upload URL), the same
+    scale and creativity, and a send time within the clock window, across the list's
+    ``cursor``/``has_more`` pages (fal's documented shape); a 403 is a refusal."""
+    import asyncio
+
+    import httpx
+
+    from crystal_watchd.backends.platform import Platform, PlatformRefused, identity_of, iso
+
+    uri = "data:image/png;base64,AAAA"
+    sent = 1_800_000_000.0
+    item = {"json_input": {"image_url": uri, "scale_factor": 2.0, "creativity": 1},
+            "sent_at": iso(sent + 3)}
+    pages = {None: {"items": [{**item, "request_id": "other-scale",
+                               "json_input": {**item["json_input"], "scale_factor": 3.0}},
+                              {**item, "request_id": "an-hour-early", "sent_at": iso(sent - 3600)},
+                              {**item, "request_id": "other-input",
+                               "json_input": {**item["json_input"], "image_url": "data:,b"}},
+                              {"request_id": "no-payloads", "sent_at": iso(sent)}],
+                    "has_more": True, "next_cursor": "page2"},
+             "page2": {"items": [{**item, "request_id": "ours"}], "has_more": False,
+                       "next_cursor": None}}
+    seen = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(dict(request.url.params))
+        if request.headers["Authorization"] != "Key k:s":
+            return httpx.Response(403, json={"detail": "forbidden"})
+        return httpx.Response(200, json=pages[request.url.params.get("cursor")])
+
+    async def find(key: str):
+        platform = Platform(key, {"FAL_PLATFORM_URL": "https://proxy.example/v1"})
+        platform._http = httpx.AsyncClient(transport=httpx.MockTransport(answer),
+                                           headers={"Authorization": f"Key {key}"})
+        try:
+            return await platform.find("clarityai/crystal-upscaler", identity_of(uri), sent, 300,
+                                       {"scale_factor": 2, "creativity": 1})
+        finally:
+            await platform.aclose()
+
+    assert asyncio.run(find("k:s")) == "ours"
+    assert [p.get("cursor") for p in seen] == [None, "page2"]
+    assert all(p["endpoint_id"] == "clarityai/crystal-upscaler" and p["expand"] == "payloads"
+               and int(p["limit"]) <= 100 for p in seen)
+    assert identity_of(uri).startswith("sha256:") and uri not in identity_of(uri)
+    assert identity_of("https://v3.fal.media/files/x.png") == "https://v3.fal.media/files/x.png"
+    with pytest.raises(PlatformRefused):
+        asyncio.run(find("wrong"))

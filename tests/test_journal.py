@@ -272,3 +272,29 @@ def test_a_job_found_stale_while_checked_is_superseded_not_arriving(open_store):
     assert j.get(old.id).state is JobState.RUNNING
     result = j.arriving(old, until=5.0, kind="file_incomplete", reason="no end")
     assert result.state is JobState.SUPERSEDED
+
+
+def test_an_unanswered_submission_survives_a_restart_until_answered(open_store):
+    """What identifies a submission sent without an answer is kept across a restart; an
+    answer (a request id, or a refusal) clears it; giving up on it counts one submission
+    that may have been paid twice."""
+    j = open_store()
+    job = j.claim(j.enqueue("f", Path("/in/a.jpg"), "a.jpg", 10, 1, "h"))
+    other = j.claim(j.enqueue("f", Path("/in/b.jpg"), "b.jpg", 10, 1, "h2"))
+    assert j.unanswered_submit(job) is None
+    j.submit_sending(job, "sha256:abc", 1000.5)
+    j.submit_sending(other, "https://cdn/x.png", 1001.0)
+    j.close()
+    j = open_store()
+    j.recover()
+    assert j.unanswered_submit(job) == ("sha256:abc", 1000.5)
+    j.submitted(job, "req-1")
+    assert j.unanswered_submit(job) is None and j.get(job.id).request_id == "req-1"
+    j.submit_refused(other)
+    assert j.unanswered_submit(other) is None
+    assert j.paid_twice() == 0
+    j.submit_sending(other, "https://cdn/x.png", 1002.0)
+    j.submit_given_up(other)
+    j.submit_sending(other, "https://cdn/x.png", 1003.0)
+    j.submit_given_up(other)
+    assert j.unanswered_submit(other) is None and j.paid_twice() == 2

@@ -106,6 +106,7 @@ def test_check_warns_about_extensions_nothing_installed_can_decode(tmp_path):
     decode: an unknown one always, and .heic when pillow-heif cannot be imported."""
     config = write_config(tmp_path, [{"inbox": "in", "outbox": "out",
                                       "extensions": ["jpg", "heic", "xyz"]}])
+    (tmp_path / "in").mkdir()  # a missing inbox is a warning of its own
     ok = cli("check", "--config", str(config))
     assert ok.returncode == 0
     warnings = [line for line in ok.stderr.splitlines() if "warning" in line]

@@ -265,3 +265,155 @@ def test_retries_are_counted_by_reason(tmp_path, fakefal, fal_daemons, tls_files
     assert samples[("crystal_watchd_job_duration_seconds_count", (("outcome", "retry"),))] == 2
     assert samples[("crystal_watchd_job_duration_seconds_count", (("outcome", "failed"),))] == 1
     assert d.stop() == 0
+
+
+# -- the page answers only to its own host names (DNS rebinding) -------------------------------
+
+FOREIGN = "rebind.attacker.example"
+GETS = ("/", "/jobs", "/failures", "/jobs/1", "/thumbs/1/before.jpg", "/thumbs/1/after.jpg",
+        "/metrics", "/healthz")
+
+
+def port_of(url: str) -> int:
+    return int(url.rstrip("/").rsplit(":", 1)[1])
+
+
+def events_status(client: httpx.Client, headers: dict[str, str]) -> int:
+    """The status of /events without waiting for the stream to end."""
+    with client.stream("GET", "/events", headers=headers) as response:
+        return response.status_code
+
+
+def test_foreign_host_is_refused_everywhere_and_own_names_answered(tmp_path, daemons):
+    """With the default page settings, a request naming a foreign Host (what a browser
+    sends after DNS rebinding) gets 421 on every page, picture, stream and action, even with
+    a valid form token and an Origin that matches that Host, and changes nothing; the same
+    requests for 127.0.0.1, localhost and [::1] with the listening port are answered (and a
+    loopback name with a forwarded port too). The
+    refusal is logged once (with the host), not once per request; X-Forwarded-Host is not
+    believed from a peer that is not a trusted proxy."""
+    config = web_config(tmp_path)
+    d = daemons(config).ready()
+    url = page_url(d)
+    port = port_of(url)
+    make_image(tmp_path / "in/client-portrait.jpg", (60, 40))
+    d.wait_event("job_done")
+    (tmp_path / "in/bad.jpg").write_text("not an image")  # a failure: its page has a form
+    d.wait_event("job_failed")
+    with httpx.Client(base_url=url, follow_redirects=False) as client:
+        token = form_token(client.get("/failures").text)
+        foreign = {"Host": f"{FOREIGN}:{port}"}
+        for path in GETS:
+            response = client.get(path, headers=foreign)
+            assert response.status_code == 421, path
+            assert "client-portrait" not in response.text and response.content[:2] != b"\xff\xd8"
+        assert events_status(client, foreign) == 421
+        for path in ("/jobs/2/retry", "/resume"):
+            response = client.post(path, data={"form_token": token},
+                                   headers={**foreign, "Origin": f"http://{FOREIGN}:{port}"})
+            assert response.status_code == 421, path
+        # a foreign Host dressed up with X-Forwarded-Host by a peer nobody trusts
+        dressed = client.get("/jobs", headers={**foreign, "X-Forwarded-Host": f"127.0.0.1:{port}"})
+        assert dressed.status_code == 421
+        assert client.get("/", headers={"Host": f"127.0.0.2:{port}"}).status_code == 421
+        assert not d.named("retry_requested") and not d.named("resume_requested")
+
+        for own in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
+            headers = {"Host": own}
+            for path in GETS:
+                response = client.get(path, headers=headers)
+                assert response.status_code == 200, (own, path)
+            assert "client-portrait" in client.get("/jobs", headers=headers).text
+            assert client.get("/thumbs/1/after.jpg", headers=headers).content[:2] == b"\xff\xd8"
+            assert events_status(client, headers) == 200
+            origin = {**headers, "Origin": f"http://{own}"}
+            retry = client.post("/jobs/1/retry", data={"form_token": token}, headers=origin)
+            assert retry.status_code == 409, own  # answered: the job is done, not failed
+            resume = client.post("/resume", data={"form_token": token}, headers=origin)
+            assert resume.status_code == 303, own
+        # a forwarded port (SSH tunnel, a container's published port) is still loopback
+        assert client.get("/jobs", headers={"Host": "localhost:18765"}).status_code == 200
+        ignored = client.get("/", headers={"Host": f"127.0.0.1:{port}",
+                                           "X-Forwarded-Host": FOREIGN})
+        assert ignored.status_code == 200  # not from a trusted proxy: Host alone counts
+    wait_for(lambda: len(d.named("resume_requested")) == 3, 10, "three resumes")
+    refused = d.named("http_host_refused")
+    assert len(refused) == 1 and refused[0]["host"] == f"{FOREIGN}:{port}"
+    assert d.stop() == 0
+
+
+def test_allowed_hosts_and_a_trusted_proxy(tmp_path, daemons):
+    """Names in http.allowed_hosts are answered (without a port: any port; with one: only
+    that port); X-Forwarded-Host is believed from a trusted proxy, so a proxy may forward an
+    allowed name but not a foreign one; `check` shows the allowed hosts."""
+    config = web_config(tmp_path, allowed_hosts=["Photos.LAN", "upscaler.example.lan:8443"],
+                        trusted_proxies=["127.0.0.0/8"])
+    checked = cli("check", "--config", str(config))
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout)["http"]["allowed_hosts"] == [
+        "photos.lan", "upscaler.example.lan:8443"]
+    d = daemons(config).ready()
+    url = page_url(d)
+    port = port_of(url)
+    (tmp_path / "in").mkdir(exist_ok=True)
+    (tmp_path / "in/bad.jpg").write_text("not an image")  # a failure: its page has a form
+    d.wait_event("job_failed")
+    with httpx.Client(base_url=url, follow_redirects=False) as client:
+        def status(host: str, **extra: str) -> int:
+            return client.get("/jobs", headers={"Host": host, **extra}).status_code
+
+        assert status(f"photos.lan:{port}") == 200
+        assert status("photos.lan") == 200
+        assert status("upscaler.example.lan:8443") == 200
+        assert status("upscaler.example.lan") == 421
+        assert status(f"upscaler.example.lan:{port}") == 421
+        assert status(f"{FOREIGN}:{port}") == 421
+        # the proxy (this very machine, trusted) connects to 127.0.0.1:PORT
+        assert status(f"127.0.0.1:{port}", **{"X-Forwarded-Host": "photos.lan"}) == 200
+        assert status(f"127.0.0.1:{port}", **{"X-Forwarded-Host": FOREIGN}) == 421
+        # the page's Origin check compares with the forwarded name too
+        token = form_token(client.get("/failures", headers={"Host": "photos.lan"}).text)
+        behind = {"Host": f"127.0.0.1:{port}", "X-Forwarded-Host": "photos.lan"}
+        assert client.post("/jobs/1/retry", data={"form_token": token},
+                           headers={**behind, "Origin": f"http://127.0.0.1:{port}"}
+                           ).status_code == 403
+        assert client.post("/jobs/1/retry", data={"form_token": token},
+                           headers={**behind, "Origin": "https://photos.lan"}).status_code == 303
+    assert d.stop() == 0
+
+
+def ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+def test_page_on_ipv6_loopback_answers_to_its_address(tmp_path, daemons):
+    """Listening on [::1]: a request to http://[::1]:PORT/ (the Host a browser sends) is
+    answered and a foreign Host on the same connection is refused."""
+    config = web_config(tmp_path, listen="[::1]:0")
+    d = daemons(config).ready()
+    url = page_url(d)
+    assert url.startswith("http://[::1]:")
+    assert httpx.get(url + "jobs").status_code == 200
+    assert httpx.get(url + "jobs", headers={"Host": FOREIGN}).status_code == 421
+    assert d.stop() == 0
+
+
+def test_bad_allowed_hosts_and_proxies_name_the_key(tmp_path):
+    """A URL or a path in allowed_hosts and a non-address in trusted_proxies exit 78 naming
+    file, line and key."""
+    config = web_config(tmp_path, allowed_hosts=["https://photos.lan/"],
+                        trusted_proxies=["proxy.lan"])
+    result = cli("check", "--config", str(config))
+    assert result.returncode == 78
+    assert re.search(r":\d+: http\.allowed_hosts: item 1 must be a host name or HOST:PORT "
+                     r"without a scheme", result.stderr)
+    assert re.search(r":\d+: http\.trusted_proxies: item 1 must be an IP address or network",
+                     result.stderr)

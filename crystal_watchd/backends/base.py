@@ -16,6 +16,25 @@ from ..preflight import Plan, SourceImage
 T = TypeVar("T")
 
 
+async def _nothing(*args: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class SubmitTrail:
+    """The journal's record of a submission sent and not yet answered, so that a lost answer
+    (or a crash before it arrived) leads to looking for the request, not to paying again."""
+
+    #: (identity, wall-clock time sent) of a submission journaled earlier without an answer.
+    unanswered: tuple[str, float] | None = None
+    #: Record (identity, sent_at) before the submission is sent.
+    sending: Callable[[str, float], Awaitable[None]] = _nothing
+    #: The backend answered without taking it (nothing pending there).
+    refused: Callable[[], Awaitable[None]] = _nothing
+    #: It could not be found and is sent again: it may have been paid twice.
+    given_up: Callable[[], Awaitable[None]] = _nothing
+
+
 @dataclass(frozen=True)
 class UpscaleRequest:
     job_id: int
@@ -38,6 +57,7 @@ class UpscaleRequest:
     result_format: str = "png"
     #: The bounded pool every decode, resize and encode runs in (None: a plain thread).
     pixels: PixelPool | None = None
+    trail: SubmitTrail = field(default_factory=SubmitTrail)
 
     async def pixel_work(self, func: Callable[..., T], *args: Any, megapixels: float) -> T:
         if self.pixels is None:
@@ -135,3 +155,6 @@ class Backend(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+    # Optional: ``async def output_written(self, request_id: str) -> None``, called once a
+    # job's outputs are safely in place (the fal backend tidies what it left at fal).

@@ -1,6 +1,8 @@
 """Crystal Upscaler through fal's queue, with fal-client's AsyncClient.
 
 Money rules this module keeps:
+- A submission is sent once, and a lost answer is looked for before anything is sent again
+  (submission.py).
 - The request id is handed to the journal (``on_submitted``) before any waiting, so a crash
   or a shutdown resumes the same request instead of paying for a second one.
 - A poll, result fetch or download that fails is retried on the *same* request; only a
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import json
 import os
@@ -31,20 +34,18 @@ from ..errors import AccountError, ConfigError, JobError, PermanentJobError, Ret
 from ..formats import PHONE_FORMATS
 from ..preflight import FAL_ACCEPTS
 from .base import ResultImage, Slots, UpscaleRequest
+from .platform import Platform
+from .submission import Submitter
+from .tidy import Tidy
+from .waiting import RunTime, wait_until_done
 
 log = logs.get(__name__)
 
 #: Inputs up to this size go inline as a data URI under ``upload: auto``; larger ones go
 #: through fal storage (fal recommends data URIs only for small files).
 DATA_URI_LIMIT = 256 * 1024
-#: Status poll intervals (seconds). While a request runs we poll every POLL_IN_PROGRESS,
-#: and every POLL_FINE once it nears the usual run time, so a finished request is noticed
-#: within a few hundredths of a second without polling fast all the time.
-POLL_IN_PROGRESS = 0.1
-POLL_FINE = 0.02
-POLL_IN_QUEUE = 0.25
-#: How long before a running request is expected to finish its slot goes to the next one.
-HANDOVER_LEAD = 0.15
+#: How long fetching a finished request's result may take.
+RESULT_TIMEOUT = httpx.Timeout(120.0, connect=30.0)
 #: After a cancel, how long to wait for the request to end (a running one may finish
 #: anyway, and its result is then used), and how often to look meanwhile.
 CANCEL_WAIT = 30.0
@@ -93,6 +94,21 @@ def read_key(cfg: FalConfig, environ: dict[str, str] | None = None) -> str:
         "…); to try the daemon offline, use --backend local")
 
 
+def key_source(cfg: FalConfig, environ: dict[str, str] | None = None) -> str:
+    """Where ``read_key`` finds the key, in words (never the key itself); raises the same
+    ConfigError when there is none or it cannot be read."""
+    env = os.environ if environ is None else environ
+    read_key(cfg, env)
+    if cfg.key_file is not None:
+        return f"fal.key_file {cfg.key_file}"
+    if env.get("CREDENTIALS_DIRECTORY") and (
+            Path(env["CREDENTIALS_DIRECTORY"]) / "fal-key").is_file():
+        return "the credential fal-key ($CREDENTIALS_DIRECTORY)"
+    if env.get("FAL_KEY"):
+        return "FAL_KEY in the environment"
+    return "FAL_KEY_ID and FAL_KEY_SECRET in the environment"
+
+
 def _plain_detail(detail: Any) -> str:
     """fal's ``detail`` (text, or a list of {loc, msg, type}) in plain words. An error page
     from something in front of fal (HTML or XML instead of JSON) becomes its title or first
@@ -124,28 +140,6 @@ def _retry_after(headers: dict[str, str] | httpx.Headers | None) -> float | None
         return None
 
 
-class RunTime:
-    """A running estimate of how long requests stay IN_PROGRESS, to poll finely only when
-    one is likely to finish."""
-
-    def __init__(self) -> None:
-        self.estimate: float | None = None
-
-    def observe(self, seconds: float) -> None:
-        self.estimate = seconds if self.estimate is None else 0.8 * self.estimate + 0.2 * seconds
-
-    def nearly_done(self, running_for: float) -> bool:
-        return self.estimate is not None and running_for >= self.estimate - HANDOVER_LEAD
-
-    def poll_delay(self, running_for: float) -> float:
-        if self.estimate is None:
-            return POLL_IN_PROGRESS
-        soon = 0.85 * self.estimate
-        if running_for < soon:
-            return max(POLL_FINE, min(POLL_IN_QUEUE, soon - running_for))
-        return POLL_FINE if running_for < 1.5 * self.estimate + 1 else POLL_IN_PROGRESS
-
-
 class _Gone(Exception):
     """fal no longer has this request (404 / expired result)."""
 
@@ -166,26 +160,41 @@ class FalBackend:
         self._client = fal_client.AsyncClient(key=key, default_timeout=min(cfg.timeout, 120))
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(60, connect=15),
                                        follow_redirects=True)
+        self.platform = Platform(key, environ)
+        self._submitter = Submitter(cfg, fal_client, self._client, self.platform, self._classify)
+        self._tidy = Tidy(cfg, self.platform)
 
     def __repr__(self) -> str:
         return f"FalBackend(endpoint={self.cfg.endpoint!r}, key=***)"
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        await self.platform.aclose()
+
+    def reconfigure(self, cfg: FalConfig) -> None:
+        """A reload: new settings for new submissions, and what a refusal turned off
+        (looking up lost submissions, cleanup) is tried again."""
+        self.cfg = self._submitter.cfg = cfg
+        self._submitter.lookup_off = None
+        self._tidy = Tidy(cfg, self.platform)
+
+    async def output_written(self, request_id: str) -> None:
+        await self._tidy.request_done(request_id)
 
     # -- the job -------------------------------------------------------------------------
 
     async def upscale(self, request: UpscaleRequest) -> list[ResultImage]:
         bound = log.bind(job_id=request.job_id)
-        # Upload outside a slot: it is our work, not the upscaler's.
-        image_url = None if request.request_id else await self._input_url(request)
+        # Upload outside a slot: it is our work, not the upscaler's. A submission that may
+        # be at fal already is looked for (in a slot) before any upload.
+        image_url = (None if request.request_id or request.trail.unanswered
+                     else await self._input_url(request))
         request_id = request.request_id
         for attempt in (1, 2):
             try:
                 handle = await self._run(request, request_id, image_url, bound)
                 # The slot is free again: download while the next request runs.
-                result = await self._retrying("result",
-                                              lambda h=handle: h.get(interval=POLL_FINE))
+                result = await self._retrying("result", lambda h=handle: self._result(h))
                 return await self._download_all(result, request, handle.request_id, bound)
             except _Gone:
                 if attempt == 2:
@@ -195,6 +204,8 @@ class FalBackend:
                               note="fal no longer has this request; submitting again is a "
                                    "second charge")
                 request_id = None
+                request = dataclasses.replace(request, trail=dataclasses.replace(
+                    request.trail, unanswered=None))
                 image_url = image_url or await self._input_url(request)
             except _Failed as exc:
                 await request.on_forgotten()  # fal says it failed: the next attempt submits anew
@@ -225,10 +236,15 @@ class FalBackend:
             if request_id:
                 bound.info("fal_request_resumed", request_id=request_id)
             else:
-                assert image_url is not None
                 request_id = await self._submit(request, image_url, bound)
             handle = await self._client.get_handle(self.cfg.endpoint, request_id)
-            await self._wait(handle, time.monotonic() + self.cfg.timeout, bound, hand_over)
+            status = await wait_until_done(
+                self._fal, handle, deadline=time.monotonic() + self.cfg.timeout,
+                runtime=self._runtime, bound=bound, nearly_done=hand_over,
+                poll=lambda: self._retrying("status", lambda: handle.status(with_logs=True)),
+                timed_out=lambda: self._cancel_after_timeout(handle, request_id, bound))
+            if status.error:
+                raise _Failed(self._app_error(status.error, status.error_type))
             return handle
         finally:
             if held:
@@ -314,63 +330,31 @@ class FalBackend:
         keep_suffix = data is request.data
         name = Path(request.source_name).stem + (Path(request.source_name).suffix if keep_suffix
                                                  else reencoded or "")
-        return await self._retrying("upload", lambda: self._client.upload(data, mime,
-                                                                           file_name=name))
+        lifecycle = (None if self.cfg.cdn_expiry is None
+                     else self._fal.StorageSettings(expires_in=self.cfg.cdn_expiry))
+        return await self._retrying("upload", lambda: self._client.upload(
+            data, mime, file_name=name, lifecycle=lifecycle))
 
-    async def _submit(self, request: UpscaleRequest, image_url: str, bound) -> str:
-        arguments = {"image_url": image_url,
-                     "scale_factor": request.plan.scale,
+    async def _result(self, handle: Any) -> Any:
+        """The finished request's result: one GET (its status is already known)."""
+        response = await handle.client.get(handle.response_url, timeout=RESULT_TIMEOUT)
+        self._fal.client._raise_for_status(response)
+        return response.json()
+
+    async def _submit(self, request: UpscaleRequest, image_url: str | None, bound) -> str:
+        async def input_url() -> str:
+            return image_url or await self._input_url(request)
+
+        arguments = {"scale_factor": request.plan.scale,
                      "creativity": request.creativity,
                      # jpg when its bytes can be the output as they are; png (lossless)
                      # when the output needs a pixel change or another format
                      "output_format": request.result_format}
-        # A 429 or 5xx on submit means fal did not take the request (and 5xx are not billed),
-        # so submitting again is safe.
-        handle = await self._retrying("submit",
-                                      lambda: self._client.submit(self.cfg.endpoint, arguments))
-        await request.on_submitted(handle.request_id)
-        bound.info("fal_request_submitted", request_id=handle.request_id,
+        request_id = await self._submitter.submit(request, input_url, arguments, bound)
+        bound.info("fal_request_submitted", request_id=request_id,
                    scale_factor=request.plan.scale, creativity=request.creativity,
                    output=f"{request.plan.width}x{request.plan.height}")
-        return handle.request_id
-
-    async def _wait(self, handle: Any, deadline: float, bound,
-                    nearly_done: Callable[[], Awaitable[None]]) -> None:
-        """Poll until COMPLETED; raise _Failed if fal reports the run failed. Calls
-        ``nearly_done`` once the request is expected to finish within HANDOVER_LEAD."""
-        request_id = handle.request_id
-        seen_logs = 0
-        waiting_since = time.monotonic()
-        running_since: float | None = None
-        last_queued: float | None = None
-        while True:
-            if time.monotonic() > deadline:
-                await self._cancel_after_timeout(handle, request_id, bound)
-            status = await self._retrying("status", lambda: handle.status(with_logs=True))
-            now = time.monotonic()
-            logs_now = getattr(status, "logs", None) or []
-            for entry in logs_now[seen_logs:]:
-                bound.debug("fal_log", request_id=request_id,
-                            message=str(entry.get("message", entry))[:500])
-            seen_logs = max(seen_logs, len(logs_now))
-            if isinstance(status, self._fal.Completed):
-                if running_since is not None:
-                    self._runtime.observe(now - running_since)
-                if status.error:
-                    raise _Failed(self._app_error(status.error, status.error_type))
-                return
-            if isinstance(status, self._fal.Queued):
-                last_queued = now
-                # A request handed a slot early usually starts within the lead: watch
-                # closely then, so its start (and so its expected end) is known precisely.
-                await asyncio.sleep(POLL_FINE if now - waiting_since < 2 * HANDOVER_LEAD
-                                    else POLL_IN_QUEUE)
-                continue
-            if running_since is None:
-                running_since = now if last_queued is None else (last_queued + now) / 2
-            if self._runtime.nearly_done(now - running_since):
-                await nearly_done()
-            await asyncio.sleep(self._runtime.poll_delay(now - running_since))
+        return request_id
 
     def _app_error(self, error: str, error_type: str | None) -> JobError:
         if error_type and (error_type in _PERMANENT_TYPES or "validation" in error_type):

@@ -19,7 +19,9 @@ from typing import Any
 
 from ..events import Events, JobChanged
 from ..jobs import Job, JobState
+from .approvals import CLEARED, SpendRows
 from .daemons import DaemonRows
+from .outbox import OutboxRows
 
 COLUMNS = ("id, folder, path, rel, size, mtime_ns, sha256, state, attempts, next_attempt_at, "
            "request_id, settings, outputs, pending, error_kind, reason, created_at, updated_at, "
@@ -63,7 +65,7 @@ class JournalUnavailable(Exception):
     """The journal cannot be reached or migrated; the message is fit to print (no password)."""
 
 
-class JournalBase(DaemonRows):
+class JournalBase(DaemonRows, OutboxRows, SpendRows):
     """The job store. Subclasses set ``db_clock`` and implement the primitives below."""
 
     #: SQL for "now" in Unix seconds on the database's clock (leases and heartbeats use it,
@@ -198,7 +200,9 @@ class JournalBase(DaemonRows):
                + (f" AND folder NOT IN ({','.join('?' * len(excluded))})" if excluded else "")
                + (" AND (request_id IS NOT NULL OR pending!='[]' OR outputs!='[]')"
                   if only_paid else "")
-               + f" AND {NOT_WAITING}")
+               + f" AND {NOT_WAITING}"
+               # While the spend guard is on, a job it has not judged yet is never taken.
+               + (f" AND {CLEARED}" if self.spend_guard else ""))
         return sql, [*WAITING, now, *excluded]
 
     def next_ready(self, now: float, *, exclude_folders: Iterable[str] = (),
@@ -239,6 +243,17 @@ class JournalBase(DaemonRows):
                         (*UNFINISHED, *(names or ())))
         return row["n"] if row else 0
 
+    def arriving_later(self, folders: Iterable[str], now: float) -> list[Job]:
+        """Jobs of ``folders`` still taken to be arriving at ``now``: their grace has not run
+        out yet (``once`` leaves them for its next run instead of waiting)."""
+        names = list(folders)
+        if not names:
+            return []
+        rows = self._rows(f"SELECT {self.columns} FROM jobs WHERE state=? AND next_attempt_at>? "
+                          f"AND folder IN ({','.join('?' * len(names))}) ORDER BY id",
+                          (JobState.ARRIVING.value, now, *names))
+        return [row_to_job(r) for r in rows]
+
     # -- state changes ---------------------------------------------------------------------
 
     def _mine(self) -> tuple[str, tuple[Any, ...]]:
@@ -252,9 +267,14 @@ class JournalBase(DaemonRows):
         values["updated_at"] = time.time()
         cols = ", ".join(f"{k}=?" for k in values)
         mine, owner = self._mine()
-        # One statement, one round trip: the changed row comes back with the update.
-        row = self._one(f"UPDATE jobs SET {cols} WHERE id=?{mine} RETURNING {COLUMNS}",
-                        (*values.values(), job.id, *owner))
+        outbox = self._wants_deliveries(values)
+        # One statement, one round trip: the changed row comes back with the update. A
+        # change that hooks report writes its deliveries in the same transaction.
+        with self.transaction() if outbox else contextlib.nullcontext():
+            row = self._one(f"UPDATE jobs SET {cols} WHERE id=?{mine} RETURNING {COLUMNS}",
+                            (*values.values(), job.id, *owner))
+            if row is not None and outbox:
+                self._add_deliveries(row_to_job(row), values)
         if row is None:
             if mine and self._one("SELECT 1 AS one FROM jobs WHERE id=?", (job.id,)):
                 raise LeaseLost(job.id)
@@ -285,11 +305,13 @@ class JournalBase(DaemonRows):
             if existing:
                 return None
             # Not this very version: another daemon may have journaled it a moment ago.
+            # A version held for approval is replaced too (the new one joins the held set).
             self._exec(
                 "UPDATE jobs SET state=?, reason=?, updated_at=? WHERE folder=? AND path=? "
-                "AND state IN (?, ?) AND NOT (size=? AND mtime_ns=? AND sha256=?)",
+                "AND state IN (?, ?, ?) AND NOT (size=? AND mtime_ns=? AND sha256=?)",
                 (JobState.SUPERSEDED.value, "the file changed before it was processed", now,
-                 folder, fs_bytes(path), *WAITING, size, mtime_ns, sha256))
+                 folder, fs_bytes(path), *WAITING, JobState.AWAITING_APPROVAL.value, size,
+                 mtime_ns, sha256))
             job_id = self._insert_job({
                 "folder": folder, "path": fs_bytes(path), "rel": fs_bytes(rel), "size": size,
                 "mtime_ns": mtime_ns, "sha256": sha256, "state": JobState.QUEUED.value,
@@ -348,10 +370,50 @@ class JournalBase(DaemonRows):
         unless the backend says it no longer has it."""
         mine, owner = self._mine()
         if not self._exec("UPDATE jobs SET request_id=?, submissions=submissions+1, "
-                          f"updated_at=? WHERE id=?{mine}",
+                          f"submit_identity=NULL, submit_sent_at=NULL, updated_at=? WHERE id=?{mine}",
                           (request_id, time.time(), job.id, *owner)):
             raise LeaseLost(job.id)
         return self._publish(job.state, self.get(job.id), {"request_id": request_id})
+
+    # -- submissions whose answer never came ------------------------------------------------
+
+    def submit_sending(self, job: Job, identity: str, sent_at: float) -> None:
+        """A submission is about to be sent: what identifies it at the backend (its unique
+        input URL, or a digest of an inline input) and the wall-clock time. Until an answer
+        is recorded, a restart looks for this submission before sending another."""
+        self._set_submit(job, "submit_identity=?, submit_sent_at=?", (identity, sent_at))
+
+    def submit_refused(self, job: Job) -> None:
+        """The backend answered without taking the submission (429, 5xx, a rejection):
+        nothing is pending there."""
+        self._set_submit(job, "submit_identity=NULL, submit_sent_at=NULL", ())
+
+    def submit_given_up(self, job: Job) -> None:
+        """An unanswered submission could not be found at the backend and is sent again:
+        counted as one that may have been paid twice."""
+        self._set_submit(job, "submit_identity=NULL, submit_sent_at=NULL, "
+                              "paid_twice=paid_twice+1", ())
+
+    def _set_submit(self, job: Job, assignments: str, args: tuple[Any, ...]) -> None:
+        mine, owner = self._mine()
+        if not self._exec(f"UPDATE jobs SET {assignments}, updated_at=? WHERE id=?{mine}",
+                          (*args, time.time(), job.id, *owner)):
+            raise LeaseLost(job.id)
+
+    def unanswered_submit(self, job: Job) -> tuple[str, float] | None:
+        """(identity, sent_at) of the job's submission still without an answer, if any."""
+        row = self._one("SELECT submit_identity, submit_sent_at FROM jobs WHERE id=? AND "
+                        "request_id IS NULL AND submit_sent_at IS NOT NULL", (job.id,))
+        return (row["submit_identity"], row["submit_sent_at"]) if row else None
+
+    def paid_twice(self) -> int:
+        """Submissions sent again without finding the earlier, unanswered one at the backend:
+        each may have been billed twice."""
+        try:
+            row = self._one("SELECT COALESCE(SUM(paid_twice), 0) AS n FROM jobs")
+        except Exception:  # noqa: BLE001 - a read-only look at a journal not migrated yet
+            return 0
+        return int(row["n"]) if row else 0
 
     def wait_for_twin(self, job: Job, settings_key: str) -> Job | None:
         """Pay once for copies arriving together. If another unfinished job has the same

@@ -69,6 +69,29 @@ MIGRATIONS = (
     CREATE INDEX IF NOT EXISTS jobs_folder_state ON jobs(folder, state);
     CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished_at, cost_usd);
     """,
+    # 4 → 5: the hooks outbox, deliveries written with the job change they report.
+    """
+    CREATE TABLE IF NOT EXISTS deliveries (id INTEGER PRIMARY KEY,
+        delivery_id TEXT NOT NULL UNIQUE, job_id INTEGER NOT NULL, hook TEXT NOT NULL,
+        event TEXT NOT NULL, payload TEXT NOT NULL, state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL DEFAULT 0,
+        last_error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL);
+    CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(state, next_attempt_at);
+    """,
+    # 5 → 6: a submission sent whose answer has not arrived (what identifies it at fal, and
+    # when it was sent), and submissions that may have been paid twice.
+    """
+    ALTER TABLE jobs ADD COLUMN submit_identity TEXT;
+    ALTER TABLE jobs ADD COLUMN submit_sent_at REAL;
+    ALTER TABLE jobs ADD COLUMN paid_twice INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 6 → 7: the spend guard: each picture's estimated cost, when the guard let it go, and
+    # when an approval released it.
+    """
+    ALTER TABLE jobs ADD COLUMN estimated_usd REAL;
+    ALTER TABLE jobs ADD COLUMN cleared_at REAL;
+    ALTER TABLE jobs ADD COLUMN approved_at REAL;
+    """,
 )
 SCHEMA_VERSION = str(1 + len(MIGRATIONS))
 

@@ -17,7 +17,11 @@ from .base import COLUMNS, JournalBase
 
 FORMAT = "crystal-watchd-journal/1"
 #: Columns a job carries between stores, beyond the id (each store numbers its own jobs).
-EXPORTED = tuple(c.strip() for c in COLUMNS.split(",")) + ("settings_key", "reserved_usd")
+EXPORTED = tuple(c.strip() for c in COLUMNS.split(",")) + (
+    "settings_key", "reserved_usd", "submit_identity", "submit_sent_at", "paid_twice",
+    # the spend guard's: a held picture stays held (with its estimate), an approved one
+    # stays approved
+    "estimated_usd", "cleared_at", "approved_at")
 _BYTES = ("path", "rel")
 
 
@@ -39,6 +43,7 @@ def import_jobs(journal: JournalBase, rows: Iterable[dict[str, Any]]) -> tuple[i
             values = {k: row.get(k) for k in EXPORTED if k != "id"}
             values["outputs"] = values["outputs"] or "[]"
             values["pending"] = values["pending"] or "[]"
+            values["paid_twice"] = values["paid_twice"] or 0  # exports older than the column
             if values["state"] == JobState.RUNNING.value:
                 values["state"] = JobState.QUEUED.value
             # Job ids are the store's own: a copy waiting for another job looks for its twin

@@ -26,6 +26,7 @@ from markupsafe import Markup
 from .. import logs
 from ..config import Config
 from ..events import Events, JobChanged
+from ..hosts import MAX_HOST, HostCheck
 from ..jobs import JobState
 from ..journal import journal_file, open_journal
 from ..pixels import PixelPool
@@ -40,6 +41,9 @@ SERVER = web.AppKey("server", "WebServer")
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
 MAX_PHASES = 5000
 KEEPALIVE = 25.0
+#: At most one http_host_refused line per this many seconds: a page that keeps trying
+#: must not fill the log.
+HOST_LOG_EVERY = 60.0
 
 
 class Daemon(Protocol):
@@ -51,6 +55,8 @@ class Daemon(Protocol):
 
     def live_state(self) -> LiveState: ...
     def retry_job(self, job_id: int) -> bool: ...
+    def retry_deliveries(self, ids: list[int] | None) -> int: ...
+    def approve(self, folders: list[str] | None) -> int: ...
     def resume(self) -> None: ...
 
 
@@ -81,11 +87,16 @@ class WebServer:
         self.static = {p.name: p.read_bytes() for p in static.iterdir() if p.is_file()}
         self.runner: web.AppRunner | None = None
         self.url: str | None = None
+        #: Known once the port is (``listen: …:0`` picks one at start).
+        self.hosts: HostCheck | None = None
+        self._host_logged = -HOST_LOG_EVERY
+        self._hosts_refused = 0
 
     # -- life cycle -----------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._guard], client_max_size=64 * 1024)
+        app = web.Application(middlewares=[self._own_host, self._guard],
+                              client_max_size=64 * 1024)
         app[SERVER] = self
         app.router.add_get("/", self.overview)
         app.router.add_get("/jobs", self.recent)
@@ -93,6 +104,8 @@ class WebServer:
         app.router.add_get(r"/jobs/{job_id:\d+}", self.job)
         app.router.add_post(r"/jobs/{job_id:\d+}/retry", self.retry)
         app.router.add_post("/resume", self.resume)
+        app.router.add_post("/deliveries/retry", self.retry_deliveries)
+        app.router.add_post("/approve", self.approve)
         app.router.add_get(r"/thumbs/{job_id:\d+}/{kind:before|after}.jpg", self.thumb)
         app.router.add_get("/events", self.stream)
         app.router.add_get("/metrics", self.prometheus)
@@ -118,7 +131,9 @@ class WebServer:
             return False
         host, port = self.runner.addresses[0][:2]
         self.url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
-        log.info("http_listening", url=self.url, token_required=self.token is not None)
+        self.hosts = HostCheck.build(http.host, port, http.allowed_hosts, http.trusted_proxies)
+        log.info("http_listening", url=self.url, token_required=self.token is not None,
+                 hosts=self.hosts.shown())
         return True
 
     async def stop(self) -> None:
@@ -161,6 +176,27 @@ class WebServer:
     # -- guard ----------------------------------------------------------------------------
 
     @web.middleware
+    async def _own_host(self, request: web.Request, handler) -> web.StreamResponse:
+        """Answer only requests sent to one of the page's own names (see hosts.py)."""
+        headers = request.headers
+        host = None if self.hosts is None else self.hosts.effective(
+            headers.get("Host"), headers.get("X-Forwarded-Host"), request.remote)
+        if self.hosts is None or not self.hosts.allows(host):
+            self._hosts_refused += 1
+            now = time.monotonic()
+            if now - self._host_logged >= HOST_LOG_EVERY:
+                self._host_logged = now
+                log.warning("http_host_refused", host=(host or "")[:MAX_HOST],
+                            peer=request.remote, path=request.path[:200],
+                            refused_since_last=self._hosts_refused,
+                            hint="add the name to http.allowed_hosts if it is yours")
+                self._hosts_refused = 0
+            return web.Response(status=421, text="421: this page answers only to its own "
+                                "host names (see http.allowed_hosts)\n")
+        request["host"] = host
+        return await handler(request)
+
+    @web.middleware
     async def _guard(self, request: web.Request, handler) -> web.StreamResponse:
         session = self.sessions.get(request.cookies.get(auth.COOKIE))
         request["session"] = session
@@ -169,7 +205,7 @@ class WebServer:
                     or (session is not None and session.signed_in)):
                 return self._unauthorized(request)
         if request.method == "POST":
-            if not auth.same_origin(request):
+            if not auth.same_origin(request, request["host"]):
                 raise web.HTTPForbidden(text="cross-site request refused\n")
             if request.path != "/login":
                 form = await request.post()
@@ -215,9 +251,11 @@ class WebServer:
     async def overview(self, request: web.Request) -> web.Response:
         folders = [f.name for f in self.daemon.config.folders]
         data = await self.view.call(self.view.overview, folders, time.time())
-        return self._page(request, "overview.html", page="overview", data=data,
+        hooks = await self.view.call(self.view.delivery_counts)
+        return self._page(request, "overview.html", page="overview", data=data, hooks=hooks,
                           chart=Markup(spend_bars(data.spend_by_day)),
-                          daily_usd=self.daemon.config.budget.daily_usd)
+                          daily_usd=self.daemon.config.budget.daily_usd,
+                          confirm_above_usd=self.daemon.config.budget.confirm_above_usd)
 
     async def recent(self, request: web.Request) -> web.Response:
         folder = request.query.get("folder") or None
@@ -231,7 +269,8 @@ class WebServer:
             return [(job, _scrubbed(error_report(job, self._failed_dir(job.folder))))
                     for job in jobs]
         return self._page(request, "failures.html", page="failures",
-                          failures=await self.view.call(load))
+                          failures=await self.view.call(load),
+                          deliveries=await self.view.call(self.view.given_up))
 
     async def job(self, request: web.Request) -> web.Response:
         job = await self.view.call(self.view.job, int(request.match_info["job_id"]))
@@ -256,6 +295,24 @@ class WebServer:
             raise web.HTTPConflict(text="this job is not failed (or its folder is gone)\n")
         log.info("retry_requested", job_id=job_id, source="web")
         raise web.HTTPSeeOther(f"/jobs/{job_id}")
+
+    async def retry_deliveries(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        wanted = form.get("delivery")
+        ids = [int(wanted)] if isinstance(wanted, str) and wanted.isdigit() else None
+        count = self.daemon.retry_deliveries(ids)
+        log.info("hook_retry_requested", deliveries=count, source="web")
+        raise web.HTTPSeeOther("/failures")
+
+    async def approve(self, request: web.Request) -> web.Response:
+        """Release the pictures a folder holds for approval (every folder's without one)."""
+        folder = (await request.post()).get("folder")
+        folders = [str(folder)] if folder else None
+        if folder and self.daemon.config.folder(str(folder)) is None:
+            raise web.HTTPNotFound(text="no such folder\n")
+        released = self.daemon.approve(folders)
+        log.info("approve_requested", folder=folder or None, released=released, source="web")
+        raise web.HTTPSeeOther("/")
 
     async def resume(self, request: web.Request) -> web.Response:
         log.info("resume_requested", source="web")

@@ -32,6 +32,7 @@ class _JournalCollector:
 
     def collect(self):
         counts = self.view.run(self.view.counts)
+        held = self.view.run(self.view.held)
         totals = self.view.run(self.view.totals)
         live = self.live()
         jobs = GaugeMetricFamily("crystal_watchd_jobs", "Jobs in the journal by folder and state",
@@ -55,12 +56,36 @@ class _JournalCollector:
             for folder in names:
                 family.add_metric([folder], totals.get(folder, {}).get(key, 0))
             yield family
+        yield CounterMetricFamily(
+            "crystal_watchd_maybe_paid_twice",
+            "Submissions sent again after an unanswered one could not be found at fal",
+            value=self.view.run(lambda: self.view.journal.paid_twice()))
         yield GaugeMetricFamily("crystal_watchd_account_paused",
                                 "1 while the backend account refuses work and submissions wait",
                                 value=1 if live.paused else 0)
         yield GaugeMetricFamily("crystal_watchd_budget_reached",
                                 "1 while today's spend has reached budget.daily_usd",
                                 value=1 if live.over_budget else 0)
+        hooks = GaugeMetricFamily("crystal_watchd_hook_deliveries",
+                                  "Hook deliveries in the journal by state (gave_up: tried "
+                                  "hook_attempts times; retry them from the page)",
+                                  labels=["state"])
+        for state, n in self.view.run(self.view.delivery_counts).items():
+            hooks.add_metric([state], n)
+        yield hooks
+        waiting = GaugeMetricFamily(
+            "crystal_watchd_awaiting_approval",
+            "Pictures held because together they were estimated above "
+            "budget.confirm_above_usd", labels=["folder"])
+        dollars = GaugeMetricFamily(
+            "crystal_watchd_awaiting_approval_dollars",
+            "Estimated dollars of the pictures awaiting approval", labels=["folder"])
+        for folder in names:
+            count, usd = held.get(folder, (0, 0.0))
+            waiting.add_metric([folder], count)
+            dollars.add_metric([folder], usd)
+        yield waiting
+        yield dollars
         modes = GaugeMetricFamily("crystal_watchd_folder_watch_mode",
                                   "How each folder is watched (1 for the mode in use)",
                                   labels=["folder", "mode"])

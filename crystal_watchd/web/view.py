@@ -19,9 +19,10 @@ from typing import Any, TypeVar
 from ..budget import local_midnight
 from ..jobs import Job, JobState
 from ..journal import JournalBase
+from ..journal.outbox import Delivery
 
 T = TypeVar("T")
-STATES = ("queued", "in_flight", "done", "failed", "superseded")
+STATES = ("queued", "in_flight", "done", "failed", "superseded", "awaiting_approval")
 CHART_DAYS = 30
 
 
@@ -57,6 +58,8 @@ class Overview:
     spend_today: float
     spend_month: float
     spend_by_day: dict[date, float]
+    #: folder → (pictures awaiting approval, their estimated dollars)
+    held: dict[str, tuple[int, float]] = field(default_factory=dict)
 
 
 def month_start(now: float) -> float:
@@ -136,7 +139,12 @@ class JournalView:
                     if (day.year, day.month) == (today.year, today.month))
         chart = {today - timedelta(days=i): by_day.get(today - timedelta(days=i), 0.0)
                  for i in range(CHART_DAYS - 1, -1, -1)}
-        return Overview(list(rows.values()), by_day.get(today, 0.0), month, chart)
+        return Overview(list(rows.values()), by_day.get(today, 0.0), month, chart,
+                        self.held())
+
+    def held(self) -> dict[str, tuple[int, float]]:
+        """folder → (pictures the spend guard holds, their estimated dollars)."""
+        return self.journal.held()
 
     def _jobs(self, where: str, args: tuple[Any, ...], order: str, limit: int) -> list[Job]:
         ids = [r["id"] for r in self.journal.query(
@@ -151,6 +159,19 @@ class JournalView:
 
     def failures(self, limit: int = 100) -> list[Job]:
         return self._jobs("state=?", (JobState.FAILED.value,), "finished_at DESC", limit)
+
+    def delivery_counts(self) -> dict[str, int]:
+        """Hook deliveries per state (none in a journal the daemon has not migrated)."""
+        try:
+            return self.journal.delivery_counts()
+        except Exception:  # noqa: BLE001 - an older journal has no outbox yet
+            return {}
+
+    def given_up(self) -> list[Delivery]:
+        try:
+            return self.journal.given_up()
+        except Exception:  # noqa: BLE001 - as above
+            return []
 
     def job(self, job_id: int) -> Job | None:
         try:

@@ -11,7 +11,9 @@ number of runners and the latency, and its status is a function of the clock.
 
 Fault knobs (``Faults``) inject, per endpoint, 429s, 5xx (with ``x-fal-request-id`` so they
 reach the caller like fal's own), dropped connections, slow answers; truncated downloads;
-failed runs (COMPLETED with ``error``); expired results; and a locked account (403).
+failed runs (COMPLETED with ``error``); expired results; and a locked account (403); and
+submissions accepted whose reply is lost. The status stream and the platform API (request
+list, payload deletion) are in status_stream.py and platform_api.py.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ from urllib.parse import parse_qs, urlparse
 
 from PIL import Image
 
+from . import platform_api, status_stream
 from . import strict as _strict
 
-ENDPOINTS = ("submit", "status", "result", "cancel", "token", "upload", "download")
+ENDPOINTS = ("submit", "status", "result", "cancel", "token", "upload", "download", "stream",
+             "list", "delete")
 MAX_OUTPUT_PIXELS = 100_000_000
 MAX_SIDE = 65535
 
@@ -61,14 +65,26 @@ class Faults:
     locked: bool = False  # every authenticated call answers 403 (exhausted balance)
     reject_inputs: bool = False  # every run ends in a 422 image_load_error
     reject_runs: int = 0  # the next this many submitted runs end in a 422 image_load_error
+    #: Submissions fal accepts (and bills) whose reply never reaches the client.
+    lose_reply: float = 0.0
+    #: Status streams cut after their first event.
+    cut_stream: float = 0.0
+    silent_stream: bool = False  # streams send nothing at all until the request is done
+    #: Seconds after it finished before a request shows in the platform's request list.
+    list_delay: float = 0.0
+    list_forbidden: bool = False  # the key may not list requests (403)
+    delete_forbidden: bool = False  # the key may not delete payloads (403: not admin)
 
     @classmethod
     def mix(cls, rate: float, **extra: Any) -> Faults:
         """``rate`` of every endpoint's calls fail one way or another."""
         share = rate / 3
         every = {name: share for name in ENDPOINTS}
-        return cls(http429=dict(every), http5xx=dict(every), drop=dict(every),
-                   truncate_download=share, app_error=share, **extra)
+        # A submit connection dropped before fal accepts it cannot be told from a lost reply
+        # (the client waits fal.timeout before sending again); the mix loses replies instead.
+        dropped = {**every, "submit": 0.0}
+        return cls(http429=dict(every), http5xx=dict(every), drop=dropped,
+                   truncate_download=share, app_error=share, lose_reply=share, **extra)
 
 
 @dataclass
@@ -87,13 +103,26 @@ class _Request:
     seen_completed_at: float | None = None  # when the client first saw COMPLETED
     runner: int = 0
     rejected: bool = False  # decided at submit (Faults.reject_runs)
+    sent_wall: float = 0.0  # wall-clock time of the submission (the request list shows it)
+    app: str = ""
+    stored: bool = True  # payloads stored (not sent with X-Fal-Store-IO: 0)
+    payloads_deleted: bool = False
 
 
 class FakeFal:
     def __init__(self, *, key: str = "test-key-id:test-key-secret", latency: float = 0.2,
                  runners: int = 2, faults: Faults | None = None, seed: int = 1,
-                 certfile: str | None = None, keyfile: str | None = None):
+                 certfile: str | None = None, keyfile: str | None = None,
+                 latency_spread: float = 0.0):
         self.key, self.latency, self.runners = key, latency, runners
+        #: Run times vary by up to this fraction either way (seeded, so repeatable).
+        self.latency_spread = latency_spread
+        #: Every upload, with the lifecycle header it carried.
+        self.uploads: list[dict[str, Any]] = []
+        #: Requests whose payloads were deleted: {request_id, at (monotonic)}.
+        self.deleted: list[dict[str, Any]] = []
+        #: The query of every request-list call.
+        self.list_calls: list[dict[str, str]] = []
         self.faults = faults or Faults()
         self._random = random.Random(seed)
         self._lock = threading.RLock()
@@ -213,18 +242,22 @@ class FakeFal:
 
     # -- model -------------------------------------------------------------------------------
 
-    def submit(self, app: str, arguments: dict[str, Any]) -> _Request:
+    def submit(self, app: str, arguments: dict[str, Any],
+               headers: dict[str, str] | None = None) -> _Request:
         now = time.monotonic()
+        headers = headers or {}
         data = self._load_input(arguments.get("image_url"))
         with self._lock:
             slot = min(range(self.runners), key=lambda i: self._runner_free[i])
             start = max(now, self._runner_free[slot])
-            end = start + self.latency
+            spread = self.latency_spread * self._random.uniform(-1, 1)
+            end = start + self.latency * (1 + spread)
             self._runner_free[slot] = end
-            req = _Request(id=str(uuid.uuid4()), arguments=arguments, runner=slot,
+            req = _Request(id=str(uuid.uuid4()), arguments=arguments, runner=slot, app=app,
                            input_sha256=hashlib.sha256(data).hexdigest() if data else None,
-                           submitted=now, start=start, end=end,
-                           rejected=self.faults.reject_runs > 0)
+                           submitted=now, start=start, end=end, sent_wall=time.time(),
+                           rejected=self.faults.reject_runs > 0,
+                           stored=headers.get("store_io") != "0")
             self.faults.reject_runs = max(0, self.faults.reject_runs - 1)
             self.requests[req.id] = req
             self.open.add(req.id)
@@ -233,7 +266,9 @@ class FakeFal:
                                      "input_sha256": req.input_sha256,
                                      "scale_factor": arguments.get("scale_factor"),
                                      "creativity": arguments.get("creativity"),
-                                     "output_format": arguments.get("output_format")})
+                                     "output_format": arguments.get("output_format"),
+                                     "lifecycle": headers.get("lifecycle"),
+                                     "store_io": headers.get("store_io")})
         req._data = data  # type: ignore[attr-defined]
         return req
 
@@ -327,6 +362,25 @@ class FakeFal:
             "file_size": len(payload), "width": None, "height": None}
         return "ok", {"images": [item], "_mp": width * height / 1e6}, None
 
+    def status_body(self, req: _Request, want_logs: bool, response_url: str) -> dict[str, Any]:
+        """What a status poll (or a streamed event) says of ``req`` now."""
+        state = self.state(req)
+        logs = [{"message": "Upscaling image", "level": "INFO", "source": "user",
+                 "timestamp": datetime.now(timezone.utc).isoformat()}] if want_logs else None
+        if state == "IN_QUEUE":
+            return {"status": "IN_QUEUE", "queue_position": self.queue_position(req),
+                    "response_url": response_url}
+        if state == "IN_PROGRESS":
+            return {"status": "IN_PROGRESS", "logs": logs}
+        body: dict[str, Any] = {"status": "COMPLETED", "logs": logs,
+                                "metrics": {"inference_time": round(req.end - req.start, 3)}}
+        if req.outcome in ("app_error", "cancelled"):
+            body.update(req.error or {})
+        self.open.discard(req.id)
+        if req.seen_completed_at is None:
+            req.seen_completed_at = time.monotonic()
+        return body
+
     def expired(self, req: _Request) -> bool:
         return (self.faults.expire_after is not None and req.completed_at is not None
                 and time.monotonic() - req.completed_at > self.faults.expire_after)
@@ -415,12 +469,16 @@ class _Handler(BaseHTTPRequestHandler):
             if self._faulted("upload") or not self._authorised("Bearer"):
                 return
             name = f"up-{uuid.uuid4().hex[:12]}-{self.headers.get('X-Fal-File-Name', 'file')}"
+            fake.uploads.append({"name": name,
+                                 "lifecycle": self.headers.get("X-Fal-Object-Lifecycle")})
             fake.files[name] = (body, self.headers.get("Content-Type", "application/octet-stream"))
             self._send(200, {"access_url": f"{fake.base_url}/files/{name}"})
         elif path.startswith("/storage/upload/initiate"):
             if self._faulted("upload") or not self._authorised():
                 return
             name = f"up-{uuid.uuid4().hex[:12]}-{json.loads(body or b'{}').get('file_name', 'f')}"
+            fake.uploads.append({"name": name, "lifecycle": self.headers.get(
+                "X-Fal-Object-Lifecycle-Preference")})
             self._send(200, {"upload_url": f"{fake.base_url}/put/{name}",
                              "file_url": f"{fake.base_url}/files/{name}"})
         elif re.fullmatch(r"/[^/]+/[^/]+", path):
@@ -447,9 +505,11 @@ class _Handler(BaseHTTPRequestHandler):
         if not fake.gate("before"):
             self.close_connection = True
             return
-        req = fake.submit(path.strip("/"), arguments)
-        if not fake.gate("after"):
-            self.close_connection = True
+        req = fake.submit(path.strip("/"), arguments, {
+            "lifecycle": self.headers.get("X-Fal-Object-Lifecycle-Preference"),
+            "store_io": self.headers.get("X-Fal-Store-IO")})
+        if not fake.gate("after") or fake.chance(fake.faults.lose_reply):
+            self.close_connection = True  # accepted, and the reply is lost
             return
         base = f"{fake.base_url}{path}/requests/{req.id}"
         self._send(200, {"status": "IN_QUEUE", "request_id": req.id, "response_url": base,
@@ -478,12 +538,21 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(*_strict.cancel(fake, req))
 
+    def do_DELETE(self) -> None:  # noqa: N802
+        platform_api.route(self, "DELETE", urlparse(self.path).path, {})
+
     def do_GET(self) -> None:  # noqa: N802
         url = urlparse(self.path)
         path, query = url.path, parse_qs(url.query)
         fake = self.server_fake
         if path.startswith("/files/"):
             self._download(path[len("/files/"):])
+            return
+        if path.startswith(platform_api.PREFIX):
+            platform_api.route(self, "GET", path, query)
+            return
+        if path.endswith("/status/stream"):
+            status_stream.serve(self, path.removesuffix("/stream"), query)
             return
         match = re.fullmatch(r"/[^/]+/[^/]+/requests/([^/]+)(/status)?", path)
         if not match:
@@ -496,26 +565,12 @@ class _Handler(BaseHTTPRequestHandler):
         if req is None or fake.expired(req):
             self._send(404, {"detail": "Request not found"})
             return
-        state = fake.state(req)
-        want_logs = query.get("logs", ["0"])[0].lower() in ("1", "true")
-        logs = [{"message": "Upscaling image", "level": "INFO", "source": "user",
-                 "timestamp": datetime.now(timezone.utc).isoformat()}] if want_logs else None
         if endpoint == "status":
-            if state == "IN_QUEUE":
-                self._send(202, {"status": "IN_QUEUE", "queue_position": fake.queue_position(req),
-                                 "response_url": path.removesuffix("/status")})
-            elif state == "IN_PROGRESS":
-                self._send(202, {"status": "IN_PROGRESS", "logs": logs})
-            else:
-                body: dict[str, Any] = {"status": "COMPLETED", "logs": logs,
-                                        "metrics": {"inference_time": fake.latency}}
-                if req.outcome in ("app_error", "cancelled"):
-                    body.update(req.error or {})
-                fake.open.discard(req.id)
-                if req.seen_completed_at is None:
-                    req.seen_completed_at = time.monotonic()
-                self._send(200, body)
+            want_logs = query.get("logs", ["0"])[0].lower() in ("1", "true")
+            body = fake.status_body(req, want_logs, path.removesuffix("/status"))
+            self._send(200 if body["status"] == "COMPLETED" else 202, body)
             return
+        state = fake.state(req)
         if state != "COMPLETED":
             self._send(400, {"detail": "Request is still in progress"})
         elif req.outcome == "ok":

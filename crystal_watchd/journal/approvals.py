@@ -1,0 +1,133 @@
+"""The spend guard's part of the journal: which pictures it has judged, which it holds for
+approval, and the approval that releases them.
+
+A queued job that no worker has taken up yet (``settings`` unset) and no approval released
+(``approved_at`` unset) is *pending*: it counts towards its folder's estimate. A pending job
+the guard has not looked at yet (``cleared_at`` unset too) is *unjudged*, and never claimed
+while the guard is on. The guard either clears the folder's unjudged jobs (all its pending
+pictures together are estimated under ``budget.confirm_above_usd``; cleared ones still count
+until a worker takes them up) or holds every pending one (``awaiting_approval``). Approving
+puts held jobs back in the queue, cleared and approved, so they never count again. Because
+this is the journal, daemons sharing one see the same held set, and one approval releases it
+for all.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Mapping
+
+from ..jobs import Job, JobState
+
+#: A queued job no worker has taken up and no approval released: it counts for its folder.
+PENDING = "state=? AND settings IS NULL AND approved_at IS NULL"
+#: A pending job the spend guard has not looked at yet.
+UNJUDGED = PENDING + " AND cleared_at IS NULL"
+#: What a dispatcher may claim while the guard is on: jobs it let go, or taken up before.
+CLEARED = "(settings IS NOT NULL OR cleared_at IS NOT NULL)"
+
+
+def _job(row: Mapping) -> Job:
+    from .base import row_to_job  # base mixes this class in: imported when first used
+
+    return row_to_job(row)
+
+
+def _returning() -> str:
+    from .base import COLUMNS
+
+    return COLUMNS + ", estimated_usd"
+
+
+class SpendRows:
+    """Mixed into JournalBase, which provides the statements, transactions and publishing."""
+
+    #: Set by the spend guard while it is on: only cleared jobs may be claimed.
+    spend_guard = False
+
+    def _folders_sql(self, column_op: str, folders: Iterable[str] | None) -> tuple[str, list]:
+        names = list(folders) if folders is not None else None
+        if names is None:
+            return "", []
+        if not names:
+            return " AND 1=0" if column_op == "IN" else "", []
+        return f" AND folder {column_op} ({','.join('?' * len(names))})", names
+
+    def unjudged(self, exclude_folders: Iterable[str] = ()) -> list[Job]:
+        """Queued jobs the spend guard has still to judge, oldest first."""
+        extra, names = self._folders_sql("NOT IN", exclude_folders)
+        return [_job(r) for r in self._rows(
+            f"SELECT {self.columns} FROM jobs WHERE {UNJUDGED}{extra} ORDER BY id",
+            (JobState.QUEUED.value, *names))]
+
+    def pending(self, folders: Iterable[str]) -> dict[str, dict[int, float | None]]:
+        """folder → {job id: its recorded estimate (None if unjudged)} of pending jobs."""
+        extra, names = self._folders_sql("IN", folders)
+        out: dict[str, dict[int, float | None]] = {}
+        for r in self._rows(f"SELECT id, folder, estimated_usd FROM jobs WHERE {PENDING}{extra}",
+                            (JobState.QUEUED.value, *names)):
+            out.setdefault(r["folder"], {})[r["id"]] = r["estimated_usd"]
+        return out
+
+    def clear_spend(self, estimates: Mapping[int, float]) -> int:
+        """Let these unjudged jobs go (their folder is under the threshold), recording each
+        one's estimated cost. Returns how many were still unjudged."""
+        now, count = time.time(), 0
+        with self.transaction():
+            for job_id, usd in estimates.items():
+                count += self._exec(f"UPDATE jobs SET cleared_at=?, estimated_usd=? "
+                                    f"WHERE id=? AND {UNJUDGED}",
+                                    (now, usd, job_id, JobState.QUEUED.value))
+        return count
+
+    def hold(self, estimates: Mapping[int, float]) -> list[Job]:
+        """Hold these pending jobs for approval, recording each one's estimated cost. A job
+        a worker took up meanwhile (or an approval released) is left alone. Returns the held
+        jobs."""
+        held: list[tuple[Job, float]] = []
+        now = time.time()
+        with self.transaction():
+            for job_id, usd in estimates.items():
+                row = self._one(f"UPDATE jobs SET state=?, estimated_usd=?, updated_at=? "
+                                f"WHERE id=? AND {PENDING} RETURNING {_returning()}",
+                                (JobState.AWAITING_APPROVAL.value, usd, now, job_id,
+                                 JobState.QUEUED.value))
+                if row is not None:
+                    held.append((_job(row), usd))
+        changed = {"state": JobState.AWAITING_APPROVAL.value, "estimated_usd": None}
+        return [self._publish(JobState.QUEUED, job, changed) for job, _ in held]
+
+    def held(self, folders: Iterable[str] | None = None) -> dict[str, tuple[int, float]]:
+        """folder → (pictures awaiting approval, their estimated dollars)."""
+        extra, names = self._folders_sql("IN", folders)
+        return {r["folder"]: (r["n"], float(r["usd"] or 0.0)) for r in self._rows(
+            "SELECT folder, COUNT(*) AS n, SUM(estimated_usd) AS usd FROM jobs WHERE state=?"
+            f"{extra} GROUP BY folder", (JobState.AWAITING_APPROVAL.value, *names))}
+
+    def held_pictures(self, folders: Iterable[str] | None = None) -> list[tuple[str, str, float]]:
+        """(folder, file, estimated dollars) of every picture awaiting approval."""
+        extra, names = self._folders_sql("IN", folders)
+        return [(r["folder"], os.fsdecode(bytes(r["rel"])), float(r["estimated_usd"] or 0.0))
+                for r in self._rows("SELECT folder, rel, estimated_usd FROM jobs WHERE state=?"
+                                    f"{extra} ORDER BY folder, id",
+                                    (JobState.AWAITING_APPROVAL.value, *names))]
+
+    def approve(self, folders: Iterable[str] | None = None) -> dict[str, tuple[int, float]]:
+        """Release every picture held at this moment (of ``folders``, or all): back to the
+        queue, cleared and approved, so they never count towards a hold again. Later
+        arrivals are judged afresh. Returns folder → (pictures released, their dollars)."""
+        extra, names = self._folders_sql("IN", folders)
+        with self.transaction():
+            rows = self._rows(
+                f"UPDATE jobs SET state=?, cleared_at=?, approved_at=?, updated_at=? "
+                f"WHERE state=?{extra} RETURNING {_returning()}",
+                (JobState.QUEUED.value, time.time(), time.time(), time.time(),
+                 JobState.AWAITING_APPROVAL.value, *names))
+        released: dict[str, tuple[int, float]] = {}
+        for row in rows:
+            job = self._publish(JobState.AWAITING_APPROVAL, _job(row),
+                                {"state": JobState.QUEUED.value, "cleared_at": None})
+            count, usd = released.get(job.folder, (0, 0.0))
+            released[job.folder] = (count + 1, usd + float(row["estimated_usd"] or 0.0))
+        return released
