@@ -28,7 +28,10 @@ class Tidy:
             failed = await asyncio.wait_for(self._platform.delete_payloads(request_id),
                                             DELETE_TIMEOUT)
         except PlatformRefused as exc:
-            # Deletion needs an admin-scope key: say so once, not for every job.
+            # Deletion needs an admin-scope key: say so once, not for every job (nor again
+            # for a deletion that was already under way when the first refusal came).
+            if not self.on:
+                return
             self.on = False
             log.warning("fal_cleanup_disabled", reason=f"fal refused to delete payloads ({exc})",
                         note="fal.cleanup needs an ADMIN-scope key; cleanup is off until the "
