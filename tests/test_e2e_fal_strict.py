@@ -70,9 +70,9 @@ def test_retry_after_on_a_download_is_waited_out(tmp_path, fakefal, fal_daemons,
                                          (504, "proxy")])
 def test_server_errors_of_every_shape_are_retried_in_plain_words(
         status, body, tmp_path, fakefal, fal_daemons, tls_files):
-    """5xx answers on submit, status, result and download, as fal's JSON, plain text, the
-    ingress's nginx page (no x-fal-request-id; fal-client retries those) or a proxy's HTML
-    page: every file completes, each billed once, and no reason in the log carries markup."""
+    """5xx answers on submit, status polls, result and download, as fal's JSON, plain text,
+    the ingress's nginx page (no x-fal-request-id) or a proxy's HTML page: every file
+    completes, each billed once, and no reason in the log carries markup."""
     server = fakefal(latency=0.1, seed=7, faults=Faults(http5xx={
         name: 0.35 for name in ("submit", "status", "result", "download")}))
     server.strict.error_status, server.strict.error_body = status, body
@@ -91,9 +91,9 @@ def test_server_errors_of_every_shape_are_retried_in_plain_words(
 
 
 def test_a_proxy_error_page_becomes_its_title(tmp_path, fakefal, fal_daemons, tls_files):
-    """A 504 HTML page from a proxy (not fal's JSON) on every status poll: the retry reason
-    is the page's title, short, never the page."""
-    server = fakefal(latency=0.1, faults=Faults(http5xx={"status": 1.0}))
+    """A 504 HTML page from a proxy (not fal's JSON) on every fetch of the result: the retry
+    reason is the page's title, short, never the page."""
+    server = fakefal(latency=0.1, faults=Faults(http5xx={"result": 1.0}))
     server.strict.error_status, server.strict.error_body = 504, "proxy"
     config = fal_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 0.2}])
     d = fal_daemons(config, fal_env(server, tls_files)).ready()
