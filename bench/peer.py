@@ -1,11 +1,16 @@
 """The do-it-yourself watcher a user would write, for the benchmark to compare against.
 
-watchdog + a thread pool of C workers, each calling ``fal_client.upload_file``,
-``fal_client.subscribe`` and downloading the result with httpx. No journal, no settling
-beyond waiting for the close of the write, no retries.
+watchdog + a thread pool of C workers, each sending the input (inline as a data URI or
+through ``fal_client.upload_file``), calling ``fal_client.subscribe`` and downloading the
+result with httpx. No journal, no settling beyond waiting for the close of the write, no
+retries.
+
+For a fair comparison it is given the same work as the daemon it is measured against: the
+same ``output_format`` asked of fal, and the same upload mode with the daemon's rule for
+``fal.upload: auto`` (inputs up to 256 KiB inline, larger ones uploaded).
 
     FAL_* / SSL_CERT_FILE / FAKEFAL_BASE_URL set as for the daemon;
-    python bench/peer.py INBOX OUTBOX CONCURRENCY SCALE [png|jpg]
+    python bench/peer.py INBOX OUTBOX CONCURRENCY SCALE png|jpg auto|data-uri|cdn
 """
 
 from __future__ import annotations
@@ -25,20 +30,26 @@ from watchdog.observers import Observer
 
 fal_client_module.REST_URL = os.environ["FAKEFAL_BASE_URL"]
 fal_client_module.CDN_URL = os.environ["FAKEFAL_BASE_URL"]
+#: ``fal.upload: auto``: inputs up to this size go inline (crystal-watchd's rule).
+INLINE_LIMIT = 256 * 1024
 
 
 def main() -> None:
     inbox, outbox = Path(sys.argv[1]), Path(sys.argv[2])
     concurrency, scale = int(sys.argv[3]), float(sys.argv[4])
-    arguments = {"output_format": sys.argv[5]} if len(sys.argv) > 5 else {}
-    ext = ".png" if arguments.get("output_format") == "png" else ".jpg"
+    output_format, upload = sys.argv[5], sys.argv[6]
+    assert output_format in ("png", "jpg") and upload in ("auto", "data-uri", "cdn")
+    arguments = {"output_format": output_format}
+    ext = f".{output_format}"
     outbox.mkdir(parents=True, exist_ok=True)
     pool = ThreadPoolExecutor(concurrency)
     seen: set[str] = set()
     lock = threading.Lock()
 
     def process(path: str) -> None:
-        url = fal_client.upload_file(path)
+        inline = upload == "data-uri" or (upload == "auto"
+                                          and os.path.getsize(path) <= INLINE_LIMIT)
+        url = fal_client.encode_file(path) if inline else fal_client.upload_file(path)
         result = fal_client.subscribe("clarityai/crystal-upscaler",
                                       {"image_url": url, "scale_factor": scale, **arguments})
         image = result["images"][0]

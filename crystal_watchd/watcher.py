@@ -30,8 +30,17 @@ log = logs.get(__name__)
 EventSink = Callable[[str, FileSystemEvent], None]
 _NETWORK_FS = ("cifs", "smb3", "smbfs", "nfs", "nfs4", "9p", "afs", "ceph", "glusterfs",
                "sshfs", "davfs", "ncpfs", "virtiofs")
-_WATCH_LIMIT_HINT = ("raise it with: sysctl fs.inotify.max_user_watches=524288 (persist in "
-                     "/etc/sysctl.d/), or set polling for this folder")
+# ENOSPC: this user's inotify *watches* ran out (one per directory); EMFILE: its inotify
+# *instances* did (one per observer, so one per native folder). Each has its own sysctl.
+_LIMIT_SYSCTL = {errno.ENOSPC: ("fs.inotify.max_user_watches", 524288),
+                 errno.EMFILE: ("fs.inotify.max_user_instances", 1024)}
+
+
+def _limit_hint(err: int | None) -> str:
+    """What to raise for this errno, in words a user can paste."""
+    name, value = _LIMIT_SYSCTL.get(err or 0, _LIMIT_SYSCTL[errno.ENOSPC])
+    return (f"raise it with: sysctl {name}={value} (persist in /etc/sysctl.d/), or set "
+            "polling for this folder")
 
 
 class _Bridge(FileSystemEventHandler):
@@ -96,7 +105,8 @@ class FolderWatcher:
             if self.mode != "native" or exc.errno not in (errno.ENOSPC, errno.EMFILE):
                 raise
             log.error("inotify_limit_reached", folder=self.folder.name, error=str(exc),
-                      hint=_WATCH_LIMIT_HINT, fallback=f"polling every {DEFAULT_POLL_SECONDS:g}s")
+                      hint=_limit_hint(exc.errno),
+                      fallback=f"polling every {DEFAULT_POLL_SECONDS:g}s")
             self.stop()
             self.mode = "polling-fallback"
             self._start(self.mode)
@@ -127,7 +137,7 @@ class FolderWatcher:
                 raise
             if exc.errno in (errno.ENOSPC, errno.EMFILE):
                 log.error("inotify_limit_reached", folder=self.folder.name,
-                          directory=str(directory), hint=_WATCH_LIMIT_HINT,
+                          directory=str(directory), hint=_limit_hint(exc.errno),
                           fallback=f"the periodic rescan covers {directory}")
             else:
                 log.warning("directory_not_watched", folder=self.folder.name,

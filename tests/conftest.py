@@ -232,13 +232,15 @@ def fal_daemons():
 @pytest.fixture(scope="session")
 def pg_cluster():
     """One PostgreSQL cluster for the whole test session (trust auth on 127.0.0.1), stopped
-    and removed afterwards; skipped, saying how to install PostgreSQL, where it is missing."""
+    and removed afterwards; skipped, saying how to install PostgreSQL, where it is missing
+    (failed under CI=true)."""
     from pgcluster import Cluster, Unavailable
+    from realparts import missing
 
     try:
         cluster = Cluster()
     except Unavailable as exc:
-        pytest.skip(str(exc))
+        missing("PostgreSQL", str(exc))
     try:
         yield cluster
     finally:

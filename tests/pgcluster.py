@@ -1,8 +1,10 @@
 """A throwaway PostgreSQL cluster in a temp dir, for the tests and the benchmark.
 
 PostgreSQL refuses to run as root, so as root the cluster belongs to the ``postgres`` system
-user and its commands run through ``setpriv``. Trust auth, loopback only, durability off
-(nothing here needs to survive a power cut).
+user and its commands run through ``setpriv``. Trust auth, loopback only. For the tests,
+durability is off (nothing there needs to survive a power cut); ``Cluster(durable=True)``
+keeps PostgreSQL's own defaults (fsync, synchronous_commit and full_page_writes on), which
+is what a real shared journal runs with and what the benchmark's quoted numbers use.
 """
 
 from __future__ import annotations
@@ -31,8 +33,13 @@ def _binary(name: str) -> str | None:
     return candidates[-1] if candidates else None
 
 
+#: Settings that trade crash safety for speed; the tests use them, a real journal does not.
+NOT_DURABLE = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+
+
 class Cluster:
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable
         initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
         if not initdb or not pg_ctl:
             raise Unavailable(MISSING)
@@ -56,8 +63,8 @@ class Cluster:
         self.data = self.base / "data"
         subprocess.run([*self.as_user, initdb, "-D", str(self.data), "-A", "trust", "-U",
                         "postgres", "--no-sync"], check=True, capture_output=True)
-        opts = (f"-k {self.base} -p {self.port} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        opts = (f"-k {self.base} -p {self.port} -c listen_addresses=127.0.0.1 "
+                f"-c max_connections=200{'' if durable else ' ' + NOT_DURABLE}")
         started = subprocess.run([*self.as_user, pg_ctl, "-D", str(self.data), "-l",
                                   str(self.base / "log"), "-w", "-o", opts, "start"],
                                  capture_output=True, text=True)

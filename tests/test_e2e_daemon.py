@@ -233,8 +233,9 @@ def test_second_daemon_on_same_state_dir_refuses(tmp_path, daemons):
     assert "already using" in result.stderr
 
 
-def test_sigint_twice_stops_at_once(tmp_path, daemons):
-    """A first SIGINT starts a graceful stop; the daemon exits 0 without a traceback."""
+def test_sigint_stops_gracefully_without_a_traceback(tmp_path, daemons):
+    """One SIGINT (Ctrl-C) on an idle daemon starts a graceful stop; the daemon exits 0
+    without a traceback. (A second SIGINT during work: test_e2e_service.)"""
     config = write_config(tmp_path, [{"inbox": "in", "outbox": "out"}])
     d = daemons(config).ready()
     os.kill(d.proc.pid, signal.SIGINT)

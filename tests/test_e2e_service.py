@@ -75,14 +75,19 @@ def test_sighup_adds_and_removes_folders_in_the_same_process(tmp_path, daemons):
 
 
 def test_invalid_config_on_sighup_keeps_the_old_one(tmp_path, daemons):
-    """A broken config on SIGHUP is logged with its problem; the daemon runs on unchanged."""
+    """A broken config on SIGHUP is logged with each of its problems; none of it applies
+    (not even its valid new scale factor): the daemon runs on with the old config."""
     config = write_config(tmp_path, [{"inbox": "in", "outbox": "out"}])
     d = daemons(config).ready()
-    good = config.read_text()
-    config.write_text(good.replace("scale_factor", "scale_fator") + "concurrency: 0\n")
+    broken = yaml.safe_load(config.read_text())
+    broken["concurrency"] = 0
+    broken["folders"][0]["scale_factor"] = 3  # valid, but in a config that is not
+    broken["folders"][0]["scale_fator"] = 3  # a misspelt key
+    config.write_text(yaml.safe_dump(broken, sort_keys=False))
     os.kill(d.proc.pid, signal.SIGHUP)
     failed = d.wait_event("reload_failed")[0]
     assert any("concurrency: must be from 1 to 256" in p for p in failed["problems"])
+    assert any("scale_fator" in p for p in failed["problems"])
     make_image(tmp_path / "in/still.jpg")
     d.wait_event("job_done")
     assert images_in(tmp_path / "out") == {"still_x2.jpg": (80, 60)}

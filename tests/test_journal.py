@@ -103,22 +103,24 @@ def test_claim_ready_takes_each_job_once_and_only_paid_when_asked(open_store):
 
 
 def test_slots_are_counted_and_kept_until_released_or_finished(open_store):
-    """At most ``limit`` jobs hold a slot; asking again for a held slot is granted; a slot
-    frees when released or when its job finishes."""
+    """At most ``limit`` jobs hold a slot; asking again for a held slot is granted without
+    taking a second one; a slot frees when released or when its job finishes."""
     j = open_store()
-    a, b, c = (j.enqueue("f", Path(f"/in/{n}"), n, 1, 1, n) for n in "abc")
+    a, b, c, d = (j.enqueue("f", Path(f"/in/{n}"), n, 1, 1, n) for n in "abcd")
     assert j.acquire_slot(a.id, 2) and j.acquire_slot(b.id, 2)
     assert not j.acquire_slot(c.id, 2)
-    assert j.acquire_slot(a.id, 2) and j.slots_held() == 2
+    assert j.acquire_slot(a.id, 2)
+    assert not j.acquire_slot(c.id, 2)  # a's second ask took nothing more
     j.release_slot(a.id)
     assert j.acquire_slot(c.id, 2)
     j.done(j.get(c.id))
-    assert j.slots_held() == 1
+    assert j.acquire_slot(d.id, 2)  # the slot c held came free when c finished
+    assert not j.acquire_slot(a.id, 2)  # b and d hold both
 
 
 def test_budget_reservations_never_exceed_the_limit(open_store):
     """A job may reserve only while spend plus reservations are below the limit; a finished
-    job's cost replaces its reservation; a released reservation frees its dollars."""
+    job's cost replaces its reservation; a failed job's reservation frees its dollars."""
     j = open_store()
     jobs = [j.enqueue("f", Path(f"/in/{i}"), str(i), 1, 1, str(i)) for i in range(4)]
     since = time.time() - 10
@@ -131,7 +133,7 @@ def test_budget_reservations_never_exceed_the_limit(open_store):
     j.done(done)
     assert j.committed_since(since) == pytest.approx(0.5)
     assert j.reserve_budget(jobs[2], 0.4, limit=0.8, since=since)
-    j.release_budget(jobs[1])
+    j.failed(j.get(jobs[1].id), kind="rejected", reason="never billed")
     assert j.reserve_budget(jobs[3], 0.4, limit=0.8, since=since)
     assert j.committed_since(since) == pytest.approx(0.9)
 

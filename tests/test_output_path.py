@@ -23,7 +23,7 @@ from crystal_watchd.jobs import JobState
 from crystal_watchd.journal import Journal
 from crystal_watchd.metadata import Metadata, photo_exif
 from crystal_watchd.output import write_temp
-from crystal_watchd.pixels import PixelPool, estimate
+from crystal_watchd.pixels import PixelPool
 from crystal_watchd.worker import Hooks, Worker
 
 
@@ -130,20 +130,24 @@ def test_pixel_pool_bounds_workers_and_memory_in_arrival_order():
     """Work runs at most ``workers`` at a time and within the memory budget; a job larger
     than the budget runs alone; waiters are served first come, first served."""
     pool = PixelPool(workers=2, memory_mb=100)
-    running, peak, order = [0], [0], []
+    running: set[str] = set()
+    peak, order, overlapped = [0], [], set()
     lock = threading.Lock()
 
     def work(name):
         with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
+            running.add(name)
+            peak[0] = max(peak[0], len(running))
             order.append(name)
+            if len(running) > 1:
+                overlapped.update(running)
         time.sleep(0.05)
         with lock:
-            running[0] -= 1
+            running.discard(name)
 
     async def main():
-        # 48 MP is ~366 MiB estimated: over budget, so it runs alone.
+        # 48 MP decoded is at least 48e6 × 3 bytes (RGB), well over the 100 MB budget, so
+        # it runs alone.
         await asyncio.gather(pool.run(work, "small1", megapixels=1),
                              pool.run(work, "huge", megapixels=48),
                              pool.run(work, "small2", megapixels=1),
@@ -152,8 +156,8 @@ def test_pixel_pool_bounds_workers_and_memory_in_arrival_order():
     asyncio.run(main())
     assert order == ["small1", "huge", "small2", "small3"]
     assert peak[0] <= 2 and pool.running == 0 and pool.reserved == 0
-    # The huge job never shared the budget: the most reserved at once was its own estimate.
-    assert pool.peak_reserved == estimate(48)
+    # The huge job never shared the budget: nothing ran beside it.
+    assert "huge" not in overlapped
 
 
 class _Broken(LocalBackend):

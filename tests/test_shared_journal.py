@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from conftest import wait_for
 
 from crystal_watchd import logs
 from crystal_watchd.jobs import JobState
@@ -27,17 +28,25 @@ def _daemon(url: str, name: str, lease: float = 60.0) -> PostgresJournal:
 
 def test_a_dead_daemons_job_is_taken_over_with_its_request_id(pg_url):
     """A job whose owner stops renewing its lease is claimed by another daemon, request id
-    and all; while the owner's heartbeat renews the lease nobody else can take it."""
-    a, b = _daemon(pg_url, "a", lease=0.5), _daemon(pg_url, "b", lease=0.5)
+    and all; while the owner's heartbeat renews the lease nobody else can take it, even for
+    longer than one lease."""
+    # The lease is several heartbeat intervals long, so a stall of the loaded test machine
+    # between two heartbeats does not end it; the live phase outlasts one lease.
+    lease, beat = 1.5, 0.2
+    a, b = _daemon(pg_url, "a", lease=lease), _daemon(pg_url, "b", lease=lease)
     job = a.enqueue("f", Path("/in/x.jpg"), "x.jpg", 1, 1, "x")
     [claimed] = a.claim_ready(time.time(), limit=5)
     a.submitted(claimed, "req-x")
-    for _ in range(4):  # a is alive: its heartbeat keeps the job
-        time.sleep(0.25)
+    alive_until = time.monotonic() + 1.5 * lease
+    while time.monotonic() < alive_until:  # a is alive: its heartbeat keeps the job
+        time.sleep(beat)
+        last_beat = time.monotonic()  # before the renewal: the lease ends no sooner
         assert a.heartbeat() == 1
         assert b.claim_ready(time.time(), limit=5) == []
-    time.sleep(0.7)  # a died: no heartbeat, the lease runs out
-    [taken] = b.claim_ready(time.time(), limit=5)
+    # a died: no heartbeat; b gets the job once the lease has run out, not before.
+    [taken] = wait_for(lambda: b.claim_ready(time.time(), limit=5), timeout=30,
+                       what="the dead daemon's job to be taken over")
+    assert time.monotonic() - last_beat >= lease - 0.05
     assert taken.id == job.id and taken.request_id == "req-x" and taken.submissions == 1
     assert [d.working_on for d in b.daemons() if d.id == "b"] == [[(job.id, "x.jpg")]]
     a.close()
@@ -139,7 +148,9 @@ def test_slots_and_budget_hold_across_daemons_racing(pg_url):
         t.start()
     for t in threads:
         t.join()
-    assert len(granted_slots) == 5 and seed.slots_held() == 5
+    assert len(granted_slots) == 5
+    spare = next(job for job in jobs if job.id not in granted_slots)
+    assert not seed.acquire_slot(spare.id, 5)  # all five are held, seen from another daemon
     assert len(granted_budget) == 8 and seed.committed_since(since) == pytest.approx(2.0)
     seed.close()
 
@@ -217,7 +228,8 @@ def test_slots_held_by_a_dead_daemon_go_to_whoever_takes_its_jobs_over(pg_url):
 
     from crystal_watchd.shared import SharedSlots
 
-    dead, alive = _daemon(pg_url, "dead", lease=0.3), _daemon(pg_url, "alive", lease=0.3)
+    # Only the dead daemon's lease is short; the living one's never runs out in this test.
+    dead, alive = _daemon(pg_url, "dead", lease=0.3), _daemon(pg_url, "alive", lease=60)
     for name in ("x", "y", "z"):
         dead.enqueue("f", Path(f"/in/{name}"), name, 1, 1, name)
     x, y, z = dead.claim_ready(time.time(), limit=3)
@@ -237,14 +249,16 @@ def test_slots_held_by_a_dead_daemon_go_to_whoever_takes_its_jobs_over(pg_url):
         taken = alive.take_over(limit=5)
         assert sorted(j.request_id for j in taken) == ["req-x", "req-y"]
         for job in taken:
-            await asyncio.wait_for(slots.acquire(job.id), 0.5)  # held already: at once
+            await asyncio.wait_for(slots.acquire(job.id), 10)  # held already: no wait
         assert not waiting.done()
         for job in taken:
             await slots.release(job.id)
-        await asyncio.wait_for(waiting, 2)
+        await asyncio.wait_for(waiting, 10)
         return [j.rel for j in taken]
 
     assert sorted(asyncio.run(scenario())) == ["x", "y"]
-    assert alive.slots_held() == 1
+    # Exactly one slot is held now (the job that waited): one more is granted, then none.
+    w, v = (alive.enqueue("f", Path(f"/in/{n}"), n, 1, 1, n) for n in "wv")
+    assert alive.acquire_slot(w.id, 2) and not alive.acquire_slot(v.id, 2)
     dead.close()
     alive.close()

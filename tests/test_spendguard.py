@@ -225,15 +225,15 @@ def test_the_pages_approve_button_releases_a_held_folder(tmp_path, fakefal, fal_
     the overview shows the held folder with its count and estimate, and its Approve button
     releases it: fal then bills each picture once and the section goes away."""
     import httpx
-    import pytest
+    from realparts import missing
     from test_web_browser import CHROMIUM, FLAGS, HOW, assert_not_blank
 
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip(HOW)
+        missing("Playwright", HOW)
     if not CHROMIUM.exists():
-        pytest.skip(HOW)
+        missing(f"chromium ({CHROMIUM})", HOW)
     token = "approve-token-5be3d1"
     server = fakefal(latency=0.05, runners=8)
     config = guard_config(tmp_path, http={"listen": "127.0.0.1:0", "token": token})

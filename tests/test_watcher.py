@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from pathlib import Path
 
-from crystal_watchd.watcher import OverflowHook, filesystem_type, is_network_fs
+from crystal_watchd.watcher import OverflowHook, _limit_hint, filesystem_type, is_network_fs
 
 
 def test_inotify_overflow_log_line_triggers_a_rescan():
@@ -34,3 +35,13 @@ def test_network_filesystems_are_recognised():
     assert all(is_network_fs(t) for t in ("cifs", "nfs4", "fuse.sshfs", "smb3"))
     assert not any(is_network_fs(t) for t in ("ext4", "xfs", "btrfs", None))
     assert filesystem_type(Path("/")) is not None
+
+
+def test_inotify_limit_hint_names_the_sysctl_for_the_errno():
+    """inotify_add_watch fails with ENOSPC when the user's watches run out
+    (fs.inotify.max_user_watches); inotify_init fails with EMFILE when the user's instances
+    run out (fs.inotify.max_user_instances), per inotify(7). Each hint names its own sysctl."""
+    assert "fs.inotify.max_user_watches=" in _limit_hint(errno.ENOSPC)
+    assert "max_user_instances" not in _limit_hint(errno.ENOSPC)
+    assert "fs.inotify.max_user_instances=" in _limit_hint(errno.EMFILE)
+    assert "max_user_watches" not in _limit_hint(errno.EMFILE)

@@ -7,8 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import fal_env, make_image, write_config
+from conftest import fal_env, make_image, wait_for, write_config
 from PIL import Image, ImageStat
+from realparts import missing
 
 CHROMIUM = Path(os.environ.get("CRYSTAL_WATCHD_CHROMIUM", "/usr/bin/chromium"))
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -23,9 +24,9 @@ def browser():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip(HOW)
+        missing("Playwright", HOW)
     if not CHROMIUM.exists():
-        pytest.skip(HOW)
+        missing(f"chromium ({CHROMIUM})", HOW)
     with sync_playwright() as playwright:
         instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
         try:
@@ -114,6 +115,18 @@ def test_page_lists_folders_shows_thumbnails_live_and_retries(tmp_path, browser,
     assert still.locator("noscript").count() == 1
     still.goto(url + "jobs/2")
     assert "done" in still.inner_text("#job-state")
+    # Retry with JavaScript off: the button is a plain form post.
+    server.faults.reject_inputs = True
+    make_image(tmp_path / "in/scans/ledger.png", (64, 48), color="#20a0d0", fmt="PNG")
+    wait_for(lambda: (tmp_path / "in/scans/failed/ledger.png").exists(), 20, "ledger failed")
+    server.faults.reject_inputs = False
+    still.goto(url + "failures")
+    assert "ledger.png" in still.inner_text("section.failure")
+    still.click("section.failure button")
+    d.wait_event("retry_requested", 2)
+    wait_for(lambda: (tmp_path / "out/scans/ledger_x3.png").exists(), 20, "ledger retried")
+    assert not (tmp_path / "in/scans/failed/ledger.png").exists()
+    assert len(server.submissions) == 5  # ledger rejected once, then retried
 
     for name in ("overview", "jobs", "failures", "job"):
         assert_not_blank(shots / f"{name}.png")

@@ -19,6 +19,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -45,8 +46,16 @@ log = logs.get(__name__)
 DATA_URI_LIMIT = 256 * 1024
 #: How long fetching a finished request's result may take.
 RESULT_TIMEOUT = httpx.Timeout(120.0, connect=30.0)
+#: After a cancel, how long to wait for the request to end (a running one may finish
+#: anyway, and its result is then used), and how often to look meanwhile.
+CANCEL_WAIT = 30.0
+CANCEL_POLL = 1.0
 #: Pause after 401/403 before trying the account again (SIGHUP resumes sooner).
 ACCOUNT_PAUSE = 600.0
+#: fal's largest accepted input (its crystal-upscaler documentation: up to 100 MB).
+MAX_INPUT_BYTES = 100 * 1024 * 1024
+#: How much of an HTML/XML error page's text a reason keeps.
+MARKUP_CHARS = 160
 #: Transient errors of one call retried in place before the worker's backoff takes over.
 IN_PLACE_RETRIES = 6
 #: fal error types that say the input itself is the problem.
@@ -101,7 +110,15 @@ def key_source(cfg: FalConfig, environ: dict[str, str] | None = None) -> str:
 
 
 def _plain_detail(detail: Any) -> str:
-    """fal's ``detail`` (text, or a list of {loc, msg, type}) in plain words."""
+    """fal's ``detail`` (text, or a list of {loc, msg, type}) in plain words. An error page
+    from something in front of fal (HTML or XML instead of JSON) becomes its title or first
+    words, never the whole page."""
+    if isinstance(detail, str) and detail.lstrip().startswith("<"):
+        title = re.search(r"<title[^>]*>(.*?)</title>", detail, re.I | re.S)
+        text = title.group(1) if title else re.sub(r"<[^>]*>", " ", detail)
+        text = " ".join(text.split())
+        return (text[:MARKUP_CHARS] + "…" if len(text) > MARKUP_CHARS else text) or \
+            "an error page without text"
     if isinstance(detail, list):
         parts = []
         for item in detail:
@@ -274,6 +291,11 @@ class FalBackend:
                                 kind="account", delay=ACCOUNT_PAUSE)
         if status == 404 and what in ("status", "result"):
             return _Gone()
+        if status == 404 and what == "submit":
+            # No such app: a setting every file shares, so pause like an account problem
+            # rather than fail each file (a SIGHUP after fixing fal.endpoint resumes).
+            return AccountError(f"fal has no app {self.cfg.endpoint!r} (404: {text}); check "
+                                "fal.endpoint", kind="endpoint_not_found", delay=ACCOUNT_PAUSE)
         if status == 422:
             return PermanentJobError(f"fal rejected the input: {text}", kind="rejected")
         if status in (408, 409, 429) or status >= 500 or (status == 400 and what == "result"):
@@ -297,6 +319,10 @@ class FalBackend:
             data = await request.pixel_work(_png_bytes, source.image, megapixels=megapixels)
             mime = "image/png"
         source.drop_pixels()
+        if len(data) > MAX_INPUT_BYTES:
+            raise PermanentJobError(
+                f"the image to send is {len(data) / 2**20:.0f} MB; fal accepts at most "
+                f"{MAX_INPUT_BYTES // 2**20} MB", kind="input_too_large")
         mode = self.cfg.upload
         if mode == "data-uri" or (mode == "auto" and len(data) <= DATA_URI_LIMIT):
             return f"data:{mime};base64,{base64.b64encode(data).decode()}"
@@ -336,13 +362,37 @@ class FalBackend:
         return RetryableError(f"fal reported a failure: {error}", kind=error_type or "app_error")
 
     async def _cancel_after_timeout(self, handle: Any, request_id: str, bound) -> None:
+        """Past fal.timeout: ask fal to cancel. Returns when the result turned out to be
+        ready after all (fetch it); raises _Failed when the request ended without one.
+
+        fal only signals a running request and the model decides: the run may stop later
+        or finish anyway, and a run cancelled while running is billed. So after a cancel we
+        wait (up to CANCEL_WAIT) for the request to complete: a result that comes is paid
+        for and used, and only a request that ended cancelled (or never ended) is submitted
+        again."""
         try:
             await self._retrying("cancel", handle.cancel)
         except PermanentJobError:
             return  # 400 ALREADY_COMPLETED: the result is ready, fetch it instead
         except JobError:
             pass
-        bound.warning("fal_request_timed_out", request_id=request_id, timeout=self.cfg.timeout)
+        else:
+            give_up = time.monotonic() + CANCEL_WAIT
+            while time.monotonic() < give_up:
+                try:
+                    status = await self._retrying("status", lambda: handle.status())
+                except _Gone:
+                    break
+                if isinstance(status, self._fal.Completed):
+                    if not status.error:
+                        bound.info("fal_request_finished_despite_cancel",
+                                   request_id=request_id)
+                        return
+                    break
+                await asyncio.sleep(CANCEL_POLL)
+        bound.warning("fal_request_timed_out", request_id=request_id, timeout=self.cfg.timeout,
+                      note="fal may bill a run cancelled while it was running; submitting "
+                           "again is another charge")
         raise _Failed(RetryableError(f"no result within fal.timeout ({self.cfg.timeout:g}s); "
                                      "the request was cancelled", kind="timeout"))
 

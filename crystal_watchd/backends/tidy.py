@@ -28,8 +28,8 @@ class Tidy:
             failed = await asyncio.wait_for(self._platform.delete_payloads(request_id),
                                             DELETE_TIMEOUT)
         except PlatformRefused as exc:
-            # Deletion needs an admin-scope key: say so once, not for every job (nor for each
-            # deletion that was already under way when the first refusal came back).
+            # Deletion needs an admin-scope key: say so once, not for every job (nor again
+            # for a deletion that was already under way when the first refusal came).
             if not self.on:
                 return
             self.on = False

@@ -509,10 +509,6 @@ class JournalBase(DaemonRows, OutboxRows, SpendRows):
     def release_slot(self, job_id: int) -> None:
         self._exec("UPDATE jobs SET slot_held=0 WHERE id=?", (job_id,))
 
-    def slots_held(self) -> int:
-        row = self._one("SELECT COUNT(*) AS n FROM jobs WHERE slot_held=1")
-        return row["n"] if row else 0
-
     def reserve_budget(self, job: Job, usd: float, *, limit: float, since: float) -> bool:
         """Reserve ``usd`` for ``job`` before it is submitted, if today's spend plus every
         reservation is still below ``limit`` (the rule a single daemon always had: submit while
@@ -526,7 +522,3 @@ class JournalBase(DaemonRows, OutboxRows, SpendRows):
                 return False
             self._exec("UPDATE jobs SET reserved_usd=? WHERE id=?", (usd, job.id))
             return True
-
-    def release_budget(self, job: Job) -> None:
-        """The request was never made (or fal refused it unbilled): free the reservation."""
-        self._exec("UPDATE jobs SET reserved_usd=NULL WHERE id=?", (job.id,))

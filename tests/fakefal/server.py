@@ -37,6 +37,7 @@ from urllib.parse import parse_qs, urlparse
 from PIL import Image
 
 from . import platform_api, status_stream
+from . import strict as _strict
 
 ENDPOINTS = ("submit", "status", "result", "cancel", "token", "upload", "download", "stream",
              "list", "delete")
@@ -153,6 +154,8 @@ class FakeFal:
         self.in_submit = 0
         self._certfile, self._keyfile = certfile, keyfile
         self._server: ThreadingHTTPServer | None = None
+        #: Where the fake is as strict as fal (strict.py): its knobs and what it saw.
+        self.strict = _strict.Strict()
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -228,7 +231,7 @@ class FakeFal:
         self.settle_runs()
         counts: dict[str, int] = {}
         for row in self.ledger:
-            if row["outcome"] == "ok":
+            if row["outcome"] in ("ok", "cancelled"):  # a run cancelled while running is billed
                 counts[row["input_sha256"]] = counts.get(row["input_sha256"], 0) + 1
         return counts
 
@@ -304,6 +307,8 @@ class FakeFal:
                 req.outcome = "cancelled"
                 req.error = {"error": "Request was cancelled", "error_type": "request_cancelled"}
                 return
+            if _strict.finish_cancelled_run(self, req):
+                return
             if self.chance(self.faults.app_error):
                 req.outcome = "app_error"
                 req.error = {"error": "Runner crashed while processing", "error_type":
@@ -334,6 +339,9 @@ class FakeFal:
             image.load()
         except Exception:  # noqa: BLE001
             return rejected("image_url", "Could not load the image", "image_load_error")
+        refused = _strict.input_problem(data, image.width, image.height)
+        if refused:
+            return rejected("image_url", *refused)
         width = round(image.width * scale * self.faults.stretch_results)
         height = round(image.height * scale)
         if width * height > MAX_OUTPUT_PIXELS or max(width, height) > MAX_SIDE:
@@ -343,7 +351,7 @@ class FakeFal:
         out = image.convert("RGB").resize(
             (width, height), Image.Resampling.BILINEAR)
         buffer = io.BytesIO()
-        fmt = "JPEG" if args.get("output_format") == "jpg" else "PNG"
+        fmt = _strict.result_format(self.strict, args.get("output_format"))
         out.save(buffer, fmt, compress_level=1) if fmt == "PNG" else out.save(buffer, fmt)
         name = f"out-{req.id}.{'jpg' if fmt == 'JPEG' else 'png'}"
         payload = buffer.getvalue()
@@ -411,6 +419,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _faulted(self, endpoint: str) -> bool:
         fake = self.server_fake
         fake.calls[endpoint] += 1
+        fake.strict.calls.append((endpoint, time.monotonic()))
+        if _strict.wrong_app(self, endpoint):
+            return True
         delay = fake.faults.slow.get(endpoint, 0.0)
         if delay:
             time.sleep(delay)
@@ -419,12 +430,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.close()
             return True
         if fake.chance(fake.faults.http429, endpoint):
-            self._send(429, {"detail": "Rate limit exceeded"}, {"Retry-After": "0"})
+            _strict.send_429(self)
             return True
         if fake.chance(fake.faults.http5xx, endpoint):
-            self._send(503, {"detail": "Runner scheduling failure",
-                             "error_type": "runner_scheduling_failure"},
-                       {"X-Fal-Error-Type": "runner_scheduling_failure"})
+            _strict.send_5xx(self)
             return True
         return False
 
@@ -512,6 +521,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body()
         fake = self.server_fake
         if path.startswith("/put/"):
+            if _strict.put_fails(self):
+                return
             fake.files[path[len("/put/"):]] = (body, self.headers.get("Content-Type", ""))
             self._send(200, {})
             return
@@ -524,11 +535,8 @@ class _Handler(BaseHTTPRequestHandler):
         req = fake.requests.get(match.group(1))
         if req is None:
             self._send(404, {"status": "NOT_FOUND"})
-        elif fake.state(req) == "COMPLETED":
-            self._send(400, {"status": "ALREADY_COMPLETED"})
         else:
-            req.cancelled = True
-            self._send(202, {"status": "CANCELLATION_REQUESTED"})
+            self._send(*_strict.cancel(fake, req))
 
     def do_DELETE(self) -> None:  # noqa: N802
         platform_api.route(self, "DELETE", urlparse(self.path).path, {})
@@ -577,6 +585,7 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server_fake
         if self._faulted("download"):
             return
+        fake.strict.downloads.wait()
         item = fake.files.get(name)
         if item is None:
             self._send(404, {"detail": "File not found"})
