@@ -14,8 +14,8 @@ import zlib
 import pytest
 from PIL import Image, ImageCms
 
+from crystal_watchd import carriers, containers
 from crystal_watchd import config as config_module
-from crystal_watchd import containers
 from crystal_watchd.backends.base import Slots
 from crystal_watchd.backends.local import LocalBackend
 from crystal_watchd.errors import ConversionError, OutputBlockedError
@@ -42,7 +42,7 @@ def test_jpeg_splice_keeps_scan_data_and_splits_a_large_profile(tmp_path):
     big = profile + b"\0" * 150_000  # padding after the tagged data keeps it parseable
     meta = Metadata(icc_profile=big, icc_space="rgb")
     out = io.BytesIO()
-    containers.splice_jpeg(source, out, meta, channels=3)
+    containers.splice_jpeg(source, out, carriers.for_output(meta, "JPEG", (64, 48), "RGB", None))
     data = out.getvalue()
     original = source.read_bytes()
     assert data[data.index(b"\xff\xda"):] == original[original.index(b"\xff\xda"):]
@@ -56,7 +56,8 @@ def test_a_grey_profile_is_not_put_on_colour_pixels(tmp_path):
     source = tmp_path / "in.jpg"
     source.write_bytes(_jpeg())
     out = io.BytesIO()
-    containers.splice_jpeg(source, out, Metadata(icc_profile=b"grey", icc_space="grey"), 3)
+    grey = Metadata(icc_profile=b"grey", icc_space="grey")
+    containers.splice_jpeg(source, out, carriers.for_output(grey, "JPEG", (64, 48), "RGB", None))
     with Image.open(io.BytesIO(out.getvalue())) as im:
         assert "icc_profile" not in im.info
 
