@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from .config_fields import OptionalPath, Settings, Text, TextList, checked, num, optional
 from .yamldoc import Doc, check_placeholders, kind_of, nonempty_text, text_list
@@ -128,7 +128,10 @@ def _clock(value: Any) -> str:
 
 
 class HookSettings(Settings):
-    """One post-action: a command (``run``) or a webhook (``url``)."""
+    """One action after each job: a command (run) or a webhook (url), not both."""
+
+    model_config = ConfigDict(json_schema_extra={
+        "oneOf": [{"required": ["run"]}, {"required": ["url"]}]})
 
     name: Text | None = None
     """A name for the log and the page (default hook1, hook2, ...)."""
@@ -149,6 +152,9 @@ class HookSettings(Settings):
 
 class NotifySettings(Settings):
     """Apprise notifications for trouble and a daily summary."""
+
+    model_config = ConfigDict(json_schema_extra={
+        "anyOf": [{"required": ["urls"]}, {"required": ["urls_file"]}]})
 
     urls: TextList = Field((), repr=False)
     """Apprise URLs (secrets: never printed)."""

@@ -8,7 +8,7 @@ Defaults are read from those dataclasses so the two never disagree.
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from .automation_config import DEFAULT_HOOK_ATTEMPTS, HookSettings, NotifySettings
 from .config import (
@@ -179,6 +179,8 @@ class FolderEntry(FolderSettings):
 
 
 class LogSettings(Settings):
+    """How the daemon logs."""
+
     format: one_of(*LOG_FORMATS) = "auto"
     """auto (console on a terminal, else JSON lines), json or console."""
     level: one_of(*LOG_LEVELS) = "info"
@@ -186,6 +188,8 @@ class LogSettings(Settings):
 
 
 class FalSettings(Settings):
+    """The Crystal Upscaler at fal: key, uploads, timeouts, prices and storage."""
+
     endpoint: Text = FalConfig.endpoint
     """The fal application called."""
     key_file: OptionalPath = FalConfig.key_file
@@ -212,6 +216,8 @@ class FalSettings(Settings):
 
 
 class RetrySettings(Settings):
+    """How often, and how far apart, a job that failed for a passing reason is tried."""
+
     attempts: num(1, 1000, integer=True) = RetryConfig.attempts
     """Tries of a job before it fails for good."""
     backoff: num(0, 86_400) = RetryConfig.backoff
@@ -221,6 +227,8 @@ class RetrySettings(Settings):
 
 
 class BudgetSettings(Settings):
+    """Limits on what is spent at fal."""
+
     daily_usd: optional_num(0, 1e9) = BudgetConfig.daily_usd
     """Stop submitting once today's estimated spend reaches this (left out: no limit)."""
     confirm_above_usd: optional_num(0, 1e9) = BudgetConfig.confirm_above_usd
@@ -229,6 +237,8 @@ class BudgetSettings(Settings):
 
 
 class PixelSettings(Settings):
+    """The pool that decodes and encodes pixels."""
+
     workers: num(1, 256, integer=True) = None
     """Decoding and encoding threads (default: the number of CPUs)."""
     memory_mb: num(32, 1_048_576) = 512.0
@@ -236,6 +246,8 @@ class PixelSettings(Settings):
 
 
 class HttpSettings(Settings):
+    """The local web page, /metrics and /healthz."""
+
     listen: checked(str, _listen_text, min_length=1) = DEFAULT_HTTP_LISTEN
     """HOST:PORT of the web page, /metrics and /healthz; off loopback it needs a token."""
     token: checked(str | None, optional(lambda v: nonempty_text(v).strip()),
@@ -252,7 +264,10 @@ class HttpSettings(Settings):
 
 
 class ConfigFile(Settings):
-    """crystal-watchd's configuration (YAML)."""
+    """crystal-watchd's configuration (YAML): the watched folders and how their pictures are
+    upscaled. Relative paths are relative to the file."""
+
+    model_config = ConfigDict(title="crystal-watchd configuration")
 
     backend: one_of(*BACKENDS) = "fal"
     """fal (Crystal Upscaler, needs a key) or local (Pillow, offline, for trying things)."""
@@ -262,8 +277,11 @@ class ConfigFile(Settings):
     """Where the SQLite journal and the lock live (default: systemd's StateDirectory= or
     ~/.local/state/crystal-watchd)."""
     log: LogSettings = LogSettings()
+    """How the daemon logs: format and level."""
     fal: FalSettings = FalSettings()
+    """Settings of the fal backend (the Crystal Upscaler)."""
     retry: RetrySettings = RetrySettings()
+    """Retries of jobs that failed for a passing reason."""
     defaults: FolderSettings = FolderSettings()
     """Settings every folder takes unless it sets its own."""
     folders: Annotated[list[FolderEntry], Field(min_length=1)]
@@ -273,7 +291,9 @@ class ConfigFile(Settings):
     shutdown_grace: num(0, 3600) = 20.0
     """Seconds in-flight jobs may take to finish on SIGTERM."""
     budget: BudgetSettings = BudgetSettings()
+    """Limits on what is spent at fal: per day, and per folder before asking."""
     pixels: PixelSettings = PixelSettings()
+    """The pool that decodes and encodes pixels: threads and memory."""
     http: HttpSettings | None = HttpSettings()
     """The local web page; null turns it off."""
     journal: checked(str | None, _journal_url,
