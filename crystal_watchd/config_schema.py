@@ -2,6 +2,7 @@
 
     python -m crystal_watchd.config_schema            # rewrite config.schema.json
     python -m crystal_watchd.config_schema --check    # exit 1 if the file is out of date
+    python -m crystal_watchd.config_schema --output - # print it (an installed package)
 
 It is generated from the models in config_models.py, so it always says what the daemon
 accepts; the committed copy is kept in step by a test.
@@ -17,7 +18,8 @@ from typing import Any
 
 from .config_models import ConfigFile
 
-#: The shipped copy, next to config.example.yaml (which points editors at it).
+#: The shipped copy in a source checkout, next to config.example.yaml (which points editors
+#: at it).
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "config.schema.json"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -46,18 +48,25 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true",
                         help="only compare with the file; exit 1 when it differs")
-    parser.add_argument("--output", type=Path, default=SCHEMA_FILE)
+    parser.add_argument("--output", help="the file to write or check, - for standard output "
+                        "(default: config.schema.json of the source checkout)")
     args = parser.parse_args(argv)
-    current = args.output.read_text(encoding="utf-8") if args.output.exists() else None
+    if args.output == "-":
+        sys.stdout.write(text())
+        return 0
+    if args.output is None and not (SCHEMA_FILE.parent / "pyproject.toml").is_file():
+        parser.error("not run from a source checkout: give --output FILE (or - to print it)")
+    output = Path(args.output) if args.output else SCHEMA_FILE
+    current = output.read_text(encoding="utf-8") if output.exists() else None
     if args.check:
         if current != text():
-            print(f"{args.output} is out of date; run python -m crystal_watchd.config_schema",
+            print(f"{output} is out of date; run python -m crystal_watchd.config_schema",
                   file=sys.stderr)
             return 1
         return 0
     if current != text():
-        args.output.write_text(text(), encoding="utf-8")
-        print(f"wrote {args.output}")
+        output.write_text(text(), encoding="utf-8")
+        print(f"wrote {output}")
     return 0
 
 

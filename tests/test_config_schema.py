@@ -61,14 +61,18 @@ def test_check_names_a_typo_a_wrong_type_and_an_out_of_range_value_with_lines(tm
 
 def test_schema_file_is_up_to_date():
     """config.schema.json is exactly what the models produce now (regenerate it with
-    `python -m crystal_watchd.config_schema`), and the check notices a stale copy."""
+    `python -m crystal_watchd.config_schema`); `--check` agrees, and `--output -` prints
+    the same text."""
     from crystal_watchd import config_schema
 
     assert SCHEMA.read_text(encoding="utf-8") == config_schema.text(), \
         "config.schema.json is out of date: run python -m crystal_watchd.config_schema"
-    run = subprocess.run([sys.executable, "-m", "crystal_watchd.config_schema", "--check"],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run([sys.executable, "-m", "crystal_watchd.config_schema", "--check",
+                          "--output", str(SCHEMA)], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
+    printed = subprocess.run([sys.executable, "-m", "crystal_watchd.config_schema", "--output",
+                              "-"], capture_output=True, text=True, timeout=60)
+    assert printed.stdout == SCHEMA.read_text(encoding="utf-8")
 
 
 def test_schema_check_fails_on_a_stale_copy(tmp_path):
