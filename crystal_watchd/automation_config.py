@@ -133,7 +133,7 @@ class HookSettings(Settings):
     model_config = ConfigDict(json_schema_extra={
         "oneOf": [{"required": ["run"]}, {"required": ["url"]}]})
 
-    name: Text | None = None
+    name: Text = None
     """A name for the log and the page (default hook1, hook2, ...)."""
     on: checked(tuple[Literal[HOOK_EVENTS], ...], _events(HOOK_EVENTS), min_length=1)
     """The job outcomes that trigger it: done, failed."""
@@ -142,7 +142,7 @@ class HookSettings(Settings):
     run: checked(tuple[str, ...], _argv, min_length=1) = ()
     """A command as a list of arguments (no shell); {input}, {output} and {folder} are
     filled in."""
-    url: checked(str | None, optional(_http_url), pattern="^https?://") = Field(None, repr=False)
+    url: checked(str, _http_url, pattern="^https?://") = Field(None, repr=False)
     """A webhook: the job is POSTed there as JSON."""
     secret_file: OptionalPath = None
     """A file whose content signs each webhook body (HMAC-SHA256)."""

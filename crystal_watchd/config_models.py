@@ -148,9 +148,9 @@ class FolderSettings(Settings):
     originals: one_of(*ORIGINALS) = FolderConfig.originals
     """What happens to an input once its output is written: keep, move (to done_dir) or
     delete."""
-    done_dir: OptionalPath = None
+    done_dir: PathIn = None
     """Where originals go with originals: move (default: the inbox's done/)."""
-    failed_dir: OptionalPath = None
+    failed_dir: PathIn = None
     """Where inputs that cannot be upscaled go (default: the inbox's failed/)."""
     max_input_megapixels: num(0.001, 10_000) = FolderConfig.max_input_megapixels
     """Larger inputs are refused before anything is paid."""
@@ -170,7 +170,7 @@ class FolderSettings(Settings):
 class FolderEntry(FolderSettings):
     """One watched inbox and where its results go."""
 
-    name: Text | None = None
+    name: Text = None
     """A name for logs, the page and hooks (default: the inbox folder's name)."""
     inbox: PathIn
     """The watched folder."""
@@ -276,13 +276,13 @@ class ConfigFile(Settings):
     state_dir: PathIn = None
     """Where the SQLite journal and the lock live (default: systemd's StateDirectory= or
     ~/.local/state/crystal-watchd)."""
-    log: LogSettings = LogSettings()
+    log: LogSettings = Field(default_factory=LogSettings)
     """How the daemon logs: format and level."""
-    fal: FalSettings = FalSettings()
+    fal: FalSettings = Field(default_factory=FalSettings)
     """Settings of the fal backend (the Crystal Upscaler)."""
-    retry: RetrySettings = RetrySettings()
+    retry: RetrySettings = Field(default_factory=RetrySettings)
     """Retries of jobs that failed for a passing reason."""
-    defaults: FolderSettings = FolderSettings()
+    defaults: FolderSettings = Field(default_factory=FolderSettings)
     """Settings every folder takes unless it sets its own."""
     folders: Annotated[list[FolderEntry], Field(min_length=1)]
     """The watched folders: each with inbox and outbox, and any per-folder setting."""
@@ -290,11 +290,11 @@ class ConfigFile(Settings):
     """Seconds between full safety rescans of every inbox."""
     shutdown_grace: num(0, 3600) = 20.0
     """Seconds in-flight jobs may take to finish on SIGTERM."""
-    budget: BudgetSettings = BudgetSettings()
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
     """Limits on what is spent at fal: per day, and per folder before asking."""
-    pixels: PixelSettings = PixelSettings()
+    pixels: PixelSettings = Field(default_factory=PixelSettings)
     """The pool that decodes and encodes pixels: threads and memory."""
-    http: HttpSettings | None = HttpSettings()
+    http: HttpSettings | None = Field(default_factory=HttpSettings)
     """The local web page; null turns it off."""
     journal: checked(str | None, _journal_url,
                      pattern="^postgres(ql)?://") = Field(None, repr=False)
