@@ -53,6 +53,7 @@ def parse_config(text: str, file: str | Path) -> Config:
     check_notify(doc, raw.get("notify"))
     _check_http(doc, raw.get("http"))
     if model is None:
+        _check_folders(doc, _folders_alone(raw, base))
         raise ConfigError(_in_order(doc.problems))
     config = Config(
         path=path,
@@ -78,7 +79,7 @@ def parse_config(text: str, file: str | Path) -> Config:
         hook_attempts=model.hook_attempts,
         notify=build_notify(model.notify),
     )
-    _check_folders(doc, config)
+    _check_folders(doc, config.folders)
     if doc.problems:
         raise ConfigError(_in_order(doc.problems))
     return config
@@ -99,6 +100,18 @@ def _folder(i: int, entry: FolderEntry, defaults: FolderSettings) -> FolderConfi
     values["failed_dir"] = values["failed_dir"] or entry.inbox / "failed"
     return FolderConfig(name=entry.name or _default_name(i, entry.inbox), inbox=entry.inbox,
                         outbox=entry.outbox, **values)
+
+
+def _folders_alone(raw: dict[str, Any], base: Path) -> tuple[FolderConfig, ...]:
+    """The folders when another section has a problem: their overlaps are still worth
+    reporting in the same run (nothing when the folders themselves have problems)."""
+    try:
+        model = ConfigFile.model_validate(
+            {"folders": raw.get("folders"), "defaults": raw.get("defaults")},
+            context={"base": base})
+    except ValidationError:
+        return ()
+    return tuple(_folder(i, f, model.defaults) for i, f in enumerate(model.folders))
 
 
 def _default_name(i: int, inbox: Path | None) -> str:
@@ -146,11 +159,11 @@ def _inside(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
 
-def _check_folders(doc: Doc, config: Config) -> None:
+def _check_folders(doc: Doc, folders: tuple[FolderConfig, ...]) -> None:
     """Names unique, no inbox twice, and nothing we write lands where we watch."""
     seen_names: dict[str, int] = {}
     seen_inboxes: dict[Path, int] = {}
-    for i, f in enumerate(config.folders):
+    for i, f in enumerate(folders):
         if f.name in seen_names:
             doc.problem(("folders", i, "name"), f"folder name '{f.name}' is used twice "
                         f"(also folders[{seen_names[f.name]}]); set a distinct name")
@@ -159,14 +172,14 @@ def _check_folders(doc: Doc, config: Config) -> None:
             doc.problem(("folders", i, "inbox"), f"inbox {f.inbox} is watched twice "
                         f"(also folders[{seen_inboxes[f.inbox]}])")
         seen_inboxes.setdefault(f.inbox, i)
-        for j, other in enumerate(config.folders):
+        for j, other in enumerate(folders):
             if i != j and f.recursive and other.inbox != f.inbox and _inside(other.inbox, f.inbox) \
                     and not _excluded(f, other.inbox):
                 doc.problem(("folders", j, "inbox"),
                             f"lies inside the recursive inbox of folders[{i}] ({f.inbox})")
         for key in ("outbox", "done_dir", "failed_dir"):
             target: Path = getattr(f, key)
-            for j, other in enumerate(config.folders):
+            for j, other in enumerate(folders):
                 if target == other.inbox:
                     doc.problem(("folders", i, key), f"{target} is the inbox of folders[{j}]")
                 elif other.recursive and _inside(target, other.inbox) and not _excluded(other, target):

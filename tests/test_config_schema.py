@@ -155,3 +155,36 @@ def test_secrets_stay_out_of_the_models_reprs(tmp_path, secret, text):
     assert secret not in repr(model)
     assert secret not in repr(config_mod.parse("folders: [{inbox: in, outbox: out}]\n" + text,
                                                tmp_path / "c.yaml"))
+
+
+def test_rules_across_keys_show_beside_problems_of_single_keys(tmp_path):
+    """A value out of range does not hide the rules that span several keys: overlapping
+    folders, a hook naming no folder, notify without URLs and a page off loopback without a
+    token are all reported in the same run, each at its own line."""
+    file = tmp_path / "c.yaml"
+    found = [str(p) for p in _problems(
+        "concurrency: 0\n"                                   # 1
+        "folders:\n"                                         # 2
+        "  - {inbox: a, outbox: b, recursive: true}\n"       # 3
+        "  - {name: two, inbox: a/x, outbox: c}\n"           # 4
+        "hooks:\n"                                           # 5
+        "  - {on: [done], run: [x], folders: [nobody]}\n"    # 6
+        "notify: {on: [failed]}\n"                           # 7
+        "http: {listen: '0.0.0.0:8765'}\n",                  # 8
+        file)]
+    assert f"{file}:1: concurrency: must be from 1 to 256, not 0" in found
+    assert f"{file}:4: folders[1].inbox: lies inside the recursive inbox of folders[0] " \
+           f"({tmp_path / 'a'})" in found
+    assert f"{file}:6: hooks[0].folders: no folder is named 'nobody'" in found
+    assert f"{file}:7: notify: needs urls: (Apprise URLs) or urls_file: (one a line)" in found
+    assert any(p.startswith(f"{file}:8: http.listen: listening on 0.0.0.0 (not a loopback "
+                            "address) needs http.token") for p in found)
+    assert [int(p.split(":")[1]) for p in found] == sorted(int(p.split(":")[1]) for p in found)
+
+
+def _problems(text: str, file: Path) -> list:
+    from crystal_watchd.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        config_mod.parse(text, file)
+    return info.value.problems
