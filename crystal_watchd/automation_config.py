@@ -187,9 +187,9 @@ def check_hooks(doc: Doc, raw: Any, folders: set[str]) -> None:
         elif "secret_file" in item and "url" not in item:
             doc.problem(("hooks", i, "secret_file"), "signs webhook bodies; it needs url:")
         name = item.get("name", hook_name(i))
-        if name in names:
+        if isinstance(name, str) and name in names:
             doc.problem(("hooks", i, "name"), f"hook name '{name}' is used twice")
-        names.add(name)
+        names.add(name if isinstance(name, str) else "")
         limit = item.get("folders")
         for folder in limit if isinstance(limit, list) else ():
             if isinstance(folder, str) and folder not in folders:
