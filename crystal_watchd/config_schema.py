@@ -18,10 +18,18 @@ from typing import Any
 
 from .config_models import ConfigFile
 
-#: The shipped copy in a source checkout, next to config.example.yaml (which points editors
-#: at it).
-SCHEMA_FILE = Path(__file__).resolve().parent.parent / "config.schema.json"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def checkout_copy() -> Path | None:
+    """The shipped copy, next to config.example.yaml (which points editors at it), when
+    this module runs from a source checkout of crystal-watchd; None when installed."""
+    for folder in Path(__file__).resolve().parents:
+        project = folder / "pyproject.toml"
+        if project.is_file():
+            named = 'name = "crystal-watchd"' in project.read_text(encoding="utf-8")
+            return folder / "config.schema.json" if named else None
+    return None
 
 
 def schema() -> dict[str, Any]:
@@ -54,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.output == "-":
         sys.stdout.write(text())
         return 0
-    if args.output is None and not (SCHEMA_FILE.parent / "pyproject.toml").is_file():
+    output = Path(args.output) if args.output else checkout_copy()
+    if output is None:
         parser.error("not run from a source checkout: give --output FILE (or - to print it)")
-    output = Path(args.output) if args.output else SCHEMA_FILE
     current = output.read_text(encoding="utf-8") if output.exists() else None
     if args.check:
         if current != text():
