@@ -1,5 +1,6 @@
 """The ``hooks:`` and ``notify:`` settings: what runs or is called after a job, and who hears
-about trouble. Parsed with config.py's checks (file, line and key in every problem).
+about trouble: their keys (pydantic models, checked with the rest of the config), the rules
+across keys, and the frozen objects the daemon uses.
 """
 
 from __future__ import annotations
@@ -7,24 +8,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from .yamldoc import (
-    Doc,
-    Section,
-    check_placeholders,
-    kind_of,
-    nonempty_text,
-    number,
-    path_in,
-    text_list,
-)
+from pydantic import ConfigDict, Field
+
+from .config_fields import OptionalPath, Settings, Text, TextList, checked, num, optional
+from .yamldoc import Doc, check_placeholders, kind_of, nonempty_text, text_list
 
 HOOK_EVENTS = ("done", "failed")
-HOOK_KEYS = ("name", "on", "folders", "run", "url", "secret_file", "timeout")
 HOOK_PLACEHOLDERS = ("input", "output", "folder")
 NOTIFY_EVENTS = ("failed", "budget", "account", "folder", "daily_summary")
-NOTIFY_KEYS = ("urls", "urls_file", "on", "daily_summary", "batch_seconds")
 DEFAULT_HOOK_TIMEOUT = 60.0
 DEFAULT_HOOK_ATTEMPTS = 10
 
@@ -123,60 +116,103 @@ def _http_url(value: Any) -> str:
     return url
 
 
+CLOCK = r"^\s*([01]?\d|2[0-3]):([0-5]\d)\s*$"
+
+
 def _clock(value: Any) -> str:
     text = value if isinstance(value, str) else ""
-    match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", text.strip())
+    match = re.match(CLOCK, text)
     if not match:
         raise ValueError(f"must be a local time like \"18:00\", not {kind_of(value)} {value!r}")
     return f"{int(match.group(1)):02d}:{match.group(2)}"
 
 
-def parse_hooks(doc: Doc, raw: Any, base: Path, folders: set[str]) -> tuple[HookConfig, ...]:
-    """``folders``: the configured folder names (a hook limited to another never runs)."""
-    if raw is None:
-        return ()
+class HookSettings(Settings):
+    """One action after each job: a command (run) or a webhook (url), not both."""
+
+    model_config = ConfigDict(json_schema_extra={
+        "oneOf": [{"required": ["run"]}, {"required": ["url"]}]})
+
+    name: Text = None
+    """A name for the log and the page (default hook1, hook2, ...)."""
+    on: checked(tuple[Literal[HOOK_EVENTS], ...], _events(HOOK_EVENTS), min_length=1)
+    """The job outcomes that trigger it: done, failed."""
+    folders: TextList = ()
+    """Only for these folders (by name); left out: every folder."""
+    run: checked(tuple[str, ...], _argv, min_length=1) = ()
+    """A command as a list of arguments (no shell); {input}, {output} and {folder} are
+    filled in."""
+    url: checked(str, _http_url, pattern="^https?://") = Field(None, repr=False)
+    """A webhook: the job is POSTed there as JSON."""
+    secret_file: OptionalPath = None
+    """A file whose content signs each webhook body (HMAC-SHA256)."""
+    timeout: num(0.1, 86_400) = DEFAULT_HOOK_TIMEOUT
+    """Seconds a command or webhook call may take."""
+
+
+class NotifySettings(Settings):
+    """Apprise notifications for trouble and a daily summary."""
+
+    model_config = ConfigDict(json_schema_extra={
+        "anyOf": [{"required": ["urls"]}, {"required": ["urls_file"]}]})
+
+    urls: TextList = Field((), repr=False)
+    """Apprise URLs (secrets: never printed)."""
+    urls_file: OptionalPath = None
+    """A file with one Apprise URL a line, instead of (or beside) urls."""
+    on: checked(tuple[Literal[NOTIFY_EVENTS], ...], _events(NOTIFY_EVENTS),
+                min_length=1) = NOTIFY_EVENTS
+    """What to tell about: failed, budget, account, folder, daily_summary."""
+    daily_summary: checked(str | None, optional(_clock), pattern=CLOCK) = None
+    """A local time like "18:00" for the day's summary; left out: no summary."""
+    batch_seconds: num(1, 86_400) = 60.0
+    """Failed jobs are gathered for this long into one message."""
+
+
+def check_hooks(doc: Doc, raw: Any, folders: set[str]) -> None:
+    """What one key cannot say alone: run or url (not both), secret_file only with url,
+    distinct names, and folders that exist (``folders``: the configured names)."""
     if not isinstance(raw, list):
-        doc.problem(("hooks",), f"must be a list of hooks, not {kind_of(raw)}")
-        return ()
-    hooks: list[HookConfig] = []
+        return
+    names: set[str] = set()
     for i, item in enumerate(raw):
-        sec = Section(doc, item, ("hooks", i), HOOK_KEYS)
-        name = sec.get("name", nonempty_text, f"hook{i + 1}")
-        on = sec.get("on", _events(HOOK_EVENTS))
-        limit = sec.get("folders", text_list, ())
-        for folder in limit:
-            if folder not in folders:
-                doc.problem(("hooks", i, "folders"), f"no folder is named '{folder}'")
-        run = sec.get("run", _argv, ())
-        url = sec.get("url", _http_url, None)
-        secret = sec.get("secret_file", lambda v: None if v is None else path_in(base)(v), None)
-        timeout = sec.get("timeout", number(0.1, 86_400), DEFAULT_HOOK_TIMEOUT)
-        if "run" not in sec.data and "url" not in sec.data:
+        if item is None:
+            item = {}  # an empty list item: every key left out
+        if not isinstance(item, dict):
+            continue
+        if "run" not in item and "url" not in item:
             doc.problem(("hooks", i), "needs run: (a command) or url: (a webhook)")
-        elif "run" in sec.data and "url" in sec.data:
+        elif "run" in item and "url" in item:
             doc.problem(("hooks", i, "url"), "give run: or url:, not both (make two hooks)")
-        elif "secret_file" in sec.data and "url" not in sec.data:
+        elif "secret_file" in item and "url" not in item:
             doc.problem(("hooks", i, "secret_file"), "signs webhook bodies; it needs url:")
-        if name in {h.name for h in hooks}:
+        name = item.get("name", hook_name(i))
+        if isinstance(name, str) and name in names:
             doc.problem(("hooks", i, "name"), f"hook name '{name}' is used twice")
-        if on:
-            hooks.append(HookConfig(name=name, on=on, folders=limit, run=run, url=url,
-                                    secret_file=secret, timeout=timeout))
-    return tuple(hooks)
+        names.add(name if isinstance(name, str) else "")
+        limit = item.get("folders")
+        for folder in limit if isinstance(limit, list) else ():
+            if isinstance(folder, str) and folder not in folders:
+                doc.problem(("hooks", i, "folders"), f"no folder is named '{folder}'")
 
 
-def parse_notify(doc: Doc, raw: Any, base: Path) -> NotifyConfig | None:
-    if raw is None:
-        return None
-    sec = Section(doc, raw, ("notify",), NOTIFY_KEYS)
-    urls = sec.get("urls", text_list, ())
-    urls_file = sec.get("urls_file", lambda v: None if v is None else path_in(base)(v), None)
-    if not urls and urls_file is None:
+def check_notify(doc: Doc, raw: Any) -> None:
+    if isinstance(raw, dict) and not raw.get("urls") and raw.get("urls_file") is None:
         doc.problem(("notify",), "needs urls: (Apprise URLs) or urls_file: (one a line)")
-    notify = NotifyConfig(
-        urls=urls, urls_file=urls_file,
-        on=sec.get("on", _events(NOTIFY_EVENTS), NOTIFY_EVENTS),
-        daily_summary=sec.get("daily_summary", lambda v: None if v is None else _clock(v), None),
-        batch_seconds=sec.get("batch_seconds", number(1, 86_400), 60.0))
-    return notify
 
+
+def hook_name(i: int) -> str:
+    return f"hook{i + 1}"
+
+
+def build_hooks(hooks: list[HookSettings]) -> tuple[HookConfig, ...]:
+    return tuple(HookConfig(name=h.name or hook_name(i), on=h.on, folders=h.folders, run=h.run,
+                            url=h.url, secret_file=h.secret_file, timeout=h.timeout)
+                 for i, h in enumerate(hooks))
+
+
+def build_notify(notify: NotifySettings | None) -> NotifyConfig | None:
+    if notify is None:
+        return None
+    return NotifyConfig(urls=notify.urls, urls_file=notify.urls_file, on=notify.on,
+                        daily_summary=notify.daily_summary, batch_seconds=notify.batch_seconds)

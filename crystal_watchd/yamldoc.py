@@ -1,11 +1,11 @@
 """YAML with a line number for every key path, and the checks each setting's value goes
 through. A problem is recorded with file, line and key, never raised at the first one, so a
-user sees every mistake in a config at once (config.py turns them into one ConfigError).
+user sees every mistake in a config at once (config.py turns them into one ConfigError;
+config_problems.py places pydantic's errors on their lines).
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import string
@@ -80,39 +80,8 @@ def key_path(path: tuple[Any, ...]) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# Field checks: each returns the cleaned value or records a problem and returns None.
-
-MISSING = object()
-
-
-class Section:
-    """A mapping being read: tracks which keys were used so the rest can be reported."""
-
-    def __init__(self, doc: Doc, data: Any, path: tuple[Any, ...], allowed: tuple[str, ...]):
-        self.doc, self.path, self.allowed = doc, path, allowed
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            doc.problem(path, f"must be a mapping of settings, not {kind_of(data)}")
-            data = {}
-        self.data = data
-        for key in data:
-            if key not in allowed:
-                hint = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
-                tip = f"; did you mean '{hint[0]}'?" if hint else f"; known keys: {', '.join(allowed)}"
-                doc.problem(path + (key,), f"unknown setting{tip}")
-
-    def get(self, key: str, check: Callable[[Any], Any], default: Any = MISSING) -> Any:
-        if key not in self.data:
-            if default is MISSING:
-                self.doc.problem(self.path + (key,), "is required")
-                return None
-            return default
-        try:
-            return check(self.data[key])
-        except ValueError as exc:
-            self.doc.problem(self.path + (key,), str(exc))
-            return default if default is not MISSING else None
+# Value checks: each returns the cleaned value or raises ValueError with the message a
+# person reads (config_fields.py runs them before pydantic's own validation).
 
 
 def kind_of(value: Any) -> str:
