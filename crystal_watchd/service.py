@@ -139,6 +139,7 @@ class Service:
             recovered = await self.journal.recover()
             if recovered:
                 log.info("jobs_recovered", count=recovered, note="interrupted jobs resume")
+            await self.guard.start()
             if not self.once:
                 overflow.install()
                 self._install_signals(loop)

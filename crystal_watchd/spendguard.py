@@ -111,6 +111,14 @@ class SpendGuard:
         self._rejudge = True
         self._cache.clear()
 
+    async def start(self) -> None:
+        """Before the first dispatch: held sets now within the threshold (or everything,
+        ``once --approve``) are released, so ``once`` sees them queued from its first look."""
+        limit = self.limit()
+        self.journal.spend_guard = limit is not None
+        self._rejudge = False
+        await self._release_within(limit)
+
     async def review(self, exclude_folders: Iterable[str] = ()) -> bool:
         """Clear or hold every picture the guard has not judged yet; True if any was held."""
         limit = self.limit()

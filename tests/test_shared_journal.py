@@ -252,3 +252,24 @@ def test_slots_held_by_a_dead_daemon_go_to_whoever_takes_its_jobs_over(pg_url):
     assert sorted(asyncio.run(scenario())) == ["x", "y"]
     assert dead.slots_held() == 1
     dead.close()
+
+
+def test_a_postgresql_journal_without_the_extra_is_a_config_error_naming_it(tmp_path):
+    """PostgreSQL is an optional extra: with its driver missing, ``check`` and ``run`` on a
+    config whose ``journal:`` names PostgreSQL exit 78 (a configuration error) and say which
+    extra to install, without the password."""
+    from conftest import cli, write_config
+
+    hidden = tmp_path / "no-psycopg" / "psycopg"
+    hidden.mkdir(parents=True)
+    # What an install without the extra looks like to Python.
+    (hidden / "__init__.py").write_text(
+        "raise ImportError(\"No module named 'psycopg'\", name='psycopg')\n")
+    config = write_config(tmp_path, [{"name": "f", "inbox": "in", "outbox": "out"}],
+                          journal="postgresql://crystal:s3cret-pw@db.lan/crystal")
+    for command in ("check", "run"):
+        result = cli(command, "--config", str(config),
+                     env={"PYTHONPATH": str(hidden.parent)}, timeout=60)
+        assert result.returncode == 78, result.stderr
+        assert "pip install 'crystal-watchd[postgres]'" in result.stderr
+        assert str(config) in result.stderr and "s3cret-pw" not in result.stderr
