@@ -70,33 +70,38 @@ class SpendRows:
             out.setdefault(r["folder"], {})[r["id"]] = r["estimated_usd"]
         return out
 
+    def _by_id(self, estimates: Mapping[int, float]) -> tuple[str, str, list]:
+        """SQL giving each job of ``estimates`` its own estimate in one statement: the
+        CASE expression, the id list, and their arguments in that order."""
+        cases = " ".join("WHEN ? THEN ?" for _ in estimates)
+        args = [v for pair in estimates.items() for v in pair]
+        return f"CASE id {cases} END", ",".join("?" * len(estimates)), args
+
     async def clear_spend(self, estimates: Mapping[int, float]) -> int:
         """Let these unjudged jobs go (their folder is under the threshold), recording each
-        one's estimated cost. Returns how many were still unjudged."""
-        now, count = time.time(), 0
-        async with self.transaction():
-            for job_id, usd in estimates.items():
-                count += await self._exec(f"UPDATE jobs SET cleared_at=?, estimated_usd=? "
-                                    f"WHERE id=? AND {UNJUDGED}",
-                                    (now, usd, job_id, JobState.QUEUED.value))
-        return count
+        one's estimated cost. Returns how many were still unjudged. One statement, whatever
+        the number of jobs (a journal far away costs one round trip)."""
+        if not estimates:
+            return 0
+        usd, ids, args = self._by_id(estimates)
+        return await self._exec(f"UPDATE jobs SET cleared_at=?, estimated_usd={usd} "
+                                f"WHERE id IN ({ids}) AND {UNJUDGED}",
+                                (time.time(), *args, *estimates, JobState.QUEUED.value))
 
     async def hold(self, estimates: Mapping[int, float]) -> list[Job]:
         """Hold these pending jobs for approval, recording each one's estimated cost. A job
         a worker took up meanwhile (or an approval released) is left alone. Returns the held
         jobs."""
-        held: list[tuple[Job, float]] = []
-        now = time.time()
-        async with self.transaction():
-            for job_id, usd in estimates.items():
-                row = await self._one(f"UPDATE jobs SET state=?, estimated_usd=?, updated_at=? "
-                                f"WHERE id=? AND {PENDING} RETURNING {_returning()}",
-                                (JobState.AWAITING_APPROVAL.value, usd, now, job_id,
-                                 JobState.QUEUED.value))
-                if row is not None:
-                    held.append((_job(row), usd))
+        if not estimates:
+            return []
+        usd, ids, args = self._by_id(estimates)
+        rows = await self._rows(f"UPDATE jobs SET state=?, estimated_usd={usd}, updated_at=? "
+                                f"WHERE id IN ({ids}) AND {PENDING} RETURNING {_returning()}",
+                                (JobState.AWAITING_APPROVAL.value, *args, time.time(),
+                                 *estimates, JobState.QUEUED.value))
         changed = {"state": JobState.AWAITING_APPROVAL.value, "estimated_usd": None}
-        return [self._publish(JobState.QUEUED, job, changed) for job, _ in held]
+        return [self._publish(JobState.QUEUED, _job(row), changed)
+                for row in sorted(rows, key=lambda r: r["id"])]
 
     async def held(self, folders: Iterable[str] | None = None) -> dict[str, tuple[int, float]]:
         """folder → (pictures awaiting approval, their estimated dollars)."""

@@ -26,7 +26,15 @@ from .. import logs
 from ..config import mask_url
 from ..events import Events
 from ..jobs import Job, JobState
-from .base import COLUMNS, WAITING, JournalBase, JournalUnavailable, fs_bytes, row_to_job
+from .base import (
+    COLUMNS,
+    UNFINISHED,
+    WAITING,
+    JournalBase,
+    JournalUnavailable,
+    fs_bytes,
+    row_to_job,
+)
 from .sync import SyncJournal
 
 log = logs.get(__name__)
@@ -328,6 +336,41 @@ class PostgresStore(JournalBase):
             "RETURNING 1) SELECT COUNT(*) AS n FROM renewed"),
             (*args, self.daemon_id, self.lease, self.daemon_id, JobState.RUNNING.value))
         return row["n"] if row else 0
+
+    async def _serialised(self, sql: str, args: Iterable[Any]) -> list[Mapping[str, Any]]:
+        """One check-then-write statement in a transaction serialised with every other
+        (the advisory lock), in one round trip: begin, lock, statement and commit go out
+        together (psycopg's pipeline mode). The lock is held only while the server runs
+        them, not for the network's round trips, so daemons far from the database do not
+        queue behind each other's latency. Under READ COMMITTED the statement sees every
+        transaction committed before the lock was granted."""
+        self.round_trips += 1
+        async with self.pool.connection() as conn, conn.pipeline():
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_KEY,))
+                cursor = await conn.execute(self._sql(sql), tuple(args))
+            return await cursor.fetchall()
+
+    async def acquire_slot(self, job_id: int, limit: int) -> bool:
+        """As the base's, in one round trip: a job that holds its slot keeps it, another
+        takes one while fewer than ``limit`` are held."""
+        return bool(await self._serialised(
+            "UPDATE jobs SET slot_held=1 WHERE id=? AND (slot_held=1 OR "
+            "(SELECT COUNT(*) FROM jobs WHERE slot_held=1) < ?) RETURNING id", (job_id, limit)))
+
+    async def wait_for_twin(self, job: Job, settings_key: str) -> Job | None:
+        """As the base's, in one round trip (and one more to read the twin, when there is
+        one)."""
+        rows = await self._serialised(
+            "WITH twin AS (SELECT id FROM jobs WHERE sha256=? AND settings_key=? AND "
+            "state IN (?, ?, ?) AND waits_for IS NULL AND id!=? ORDER BY id LIMIT 1) "
+            "UPDATE jobs SET waits_for=(SELECT id FROM twin), state=CASE WHEN EXISTS "
+            "(SELECT 1 FROM twin) THEN ? ELSE ? END, updated_at=? WHERE id=? "
+            "RETURNING waits_for",
+            (job.sha256, settings_key, *UNFINISHED, job.id, JobState.QUEUED.value,
+             JobState.RUNNING.value, time.time(), job.id))
+        twin = rows[0]["waits_for"] if rows else None
+        return await self.get(twin) if twin is not None else None
 
     # -- claims ------------------------------------------------------------------------------
 
