@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import tempfile
 import threading
@@ -34,6 +35,39 @@ from pgcluster import Cluster  # noqa: E402
 
 DAEMONS = 2
 PROBE_EVERY = 0.1
+
+
+class ProxyProcess:
+    """The delaying proxy in a process of its own: in this one the fake fal's threads would
+    hold it up (the GIL), and the delay would grow with fal's load."""
+
+    def __init__(self, port: int, delay: float):
+        self._requests = multiprocessing.Value("q", 0)
+        parent, child = multiprocessing.Pipe()
+        self._proc = multiprocessing.Process(target=self._serve, daemon=True,
+                                             args=(port, delay, self._requests, child))
+        self._proc.start()
+        self.port = parent.recv()
+        self.target = ("127.0.0.1", port)
+
+    @staticmethod
+    def _serve(port: int, delay: float, requests, pipe) -> None:
+        proxy = DelayProxy("127.0.0.1", port, delay)
+        pipe.send(proxy.port)
+        while True:
+            requests.value = proxy.requests
+            time.sleep(0.02)
+
+    @property
+    def requests(self) -> int:
+        time.sleep(0.05)  # the child publishes its count every 20 ms
+        return self._requests.value
+
+    url = DelayProxy.url
+
+    def close(self) -> None:
+        self._proc.terminate()
+        self._proc.join(5)
 
 
 class Prober:
@@ -64,7 +98,7 @@ def remote_row(env, work: Path, cluster: Cluster, delay: float, files: int, conc
                latency: float) -> dict:
     from run import count_files, daemon, jpeg, write_config
 
-    proxy = DelayProxy("127.0.0.1", cluster.port, delay)
+    proxy = ProxyProcess(cluster.port, delay)
     server = env.fake(latency, runners=4 * concurrency)
     url = proxy.url(cluster.new_database())
     base = work / f"remote-{delay * 1000:g}ms"

@@ -45,7 +45,15 @@ def postgres_missing() -> str | None:
     return None
 
 
-def _store(config: Config, *, readonly: bool, events: Events | None) -> JournalBase:
+#: Connections the daemon keeps open to a PostgreSQL journal, per unit of ``concurrency``
+#: (and the bounds): every job in flight makes its own statements, files arriving are looked
+#: up and journaled beside them, and a connection opened on demand costs several round trips
+#: to a database far away just when the work starts.
+CONNECTIONS_PER_SLOT, MIN_CONNECTIONS, MAX_CONNECTIONS = 2, 4, 20
+
+
+def _store(config: Config, *, readonly: bool, events: Events | None,
+           connections: int = 1) -> JournalBase:
     if config.journal:
         problem = postgres_missing()
         if problem:
@@ -53,7 +61,8 @@ def _store(config: Config, *, readonly: bool, events: Events | None) -> JournalB
         from .postgres import PostgresStore  # imported only when it is asked for
 
         return PostgresStore(config.journal, password_file=config.journal_password_file,
-                             lease=config.journal_lease, events=events)
+                             lease=config.journal_lease, events=events,
+                             max_connections=max(connections, 4), min_connections=connections)
     return SqliteStore(journal_file(config), readonly=readonly, lease=config.journal_lease,
                        events=events)
 
@@ -61,7 +70,10 @@ def _store(config: Config, *, readonly: bool, events: Events | None) -> JournalB
 async def open_store(config: Config, *, readonly: bool = False,
                      events: Events | None = None) -> JournalBase:
     """The journal ``config`` names, for the daemon: every operation is a coroutine."""
-    return await _store(config, readonly=readonly, events=events).open()
+    connections = min(MAX_CONNECTIONS,
+                      max(MIN_CONNECTIONS, CONNECTIONS_PER_SLOT * config.concurrency))
+    return await _store(config, readonly=readonly, events=events,
+                        connections=connections).open()
 
 
 def open_journal(config: Config, *, readonly: bool = False,

@@ -163,12 +163,14 @@ class PostgresStore(JournalBase):
     shared = True
 
     def __init__(self, url: str, *, password_file: Path | None = None, lease: float = 60.0,
-                 max_connections: int = 8, events: Events | None = None):
+                 max_connections: int = 8, min_connections: int = 1,
+                 events: Events | None = None):
         self.url = mask_url(url)
         self._dsn = url  # may hold the password: never logged, shown or repr'd
         self.lease = lease
         self.events = events
         self.max_connections = max_connections
+        self.min_connections = min(min_connections, max_connections)
         self._password = _password(url, password_file)
         if self._password:
             logs.register_secret(self._password)
@@ -196,7 +198,8 @@ class PostgresStore(JournalBase):
             raise JournalUnavailable(
                 f"cannot reach the journal database {self.url}: "
                 + (problem.replace(self._password, "***") if self._password else problem))
-        self.pool = AsyncConnectionPool(self._dsn, kwargs=self._kwargs, min_size=1,
+        self.pool = AsyncConnectionPool(self._dsn, kwargs=self._kwargs,
+                                        min_size=self.min_connections,
                                         max_size=self.max_connections, open=False,
                                         name="journal", timeout=CONNECT_TIMEOUT)
         try:
