@@ -94,6 +94,7 @@ class Service:
         #: A worker found no budget left to reserve: dispatch only paid work until then.
         self._budget_full_until = 0.0
         self._over_budget_seen = False
+        self._telling: set[asyncio.Task] = set()
         #: ``once`` gave up waiting: the account is refused or the budget is spent.
         self._stalled = False
         #: ``once``: files still arriving, left for the next run (never waited out).
@@ -327,12 +328,19 @@ class Service:
 
     def _tell_ready(self) -> None:
         """READY=1 with the current counts, after a reload (read from the journal first)."""
+        self._tell(self.notifier.ready)
+
+    def _tell(self, say: Callable[[str], None]) -> None:
+        """Give the service manager the status line, once the journal has given the counts
+        (from a synchronous caller: a signal handler, a timer)."""
         async def tell() -> None:
             try:
-                self.notifier.ready(await self._status_text())
+                say(await self._status_text())
             except Exception as exc:  # noqa: BLE001 - the service manager gets the next one
                 log.warning("status_not_sent", error=str(exc))
-        asyncio.get_running_loop().create_task(tell())
+        task = asyncio.get_running_loop().create_task(tell())
+        self._telling.add(task)  # a task nobody holds may be collected before it runs
+        task.add_done_callback(self._telling.discard)
 
     # -- watching and intake -----------------------------------------------------------------
 
@@ -670,13 +678,7 @@ class Service:
         self._status_pending = False
         self._last_status = time.monotonic()
         if not self._stopping:
-            asyncio.get_running_loop().create_task(self._send_status_text())
-
-    async def _send_status_text(self) -> None:
-        try:
-            self.notifier.status(await self._status_text())
-        except Exception as exc:  # noqa: BLE001 - a status line must not disturb the daemon
-            log.warning("status_not_sent", error=str(exc))
+            self._tell(self.notifier.status)
 
 
 def _create_dirs(folder: FolderConfig) -> None:
