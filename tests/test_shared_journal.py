@@ -273,3 +273,26 @@ def test_a_postgresql_journal_without_the_extra_is_a_config_error_naming_it(tmp_
         assert result.returncode == 78, result.stderr
         assert "pip install 'crystal-watchd[postgres]'" in result.stderr
         assert str(config) in result.stderr and "s3cret-pw" not in result.stderr
+
+
+def test_each_step_of_a_job_is_one_round_trip_on_postgresql(pg_url):
+    """Against a database far away every round trip counts: journaling a file, claiming
+    several jobs, a state change, a slot at fal, the look for a twin and a heartbeat renewing
+    every lease of the daemon each take exactly one."""
+    j = _daemon(pg_url, "far")
+    store = j.store
+
+    def trips(call):
+        before = store.round_trips
+        result = call()
+        return store.round_trips - before, result
+
+    for i in range(3):
+        assert trips(lambda i=i: j.enqueue("f", Path(f"/in/{i}"), str(i), 1, 1, str(i)))[0] == 1
+    count, claimed = trips(lambda: j.claim_ready(time.time(), limit=3))
+    assert count == 1 and len(claimed) == 3
+    assert trips(lambda: j.start(claimed[0], {"scale_factor": 2}, "k"))[0] == 1
+    assert trips(lambda: j.wait_for_twin(claimed[0], "k")) == (1, None)
+    assert trips(lambda: j.acquire_slot(claimed[0].id, 8)) == (1, True)
+    assert trips(lambda: j.heartbeat({})) == (1, 3)
+    j.close()
