@@ -245,6 +245,7 @@ class Service:
 
     async def _until_idle(self) -> None:
         """``once``: return when every file found has been settled, journaled and finished."""
+        idle_before = False
         while not self._stop.is_set():
             mine = [f.name for f in self.config.folders]
             # A file still arriving is not waited for: cron runs us again, and by then it
@@ -256,7 +257,10 @@ class Service:
                 waiting = self.settler.by_folder()
                 waiting.update(await self.journal.waiting_by_folder())
                 self._progress(dict(waiting))
-            if not busy:
+            # Idle at two looks in a row: the journal is read while the other tasks run,
+            # so one look can fall between a file leaving one stage and showing in the next.
+            idle_before, settled = not busy, idle_before and not busy
+            if settled:
                 self._left_arriving = [f"{job.folder}/{job.rel}" for job in later]
                 if later:
                     log.warning("once_left_arriving", files=self._left_arriving,
