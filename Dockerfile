@@ -14,9 +14,9 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY crystal_watchd ./crystal_watchd
 RUN python3 -m venv /opt/build \
- && /opt/build/bin/pip wheel --wheel-dir /wheels . \
+ && /opt/build/bin/pip wheel --wheel-dir /wheels '.[postgres]' \
  && python3 -m venv /opt/crystal-watchd \
- && /opt/crystal-watchd/bin/pip install --no-index --find-links /wheels crystal-watchd \
+ && /opt/crystal-watchd/bin/pip install --no-index --find-links /wheels 'crystal-watchd[postgres]' \
  && /opt/crystal-watchd/bin/pip uninstall --yes pip setuptools
 
 # --- runtime: the base, tini, time zones, the venv and the container's own scripts --------

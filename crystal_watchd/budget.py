@@ -32,10 +32,10 @@ class Budget:
     def reset(self) -> None:
         self._noticed_day = None
 
-    def reached(self, limit: float | None, now: float, journal: Journal) -> bool:
+    async def reached(self, limit: float | None, now: float, journal: Journal) -> bool:
         if limit is None:
             return False
-        spent = journal.spent_since(local_midnight(now))
+        spent = await journal.spent_since(local_midnight(now))
         if spent < limit:
             self._noticed_day = None
             return False

@@ -138,6 +138,14 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_CONFIG
+    if config.journal:
+        from .journal import postgres_missing
+
+        problem = postgres_missing()
+        if problem:  # PostgreSQL is an optional extra: say which one to install
+            print(f"crystal-watchd: configuration error:\n  {config.path}: {problem}",
+                  file=sys.stderr)
+            return EXIT_CONFIG
 
     if args.command == "check":
         return _check(args, config)

@@ -96,7 +96,7 @@ class Deliverer:
                 self._wake.clear()
                 try:
                     await self.deliver_due()
-                    due = self.journal.next_delivery_at(h.name for h in self.config().hooks)
+                    due = await self.journal.next_delivery_at(h.name for h in self.config().hooks)
                 except Exception:  # noqa: BLE001 - a journal hiccup must not end deliveries
                     log.exception("hook_loop_error", note="trying again shortly")
                     due = None
@@ -115,15 +115,15 @@ class Deliverer:
         """Attempt every delivery that is due now; returns how many were attempted."""
         config = self.config()
         names = [h.name for h in config.hooks]
-        if not self.journal.shared and self.journal.orphan_deliveries(names):
+        if not self.journal.shared and await self.journal.orphan_deliveries(names):
             log.warning("hook_deliveries_orphaned", configured_hooks=names,
                         note="their hook was removed from the configuration; put it back and "
                              "use retry-hooks to deliver them")
         hold = max((h.timeout for h in config.hooks), default=60.0) + 5.0
         count = 0
         while True:
-            batch = self.journal.claim_deliveries(time.time(), hold, limit=PARALLEL,
-                                                  hooks=names)
+            batch = await self.journal.claim_deliveries(time.time(), hold, limit=PARALLEL,
+                                                        hooks=names)
             if not batch:
                 return count
             count += len(batch)
@@ -147,17 +147,17 @@ class Deliverer:
             error = str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
             error = logs.scrub(error)
             if delivery.attempts >= config.hook_attempts or hook is None:
-                self.journal.delivery_failed(delivery, error, retry_in=None)
+                await self.journal.delivery_failed(delivery, error, retry_in=None)
                 bound.error("hook_gave_up", error=error, attempts=delivery.attempts,
                             note="retry it from the web page or with "
                                  "'crystal-watchd retry-hooks'")
             else:
                 retry_in = config.retry.delay(delivery.attempts)
-                self.journal.delivery_failed(delivery, error, retry_in=retry_in)
+                await self.journal.delivery_failed(delivery, error, retry_in=retry_in)
                 bound.warning("hook_failed", error=error, retry_in=round(retry_in, 1),
                               of=config.hook_attempts)
             return
-        self.journal.delivery_done(delivery)
+        await self.journal.delivery_done(delivery)
         bound.info("hook_delivered")
 
     async def _run_command(self, hook: HookConfig, delivery: Delivery, bound) -> None:

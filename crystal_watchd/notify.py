@@ -181,11 +181,11 @@ class Alerts:
         while True:
             await asyncio.sleep(TICK)
             try:
-                self.tick()
+                await self.tick()
             except Exception:  # noqa: BLE001 - notifications never disturb the daemon
                 log.exception("notify_loop_error")
 
-    def tick(self) -> None:
+    async def tick(self) -> None:
         """Send what is due at ``clock()``: a batch of failures, the daily summary."""
         now = self.clock()
         if self._batch_due is not None and now >= self._batch_due:
@@ -202,7 +202,7 @@ class Alerts:
             self._summary_day = day
         elif due and self._summary_day != day:
             self._summary_day = day
-            self._post(self.summary(now))
+            self._post(await self.summary(now))
         elif not due and self._summary_day is None:
             self._summary_day = ""  # looked before the time: today's summary is ours
 
@@ -217,12 +217,12 @@ class Alerts:
                            "failed", f"{listed}{more}\n\nFix the cause, then retry them "
                            "(web page or 'crystal-watchd retry').", "failure"))
 
-    def summary(self, now: float) -> Message:
+    async def summary(self, now: float) -> Message:
         since = local_midnight(now)
-        counts = {r["state"]: r["n"] for r in self.journal.query(
+        counts = {r["state"]: r["n"] for r in await self.journal.query(
             "SELECT state, COUNT(*) AS n FROM jobs WHERE finished_at>=? AND state IN (?, ?) "
             "GROUP BY state", (since, JobState.DONE.value, JobState.FAILED.value))}
-        spent = self.journal.spent_since(since)
+        spent = await self.journal.spent_since(since)
         done, failed = counts.get("done", 0), counts.get("failed", 0)
         return Message(f"crystal-watchd: {done} done, {failed} failed today",
                        f"Today: {done} done, {failed} failed, spend ${spent:.2f}.",

@@ -28,7 +28,7 @@ from .events import Events
 from .hooks import Deliverer
 from .jobs import JobState
 from .journal import describe as describe_journal
-from .journal import journal_file, open_journal
+from .journal import journal_file, open_store
 from .lock import StateLock
 from .notify import Alerts
 from .pixels import PixelPool, give_freed_memory_back
@@ -93,6 +93,8 @@ class Service:
         self._budget = Budget()
         #: A worker found no budget left to reserve: dispatch only paid work until then.
         self._budget_full_until = 0.0
+        self._over_budget_seen = False
+        self._telling: set[asyncio.Task] = set()
         #: ``once`` gave up waiting: the account is refused or the budget is spent.
         self._stalled = False
         #: ``once``: files still arriving, left for the next run (never waited out).
@@ -106,11 +108,11 @@ class Service:
         lock = StateLock(self.config.state_dir)
         lock.acquire()
         try:
-            self.journal = open_journal(self.config, events=self.events)
+            self.journal = await open_store(self.config, events=self.events)
         except BaseException:
             lock.release()
             raise
-        self.identity = register(self.journal, self.config)
+        self.identity = await register(self.journal, self.config)
         self.journal.hooks = self.config.hooks
         self.deliverer = Deliverer(self.journal, lambda: self.config)
         self.events.subscribe(self.deliverer.on_change)
@@ -135,9 +137,10 @@ class Service:
         overflow = OverflowHook(loop, self.rescan_all)
         tasks: list[asyncio.Task] = []
         try:
-            recovered = self.journal.recover()
+            recovered = await self.journal.recover()
             if recovered:
                 log.info("jobs_recovered", count=recovered, note="interrupted jobs resume")
+            await self.guard.start()
             if not self.once:
                 overflow.install()
                 self._install_signals(loop)
@@ -157,7 +160,7 @@ class Service:
                 tasks.append(asyncio.create_task(self.alerts.run(), name="notify"))
                 if self.notifier.watchdog_interval:
                     tasks.append(asyncio.create_task(self._watchdog_pings(), name="watchdog"))
-            self.notifier.ready(self._status_text())
+            self.notifier.ready(await self._status_text())
             log.info("daemon_ready", folders=[f.name for f in self.config.folders],
                      backend=self.backend.name, concurrency=self.config.concurrency,
                      mode="once" if self.once else "run", daemon_id=self.identity.id,
@@ -171,7 +174,8 @@ class Service:
             await self._shutdown(tasks)
             await self.alerts.drain()
             if self.once:
-                self._held_at_exit = bool(self.journal.held([f.name for f in self.config.folders]))
+                self._held_at_exit = bool(await self.journal.held(
+                    [f.name for f in self.config.folders]))
         finally:
             for task in tasks:
                 task.cancel()
@@ -183,9 +187,9 @@ class Service:
             await self.backend.aclose()
             await self.deliverer.aclose()
             try:
-                self.journal.unregister_daemon()
+                await self.journal.unregister_daemon()
             finally:
-                self.journal.close()
+                await self.journal.close()
             lock.release()
         log.info("daemon_stopped", done=self._done_this_run, failed=self._failed_this_run,
                  **({"left_arriving": self._left_arriving} if self._left_arriving else {}))
@@ -241,28 +245,32 @@ class Service:
 
     async def _until_idle(self) -> None:
         """``once``: return when every file found has been settled, journaled and finished."""
+        idle_before = False
         while not self._stop.is_set():
             mine = [f.name for f in self.config.folders]
             # A file still arriving is not waited for: cron runs us again, and by then it
             # is complete or its grace has run out and it is judged.
-            later = self.journal.arriving_later(mine, time.time())
+            later = await self.journal.arriving_later(mine, time.time())
             busy = (len(self.settler) or self._intake_tasks or self._inflight
-                    or self._scans_pending or self.journal.unfinished(mine) > len(later))
+                    or self._scans_pending or await self.journal.unfinished(mine) > len(later))
             if self._progress is not None:
                 waiting = self.settler.by_folder()
-                waiting.update(self.journal.waiting_by_folder())
+                waiting.update(await self.journal.waiting_by_folder())
                 self._progress(dict(waiting))
-            if not busy:
+            # Idle at two looks in a row: the journal is read while the other tasks run,
+            # so one look can fall between a file leaving one stage and showing in the next.
+            idle_before, settled = not busy, idle_before and not busy
+            if settled:
                 self._left_arriving = [f"{job.folder}/{job.rel}" for job in later]
                 if later:
                     log.warning("once_left_arriving", files=self._left_arriving,
                                 note="still being written; the next run takes them")
                 return
             # Waiting out an account pause or tomorrow's budget is for ``run``, not ``once``.
-            blocked = time.time() < self._paused_until or self._over_budget(time.time())
+            blocked = time.time() < self._paused_until or await self._over_budget(time.time())
             if blocked and not self._inflight and not self._intake_tasks and not len(self.settler):
                 self._stalled = True
-                log.error("once_stopped_early", queued=self.journal.unfinished(mine),
+                log.error("once_stopped_early", queued=await self.journal.unfinished(mine),
                           note="files stay queued in the journal for the next run")
                 return
             try:
@@ -283,7 +291,7 @@ class Service:
         except ConfigError as exc:
             log.error("reload_failed", problems=[str(p) for p in exc.problems],
                       note="keeping the running configuration")
-            self.notifier.ready(self._status_text())
+            self._tell_ready()
             return
         fixed = [k for k in ("state_dir", "backend", "http", "journal", "journal_password_file",
                              "journal_lease") if getattr(new, k) != getattr(old, k)]
@@ -315,11 +323,28 @@ class Service:
         self._paused_until = 0.0
         self._pause_reason = None
         self._budget_full_until = 0.0
+        self._over_budget_seen = False
         self._budget.reset()
         self.guard.rejudge()
         log.info("config_reloaded", added=added, removed=removed, changed=changed)
         self._wake.set()
-        self.notifier.ready(self._status_text())
+        self._tell_ready()
+
+    def _tell_ready(self) -> None:
+        """READY=1 with the current counts, after a reload (read from the journal first)."""
+        self._tell(self.notifier.ready)
+
+    def _tell(self, say: Callable[[str], None]) -> None:
+        """Give the service manager the status line, once the journal has given the counts
+        (from a synchronous caller: a signal handler, a timer)."""
+        async def tell() -> None:
+            try:
+                say(await self._status_text())
+            except Exception as exc:  # noqa: BLE001 - the service manager gets the next one
+                log.warning("status_not_sent", error=str(exc))
+        task = asyncio.get_running_loop().create_task(tell())
+        self._telling.add(task)  # a task nobody holds may be collected before it runs
+        task.add_done_callback(self._telling.discard)
 
     # -- watching and intake -----------------------------------------------------------------
 
@@ -372,17 +397,17 @@ class Service:
     def _scan(self, folder: FolderConfig, start: Path) -> None:
         """List ``start`` (in a thread) and track every file version not journaled yet."""
         self._scans_pending += 1
-        known = self.journal.known_versions(folder.name)
         rules = self._rules[folder.name]
 
-        def list_new() -> list[Path]:
+        def list_new(known: set[tuple[str, int, int]]) -> list[Path]:
             return [path for path, st in rules.scan(start)
                     if (str(path), st.st_size, st.st_mtime_ns) not in known]
 
         async def scan() -> None:
             try:
                 started = time.monotonic()
-                new = await asyncio.to_thread(list_new)
+                known = await self.journal.known_versions(folder.name)
+                new = await asyncio.to_thread(list_new, known)
                 for path in new:
                     self._track(folder, path)
                 log.info("folder_scanned", folder=folder.name, directory=str(start), new=len(new),
@@ -412,8 +437,7 @@ class Service:
             self._track(folder, path)
 
     def _on_stable(self, folder_name: str, path: Path, st: os.stat_result) -> None:
-        if self.journal.is_known(folder_name, path, st.st_size, st.st_mtime_ns):
-            return
+        # Counted as incoming (the spend guard) from now until it is journaled or known.
         self._hashing[path] = folder_name
         self._spawn_intake(self._intake(folder_name, path, st)).add_done_callback(
             lambda _task: self._hashing.pop(path, None))
@@ -426,6 +450,8 @@ class Service:
     async def _intake(self, folder_name: str, path: Path, st: os.stat_result) -> None:
         folder, rules = self.config.folder(folder_name), self._rules.get(folder_name)
         if folder is None or rules is None:
+            return
+        if await self.journal.is_known(folder_name, path, st.st_size, st.st_mtime_ns):
             return
         version = (path, st.st_size, st.st_mtime_ns)
         async with self._hash_limit:
@@ -446,8 +472,8 @@ class Service:
         if (now.st_size, now.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
             self._track(folder, path)  # written to while we hashed: settle again
             return
-        job = self.journal.enqueue(folder_name, path, rules.rel(path) or path.name, st.st_size,
-                                   st.st_mtime_ns, digest)
+        job = await self.journal.enqueue(folder_name, path, rules.rel(path) or path.name,
+                                         st.st_size, st.st_mtime_ns, digest)
         if job is not None:
             log.info("file_queued", folder=folder_name, file=job.rel, job_id=job.id,
                      size=job.size)
@@ -456,9 +482,9 @@ class Service:
 
     # -- dispatch --------------------------------------------------------------------------
 
-    def _excluded_folders(self) -> set[str]:
+    async def _excluded_folders(self) -> set[str]:
         configured = {f.name for f in self.config.folders}
-        return self._unavailable | (self.journal.queued_folders() - configured)
+        return self._unavailable | (await self.journal.queued_folders() - configured)
 
     async def _dispatch(self) -> None:
         while not self._stopping:
@@ -468,17 +494,17 @@ class Service:
             # upscaler, the others prepare or finish beside them (see backends.base.Slots).
             free = self.config.concurrency * PREPARE_AHEAD - len(self._inflight)
             paused = now < self._paused_until
-            excluded = self._excluded_folders()
-            over_budget = self._over_budget(now)
+            excluded = await self._excluded_folders()
+            over_budget = await self._over_budget(now)
             # Hold what would spend too much at once, before anything is taken.
             if not paused and await self.guard.review(excluded):
                 self._notify_status()
             # Jobs of a dead daemon first, even when busy: they may hold the slots at the
             # upscaler that our own jobs wait for.
-            orphans = [] if paused else self.journal.take_over(exclude_folders=excluded,
-                                                               limit=self.config.concurrency)
+            orphans = [] if paused else await self.journal.take_over(
+                exclude_folders=excluded, limit=self.config.concurrency)
             if (free > 0 and not paused) or orphans:
-                jobs = orphans + (self.journal.claim_ready(
+                jobs = orphans + (await self.journal.claim_ready(
                     now, exclude_folders=excluded, limit=free, only_paid=over_budget)
                     if free > 0 and not paused else [])
                 for job in jobs:
@@ -488,7 +514,7 @@ class Service:
                 if jobs:
                     continue
             timeout = None
-            wakeup = self.journal.next_wakeup(exclude_folders=excluded)
+            wakeup = await self.journal.next_wakeup(exclude_folders=excluded)
             if wakeup is not None and free > 0:
                 timeout = max(0.05, (self._paused_until if paused else wakeup) - now)
                 if over_budget:
@@ -501,12 +527,15 @@ class Service:
             except asyncio.TimeoutError:
                 pass
 
-    def _over_budget(self, now: float) -> bool:
+    async def _over_budget(self, now: float) -> bool:
         if self.backend.name == "local":
             return False
         if now < self._budget_full_until:
             return True
-        return self._budget.reached(self.config.budget.daily_usd, now, self.journal)
+        # Kept for the page, which reads it without a journal query of its own.
+        self._over_budget_seen = await self._budget.reached(self.config.budget.daily_usd, now,
+                                                            self.journal)
+        return self._over_budget_seen
 
     def _job_finished(self, job_id: int, task: asyncio.Task) -> None:
         self._inflight.pop(job_id, None)
@@ -551,29 +580,31 @@ class Service:
         return web.LiveState(
             backend=self.backend.name, in_flight=len(self._inflight),
             paused_until=self._paused_until, pause_reason=self._pause_reason,
-            over_budget=self._over_budget(time.time()), daily_usd=self.config.budget.daily_usd,
+            over_budget=(self.backend.name != "local" and (time.time() < self._budget_full_until
+                                                           or self._over_budget_seen)),
+            daily_usd=self.config.budget.daily_usd,
             watch_modes=modes)
 
-    def retry_job(self, job_id: int) -> bool:
+    async def retry_job(self, job_id: int) -> bool:
         """The page's Retry: what ``crystal-watchd retry PATH`` does, for one job."""
         from .status import retry_jobs
 
         try:
-            retried = retry_jobs(self.config, self.journal, job_ids={job_id})
+            retried = await retry_jobs(self.config, self.journal, job_ids={job_id})
         except KeyError:
             return False
         self._wake.set()
         return bool(retried)
 
-    def retry_deliveries(self, ids: list[int] | None) -> int:
+    async def retry_deliveries(self, ids: list[int] | None) -> int:
         """The page's Retry for hook deliveries that gave up: ``crystal-watchd retry-hooks``."""
-        count = self.journal.retry_deliveries(ids)
+        count = await self.journal.retry_deliveries(ids)
         self.deliverer.wake()
         return count
 
-    def approve(self, folders: list[str] | None) -> int:
+    async def approve(self, folders: list[str] | None) -> int:
         """The page's Approve: what ``crystal-watchd approve`` does. Returns pictures released."""
-        released = self.guard.approve(folders, source="web")
+        released = await self.guard.approve(folders, source="web")
         self._wake.set()
         self._notify_status()
         return sum(count for count, _ in released.values())
@@ -625,8 +656,8 @@ class Service:
             self.notifier.watchdog()
             await asyncio.sleep(self.notifier.watchdog_interval or 10)
 
-    def _status_text(self) -> str:
-        counts = self.journal.counts()
+    async def _status_text(self) -> str:
+        counts = await self.journal.counts()
         total = {s: sum(c.get(s, 0) for c in counts.values())
                  for s in ("queued", "done", "failed", "arriving")}
         held = sum(c.get("awaiting_approval", 0) for c in counts.values())
@@ -651,7 +682,7 @@ class Service:
         self._status_pending = False
         self._last_status = time.monotonic()
         if not self._stopping:
-            self.notifier.status(self._status_text())
+            self._tell(self.notifier.status)
 
 
 def _create_dirs(folder: FolderConfig) -> None:

@@ -60,9 +60,9 @@ class SharedSlots(Slots):
             return
         # A job that holds its slot already (taken over) or finds one free goes at once;
         # the others ask one at a time, in turn, so waiting costs one query per poll.
-        if not self.journal.acquire_slot(owner, self.limit):
+        if not await self.journal.acquire_slot(owner, self.limit):
             async with self._turn:
-                while not self.journal.acquire_slot(owner, self.limit):
+                while not await self.journal.acquire_slot(owner, self.limit):
                     self._freed.clear()
                     try:
                         await asyncio.wait_for(self._freed.wait(), SLOT_POLL)
@@ -75,7 +75,7 @@ class SharedSlots(Slots):
             await super().release()
             return
         self.used -= 1
-        self.journal.release_slot(owner)
+        await self.journal.release_slot(owner)
         self._freed.set()
 
 
@@ -112,10 +112,10 @@ def disagreements(config, journal: JournalBase) -> list[str]:
     return lines
 
 
-def register(journal: JournalBase, config) -> Identity:
+async def register(journal: JournalBase, config) -> Identity:
     """Announce a new daemon on the journal; its leases and heartbeat carry its id."""
     me = Identity.new()
-    journal.register_daemon(me.id, host=me.host, pid=me.pid, state_dir=str(config.state_dir),
+    await journal.register_daemon(me.id, host=me.host, pid=me.pid, state_dir=str(config.state_dir),
                             folders=folder_settings(config))
     return me
 
@@ -127,7 +127,7 @@ async def keep_alive(journal: JournalBase, current_config: Callable[[], object])
         config = current_config()
         await asyncio.sleep(max(0.2, min(config.journal_lease / 3, 20.0)))
         try:
-            journal.heartbeat(folder_settings(current_config()))
+            await journal.heartbeat(folder_settings(current_config()))
         except Exception as exc:  # noqa: BLE001 - a blip must not stop the daemon
             log.warning("heartbeat_failed", error=str(exc),
                         note="leases run out if the journal stays unreachable")

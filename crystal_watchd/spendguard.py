@@ -111,18 +111,26 @@ class SpendGuard:
         self._rejudge = True
         self._cache.clear()
 
+    async def start(self) -> None:
+        """Before the first dispatch: held sets now within the threshold (or everything,
+        ``once --approve``) are released, so ``once`` sees them queued from its first look."""
+        limit = self.limit()
+        self.journal.spend_guard = limit is not None
+        self._rejudge = False
+        await self._release_within(limit)
+
     async def review(self, exclude_folders: Iterable[str] = ()) -> bool:
         """Clear or hold every picture the guard has not judged yet; True if any was held."""
         limit = self.limit()
         self.journal.spend_guard = limit is not None
         if self._rejudge:
             self._rejudge = False
-            self._release_within(limit)
+            await self._release_within(limit)
         if limit is None:
             return False
         config = self._config()
         fresh: dict[str, list[Job]] = {}
-        for job in self.journal.unjudged(exclude_folders):
+        for job in await self.journal.unjudged(exclude_folders):
             if config.folder(job.folder) is not None:
                 fresh.setdefault(job.folder, []).append(job)
         if not fresh:
@@ -135,15 +143,15 @@ class SpendGuard:
         # Read after the estimates, with no wait before the holds: an approval made while
         # they were estimated is seen, and its released pictures are not held again.
         held_any = False
-        holding = self.journal.held(fresh)
+        holding = await self.journal.held(fresh)
         # Pictures of each folder waiting to be submitted and not approved: the unjudged
         # and those cleared earlier that no worker has taken up yet (so a backlog builds up
         # even when it arrives a picture at a time).
-        pending = self.journal.pending([name for name in fresh if name not in holding])
+        pending = await self.journal.pending([name for name in fresh if name not in holding])
         for name, jobs in fresh.items():
             estimates = {job.id: priced[job.id] for job in jobs}
             if name in holding:  # a held folder holds its arrivals whatever they cost
-                joined = self.journal.hold(estimates)
+                joined = await self.journal.hold(estimates)
                 if joined:
                     held_any = True
                     log.debug("spend_hold_joined", folder=name, count=len(joined))
@@ -153,10 +161,10 @@ class SpendGuard:
                        **estimates}
             total = sum(waiting.values()) + sum(landing.get(name, ()))
             if total <= limit:
-                self.journal.clear_spend(estimates)
+                await self.journal.clear_spend(estimates)
                 continue
             held_any = True
-            self.journal.hold(waiting)
+            await self.journal.hold(waiting)
             log.warning("spend_approval_needed", folder=name,
                         count=len(waiting) + len(landing.get(name, ())),
                         estimated_usd=round(total, 2), confirm_above_usd=limit,
@@ -165,23 +173,24 @@ class SpendGuard:
                              + APPROVE_HINT.format(folder=name))
         return held_any
 
-    def approve(self, folders: Iterable[str] | None, source: str) -> dict[str, tuple[int, float]]:
+    async def approve(self, folders: Iterable[str] | None,
+                      source: str) -> dict[str, tuple[int, float]]:
         """Release what is held now (of ``folders``, or every configured one)."""
         names = list(folders) if folders is not None else [f.name for f in self._config().folders]
-        released = self.journal.approve(names)
+        released = await self.journal.approve(names)
         for name, (count, usd) in released.items():
             log.info("spend_approved", folder=name, count=count, estimated_usd=round(usd, 2),
                      source=source)
         return released
 
-    def _release_within(self, limit: float | None) -> None:
+    async def _release_within(self, limit: float | None) -> None:
         """At start and after a reload: a held set now within the threshold (or with the
         guard off) is released."""
         names = [f.name for f in self._config().folders]
-        within = [name for name, (_, usd) in self.journal.held(names).items()
+        within = [name for name, (_, usd) in (await self.journal.held(names)).items()
                   if limit is None or usd <= limit]
         if within:
-            self.approve(within, source="configuration")
+            await self.approve(within, source="configuration")
 
     async def log_backlog(self) -> None:
         """At start: say how many pictures each inbox holds that were never taken, and what
@@ -191,7 +200,7 @@ class SpendGuard:
             return
         price = config.fal.price_per_megapixel
         for folder in config.folders:
-            known = self.journal.known_versions(folder.name)
+            known = await self.journal.known_versions(folder.name)
             count, usd = await asyncio.to_thread(estimate_backlog, folder, price, known)
             if count:
                 limit = self.limit()

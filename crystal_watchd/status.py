@@ -208,7 +208,7 @@ def retry(config: Config, journal_file: Path | None, paths: list[str]) -> list[s
         return []
     journal = journal_mod.open_journal(config)
     try:
-        return retry_jobs(config, journal, paths=paths)
+        return journal.run(retry_jobs(config, journal.store, paths=paths))
     finally:
         journal.close()
 
@@ -226,16 +226,17 @@ def retry_hooks(config: Config, journal_file: Path | None, ids: list[int]) -> in
         journal.close()
 
 
-def retry_jobs(config: Config, journal: journal_mod.JournalBase, *, paths: list[str] = (),
-               job_ids: set[int] | None = None) -> list[str]:
+async def retry_jobs(config: Config, journal: journal_mod.JournalBase, *,
+                     paths: list[str] = (), job_ids: set[int] | None = None) -> list[str]:
     """``retry`` on an open journal (the daemon's web page uses its own): all failed jobs,
     or those named by path or by id."""
     wanted = {str(Path(p).absolute()) for p in paths}
     done: list[str] = []
     if job_ids is None:
-        candidates = journal.jobs(state=JobState.FAILED)
+        candidates = await journal.jobs(state=JobState.FAILED)
     else:
-        candidates = [j for j in map(journal.get, sorted(job_ids)) if j.state == JobState.FAILED]
+        candidates = [j for j in [await journal.get(i) for i in sorted(job_ids)]
+                      if j.state == JobState.FAILED]
     for job in candidates:
         folder = config.folder(job.folder)
         if folder is None:
@@ -248,6 +249,6 @@ def retry_jobs(config: Config, journal: journal_mod.JournalBase, *, paths: list[
             back = move_file(job.path, original)
             report = job.path.with_name(job.path.name + ".error.json")
             report.unlink(missing_ok=True)
-        journal.retry_failed(job, back)
+        await journal.retry_failed(job, back)
         done.append(f"{job.folder}: {job.rel}")
     return done

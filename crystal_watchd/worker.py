@@ -90,7 +90,7 @@ class Worker:
     async def process(self, job: Job) -> JobState:
         folder = self.config.folder(job.folder)
         if folder is None:  # removed by a reload; stays queued until it comes back
-            return self.journal.requeue(job).state
+            return (await self.journal.requeue(job)).state
         if job.request_id and job.settings:
             # Already at the backend: finish with the settings it was submitted with, even if
             # a reload changed the folder since (new settings apply to new submissions).
@@ -104,14 +104,14 @@ class Worker:
                                 folder.output_format,
                                 "" if self.backend.name == "local"
                                 else self.config.fal.result_format, folder.dpi)
-        job = self.journal.start(job, settings.__dict__, settings.key())
+        job = await self.journal.start(job, settings.__dict__, settings.key())
         bound = log.bind(job_id=job.id, folder=job.folder, file=job.rel)
         earlier = None
         if not (job.request_id or job.outputs or job.pending):
-            earlier = self._done_twin(job, settings)
+            earlier = await self._done_twin(job, settings)
             # Copies arriving together (sync conflicts, a folder copied in twice) are paid
             # for once: wait for an identical job in flight, then copy its output.
-            leader = None if earlier else self.journal.wait_for_twin(job, settings.key())
+            leader = None if earlier else await self.journal.wait_for_twin(job, settings.key())
             if leader is not None:
                 bound.info("job_waiting_for_twin", same_as_job=leader.id,
                            note="an identical file with the same settings is in flight; its "
@@ -148,26 +148,27 @@ class Worker:
             if source.meta.dropped:
                 bound.warning("metadata_dropped", dropped=list(source.meta.dropped),
                               note="the output is written without it")
-            if not job.request_id and not self._reserve_budget(job, plan):
-                return self.journal.retry_later(job, delay=BUDGET_RECHECK, kind="budget",
-                                                reason="today's budget is spent",
-                                                count_attempt=False).state
+            if not job.request_id and not await self._reserve_budget(job, plan):
+                return (await self.journal.retry_later(job, delay=BUDGET_RECHECK, kind="budget",
+                                                       reason="today's budget is spent",
+                                                       count_attempt=False)).state
             alpha = await self._keep_alpha(job, source)
 
             async def on_submitted(request_id: str) -> None:
                 nonlocal job
-                job = self.journal.submitted(job, request_id)
+                job = await self.journal.submitted(job, request_id)
 
             async def on_forgotten() -> None:
                 nonlocal job
-                job = self.journal.forget_request(job)
+                job = await self.journal.forget_request(job)
 
             request = UpscaleRequest(
                 job_id=job.id, source=source, data=data, source_name=job.path.name, plan=plan,
                 creativity=folder.creativity, request_id=job.request_id,
                 on_submitted=on_submitted, on_forgotten=on_forgotten,
                 work_dir=self.config.state_dir / "work", pixels=self.pixels,
-                result_format=self._result_format(source), trail=self._trail(job))
+                result_format=self._result_format(source),
+                trail=await self._trail(job))
             results = await self.backend.upscale(request)
             state = await asyncio.shield(self._complete(job, folder, source, plan, results,
                                                         bound, started, alpha=alpha))
@@ -181,38 +182,38 @@ class Worker:
             return JobState.RUNNING
         except _Superseded as exc:
             bound.info("job_superseded", reason=str(exc))
-            return self.journal.superseded(job, str(exc)).state
+            return (await self.journal.superseded(job, str(exc))).state
         except arrival.StillArriving as exc:
-            return self._wait_for_arrival(self.journal.get(job.id), exc, bound)
+            return await self._wait_for_arrival(await self.journal.get(job.id), exc, bound)
         except _FolderGone:
             bound.warning("job_waiting_for_folder", inbox=str(folder.inbox))
-            return self.journal.retry_later(job, delay=max(self.config.retry.backoff, 2.0),
-                                            kind="folder_unavailable",
-                                            reason="the inbox is not available",
-                                            count_attempt=False).state
+            return (await self.journal.retry_later(
+                job, delay=max(self.config.retry.backoff, 2.0), kind="folder_unavailable",
+                reason="the inbox is not available", count_attempt=False)).state
         except PermanentJobError as exc:
-            return await asyncio.shield(self._fail(self.journal.get(job.id), folder, exc, bound))
+            return await asyncio.shield(self._fresh(job, self._fail, folder, exc, bound))
         except AccountError as exc:
             self.hooks.account_error(exc)
-            return self.journal.retry_later(self.journal.get(job.id), delay=0, kind=exc.kind,
-                                            reason=exc.reason, count_attempt=False).state
+            return (await self._fresh(job, self.journal.retry_later, delay=0, kind=exc.kind,
+                                      reason=exc.reason, count_attempt=False)).state
         except OutputBlockedError as exc:
             # A full or read-only outbox is the machine's problem, not the file's: wait for
             # it as long as it takes, never fail the file for it.
             delay = self.config.retry.max_backoff
             bound.warning("job_waiting_for_outbox", reason=exc.reason, retry_in=delay)
-            return self.journal.retry_later(self.journal.get(job.id), delay=delay, kind=exc.kind,
-                                            reason=exc.reason, count_attempt=False).state
+            return (await self._fresh(job, self.journal.retry_later, delay=delay,
+                                      kind=exc.kind, reason=exc.reason,
+                                      count_attempt=False)).state
         except RetryableError as exc:
-            return await asyncio.shield(self._retry(self.journal.get(job.id), folder, exc, bound))
+            return await asyncio.shield(self._fresh(job, self._retry, folder, exc, bound))
         except asyncio.CancelledError:
             # Shutdown: back to the queue, keeping any request id for the next start.
-            self.journal.requeue(self.journal.get(job.id))
+            await asyncio.shield(self._fresh(job, self.journal.requeue))
             bound.info("job_interrupted", note="resumes on next start")
             raise
         except Exception as exc:  # noqa: BLE001 - a bug must not lose the file or stop the daemon
             bound.exception("job_internal_error")
-            current = self.journal.get(job.id)
+            current = await self.journal.get(job.id)
             reason = f"internal error: {type(exc).__name__}: {exc}"
             if current.error_kind == "internal":
                 # Twice in a row: the same input will keep failing the same way. Fail it with
@@ -224,38 +225,43 @@ class Worker:
 
     # -- steps ---------------------------------------------------------------------------
 
-    def _trail(self, job: Job) -> SubmitTrail:
+    async def _fresh(self, job: Job, step, *args, **kwargs):
+        """Read the job again, then run ``step`` on it: both inside the caller's shield, so a
+        cancellation cannot come between the read and the write."""
+        return await step(await self.journal.get(job.id), *args, **kwargs)
+
+    async def _trail(self, job: Job) -> SubmitTrail:
         """The journal's side of a submission whose answer may never arrive."""
         journal = self.journal
 
         async def sending(identity: str, sent_at: float) -> None:
-            journal.submit_sending(job, identity, sent_at)
+            await journal.submit_sending(job, identity, sent_at)
 
         async def refused() -> None:
-            journal.submit_refused(job)
+            await journal.submit_refused(job)
 
         async def given_up() -> None:
-            journal.submit_given_up(job)
+            await journal.submit_given_up(job)
 
-        unanswered = None if job.request_id else journal.unanswered_submit(job)
+        unanswered = None if job.request_id else await journal.unanswered_submit(job)
         return SubmitTrail(unanswered, sending, refused, given_up)
 
-    def _reserve_budget(self, job: Job, plan: preflight.Plan) -> bool:
+    async def _reserve_budget(self, job: Job, plan: preflight.Plan) -> bool:
         """Reserve this submission's estimated cost in the journal, so that daemons sharing
         it cannot together spend past ``budget.daily_usd``."""
         limit = self.config.budget.daily_usd
         if limit is None or self.backend.name == "local":
             return True
         usd = plan.width * plan.height / 1e6 * self.config.fal.price_per_megapixel
-        if self.journal.reserve_budget(job, round(usd, 6), limit=limit,
+        if await self.journal.reserve_budget(job, round(usd, 6), limit=limit,
                                        since=local_midnight(time.time())):
             return True
         self.hooks.budget_full()
         return False
 
-    def _done_twin(self, job: Job, settings: Settings) -> Job | None:
+    async def _done_twin(self, job: Job, settings: Settings) -> Job | None:
         """A finished job with the same content and settings whose outputs are still there."""
-        earlier = self.journal.find_done_output(job.folder, job.sha256, settings.key())
+        earlier = await self.journal.find_done_output(job.folder, job.sha256, settings.key())
         if earlier and earlier.outputs and all(Path(p).exists() for p in earlier.outputs):
             return earlier
         return None
@@ -347,7 +353,8 @@ class Worker:
             alpha.unlink(missing_ok=True)
         return pending, megapixels
 
-    def _place(self, job: Job, folder: FolderConfig, pending: list[list[str]]) -> tuple[Job, list[str] | None]:
+    async def _place(self, job: Job, folder: FolderConfig,
+                     pending: list[list[str]]) -> tuple[Job, list[str] | None]:
         """Rename temps into place; journal every changed name choice before using it."""
         finals = []
         for i, (tmp, chosen, wanted) in enumerate(pending):
@@ -360,7 +367,7 @@ class Worker:
                     return job, None  # temp and target both gone: the output must be redone
                 chosen = str(output.choose_name(Path(wanted), folder.overwrite))
                 pending[i] = [tmp, chosen, wanted]
-                job = self.journal.output_pending(job, pending)
+                job = await self.journal.output_pending(job, pending)
         return job, finals
 
     async def _complete(self, job: Job, folder: FolderConfig,
@@ -369,32 +376,33 @@ class Worker:
                         copy: bool = False, alpha: Path | None = None) -> JobState:
         pending, megapixels = await self._write_results(job, folder, source, plan, results,
                                                         copy, alpha, bound)
-        job = self.journal.output_pending(job, pending)
-        job, finals = self._place(job, folder, pending)
+        job = await self.journal.output_pending(job, pending)
+        job, finals = await self._place(job, folder, pending)
         if finals is None:
             raise RetryableError("the output vanished while it was being placed", kind="internal")
         billed = 0.0 if copy or self.backend.name == "local" else megapixels
-        job = self.journal.output_written(
+        job = await self.journal.output_written(
             job, finals, megapixels=None if copy else round(megapixels, 6),
             cost_usd=round(billed * self.config.fal.price_per_megapixel, 6))
-        return self._finish(job, folder, bound, started)
+        return await self._finish(job, folder, bound, started)
 
     async def _resume_completion(self, job: Job, folder: FolderConfig, bound) -> JobState:
         """A crash hit between writing the output and marking the job done: finish that."""
         if not job.outputs:
-            job, finals = self._place(job, folder, list(job.pending))
+            job, finals = await self._place(job, folder, list(job.pending))
             if finals is None:
-                self.journal.output_pending(job, [])
+                await self.journal.output_pending(job, [])
                 raise RetryableError("an interrupted output was lost; processing again",
                                      kind="internal")
-            job = self.journal.output_written(job, finals, megapixels=job.output_megapixels,
-                                              cost_usd=job.cost_usd)
+            job = await self.journal.output_written(job, finals,
+                                                    megapixels=job.output_megapixels,
+                                                    cost_usd=job.cost_usd)
         bound.info("job_resumed_after_output", outputs=job.outputs)
-        return self._finish(job, folder, bound, time.monotonic())
+        return await self._finish(job, folder, bound, time.monotonic())
 
-    def _finish(self, job: Job, folder: FolderConfig, bound, started: float) -> JobState:
-        self._handle_original(job, folder, bound)
-        job = self.journal.done(job)
+    async def _finish(self, job: Job, folder: FolderConfig, bound, started: float) -> JobState:
+        await self._handle_original(job, folder, bound)
+        job = await self.journal.done(job)
         bound.info("job_done", outputs=job.outputs, seconds=round(time.monotonic() - started, 3),
                    output_megapixels=job.output_megapixels, cost_usd=job.cost_usd)
         return job.state
@@ -406,13 +414,13 @@ class Worker:
             return False
         return (st.st_size, st.st_mtime_ns) == (job.size, job.mtime_ns)
 
-    def _handle_original(self, job: Job, folder: FolderConfig, bound) -> None:
+    async def _handle_original(self, job: Job, folder: FolderConfig, bound) -> None:
         if folder.originals == "keep" or not self._unchanged(job):
             return  # a changed file is a new version: leave it for its own job
         try:
             if folder.originals == "move":
                 moved = output.move_file(job.path, folder.done_dir / job.rel)
-                self.journal.moved_source(job, moved)
+                await self.journal.moved_source(job, moved)
                 bound.info("original_moved", to=str(moved))
             else:
                 job.path.unlink()
@@ -420,15 +428,15 @@ class Worker:
         except OSError as exc:
             bound.warning("original_not_handled", originals=folder.originals, error=str(exc))
 
-    def _wait_for_arrival(self, job: Job, exc: arrival.StillArriving, bound) -> JobState:
+    async def _wait_for_arrival(self, job: Job, exc: arrival.StillArriving, bound) -> JobState:
         """Nothing moved, nothing submitted: a change to the file brings a new version, and
         otherwise the job is looked at again when the grace ends."""
         if job.error_kind != arrival.INCOMPLETE_KIND:  # said once, not at every look
             bound.info("file_incomplete_waiting", reason=exc.reason,
                        gives_up_in=round(max(0.0, exc.until - time.time()), 1),
                        note="taken to be still arriving; any change to it starts over")
-        return self.journal.arriving(job, until=exc.until, kind=exc.kind,
-                                     reason=exc.reason).state
+        return (await self.journal.arriving(job, until=exc.until, kind=exc.kind,
+                                            reason=exc.reason)).state
 
     async def _retry(self, job: Job, folder: FolderConfig, exc: RetryableError, bound) -> JobState:
         attempts = job.attempts + 1
@@ -439,7 +447,8 @@ class Worker:
         delay = max(self.config.retry.delay(attempts), exc.delay or 0)
         bound.warning("job_retry_scheduled", error=exc.kind, reason=exc.reason, attempt=attempts,
                       of=self.config.retry.attempts, retry_in=round(delay, 1))
-        return self.journal.retry_later(job, delay=delay, kind=exc.kind, reason=exc.reason).state
+        return (await self.journal.retry_later(job, delay=delay, kind=exc.kind,
+                                               reason=exc.reason)).state
 
     async def _fail(self, job: Job, folder: FolderConfig, exc: JobError, bound,
                     attempts: int | None = None) -> JobState:
@@ -449,7 +458,7 @@ class Worker:
         if self._unchanged(job):
             try:
                 moved = output.move_file(job.path, where)
-                self.journal.moved_source(job, moved)
+                await self.journal.moved_source(job, moved)
             except OSError as exc_move:
                 bound.warning("original_not_moved_to_failed", error=str(exc_move))
         report_path = (moved or where).with_name(
@@ -468,7 +477,7 @@ class Worker:
             os.replace(tmp, report_path)
         except (OSError, JobError) as exc_write:
             bound.warning("error_report_not_written", error=str(exc_write))
-        job = self.journal.failed(job, kind=exc.kind, reason=exc.reason, attempts=attempts)
+        job = await self.journal.failed(job, kind=exc.kind, reason=exc.reason, attempts=attempts)
         bound.error("job_failed", error=exc.kind, reason=exc.reason, attempts=attempts,
                     moved_to=str(moved) if moved else None)
         return job.state

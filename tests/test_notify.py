@@ -46,14 +46,19 @@ def _setup(tmp_path: Path, endpoints, **notify):
     journal = Journal(tmp_path / "j.sqlite3")
     journal.events = Events()
     clock = Clock(time.time())
-    alerts = Alerts(lambda: config, journal, clock=clock)
+    alerts = Alerts(lambda: config, journal.store, clock=clock)
     journal.events.subscribe(alerts.on_change)
     return journal, alerts, clock
 
 
 def _fail(journal: Journal, name: str, reason: str = "broken") -> None:
-    job = journal.claim(journal.enqueue("shoot", Path(f"/in/{name}"), name, 10, 1, name))
-    journal.failed(job, kind="corrupt_image", reason=reason)
+    journal.run(_afail(journal.store, name, reason))
+
+
+async def _afail(store, name: str, reason: str = "broken") -> None:
+    """A job fails, as the daemon records it (from the event loop)."""
+    job = await store.claim(await store.enqueue("shoot", Path(f"/in/{name}"), name, 10, 1, name))
+    await store.failed(job, kind="corrupt_image", reason=reason)
 
 
 def _titles(http: Receiver) -> list[str]:
@@ -70,18 +75,18 @@ def test_failures_are_batched_into_one_message_per_minute(tmp_path, endpoints):
         start = clock.now
         for i, name in enumerate(("a.jpg", "b.jpg", "c.jpg")):
             clock.now = start + i * 10
-            _fail(journal, name, reason=f"reason {name}")
+            await _afail(journal.store, name, reason=f"reason {name}")
         clock.now = start + 59
-        alerts.tick()
+        await alerts.tick()
         await alerts.drain_sending()
         assert http.all() == [] and smtp.messages == []
         clock.now = start + 60.5
-        alerts.tick()
+        await alerts.tick()
         await alerts.drain_sending()
         clock.now = start + 70
-        _fail(journal, "d.jpg")
+        await _afail(journal.store, "d.jpg")
         clock.now = start + 131
-        alerts.tick()
+        await alerts.tick()
         await alerts.drain_sending()
 
     asyncio.run(scenario())
@@ -139,11 +144,11 @@ def test_daily_summary_is_sent_once_at_its_time_with_todays_counts(tmp_path, end
 
     async def scenario():
         clock.now = at_six - 60
-        alerts.tick()
+        await alerts.tick()
         clock.now = at_six + 1
-        alerts.tick()
+        await alerts.tick()
         clock.now = at_six + 3600
-        alerts.tick()
+        await alerts.tick()
         await alerts.drain()
 
     asyncio.run(scenario())
@@ -151,14 +156,14 @@ def test_daily_summary_is_sent_once_at_its_time_with_todays_counts(tmp_path, end
     assert len(summaries) == 1
 
     # A daemon (re)started after 18:00 does not send today's summary again; tomorrow's, yes.
-    late = Alerts(lambda: alerts.config(), journal, clock=Clock(at_six + 7200))
+    late = Alerts(lambda: alerts.config(), journal.store, clock=Clock(at_six + 7200))
 
     async def restarted():
-        late.tick()
+        await late.tick()
         await late.drain_sending()
         assert len(http.all()) == 1
         late.clock.now = at_six + 86400 + 1
-        late.tick()
+        await late.tick()
         await late.drain_sending()
 
     asyncio.run(restarted())

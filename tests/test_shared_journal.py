@@ -228,8 +228,7 @@ def test_slots_held_by_a_dead_daemon_go_to_whoever_takes_its_jobs_over(pg_url):
 
     from crystal_watchd.shared import SharedSlots
 
-    # Only the dead daemon's lease is short; the living one's never runs out in this test.
-    dead, alive = _daemon(pg_url, "dead", lease=0.3), _daemon(pg_url, "alive", lease=60)
+    dead = _daemon(pg_url, "dead", lease=0.3)
     for name in ("x", "y", "z"):
         dead.enqueue("f", Path(f"/in/{name}"), name, 1, 1, name)
     x, y, z = dead.claim_ready(time.time(), limit=3)
@@ -239,14 +238,19 @@ def test_slots_held_by_a_dead_daemon_go_to_whoever_takes_its_jobs_over(pg_url):
     dead.requeue(z)
 
     async def scenario() -> list[str]:
+        # The daemon that takes over runs as the service does: on the event loop.
+        # Only the dead daemon's lease is short; the living one's never runs out in this test.
+        alive = await postgres.PostgresStore(pg_url, lease=60).open()
+        await alive.register_daemon("alive", host="host-alive", pid=1, state_dir="/s/alive",
+                                    folders={})
         slots = SharedSlots(alive, 2)
-        [mine] = alive.claim_ready(time.time())
+        [mine] = await alive.claim_ready(time.time())
         waiting = asyncio.create_task(slots.acquire(mine.id))
         await asyncio.sleep(0.3)
         assert not waiting.done()  # both slots are the dead daemon's
         await asyncio.sleep(0.2)  # its leases run out
-        alive.heartbeat()  # ours do not
-        taken = alive.take_over(limit=5)
+        await alive.heartbeat()  # ours do not
+        taken = await alive.take_over(limit=5)
         assert sorted(j.request_id for j in taken) == ["req-x", "req-y"]
         for job in taken:
             await asyncio.wait_for(slots.acquire(job.id), 10)  # held already: no wait
@@ -254,11 +258,55 @@ def test_slots_held_by_a_dead_daemon_go_to_whoever_takes_its_jobs_over(pg_url):
         for job in taken:
             await slots.release(job.id)
         await asyncio.wait_for(waiting, 10)
+        await alive.close()
         return [j.rel for j in taken]
 
     assert sorted(asyncio.run(scenario())) == ["x", "y"]
     # Exactly one slot is held now (the job that waited): one more is granted, then none.
-    w, v = (alive.enqueue("f", Path(f"/in/{n}"), n, 1, 1, n) for n in "wv")
-    assert alive.acquire_slot(w.id, 2) and not alive.acquire_slot(v.id, 2)
+    w, v = (dead.enqueue("f", Path(f"/in/{n}"), n, 1, 1, n) for n in "wv")
+    assert dead.acquire_slot(w.id, 2) and not dead.acquire_slot(v.id, 2)
     dead.close()
-    alive.close()
+
+
+def test_a_postgresql_journal_without_the_extra_is_a_config_error_naming_it(tmp_path):
+    """PostgreSQL is an optional extra: with its driver missing, ``check`` and ``run`` on a
+    config whose ``journal:`` names PostgreSQL exit 78 (a configuration error) and say which
+    extra to install, without the password."""
+    from conftest import cli, write_config
+
+    hidden = tmp_path / "no-psycopg" / "psycopg"
+    hidden.mkdir(parents=True)
+    # What an install without the extra looks like to Python.
+    (hidden / "__init__.py").write_text(
+        "raise ImportError(\"No module named 'psycopg'\", name='psycopg')\n")
+    config = write_config(tmp_path, [{"name": "f", "inbox": "in", "outbox": "out"}],
+                          journal="postgresql://crystal:s3cret-pw@db.lan/crystal")
+    for command in ("check", "run"):
+        result = cli(command, "--config", str(config),
+                     env={"PYTHONPATH": str(hidden.parent)}, timeout=60)
+        assert result.returncode == 78, result.stderr
+        assert "pip install 'crystal-watchd[postgres]'" in result.stderr
+        assert str(config) in result.stderr and "s3cret-pw" not in result.stderr
+
+
+def test_each_step_of_a_job_is_one_round_trip_on_postgresql(pg_url):
+    """Against a database far away every round trip counts: journaling a file, claiming
+    several jobs, a state change, a slot at fal, the look for a twin and a heartbeat renewing
+    every lease of the daemon each take exactly one."""
+    j = _daemon(pg_url, "far")
+    store = j.store
+
+    def trips(call):
+        before = store.round_trips
+        result = call()
+        return store.round_trips - before, result
+
+    for i in range(3):
+        assert trips(lambda i=i: j.enqueue("f", Path(f"/in/{i}"), str(i), 1, 1, str(i)))[0] == 1
+    count, claimed = trips(lambda: j.claim_ready(time.time(), limit=3))
+    assert count == 1 and len(claimed) == 3
+    assert trips(lambda: j.start(claimed[0], {"scale_factor": 2}, "k"))[0] == 1
+    assert trips(lambda: j.wait_for_twin(claimed[0], "k")) == (1, None)
+    assert trips(lambda: j.acquire_slot(claimed[0].id, 8)) == (1, True)
+    assert trips(lambda: j.heartbeat({})) == (1, 3)
+    j.close()

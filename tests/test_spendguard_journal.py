@@ -101,7 +101,6 @@ def test_a_backlog_built_a_picture_at_a_time_is_held_and_an_approved_one_never_c
     taken them up: the one that brings the folder's waiting pictures above the threshold
     holds them all. After an approval, a single later picture is judged on its own and
     goes (the approved batch does not count)."""
-    import asyncio
 
     from conftest import make_image
 
@@ -114,7 +113,7 @@ def test_a_backlog_built_a_picture_at_a_time_is_held_and_an_approved_one_never_c
     config = parse("backend: fal\nbudget: {confirm_above_usd: 0.01}\n"
                    "folders: [{name: f, inbox: in, outbox: out}]\n", tmp_path / "c.yaml")
     j = Journal(tmp_path / "j.sqlite3")
-    guard = SpendGuard(j, lambda: config, lambda folder: [])
+    guard = SpendGuard(j.store, lambda: config, lambda folder: [])
 
     def arrive(i: int) -> int:
         path = make_image(tmp_path / "in" / f"{i}.png", (100, 100), color=f"#{i:02x}3030",
@@ -124,16 +123,16 @@ def test_a_backlog_built_a_picture_at_a_time_is_held_and_an_approved_one_never_c
 
     for i in range(15):
         arrive(i)
-        assert asyncio.run(guard.review()) is False
+        assert j.run(guard.review()) is False
     assert j.held() == {} and j.unjudged() == []
     arrive(15)
-    assert asyncio.run(guard.review()) is True
+    assert j.run(guard.review()) is True
     count, usd = j.held()["f"]
     assert count == 16 and abs(usd - 16 * 0.00064) < 1e-9
     assert j.claim_ready(time.time(), limit=20) == []
     assert j.approve(None)["f"][0] == 16
     single = arrive(16)
-    assert asyncio.run(guard.review()) is False
+    assert j.run(guard.review()) is False
     assert j.held() == {}
     claimed = {x.id for x in j.claim_ready(time.time(), limit=20)}
     assert single in claimed and len(claimed) == 17

@@ -54,72 +54,77 @@ class SpendRows:
             return " AND 1=0" if column_op == "IN" else "", []
         return f" AND folder {column_op} ({','.join('?' * len(names))})", names
 
-    def unjudged(self, exclude_folders: Iterable[str] = ()) -> list[Job]:
+    async def unjudged(self, exclude_folders: Iterable[str] = ()) -> list[Job]:
         """Queued jobs the spend guard has still to judge, oldest first."""
         extra, names = self._folders_sql("NOT IN", exclude_folders)
-        return [_job(r) for r in self._rows(
+        return [_job(r) for r in await self._rows(
             f"SELECT {self.columns} FROM jobs WHERE {UNJUDGED}{extra} ORDER BY id",
             (JobState.QUEUED.value, *names))]
 
-    def pending(self, folders: Iterable[str]) -> dict[str, dict[int, float | None]]:
+    async def pending(self, folders: Iterable[str]) -> dict[str, dict[int, float | None]]:
         """folder → {job id: its recorded estimate (None if unjudged)} of pending jobs."""
         extra, names = self._folders_sql("IN", folders)
         out: dict[str, dict[int, float | None]] = {}
-        for r in self._rows(f"SELECT id, folder, estimated_usd FROM jobs WHERE {PENDING}{extra}",
+        for r in await self._rows(f"SELECT id, folder, estimated_usd FROM jobs WHERE {PENDING}{extra}",
                             (JobState.QUEUED.value, *names)):
             out.setdefault(r["folder"], {})[r["id"]] = r["estimated_usd"]
         return out
 
-    def clear_spend(self, estimates: Mapping[int, float]) -> int:
-        """Let these unjudged jobs go (their folder is under the threshold), recording each
-        one's estimated cost. Returns how many were still unjudged."""
-        now, count = time.time(), 0
-        with self.transaction():
-            for job_id, usd in estimates.items():
-                count += self._exec(f"UPDATE jobs SET cleared_at=?, estimated_usd=? "
-                                    f"WHERE id=? AND {UNJUDGED}",
-                                    (now, usd, job_id, JobState.QUEUED.value))
-        return count
+    def _by_id(self, estimates: Mapping[int, float]) -> tuple[str, str, list]:
+        """SQL giving each job of ``estimates`` its own estimate in one statement: the
+        CASE expression, the id list, and their arguments in that order."""
+        cases = " ".join("WHEN ? THEN ?" for _ in estimates)
+        args = [v for pair in estimates.items() for v in pair]
+        return f"CASE id {cases} END", ",".join("?" * len(estimates)), args
 
-    def hold(self, estimates: Mapping[int, float]) -> list[Job]:
+    async def clear_spend(self, estimates: Mapping[int, float]) -> int:
+        """Let these unjudged jobs go (their folder is under the threshold), recording each
+        one's estimated cost. Returns how many were still unjudged. One statement, whatever
+        the number of jobs (a journal far away costs one round trip)."""
+        if not estimates:
+            return 0
+        usd, ids, args = self._by_id(estimates)
+        return await self._exec(f"UPDATE jobs SET cleared_at=?, estimated_usd={usd} "
+                                f"WHERE id IN ({ids}) AND {UNJUDGED}",
+                                (time.time(), *args, *estimates, JobState.QUEUED.value))
+
+    async def hold(self, estimates: Mapping[int, float]) -> list[Job]:
         """Hold these pending jobs for approval, recording each one's estimated cost. A job
         a worker took up meanwhile (or an approval released) is left alone. Returns the held
         jobs."""
-        held: list[tuple[Job, float]] = []
-        now = time.time()
-        with self.transaction():
-            for job_id, usd in estimates.items():
-                row = self._one(f"UPDATE jobs SET state=?, estimated_usd=?, updated_at=? "
-                                f"WHERE id=? AND {PENDING} RETURNING {_returning()}",
-                                (JobState.AWAITING_APPROVAL.value, usd, now, job_id,
-                                 JobState.QUEUED.value))
-                if row is not None:
-                    held.append((_job(row), usd))
+        if not estimates:
+            return []
+        usd, ids, args = self._by_id(estimates)
+        rows = await self._rows(f"UPDATE jobs SET state=?, estimated_usd={usd}, updated_at=? "
+                                f"WHERE id IN ({ids}) AND {PENDING} RETURNING {_returning()}",
+                                (JobState.AWAITING_APPROVAL.value, *args, time.time(),
+                                 *estimates, JobState.QUEUED.value))
         changed = {"state": JobState.AWAITING_APPROVAL.value, "estimated_usd": None}
-        return [self._publish(JobState.QUEUED, job, changed) for job, _ in held]
+        return [self._publish(JobState.QUEUED, _job(row), changed)
+                for row in sorted(rows, key=lambda r: r["id"])]
 
-    def held(self, folders: Iterable[str] | None = None) -> dict[str, tuple[int, float]]:
+    async def held(self, folders: Iterable[str] | None = None) -> dict[str, tuple[int, float]]:
         """folder → (pictures awaiting approval, their estimated dollars)."""
         extra, names = self._folders_sql("IN", folders)
-        return {r["folder"]: (r["n"], float(r["usd"] or 0.0)) for r in self._rows(
+        return {r["folder"]: (r["n"], float(r["usd"] or 0.0)) for r in await self._rows(
             "SELECT folder, COUNT(*) AS n, SUM(estimated_usd) AS usd FROM jobs WHERE state=?"
             f"{extra} GROUP BY folder", (JobState.AWAITING_APPROVAL.value, *names))}
 
-    def held_pictures(self, folders: Iterable[str] | None = None) -> list[tuple[str, str, float]]:
+    async def held_pictures(self, folders: Iterable[str] | None = None) -> list[tuple[str, str, float]]:
         """(folder, file, estimated dollars) of every picture awaiting approval."""
         extra, names = self._folders_sql("IN", folders)
         return [(r["folder"], os.fsdecode(bytes(r["rel"])), float(r["estimated_usd"] or 0.0))
-                for r in self._rows("SELECT folder, rel, estimated_usd FROM jobs WHERE state=?"
+                for r in await self._rows("SELECT folder, rel, estimated_usd FROM jobs WHERE state=?"
                                     f"{extra} ORDER BY folder, id",
                                     (JobState.AWAITING_APPROVAL.value, *names))]
 
-    def approve(self, folders: Iterable[str] | None = None) -> dict[str, tuple[int, float]]:
+    async def approve(self, folders: Iterable[str] | None = None) -> dict[str, tuple[int, float]]:
         """Release every picture held at this moment (of ``folders``, or all): back to the
         queue, cleared and approved, so they never count towards a hold again. Later
         arrivals are judged afresh. Returns folder → (pictures released, their dollars)."""
         extra, names = self._folders_sql("IN", folders)
-        with self.transaction():
-            rows = self._rows(
+        async with self.transaction():
+            rows = await self._rows(
                 f"UPDATE jobs SET state=?, cleared_at=?, approved_at=?, updated_at=? "
                 f"WHERE state=?{extra} RETURNING {_returning()}",
                 (JobState.QUEUED.value, time.time(), time.time(), time.time(),

@@ -5,6 +5,10 @@ work or money is spent on it; a restart reads the queue back from here. The SQL 
 common dialect of SQLite and PostgreSQL (``?`` placeholders, ``{now}`` for the database
 clock); a store supplies the connection, the schema, and the few operations that need its
 own locking (claims, concurrency slots, budget reservations).
+
+Every operation is a coroutine: a store never blocks the event loop (SQLite runs on a thread
+of its own, PostgreSQL through psycopg's asynchronous API). Commands that run once (``status``,
+``retry``, ``journal export``) use the same operations through ``SyncJournal``.
 """
 
 from __future__ import annotations
@@ -82,45 +86,53 @@ class JournalBase(DaemonRows, OutboxRows, SpendRows):
     columns = COLUMNS
     #: Where job changes are published (the web page, metrics, the terminal view).
     events: Events | None = None
+    #: Round trips to the database so far (statements, and a transaction's begin and end):
+    #: what the benchmark reports per job.
+    round_trips = 0
 
     # -- primitives a store provides -------------------------------------------------------
 
-    def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[Mapping[str, Any]]:
+    async def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[Mapping[str, Any]]:
         raise NotImplementedError
 
-    def _exec(self, sql: str, args: Iterable[Any] = ()) -> int:
+    async def _exec(self, sql: str, args: Iterable[Any] = ()) -> int:
         """Run a statement; returns the number of rows it changed."""
         raise NotImplementedError
 
-    def transaction(self, *, exclusive: bool = False) -> contextlib.AbstractContextManager[None]:
+    def transaction(self, *,
+                    exclusive: bool = False) -> contextlib.AbstractAsyncContextManager[None]:
         """Statements inside run in one transaction; ``exclusive`` also serialises it with
         every other exclusive transaction (of any daemon) for check-then-write operations."""
         raise NotImplementedError
 
-    def close(self) -> None:
+    async def open(self) -> JournalBase:
+        """Connect (and migrate); returns the store itself."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
         raise NotImplementedError
 
     def _sql(self, sql: str) -> str:
         return sql.replace("{now}", self.db_clock)
 
-    def query(self, sql: str, args: Iterable[Any] = ()) -> list[Mapping[str, Any]]:
+    async def query(self, sql: str, args: Iterable[Any] = ()) -> list[Mapping[str, Any]]:
         """Read-only SQL in the dialect both stores speak, for readers (the web page); rows
         by column name."""
-        return self._rows(sql, args)
+        return await self._rows(sql, args)
 
-    def _one(self, sql: str, args: Iterable[Any] = ()) -> Mapping[str, Any] | None:
-        rows = self._rows(sql, args)
+    async def _one(self, sql: str, args: Iterable[Any] = ()) -> Mapping[str, Any] | None:
+        rows = await self._rows(sql, args)
         return rows[0] if rows else None
 
     # -- reading ---------------------------------------------------------------------------
 
-    def get(self, job_id: int) -> Job:
-        row = self._one(f"SELECT {self.columns} FROM jobs WHERE id=?", (job_id,))
+    async def get(self, job_id: int) -> Job:
+        row = await self._one(f"SELECT {self.columns} FROM jobs WHERE id=?", (job_id,))
         if row is None:
             raise KeyError(job_id)
         return row_to_job(row)
 
-    def jobs(self, *, state: JobState | None = None, folder: str | None = None) -> list[Job]:
+    async def jobs(self, *, state: JobState | None = None, folder: str | None = None) -> list[Job]:
         sql, args = f"SELECT {self.columns} FROM jobs WHERE 1=1", []
         if state is not None:
             sql += " AND state=?"
@@ -128,67 +140,67 @@ class JournalBase(DaemonRows, OutboxRows, SpendRows):
         if folder is not None:
             sql += " AND folder=?"
             args.append(folder)
-        return [row_to_job(r) for r in self._rows(sql + " ORDER BY id", args)]
+        return [row_to_job(r) for r in await self._rows(sql + " ORDER BY id", args)]
 
-    def known_versions(self, folder: str) -> set[tuple[str, int, int]]:
+    async def known_versions(self, folder: str) -> set[tuple[str, int, int]]:
         """(path, size, mtime_ns) of every job of ``folder`` that is not superseded: a file
         found by a scan with one of these is already journaled and needs no hashing."""
-        rows = self._rows("SELECT path, size, mtime_ns FROM jobs WHERE folder=? AND state!=?",
+        rows = await self._rows("SELECT path, size, mtime_ns FROM jobs WHERE folder=? AND state!=?",
                           (folder, JobState.SUPERSEDED.value))
         return {(os.fsdecode(bytes(r["path"])), r["size"], r["mtime_ns"]) for r in rows}
 
-    def is_known(self, folder: str, path: Path, size: int, mtime_ns: int) -> bool:
-        return self._one(
+    async def is_known(self, folder: str, path: Path, size: int, mtime_ns: int) -> bool:
+        return await self._one(
             "SELECT 1 AS one FROM jobs WHERE folder=? AND path=? AND size=? AND mtime_ns=? "
             "AND state!=?",
             (folder, fs_bytes(path), size, mtime_ns, JobState.SUPERSEDED.value)) is not None
 
-    def find_done_output(self, folder: str, sha256: str, settings_key: str) -> Job | None:
+    async def find_done_output(self, folder: str, sha256: str, settings_key: str) -> Job | None:
         """An earlier finished job with the same content and settings: in ``folder`` if
         there is one, else in any folder (the settings decide the output, not the folder)."""
-        row = self._one(
+        row = await self._one(
             f"SELECT {self.columns} FROM jobs WHERE sha256=? AND settings_key=? AND state=? "
             "ORDER BY CASE WHEN folder=? THEN 0 ELSE 1 END, id DESC LIMIT 1",
             (sha256, settings_key, JobState.DONE.value, folder))
         return row_to_job(row) if row else None
 
-    def counts(self) -> dict[str, dict[str, int]]:
+    async def counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
-        for r in self._rows("SELECT folder, state, COUNT(*) AS n FROM jobs GROUP BY folder, state"):
+        for r in await self._rows("SELECT folder, state, COUNT(*) AS n FROM jobs GROUP BY folder, state"):
             out.setdefault(r["folder"], {})[r["state"]] = r["n"]
         return out
 
-    def spent_since(self, since: float) -> float:
+    async def spent_since(self, since: float) -> float:
         """Estimated dollars of the jobs finished since ``since`` (a Unix time)."""
-        row = self._one("SELECT SUM(cost_usd) AS usd FROM jobs WHERE state=? AND finished_at>=?",
+        row = await self._one("SELECT SUM(cost_usd) AS usd FROM jobs WHERE state=? AND finished_at>=?",
                         (JobState.DONE.value, since))
         return float(row["usd"] or 0.0) if row else 0.0
 
-    def committed_since(self, since: float) -> float:
+    async def committed_since(self, since: float) -> float:
         """Spent since ``since`` plus what unfinished jobs have reserved: the dollars no
         further submission may use."""
-        row = self._one(
+        row = await self._one(
             "SELECT COALESCE(SUM(CASE WHEN state=? AND finished_at>=? THEN cost_usd END), 0) "
             "+ COALESCE(SUM(CASE WHEN state IN (?, ?, ?) THEN reserved_usd END), 0) AS usd "
             "FROM jobs", (JobState.DONE.value, since, *UNFINISHED))
         return float(row["usd"] or 0.0) if row else 0.0
 
-    def spend_rows(self) -> list[Mapping[str, Any]]:
+    async def spend_rows(self) -> list[Mapping[str, Any]]:
         """folder, finished_at, cost_usd, output_megapixels of every finished job."""
-        return self._rows("SELECT folder, finished_at, cost_usd, output_megapixels FROM jobs "
+        return await self._rows("SELECT folder, finished_at, cost_usd, output_megapixels FROM jobs "
                           "WHERE state=?", (JobState.DONE.value,))
 
-    def oldest_waiting(self) -> dict[str, tuple[str, float]]:
+    async def oldest_waiting(self) -> dict[str, tuple[str, float]]:
         """folder → (file, since) of its oldest queued or running job."""
         out: dict[str, tuple[str, float]] = {}
-        for r in self._rows("SELECT folder, rel, created_at FROM jobs WHERE state IN (?, ?) "
+        for r in await self._rows("SELECT folder, rel, created_at FROM jobs WHERE state IN (?, ?) "
                             "ORDER BY created_at DESC", (JobState.QUEUED.value,
                                                          JobState.RUNNING.value)):
             out[r["folder"]] = (os.fsdecode(bytes(r["rel"])), r["created_at"])
         return out
 
-    def last_errors(self, limit: int = 10) -> list[Job]:
-        rows = self._rows(f"SELECT {self.columns} FROM jobs WHERE error_kind IS NOT NULL AND "
+    async def last_errors(self, limit: int = 10) -> list[Job]:
+        rows = await self._rows(f"SELECT {self.columns} FROM jobs WHERE error_kind IS NOT NULL AND "
                           "state IN (?, ?) ORDER BY updated_at DESC LIMIT ?",
                           (JobState.FAILED.value, JobState.QUEUED.value, limit))
         return [row_to_job(r) for r in rows]
@@ -205,51 +217,51 @@ class JournalBase(DaemonRows, OutboxRows, SpendRows):
                + (f" AND {CLEARED}" if self.spend_guard else ""))
         return sql, [*WAITING, now, *excluded]
 
-    def next_ready(self, now: float, *, exclude_folders: Iterable[str] = (),
+    async def next_ready(self, now: float, *, exclude_folders: Iterable[str] = (),
                    limit: int = 1, only_paid: bool = False) -> list[Job]:
         """Queued jobs whose time has come, oldest first. ``only_paid``: just the ones that
         already hold a backend request or an output (resuming them costs nothing more)."""
         where, args = self._ready_filter(now, exclude_folders, only_paid)
-        rows = self._rows(f"SELECT {self.columns} FROM jobs WHERE {where} "
+        rows = await self._rows(f"SELECT {self.columns} FROM jobs WHERE {where} "
                           "ORDER BY next_attempt_at, id LIMIT ?", (*args, limit))
         return [row_to_job(r) for r in rows]
 
-    def next_wakeup(self, *, exclude_folders: Iterable[str] = ()) -> float | None:
+    async def next_wakeup(self, *, exclude_folders: Iterable[str] = ()) -> float | None:
         """When the earliest queued job becomes ready (None if nothing is queued)."""
         excluded = list(exclude_folders)
         marks = ",".join("?" * len(excluded))
-        row = self._one("SELECT MIN(next_attempt_at) AS t FROM jobs WHERE state IN (?, ?) "
+        row = await self._one("SELECT MIN(next_attempt_at) AS t FROM jobs WHERE state IN (?, ?) "
                         f"AND {NOT_WAITING}"
                         + (f" AND folder NOT IN ({marks})" if excluded else ""),
                         (*WAITING, *excluded))
         return row["t"] if row else None
 
-    def waiting_by_folder(self) -> dict[str, int]:
+    async def waiting_by_folder(self) -> dict[str, int]:
         """Queued or running jobs per folder."""
-        return {r["folder"]: r["n"] for r in self._rows(
+        return {r["folder"]: r["n"] for r in await self._rows(
             "SELECT folder, COUNT(*) AS n FROM jobs WHERE state IN (?, ?) GROUP BY folder",
             (JobState.QUEUED.value, JobState.RUNNING.value))}
 
-    def queued_folders(self) -> set[str]:
-        return {r["folder"] for r in self._rows(
+    async def queued_folders(self) -> set[str]:
+        return {r["folder"] for r in await self._rows(
             "SELECT DISTINCT folder FROM jobs WHERE state IN (?, ?)", WAITING)}
 
-    def unfinished(self, folders: Iterable[str] | None = None) -> int:
+    async def unfinished(self, folders: Iterable[str] | None = None) -> int:
         """Jobs still to finish (of ``folders`` only, if given: a shared journal also holds
         other daemons' folders)."""
         names = list(folders) if folders is not None else None
-        row = self._one("SELECT COUNT(*) AS n FROM jobs WHERE state IN (?, ?, ?)"
+        row = await self._one("SELECT COUNT(*) AS n FROM jobs WHERE state IN (?, ?, ?)"
                         + (f" AND folder IN ({','.join('?' * len(names))})" if names else ""),
                         (*UNFINISHED, *(names or ())))
         return row["n"] if row else 0
 
-    def arriving_later(self, folders: Iterable[str], now: float) -> list[Job]:
+    async def arriving_later(self, folders: Iterable[str], now: float) -> list[Job]:
         """Jobs of ``folders`` still taken to be arriving at ``now``: their grace has not run
         out yet (``once`` leaves them for its next run instead of waiting)."""
         names = list(folders)
         if not names:
             return []
-        rows = self._rows(f"SELECT {self.columns} FROM jobs WHERE state=? AND next_attempt_at>? "
+        rows = await self._rows(f"SELECT {self.columns} FROM jobs WHERE state=? AND next_attempt_at>? "
                           f"AND folder IN ({','.join('?' * len(names))}) ORDER BY id",
                           (JobState.ARRIVING.value, now, *names))
         return [row_to_job(r) for r in rows]
@@ -263,20 +275,20 @@ class JournalBase(DaemonRows, OutboxRows, SpendRows):
             return " AND (owner IS NULL OR owner=?)", (self.daemon_id,)
         return "", ()
 
-    def _update(self, job: Job, **values: Any) -> Job:
+    async def _update(self, job: Job, **values: Any) -> Job:
         values["updated_at"] = time.time()
         cols = ", ".join(f"{k}=?" for k in values)
         mine, owner = self._mine()
         outbox = self._wants_deliveries(values)
         # One statement, one round trip: the changed row comes back with the update. A
         # change that hooks report writes its deliveries in the same transaction.
-        with self.transaction() if outbox else contextlib.nullcontext():
-            row = self._one(f"UPDATE jobs SET {cols} WHERE id=?{mine} RETURNING {COLUMNS}",
+        async with self.transaction() if outbox else contextlib.nullcontext():
+            row = await self._one(f"UPDATE jobs SET {cols} WHERE id=?{mine} RETURNING {COLUMNS}",
                             (*values.values(), job.id, *owner))
             if row is not None and outbox:
-                self._add_deliveries(row_to_job(row), values)
+                await self._add_deliveries(row_to_job(row), values)
         if row is None:
-            if mine and self._one("SELECT 1 AS one FROM jobs WHERE id=?", (job.id,)):
+            if mine and await self._one("SELECT 1 AS one FROM jobs WHERE id=?", (job.id,)):
                 raise LeaseLost(job.id)
             raise KeyError(job.id)
         return self._publish(job.state, row_to_job(row), values)
@@ -287,18 +299,18 @@ class JournalBase(DaemonRows, OutboxRows, SpendRows):
             self.events.publish(JobChanged(job, before, frozenset(values)))
         return job
 
-    def _insert_job(self, values: dict[str, Any]) -> int | None:
+    async def _insert_job(self, values: dict[str, Any]) -> int | None:
         """Insert one job row; None if this exact version is journaled already."""
         raise NotImplementedError
 
-    def enqueue(self, folder: str, path: Path, rel: str, size: int, mtime_ns: int,
+    async def enqueue(self, folder: str, path: Path, rel: str, size: int, mtime_ns: int,
                 sha256: str) -> Job | None:
         """Journal a detected file. Returns the new job, or None if this exact version
         (path + size + mtime + hash) is already journaled (by any daemon). Older unfinished
         versions of the same path are superseded: the file changed before we got to it."""
         now = time.time()
-        with self.transaction():
-            existing = self._one(
+        async with self.transaction():
+            existing = await self._one(
                 "SELECT id FROM jobs WHERE folder=? AND path=? AND size=? AND mtime_ns=? "
                 "AND sha256=? AND state!=?",
                 (folder, fs_bytes(path), size, mtime_ns, sha256, JobState.SUPERSEDED.value))
@@ -306,219 +318,224 @@ class JournalBase(DaemonRows, OutboxRows, SpendRows):
                 return None
             # Not this very version: another daemon may have journaled it a moment ago.
             # A version held for approval is replaced too (the new one joins the held set).
-            self._exec(
+            await self._exec(
                 "UPDATE jobs SET state=?, reason=?, updated_at=? WHERE folder=? AND path=? "
                 "AND state IN (?, ?, ?) AND NOT (size=? AND mtime_ns=? AND sha256=?)",
                 (JobState.SUPERSEDED.value, "the file changed before it was processed", now,
                  folder, fs_bytes(path), *WAITING, JobState.AWAITING_APPROVAL.value, size,
                  mtime_ns, sha256))
-            job_id = self._insert_job({
+            job_id = await self._insert_job({
                 "folder": folder, "path": fs_bytes(path), "rel": fs_bytes(rel), "size": size,
                 "mtime_ns": mtime_ns, "sha256": sha256, "state": JobState.QUEUED.value,
                 "created_at": now, "updated_at": now})
         if job_id is None:
             return None
-        return self._publish(None, self.get(job_id), {"state": JobState.QUEUED.value})
+        return self._publish(None, await self.get(job_id), {"state": JobState.QUEUED.value})
 
-    def recover(self) -> int:
+    async def recover(self) -> int:
         """At start: jobs a dead process held go back to the queue, keeping their
         request_id and pending outputs so the next attempt resumes rather than redoes. In a
         shared journal only jobs whose lease ran out are taken back (others are alive), and
         those of an earlier run on this host and ``state_dir``: the lock there says that
         daemon is gone, so its jobs need not wait for their leases."""
         if not self.shared:
-            return self._exec("UPDATE jobs SET state=?, next_attempt_at=0 WHERE state=?",
+            return await self._exec("UPDATE jobs SET state=?, next_attempt_at=0 WHERE state=?",
                               (JobState.QUEUED.value, JobState.RUNNING.value))
-        with self.transaction():
-            earlier = [r["id"] for r in self._rows(
+        async with self.transaction():
+            earlier = [r["id"] for r in await self._rows(
                 "SELECT id FROM daemons WHERE host=? AND state_dir=? AND id!=?",
                 (*self.home, self.daemon_id))] if self.home else []
             marks = ",".join("?" * len(earlier))
-            count = self._exec(self._sql(
+            count = await self._exec(self._sql(
                 "UPDATE jobs SET state=?, next_attempt_at=0 WHERE state=? AND "
                 "(lease_until IS NULL OR lease_until<{now}"
                 + (f" OR owner IN ({marks})" if earlier else "") + ")"),
                 (JobState.QUEUED.value, JobState.RUNNING.value, *earlier))
             if earlier:
-                self._exec(f"DELETE FROM daemons WHERE id IN ({marks})", earlier)
+                await self._exec(f"DELETE FROM daemons WHERE id IN ({marks})", earlier)
         return count
 
-    def claim(self, job: Job) -> Job:
+    async def claim(self, job: Job) -> Job:
         """A worker takes the job: no other dispatch round (nor daemon) can pick it again."""
-        self._exec(self._sql("UPDATE jobs SET state=?, owner=?, lease_until={now}+?, "
-                             "updated_at=? WHERE id=?"),
-                   (JobState.RUNNING.value, self.daemon_id, self.lease, time.time(), job.id))
-        return self.get(job.id)
+        row = await self._one(self._sql(
+            "UPDATE jobs SET state=?, owner=?, lease_until={now}+?, updated_at=? WHERE id=? "
+            f"RETURNING {COLUMNS}"),
+            (JobState.RUNNING.value, self.daemon_id, self.lease, time.time(), job.id))
+        if row is None:
+            raise KeyError(job.id)
+        return row_to_job(row)
 
-    def claim_ready(self, now: float, *, exclude_folders: Iterable[str] = (), limit: int = 1,
+    async def claim_ready(self, now: float, *, exclude_folders: Iterable[str] = (), limit: int = 1,
                     only_paid: bool = False) -> list[Job]:
         """Take up to ``limit`` ready jobs for this daemon, oldest first."""
-        return [self.claim(job) for job in self.next_ready(
+        return [await self.claim(job) for job in await self.next_ready(
             now, exclude_folders=exclude_folders, limit=limit, only_paid=only_paid)]
 
-    def take_over(self, *, exclude_folders: Iterable[str] = (), limit: int = 1) -> list[Job]:
+    async def take_over(self, *, exclude_folders: Iterable[str] = (), limit: int = 1) -> list[Job]:
         """Jobs of dead daemons whose leases ran out; only a shared journal has any."""
         return []
 
-    def start(self, job: Job, settings: dict[str, Any], settings_key: str) -> Job:
+    async def start(self, job: Job, settings: dict[str, Any], settings_key: str) -> Job:
         """Record the settings the job runs with (the current config's, at this moment)."""
-        return self._update(job, state=JobState.RUNNING.value, settings=json.dumps(settings),
+        return await self._update(job, state=JobState.RUNNING.value, settings=json.dumps(settings),
                             settings_key=settings_key)
 
-    def submitted(self, job: Job, request_id: str) -> Job:
+    async def submitted(self, job: Job, request_id: str) -> Job:
         """The backend accepted the work: from now on, resume this request, never resubmit
         unless the backend says it no longer has it."""
         mine, owner = self._mine()
-        if not self._exec("UPDATE jobs SET request_id=?, submissions=submissions+1, "
-                          f"submit_identity=NULL, submit_sent_at=NULL, updated_at=? WHERE id=?{mine}",
-                          (request_id, time.time(), job.id, *owner)):
+        row = await self._one("UPDATE jobs SET request_id=?, submissions=submissions+1, "
+                              "submit_identity=NULL, submit_sent_at=NULL, updated_at=? "
+                              f"WHERE id=?{mine} RETURNING {COLUMNS}",
+                              (request_id, time.time(), job.id, *owner))
+        if row is None:
             raise LeaseLost(job.id)
-        return self._publish(job.state, self.get(job.id), {"request_id": request_id})
+        return self._publish(job.state, row_to_job(row), {"request_id": request_id})
 
     # -- submissions whose answer never came ------------------------------------------------
 
-    def submit_sending(self, job: Job, identity: str, sent_at: float) -> None:
+    async def submit_sending(self, job: Job, identity: str, sent_at: float) -> None:
         """A submission is about to be sent: what identifies it at the backend (its unique
         input URL, or a digest of an inline input) and the wall-clock time. Until an answer
         is recorded, a restart looks for this submission before sending another."""
-        self._set_submit(job, "submit_identity=?, submit_sent_at=?", (identity, sent_at))
+        await self._set_submit(job, "submit_identity=?, submit_sent_at=?", (identity, sent_at))
 
-    def submit_refused(self, job: Job) -> None:
+    async def submit_refused(self, job: Job) -> None:
         """The backend answered without taking the submission (429, 5xx, a rejection):
         nothing is pending there."""
-        self._set_submit(job, "submit_identity=NULL, submit_sent_at=NULL", ())
+        await self._set_submit(job, "submit_identity=NULL, submit_sent_at=NULL", ())
 
-    def submit_given_up(self, job: Job) -> None:
+    async def submit_given_up(self, job: Job) -> None:
         """An unanswered submission could not be found at the backend and is sent again:
         counted as one that may have been paid twice."""
-        self._set_submit(job, "submit_identity=NULL, submit_sent_at=NULL, "
+        await self._set_submit(job, "submit_identity=NULL, submit_sent_at=NULL, "
                               "paid_twice=paid_twice+1", ())
 
-    def _set_submit(self, job: Job, assignments: str, args: tuple[Any, ...]) -> None:
+    async def _set_submit(self, job: Job, assignments: str, args: tuple[Any, ...]) -> None:
         mine, owner = self._mine()
-        if not self._exec(f"UPDATE jobs SET {assignments}, updated_at=? WHERE id=?{mine}",
+        if not await self._exec(f"UPDATE jobs SET {assignments}, updated_at=? WHERE id=?{mine}",
                           (*args, time.time(), job.id, *owner)):
             raise LeaseLost(job.id)
 
-    def unanswered_submit(self, job: Job) -> tuple[str, float] | None:
+    async def unanswered_submit(self, job: Job) -> tuple[str, float] | None:
         """(identity, sent_at) of the job's submission still without an answer, if any."""
-        row = self._one("SELECT submit_identity, submit_sent_at FROM jobs WHERE id=? AND "
+        row = await self._one("SELECT submit_identity, submit_sent_at FROM jobs WHERE id=? AND "
                         "request_id IS NULL AND submit_sent_at IS NOT NULL", (job.id,))
         return (row["submit_identity"], row["submit_sent_at"]) if row else None
 
-    def paid_twice(self) -> int:
+    async def paid_twice(self) -> int:
         """Submissions sent again without finding the earlier, unanswered one at the backend:
         each may have been billed twice."""
         try:
-            row = self._one("SELECT COALESCE(SUM(paid_twice), 0) AS n FROM jobs")
+            row = await self._one("SELECT COALESCE(SUM(paid_twice), 0) AS n FROM jobs")
         except Exception:  # noqa: BLE001 - a read-only look at a journal not migrated yet
             return 0
         return int(row["n"]) if row else 0
 
-    def wait_for_twin(self, job: Job, settings_key: str) -> Job | None:
+    async def wait_for_twin(self, job: Job, settings_key: str) -> Job | None:
         """Pay once for copies arriving together. If another unfinished job has the same
         content and settings and is not itself waiting, ``job`` goes back to the queue
         waiting for it (it is not ready again until that job has finished) and that job is
         returned. Otherwise ``job`` stops waiting for anyone and None is returned: it does
         the work itself. One serialised transaction, so two copies (in any daemons) never
         both wait or both go ahead."""
-        with self.transaction(exclusive=True):
-            row = self._one(
+        async with self.transaction(exclusive=True):
+            row = await self._one(
                 "SELECT id FROM jobs WHERE sha256=? AND settings_key=? AND state IN (?, ?, ?) "
                 "AND waits_for IS NULL AND id!=? ORDER BY id LIMIT 1",
                 (job.sha256, settings_key, *UNFINISHED, job.id))
-            self._exec("UPDATE jobs SET waits_for=?, state=?, updated_at=? WHERE id=?",
+            await self._exec("UPDATE jobs SET waits_for=?, state=?, updated_at=? WHERE id=?",
                        (row["id"] if row else None,
                         JobState.QUEUED.value if row else JobState.RUNNING.value,
                         time.time(), job.id))
-        return self.get(row["id"]) if row else None
+        return await self.get(row["id"]) if row else None
 
-    def forget_request(self, job: Job) -> Job:
-        return self._update(job, request_id=None)
+    async def forget_request(self, job: Job) -> Job:
+        return await self._update(job, request_id=None)
 
-    def output_pending(self, job: Job, pending: list[list[str]]) -> Job:
+    async def output_pending(self, job: Job, pending: list[list[str]]) -> Job:
         """Temp files are written and fsynced; these [temp, final] renames come next."""
-        return self._update(job, pending=json.dumps(pending))
+        return await self._update(job, pending=json.dumps(pending))
 
-    def output_written(self, job: Job, outputs: list[str], *, megapixels: float | None,
+    async def output_written(self, job: Job, outputs: list[str], *, megapixels: float | None,
                        cost_usd: float | None) -> Job:
-        return self._update(job, outputs=json.dumps(outputs), pending="[]",
+        return await self._update(job, outputs=json.dumps(outputs), pending="[]",
                             output_megapixels=megapixels, cost_usd=cost_usd)
 
-    def done(self, job: Job) -> Job:
-        return self._update(job, state=JobState.DONE.value, finished_at=time.time(),
+    async def done(self, job: Job) -> Job:
+        return await self._update(job, state=JobState.DONE.value, finished_at=time.time(),
                             error_kind=None, reason=None, slot_held=0, reserved_usd=None)
 
-    def retry_later(self, job: Job, *, delay: float, kind: str, reason: str,
+    async def retry_later(self, job: Job, *, delay: float, kind: str, reason: str,
                     count_attempt: bool = True) -> Job:
-        return self._update(job, state=JobState.QUEUED.value, next_attempt_at=time.time() + delay,
+        return await self._update(job, state=JobState.QUEUED.value, next_attempt_at=time.time() + delay,
                             attempts=job.attempts + (1 if count_attempt else 0),
                             error_kind=kind, reason=reason)
 
-    def arriving(self, job: Job, *, until: float, kind: str, reason: str) -> Job:
+    async def arriving(self, job: Job, *, until: float, kind: str, reason: str) -> Job:
         """The file does not decode yet and may still be being written: look again at
         ``until``, without counting an attempt. If a newer version of the file was journaled
         meanwhile, this one is superseded instead."""
-        newer = self._one("SELECT 1 AS one FROM jobs WHERE folder=? AND path=? AND id>? "
+        newer = await self._one("SELECT 1 AS one FROM jobs WHERE folder=? AND path=? AND id>? "
                           "AND state!=?", (job.folder, fs_bytes(job.path), job.id,
                                            JobState.SUPERSEDED.value))
         if newer:
-            return self.superseded(job, "the file changed while it was being checked")
-        return self._update(job, state=JobState.ARRIVING.value, next_attempt_at=until,
+            return await self.superseded(job, "the file changed while it was being checked")
+        return await self._update(job, state=JobState.ARRIVING.value, next_attempt_at=until,
                             error_kind=kind, reason=reason)
 
-    def requeue(self, job: Job) -> Job:
+    async def requeue(self, job: Job) -> Job:
         """Back to the queue without counting an attempt (shutdown, paused folder)."""
-        return self._update(job, state=JobState.QUEUED.value)
+        return await self._update(job, state=JobState.QUEUED.value)
 
-    def failed(self, job: Job, *, kind: str, reason: str, attempts: int | None = None) -> Job:
-        return self._update(job, state=JobState.FAILED.value, finished_at=time.time(),
+    async def failed(self, job: Job, *, kind: str, reason: str, attempts: int | None = None) -> Job:
+        return await self._update(job, state=JobState.FAILED.value, finished_at=time.time(),
                             error_kind=kind, reason=reason, slot_held=0, reserved_usd=None,
                             attempts=job.attempts if attempts is None else attempts)
 
-    def superseded(self, job: Job, reason: str) -> Job:
-        return self._update(job, state=JobState.SUPERSEDED.value, reason=reason,
+    async def superseded(self, job: Job, reason: str) -> Job:
+        return await self._update(job, state=JobState.SUPERSEDED.value, reason=reason,
                             finished_at=time.time(), slot_held=0, reserved_usd=None)
 
-    def moved_source(self, job: Job, path: Path) -> Job:
+    async def moved_source(self, job: Job, path: Path) -> Job:
         """The original now lives at ``path`` (failed_dir, or back in the inbox on retry)."""
-        return self._update(job, path=fs_bytes(path))
+        return await self._update(job, path=fs_bytes(path))
 
-    def retry_failed(self, job: Job, path: Path) -> Job:
-        return self._update(job, state=JobState.QUEUED.value, path=fs_bytes(path), attempts=0,
+    async def retry_failed(self, job: Job, path: Path) -> Job:
+        return await self._update(job, state=JobState.QUEUED.value, path=fs_bytes(path), attempts=0,
                             next_attempt_at=0, finished_at=None, request_id=None, waits_for=None)
 
     # -- limits shared by every daemon on the journal -----------------------------------------
 
-    def acquire_slot(self, job_id: int, limit: int) -> bool:
+    async def acquire_slot(self, job_id: int, limit: int) -> bool:
         """Take one of ``limit`` slots at the upscaler for ``job_id``, counted over every
         daemon. A job keeps its slot until it is released or the job finishes, so a request
         left at the upscaler by a dead daemon stays counted until another daemon resumes it."""
-        with self.transaction(exclusive=True):
-            row = self._one("SELECT slot_held FROM jobs WHERE id=?", (job_id,))
+        async with self.transaction(exclusive=True):
+            row = await self._one("SELECT slot_held FROM jobs WHERE id=?", (job_id,))
             if row is None:
                 return False
             if row["slot_held"]:
                 return True
-            held = self._one("SELECT COUNT(*) AS n FROM jobs WHERE slot_held=1")
+            held = await self._one("SELECT COUNT(*) AS n FROM jobs WHERE slot_held=1")
             if held and held["n"] >= limit:
                 return False
-            self._exec("UPDATE jobs SET slot_held=1 WHERE id=?", (job_id,))
+            await self._exec("UPDATE jobs SET slot_held=1 WHERE id=?", (job_id,))
             return True
 
-    def release_slot(self, job_id: int) -> None:
-        self._exec("UPDATE jobs SET slot_held=0 WHERE id=?", (job_id,))
+    async def release_slot(self, job_id: int) -> None:
+        await self._exec("UPDATE jobs SET slot_held=0 WHERE id=?", (job_id,))
 
-    def reserve_budget(self, job: Job, usd: float, *, limit: float, since: float) -> bool:
+    async def reserve_budget(self, job: Job, usd: float, *, limit: float, since: float) -> bool:
         """Reserve ``usd`` for ``job`` before it is submitted, if today's spend plus every
         reservation is still below ``limit`` (the rule a single daemon always had: submit while
         under the limit). Atomic across daemons: two cannot both take the last dollar. A job
         that already holds a reservation keeps it (a retry is not a second spend)."""
-        with self.transaction(exclusive=True):
-            row = self._one("SELECT reserved_usd FROM jobs WHERE id=?", (job.id,))
+        async with self.transaction(exclusive=True):
+            row = await self._one("SELECT reserved_usd FROM jobs WHERE id=?", (job.id,))
             if row is not None and row["reserved_usd"] is not None:
                 return True
-            if self.committed_since(since) >= limit - 1e-9:
+            if await self.committed_since(since) >= limit - 1e-9:
                 return False
-            self._exec("UPDATE jobs SET reserved_usd=? WHERE id=?", (usd, job.id))
+            await self._exec("UPDATE jobs SET reserved_usd=? WHERE id=?", (usd, job.id))
             return True

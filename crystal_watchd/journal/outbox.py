@@ -61,7 +61,7 @@ class OutboxRows:
     #: finished job gets.
     hooks: tuple[Any, ...] = ()
 
-    def _add_deliveries(self, job: Job, values: dict[str, Any]) -> None:
+    async def _add_deliveries(self, job: Job, values: dict[str, Any]) -> None:
         """Inside the job change's transaction: one row per hook that wants this change."""
         event = EVENT_OF_STATE.get(values.get("state"))  # type: ignore[arg-type]
         if event is None:
@@ -72,7 +72,7 @@ class OutboxRows:
                 continue
             delivery_id = str(uuid.uuid4())
             body = {"delivery_id": delivery_id, "hook": hook.name, **job_fields(job, event)}
-            self._exec("INSERT INTO deliveries (delivery_id, job_id, hook, event, payload, "
+            await self._exec("INSERT INTO deliveries (delivery_id, job_id, hook, event, payload, "
                        "state, attempts, next_attempt_at, created_at, updated_at) "
                        "VALUES (?, ?, ?, ?, ?, ?, 0, 0, ?, ?)",
                        (delivery_id, job.id, hook.name, event,
@@ -81,13 +81,13 @@ class OutboxRows:
     def _wants_deliveries(self, values: dict[str, Any]) -> bool:
         return bool(self.hooks) and values.get("state") in EVENT_OF_STATE
 
-    def _deliveries(self, where: str, args: Iterable[Any] = (), *,
+    async def _deliveries(self, where: str, args: Iterable[Any] = (), *,
                     limit: int = 100) -> list[Delivery]:
-        rows = self._rows(f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {where} "
+        rows = await self._rows(f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {where} "
                           "ORDER BY next_attempt_at, id LIMIT ?", (*args, limit))
         return [Delivery(**dict(r)) for r in rows]
 
-    def claim_deliveries(self, now: float, hold: float, limit: int = 8, *,
+    async def claim_deliveries(self, now: float, hold: float, limit: int = 8, *,
                          hooks: Iterable[str] | None = None) -> list[Delivery]:
         """Due deliveries (of the ``hooks`` named, if given: daemons sharing a journal may
         have different hooks), each taken for ``hold`` seconds (a daemon that dies
@@ -98,59 +98,59 @@ class OutboxRows:
             return []
         only = f" AND hook IN ({','.join('?' * len(names))})" if names else ""
         claimed = []
-        for d in self._deliveries(f"state=? AND next_attempt_at<=?{only}",
+        for d in await self._deliveries(f"state=? AND next_attempt_at<=?{only}",
                                   (PENDING, now, *(names or ())), limit=limit):
             # Taken only if nobody else took it since we read it (another daemon on a
             # shared journal): the row must still say what we read.
-            if self._exec("UPDATE deliveries SET next_attempt_at=?, attempts=attempts+1, "
+            if await self._exec("UPDATE deliveries SET next_attempt_at=?, attempts=attempts+1, "
                           "updated_at=? WHERE id=? AND state=? AND next_attempt_at=?",
                           (now + hold, now, d.id, PENDING, d.next_attempt_at)):
                 claimed.append(Delivery(**{**d.__dict__, "attempts": d.attempts + 1}))
         return claimed
 
-    def next_delivery_at(self, hooks: Iterable[str]) -> float | None:
+    async def next_delivery_at(self, hooks: Iterable[str]) -> float | None:
         names = list(hooks)
         if not names:
             return None
-        row = self._one("SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE state=? "
+        row = await self._one("SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE state=? "
                         f"AND hook IN ({','.join('?' * len(names))})", (PENDING, *names))
         return row["t"] if row else None
 
-    def orphan_deliveries(self, hooks: Iterable[str]) -> int:
+    async def orphan_deliveries(self, hooks: Iterable[str]) -> int:
         """Pending deliveries of hooks no longer configured give up (one daemon's journal
         only: with a shared one another daemon may still have the hook)."""
         names = list(hooks)
         only = f" AND hook NOT IN ({','.join('?' * len(names))})" if names else ""
-        return self._exec(f"UPDATE deliveries SET state=?, last_error=?, updated_at=? "
+        return await self._exec(f"UPDATE deliveries SET state=?, last_error=?, updated_at=? "
                           f"WHERE state=?{only}",
                           (GAVE_UP, "no hook of this name is configured any more", time.time(),
                            PENDING, *names))
 
-    def delivery_done(self, delivery: Delivery) -> None:
-        self._exec("UPDATE deliveries SET state=?, last_error=NULL, updated_at=? WHERE id=?",
+    async def delivery_done(self, delivery: Delivery) -> None:
+        await self._exec("UPDATE deliveries SET state=?, last_error=NULL, updated_at=? WHERE id=?",
                    (DELIVERED, time.time(), delivery.id))
 
-    def delivery_failed(self, delivery: Delivery, error: str, *, retry_in: float | None) -> None:
+    async def delivery_failed(self, delivery: Delivery, error: str, *, retry_in: float | None) -> None:
         """Try again in ``retry_in`` seconds, or give up (None)."""
         now = time.time()
-        self._exec("UPDATE deliveries SET state=?, last_error=?, next_attempt_at=?, updated_at=? "
+        await self._exec("UPDATE deliveries SET state=?, last_error=?, next_attempt_at=?, updated_at=? "
                    "WHERE id=?", (GAVE_UP if retry_in is None else PENDING, error[:2000],
                                   now + (retry_in or 0), now, delivery.id))
 
-    def retry_deliveries(self, ids: Iterable[int] | None = None) -> int:
+    async def retry_deliveries(self, ids: Iterable[int] | None = None) -> int:
         """Given-up deliveries (all, or those with these ids) are tried again from scratch,
         with the same delivery id."""
         wanted = list(ids) if ids is not None else []
         only = f" AND id IN ({','.join('?' * len(wanted))})" if wanted else ""
-        return self._exec("UPDATE deliveries SET state=?, attempts=0, next_attempt_at=0, "
+        return await self._exec("UPDATE deliveries SET state=?, attempts=0, next_attempt_at=0, "
                           f"updated_at=? WHERE state=?{only}",
                           (PENDING, time.time(), GAVE_UP, *wanted))
 
-    def delivery_counts(self) -> dict[str, int]:
+    async def delivery_counts(self) -> dict[str, int]:
         counts = dict.fromkeys(DELIVERY_STATES, 0)
-        for r in self._rows("SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state"):
+        for r in await self._rows("SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state"):
             counts[r["state"]] = r["n"]
         return counts
 
-    def given_up(self, limit: int = 100) -> list[Delivery]:
-        return self._deliveries("state=?", (GAVE_UP,), limit=limit)
+    async def given_up(self, limit: int = 100) -> list[Delivery]:
+        return await self._deliveries("state=?", (GAVE_UP,), limit=limit)

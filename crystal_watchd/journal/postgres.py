@@ -10,21 +10,32 @@ advisory lock, so the limits hold across daemons. The schema is created and migr
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import json
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .. import logs
 from ..config import mask_url
 from ..events import Events
 from ..jobs import Job, JobState
-from .base import COLUMNS, JournalBase, JournalUnavailable, row_to_job
+from .base import (
+    COLUMNS,
+    UNFINISHED,
+    WAITING,
+    JournalBase,
+    JournalUnavailable,
+    fs_bytes,
+    row_to_job,
+)
+from .sync import SyncJournal
 
 log = logs.get(__name__)
 
@@ -144,60 +155,80 @@ def _password(url: str, password_file: Path | None) -> str | None:
     return None
 
 
-class PostgresJournal(JournalBase):
+class PostgresStore(JournalBase):
+    """The shared journal through psycopg's asynchronous API: a statement in flight holds
+    up only the coroutine waiting for it, never the event loop."""
+
     db_clock = "extract(epoch from clock_timestamp())::double precision"
     shared = True
 
     def __init__(self, url: str, *, password_file: Path | None = None, lease: float = 60.0,
-                 max_connections: int = 4, events: Events | None = None):
+                 max_connections: int = 8, min_connections: int = 1,
+                 events: Events | None = None):
         self.url = mask_url(url)
+        self._dsn = url  # may hold the password: never logged, shown or repr'd
         self.lease = lease
         self.events = events
-        password = _password(url, password_file)
-        if password:
-            logs.register_secret(password)
-        # Journal calls are short and made from the event loop: a database that vanishes
-        # without a word (a host lost) must turn into an error in seconds, not a hang.
-        kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row,
-                                  "connect_timeout": int(CONNECT_TIMEOUT), "keepalives": 1,
-                                  "keepalives_idle": 10, "keepalives_interval": 3,
-                                  "keepalives_count": 3, "tcp_user_timeout": 20_000}
-        if password and password_file is not None:
-            kwargs["password"] = password
-        self._tx_conn: psycopg.Connection | None = None
+        self.max_connections = max_connections
+        self.min_connections = min(min_connections, max_connections)
+        self._password = _password(url, password_file)
+        if self._password:
+            logs.register_secret(self._password)
+        # A database that vanishes without a word (a host lost) must turn into an error in
+        # seconds, not a hang.
+        self._kwargs: dict[str, Any] = {
+            "autocommit": True, "row_factory": dict_row,
+            "connect_timeout": int(CONNECT_TIMEOUT), "keepalives": 1, "keepalives_idle": 10,
+            "keepalives_interval": 3, "keepalives_count": 3, "tcp_user_timeout": 20_000}
+        if self._password and password_file is not None:
+            self._kwargs["password"] = self._password
+        #: The connection of the transaction the current task is in, if any.
+        self._tx_conn: contextvars.ContextVar[psycopg.AsyncConnection | None] = \
+            contextvars.ContextVar(f"pg_tx_{id(self)}", default=None)
+        self.pool: AsyncConnectionPool | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.url!r})"
+
+    async def open(self) -> PostgresStore:
         # One plain connection first: a wrong host or password fails at once with libpq's
         # own words, instead of the pool retrying until its timeout.
-        problem = self._connect_error(url, kwargs)
+        problem = await self._connect_error()
         if problem:
-            raise JournalUnavailable(f"cannot reach the journal database {self.url}: "
-                                     + (problem.replace(password, "***") if password else problem))
-        self.pool = ConnectionPool(url, kwargs=kwargs, min_size=1, max_size=max_connections,
-                                   open=False, name="journal", timeout=CONNECT_TIMEOUT)
+            raise JournalUnavailable(
+                f"cannot reach the journal database {self.url}: "
+                + (problem.replace(self._password, "***") if self._password else problem))
+        self.pool = AsyncConnectionPool(self._dsn, kwargs=self._kwargs,
+                                        min_size=self.min_connections,
+                                        max_size=self.max_connections, open=False,
+                                        name="journal", timeout=CONNECT_TIMEOUT)
         try:
-            self.pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+            await self.pool.open(wait=True, timeout=CONNECT_TIMEOUT)
         except PoolTimeout:
-            self.pool.close()
+            await self.pool.close()
             raise JournalUnavailable(f"cannot reach the journal database {self.url}: "
                                      f"no connection within {CONNECT_TIMEOUT:g} s") from None
         try:
-            self._migrate()
+            await self._migrate()
         except psycopg.Error as exc:
-            self.pool.close()
+            await self.pool.close()
             raise JournalUnavailable(f"cannot migrate the journal database {self.url}: "
                                      f"{exc}") from None
+        return self
 
-    @staticmethod
-    def _connect_error(url: str, kwargs: dict[str, Any]) -> str | None:
+    async def _connect_error(self) -> str | None:
         try:
-            psycopg.connect(url, **kwargs).close()
+            conn = await psycopg.AsyncConnection.connect(self._dsn, **self._kwargs)
         except psycopg.Error as exc:
             return " ".join(str(exc).split()) or type(exc).__name__
+        await conn.close()
         return None
 
-    def _migrate(self) -> None:
-        with self.transaction(exclusive=True):
-            self._exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = self._one("SELECT MAX(version) AS v FROM schema_version")
+    async def _migrate(self) -> None:
+        async with self.transaction(exclusive=True):
+            await self._exec("CREATE TABLE IF NOT EXISTS schema_version "
+                             "(version INTEGER NOT NULL)")
+            row = await self._one("SELECT MAX(version) AS v FROM schema_version")
             version = (row["v"] if row else None) or 0
             if version > SCHEMA_VERSION:
                 raise psycopg.errors.FeatureNotSupported(
@@ -207,73 +238,160 @@ class PostgresJournal(JournalBase):
                 for statement in (s.strip() for s in step.split(";")):
                     if statement and not all(line.strip().startswith("--") or not line.strip()
                                              for line in statement.splitlines()):
-                        self._exec(statement)
-                self._exec("INSERT INTO schema_version VALUES (?)", (number,))
+                        await self._exec(statement)
+                await self._exec("INSERT INTO schema_version VALUES (?)", (number,))
                 log.info("journal_migrated", journal=self.url, version=number)
 
-    def close(self) -> None:
-        self.pool.close()
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
 
     # -- primitives ------------------------------------------------------------------------
 
     def _sql(self, sql: str) -> str:
         return super()._sql(sql).replace("?", "%s")
 
-    @contextlib.contextmanager
-    def _conn(self) -> Iterator[psycopg.Connection]:
-        if self._tx_conn is not None:
-            yield self._tx_conn
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        self.round_trips += 1
+        conn = self._tx_conn.get()
+        if conn is not None:
+            yield conn
         else:
-            with self.pool.connection() as conn:
+            async with self.pool.connection() as conn:
                 yield conn
 
-    def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[Mapping[str, Any]]:
-        with self._conn() as conn:
-            return conn.execute(self._sql(sql), tuple(args)).fetchall()
+    async def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[Mapping[str, Any]]:
+        async with self._conn() as conn:
+            cursor = await conn.execute(self._sql(sql), tuple(args))
+            return await cursor.fetchall()
 
-    def _exec(self, sql: str, args: Iterable[Any] = ()) -> int:
-        with self._conn() as conn:
-            return conn.execute(self._sql(sql), tuple(args)).rowcount
+    async def _exec(self, sql: str, args: Iterable[Any] = ()) -> int:
+        async with self._conn() as conn:
+            return (await conn.execute(self._sql(sql), tuple(args))).rowcount
 
-    @contextlib.contextmanager
-    def transaction(self, *, exclusive: bool = False) -> Iterator[None]:
-        if self._tx_conn is not None:
+    @contextlib.asynccontextmanager
+    async def transaction(self, *, exclusive: bool = False) -> AsyncIterator[None]:
+        if self._tx_conn.get() is not None:
             yield
             return
-        with self.pool.connection() as conn, conn.transaction():
-            self._tx_conn = conn
+        self.round_trips += 2  # BEGIN and COMMIT
+        async with self.pool.connection() as conn, conn.transaction():
+            token = self._tx_conn.set(conn)
             try:
                 if exclusive:
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_KEY,))
+                    await self._exec("SELECT pg_advisory_xact_lock(?)", (ADVISORY_KEY,))
                 yield
             finally:
-                self._tx_conn = None
+                self._tx_conn.reset(token)
 
-    def _insert_job(self, values: dict[str, Any]) -> int | None:
+    async def _insert_job(self, values: dict[str, Any]) -> int | None:
         cols = ", ".join(values)
-        row = self._one(f"INSERT INTO jobs ({cols}) VALUES ({', '.join('?' * len(values))}) "
-                        "ON CONFLICT (folder, path, size, mtime_ns, sha256) "
-                        "WHERE state <> 'superseded' DO NOTHING RETURNING id",
-                        tuple(values.values()))
+        row = await self._one(f"INSERT INTO jobs ({cols}) VALUES "
+                              f"({', '.join('?' * len(values))}) "
+                              "ON CONFLICT (folder, path, size, mtime_ns, sha256) "
+                              "WHERE state <> 'superseded' DO NOTHING RETURNING id",
+                              tuple(values.values()))
         return row["id"] if row else None
+
+    # -- one statement where the embedded store needs several --------------------------------
+
+    async def enqueue(self, folder: str, path: Path, rel: str, size: int, mtime_ns: int,
+                      sha256: str) -> Job | None:
+        """As the base's, in one round trip: older unfinished versions of the path are
+        superseded (unless this very version is journaled already) and the new job inserted
+        unless another daemon did so a moment ago."""
+        now = time.time()
+        version = "folder=%s AND path=%s AND size=%s AND mtime_ns=%s AND sha256=%s"
+        key = (folder, fs_bytes(path), size, mtime_ns, sha256)
+        returning = ", ".join(c.strip() for c in COLUMNS.split(","))
+        async with self._conn() as conn:
+            cursor = await conn.execute(
+                "WITH known AS (SELECT 1 FROM jobs WHERE " + version + " AND state<>%s), "
+                "older AS (UPDATE jobs SET state=%s, reason=%s, updated_at=%s WHERE folder=%s "
+                "AND path=%s AND state IN (%s, %s, %s) AND NOT (size=%s AND mtime_ns=%s AND "
+                "sha256=%s) AND NOT EXISTS (SELECT 1 FROM known) RETURNING id) "
+                "INSERT INTO jobs (folder, path, rel, size, mtime_ns, sha256, state, "
+                "created_at, updated_at) SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s "
+                "WHERE NOT EXISTS (SELECT 1 FROM known) "
+                "ON CONFLICT (folder, path, size, mtime_ns, sha256) "
+                f"WHERE state <> 'superseded' DO NOTHING RETURNING {returning}",
+                (*key, JobState.SUPERSEDED.value,
+                 JobState.SUPERSEDED.value, "the file changed before it was processed", now,
+                 folder, fs_bytes(path), *WAITING, JobState.AWAITING_APPROVAL.value, size,
+                 mtime_ns, sha256,
+                 folder, fs_bytes(path), fs_bytes(rel), size, mtime_ns, sha256,
+                 JobState.QUEUED.value, now, now))
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        return self._publish(None, row_to_job(row), {"state": JobState.QUEUED.value})
+
+    async def heartbeat(self, folders: dict[str, Any] | None = None) -> int:
+        """As the base's, in one statement: the daemon's row and every lease it holds."""
+        if self.daemon_id is None:
+            return 0
+        folders_sql = ", folders=?" if folders is not None else ""
+        args = (json.dumps(folders, sort_keys=True),) if folders is not None else ()
+        row = await self._one(self._sql(
+            f"WITH me AS (UPDATE daemons SET heartbeat_at={{now}}{folders_sql} WHERE id=?), "
+            "renewed AS (UPDATE jobs SET lease_until={now}+? WHERE owner=? AND state=? "
+            "RETURNING 1) SELECT COUNT(*) AS n FROM renewed"),
+            (*args, self.daemon_id, self.lease, self.daemon_id, JobState.RUNNING.value))
+        return row["n"] if row else 0
+
+    async def _serialised(self, sql: str, args: Iterable[Any]) -> list[Mapping[str, Any]]:
+        """One check-then-write statement in a transaction serialised with every other
+        (the advisory lock), in one round trip: begin, lock, statement and commit go out
+        together (psycopg's pipeline mode). The lock is held only while the server runs
+        them, not for the network's round trips, so daemons far from the database do not
+        queue behind each other's latency. Under READ COMMITTED the statement sees every
+        transaction committed before the lock was granted."""
+        self.round_trips += 1
+        async with self.pool.connection() as conn, conn.pipeline():
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_KEY,))
+                cursor = await conn.execute(self._sql(sql), tuple(args))
+            return await cursor.fetchall()
+
+    async def acquire_slot(self, job_id: int, limit: int) -> bool:
+        """As the base's, in one round trip: a job that holds its slot keeps it, another
+        takes one while fewer than ``limit`` are held."""
+        return bool(await self._serialised(
+            "UPDATE jobs SET slot_held=1 WHERE id=? AND (slot_held=1 OR "
+            "(SELECT COUNT(*) FROM jobs WHERE slot_held=1) < ?) RETURNING id", (job_id, limit)))
+
+    async def wait_for_twin(self, job: Job, settings_key: str) -> Job | None:
+        """As the base's, in one round trip (and one more to read the twin, when there is
+        one)."""
+        rows = await self._serialised(
+            "WITH twin AS (SELECT id FROM jobs WHERE sha256=? AND settings_key=? AND "
+            "state IN (?, ?, ?) AND waits_for IS NULL AND id!=? ORDER BY id LIMIT 1) "
+            "UPDATE jobs SET waits_for=(SELECT id FROM twin), state=CASE WHEN EXISTS "
+            "(SELECT 1 FROM twin) THEN ? ELSE ? END, updated_at=? WHERE id=? "
+            "RETURNING waits_for",
+            (job.sha256, settings_key, *UNFINISHED, job.id, JobState.QUEUED.value,
+             JobState.RUNNING.value, time.time(), job.id))
+        twin = rows[0]["waits_for"] if rows else None
+        return await self.get(twin) if twin is not None else None
 
     # -- claims ------------------------------------------------------------------------------
 
-    def claim_ready(self, now: float, *, exclude_folders: Iterable[str] = (), limit: int = 1,
+    async def claim_ready(self, now: float, *, exclude_folders: Iterable[str] = (), limit: int = 1,
                     only_paid: bool = False) -> list[Job]:
         """Take up to ``limit`` jobs: ready queued ones, and running ones whose daemon let
         the lease run out (it died). Rows another daemon is claiming are skipped, not
         waited for."""
         where, args = self._ready_filter(now, exclude_folders, only_paid)
         expired, expired_args = self._expired_filter(exclude_folders, only_paid)
-        return self._claim(f"({where}) OR ({expired})", [*args, *expired_args], limit)
+        return await self._claim(f"({where}) OR ({expired})", [*args, *expired_args], limit)
 
-    def take_over(self, *, exclude_folders: Iterable[str] = (), limit: int = 1) -> list[Job]:
+    async def take_over(self, *, exclude_folders: Iterable[str] = (), limit: int = 1) -> list[Job]:
         """Take up to ``limit`` jobs of dead daemons (their leases ran out). A daemon does
         this even when it is busy: such a job may hold a slot at the upscaler that everyone
         else is waiting for."""
         expired, args = self._expired_filter(exclude_folders, False)
-        return self._claim(expired, args, limit)
+        return await self._claim(expired, args, limit)
 
     def _expired_filter(self, exclude_folders: Iterable[str],
                         only_paid: bool) -> tuple[str, list[Any]]:
@@ -284,9 +402,9 @@ class PostgresJournal(JournalBase):
                   if only_paid else ""))
         return sql, [JobState.RUNNING.value, *excluded]
 
-    def _claim(self, where: str, args: list[Any], limit: int) -> list[Job]:
+    async def _claim(self, where: str, args: list[Any], limit: int) -> list[Job]:
         returning = ", ".join("jobs." + c.strip() for c in COLUMNS.split(","))
-        rows = self._rows(
+        rows = await self._rows(
             "WITH picked AS (SELECT id, state AS was_state, owner AS was_owner FROM jobs "
             f"WHERE {where} ORDER BY next_attempt_at, id LIMIT ? FOR UPDATE SKIP LOCKED) "
             "UPDATE jobs SET state=?, owner=?, lease_until={now}+?, updated_at=? FROM picked "
@@ -298,3 +416,13 @@ class PostgresJournal(JournalBase):
                             previous_owner=row["was_owner"], request_id=row["request_id"],
                             note="its daemon stopped renewing the lease; resuming its request")
         return sorted((row_to_job(r) for r in rows), key=lambda j: (j.next_attempt_at, j.id))
+
+
+class PostgresJournal(SyncJournal):
+    """The shared journal for one-shot commands and tests: the same operations, each run to
+    its end before the call returns."""
+
+    def __init__(self, url: str, *, password_file: Path | None = None, lease: float = 60.0,
+                 max_connections: int = 4, events: Events | None = None):
+        super().__init__(PostgresStore(url, password_file=password_file, lease=lease,
+                                       max_connections=max_connections, events=events).open)

@@ -1,19 +1,25 @@
 """The embedded journal: one SQLite file in ``state_dir``, one daemon.
 
 WAL mode lets ``status`` read while the daemon writes. The operations themselves are in
-base.py, shared with the PostgreSQL store.
+base.py, shared with the PostgreSQL store; statements run on a thread of the journal's own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..events import Events
 from .base import COLUMNS, JournalBase
+from .sync import SyncJournal
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -96,21 +102,43 @@ MIGRATIONS = (
 SCHEMA_VERSION = str(1 + len(MIGRATIONS))
 
 
-class Journal(JournalBase):
+class SqliteStore(JournalBase):
+    """The SQLite journal. One thread of its own owns the connection and runs every
+    statement, so the event loop never waits for the disk; a lock keeps a transaction's
+    statements together (nothing of another coroutine runs inside it)."""
+
     db_clock = "((julianday('now') - 2440587.5) * 86400.0)"
 
     def __init__(self, path: Path, *, readonly: bool = False, lease: float = 60.0,
                  events: Events | None = None):
         self.path = path
+        self.readonly = readonly
         self.events = events
         self.lease = lease
-        self._in_tx = False
-        if readonly:
-            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        self.db: sqlite3.Connection | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        self._lock = asyncio.Lock()
+        #: Set while the current task is inside ``transaction()``.
+        self._in_tx: contextvars.ContextVar[bool] = contextvars.ContextVar(
+            f"sqlite_tx_{id(self)}", default=False)
+
+    async def open(self) -> SqliteStore:
+        await self._call(self._connect)
+        return self
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    def _connect(self) -> None:  # on the journal's thread, as everything below
+        # check_same_thread off: tests and benchmarks peek at the file through ``db``.
+        if self.readonly:
+            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10,
+                                      check_same_thread=False)
             self._fill_missing_columns()
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(path, timeout=10, isolation_level=None)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
+                                      check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode is durable across a process crash; only a power cut may
             # lose the last transactions, and every file is then found again by a rescan.
@@ -119,7 +147,8 @@ class Journal(JournalBase):
         self.db.row_factory = sqlite3.Row
 
     def _migrate(self) -> None:
-        with self.transaction(exclusive=True):
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
             for statement in _statements(SCHEMA):
                 self.db.execute(statement)
             self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', '1')")
@@ -130,6 +159,10 @@ class Journal(JournalBase):
                     if not self._has_column_already(statement):
                         self.db.execute(statement)
             self.db.execute("UPDATE meta SET value=? WHERE key='schema'", (SCHEMA_VERSION,))
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     def _has_column_already(self, statement: str) -> bool:
         """An ``ADD COLUMN`` whose column a pre-release journal already has is skipped."""
@@ -145,42 +178,67 @@ class Journal(JournalBase):
         self.columns = ", ".join(c if c in have else f"NULL AS {c}"
                                  for c in (c.strip() for c in COLUMNS.split(",")))
 
-    def close(self) -> None:
-        self.db.close()
+    def _fetch(self, sql: str, args: tuple[Any, ...]) -> list[Mapping[str, Any]]:
+        return self.db.execute(sql, args).fetchall()
 
-    def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[Mapping[str, Any]]:
-        return self.db.execute(self._sql(sql), tuple(args)).fetchall()
+    def _count(self, sql: str, args: tuple[Any, ...]) -> int:
+        return self.db.execute(sql, args).rowcount
 
-    def _exec(self, sql: str, args: Iterable[Any] = ()) -> int:
-        if self._in_tx:
-            return self.db.execute(self._sql(sql), tuple(args)).rowcount
-        with self.transaction():
-            return self.db.execute(self._sql(sql), tuple(args)).rowcount
+    async def _run(self, fn: Callable[[str, tuple[Any, ...]], T], sql: str,
+                   args: Iterable[Any]) -> T:
+        self.round_trips += 1
+        if self._in_tx.get():
+            return await self._call(fn, self._sql(sql), tuple(args))
+        # Outside a transaction a statement commits on its own, but waits for any
+        # transaction of another coroutine to end rather than landing inside it.
+        async with self._lock:
+            return await self._call(fn, self._sql(sql), tuple(args))
 
-    @contextlib.contextmanager
-    def transaction(self, *, exclusive: bool = False) -> Iterator[None]:
-        if self._in_tx:
+    async def close(self) -> None:
+        if self.db is not None:
+            await self._call(self.db.close)
+        self._thread.shutdown(wait=False)
+
+    async def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[Mapping[str, Any]]:
+        return await self._run(self._fetch, sql, args)
+
+    async def _exec(self, sql: str, args: Iterable[Any] = ()) -> int:
+        return await self._run(self._count, sql, args)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, *, exclusive: bool = False) -> AsyncIterator[None]:
+        if self._in_tx.get():
             yield
             return
-        # IMMEDIATE takes the write lock at once: a check-then-write cannot interleave with
-        # another writer (``retry`` run beside the daemon).
-        self.db.execute("BEGIN IMMEDIATE")
-        self._in_tx = True
-        try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        else:
-            self.db.execute("COMMIT")
-        finally:
-            self._in_tx = False
+        async with self._lock:
+            # IMMEDIATE takes the write lock at once: a check-then-write cannot interleave
+            # with another writer (``retry`` run beside the daemon).
+            await self._call(self.db.execute, "BEGIN IMMEDIATE")
+            token = self._in_tx.set(True)
+            try:
+                yield
+            except BaseException:
+                await self._call(self.db.execute, "ROLLBACK")
+                raise
+            else:
+                await self._call(self.db.execute, "COMMIT")
+            finally:
+                self._in_tx.reset(token)
 
-    def _insert_job(self, values: dict[str, Any]) -> int | None:
+    async def _insert_job(self, values: dict[str, Any]) -> int | None:
         cols = ", ".join(values)
-        cur = self.db.execute(f"INSERT INTO jobs ({cols}) VALUES ({', '.join('?' * len(values))})",
-                              tuple(values.values()))
-        return cur.lastrowid
+        sql = f"INSERT INTO jobs ({cols}) VALUES ({', '.join('?' * len(values))})"
+        return await self._run(lambda q, a: self.db.execute(q, a).lastrowid, sql,
+                               values.values())
+
+
+class Journal(SyncJournal):
+    """The SQLite journal for one-shot commands and tests: the same operations, each run to
+    its end before the call returns."""
+
+    def __init__(self, path: Path, *, readonly: bool = False, lease: float = 60.0,
+                 events: Events | None = None):
+        super().__init__(SqliteStore(path, readonly=readonly, lease=lease, events=events).open)
 
 
 def _statements(script: str) -> list[str]:

@@ -14,6 +14,7 @@ from ..config import Config
 from ..jobs import JobState
 from . import open_journal
 from .base import COLUMNS, JournalBase
+from .sync import SyncJournal
 
 FORMAT = "crystal-watchd-journal/1"
 #: Columns a job carries between stores, beyond the id (each store numbers its own jobs).
@@ -25,20 +26,30 @@ EXPORTED = tuple(c.strip() for c in COLUMNS.split(",")) + (
 _BYTES = ("path", "rel")
 
 
-def export_jobs(journal: JournalBase) -> Iterator[dict[str, Any]]:
+def export_jobs(journal: SyncJournal) -> list[dict[str, Any]]:
     """Every job as plain values (paths as bytes), oldest first."""
-    for r in journal._rows(f"SELECT {', '.join(EXPORTED)} FROM jobs ORDER BY id"):
+    return journal.run(_export(journal.store))
+
+
+async def _export(journal: JournalBase) -> list[dict[str, Any]]:
+    out = []
+    for r in await journal._rows(f"SELECT {', '.join(EXPORTED)} FROM jobs ORDER BY id"):
         row = dict(r)
         row["path"], row["rel"] = bytes(row["path"]), bytes(row["rel"])
-        yield row
+        out.append(row)
+    return out
 
 
-def import_jobs(journal: JournalBase, rows: Iterable[dict[str, Any]]) -> tuple[int, int]:
+def import_jobs(journal: SyncJournal, rows: Iterable[dict[str, Any]]) -> tuple[int, int]:
     """Add exported jobs; a job whose exact version is there already is skipped. Jobs that
     were running come in queued (their request id kept, so they resume, not resubmit).
     Returns (imported, skipped)."""
+    return journal.run(_import(journal.store, rows))
+
+
+async def _import(journal: JournalBase, rows: Iterable[dict[str, Any]]) -> tuple[int, int]:
     imported = skipped = 0
-    with journal.transaction():
+    async with journal.transaction():
         for row in rows:
             values = {k: row.get(k) for k in EXPORTED if k != "id"}
             values["outputs"] = values["outputs"] or "[]"
@@ -49,12 +60,12 @@ def import_jobs(journal: JournalBase, rows: Iterable[dict[str, Any]]) -> tuple[i
             # Job ids are the store's own: a copy waiting for another job looks for its twin
             # again (by content and settings) when it next comes up.
             values["waits_for"] = None
-            if journal._one("SELECT 1 AS one FROM jobs WHERE folder=? AND path=? AND size=? "
+            if await journal._one("SELECT 1 AS one FROM jobs WHERE folder=? AND path=? AND size=? "
                             "AND mtime_ns=? AND sha256=? AND state=?",
                             (values["folder"], values["path"], values["size"],
                              values["mtime_ns"], values["sha256"], values["state"])):
                 skipped += 1
-            elif journal._insert_job(values) is None:
+            elif await journal._insert_job(values) is None:
                 skipped += 1
             else:
                 imported += 1

@@ -291,7 +291,7 @@ class WebServer:
 
     async def retry(self, request: web.Request) -> web.Response:
         job_id = int(request.match_info["job_id"])
-        if not self.daemon.retry_job(job_id):
+        if not await self.daemon.retry_job(job_id):
             raise web.HTTPConflict(text="this job is not failed (or its folder is gone)\n")
         log.info("retry_requested", job_id=job_id, source="web")
         raise web.HTTPSeeOther(f"/jobs/{job_id}")
@@ -300,7 +300,7 @@ class WebServer:
         form = await request.post()
         wanted = form.get("delivery")
         ids = [int(wanted)] if isinstance(wanted, str) and wanted.isdigit() else None
-        count = self.daemon.retry_deliveries(ids)
+        count = await self.daemon.retry_deliveries(ids)
         log.info("hook_retry_requested", deliveries=count, source="web")
         raise web.HTTPSeeOther("/failures")
 
@@ -310,7 +310,7 @@ class WebServer:
         folders = [str(folder)] if folder else None
         if folder and self.daemon.config.folder(str(folder)) is None:
             raise web.HTTPNotFound(text="no such folder\n")
-        released = self.daemon.approve(folders)
+        released = await self.daemon.approve(folders)
         log.info("approve_requested", folder=folder or None, released=released, source="web")
         raise web.HTTPSeeOther("/")
 
