@@ -14,7 +14,6 @@ marked done) is tested on its own below, from that state set up in the journal."
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import hashlib
 import json
@@ -188,7 +187,9 @@ def _resume_setup(tmp_path: Path, originals: str = "move"):
     tmp, final = outbox / f".crystal-watchd-{job.id}-0.tmp", outbox / "a_x2.png"
     make_image(tmp, (16, 16), fmt="PNG")
     job = journal.output_pending(job, [[str(tmp), str(final), str(final)]])
-    worker = Worker(cfg, journal, _NoUpscaler(Slots(1)), Hooks(lambda *a: None, lambda e: None))
+    # The worker runs as in the daemon, on the event loop with the journal's own store.
+    worker = Worker(cfg, journal.store, _NoUpscaler(Slots(1)),
+                    Hooks(lambda *a: None, lambda e: None))
     return journal, worker, job, tmp, final
 
 
@@ -198,7 +199,7 @@ def test_resume_completion_places_the_written_output_and_finishes(tmp_path):
     marks the job done, without upscaling again."""
     journal, worker, job, tmp, final = _resume_setup(tmp_path)
     requeued = journal.requeue(job)  # what recover() does with a running job at start
-    assert asyncio.run(worker.process(journal.claim(requeued))) == JobState.DONE
+    assert journal.run(worker.process(journal.claim(requeued))) == JobState.DONE
     assert not tmp.exists() and images_in(tmp_path / "out") == {"a_x2.png": (16, 16)}
     done = journal.get(job.id)
     assert done.outputs == [str(final)] and done.pending == [] and done.request_id == "req-a"
@@ -211,7 +212,7 @@ def test_resume_completion_after_the_rename_only_finishes(tmp_path):
     output (no second copy, no ``-1`` name) and the job is done."""
     journal, worker, job, tmp, final = _resume_setup(tmp_path, originals="keep")
     os.rename(tmp, final)
-    assert asyncio.run(worker.process(journal.claim(journal.requeue(job)))) == JobState.DONE
+    assert journal.run(worker.process(journal.claim(journal.requeue(job)))) == JobState.DONE
     assert images_in(tmp_path / "out") == {"a_x2.png": (16, 16)}
     assert journal.get(job.id).outputs == [str(final)]
     assert (tmp_path / "in/a.png").exists()  # originals: keep
@@ -224,7 +225,7 @@ def test_resume_completion_with_the_output_lost_processes_again(tmp_path):
     again rather than pay for it twice."""
     journal, worker, job, tmp, final = _resume_setup(tmp_path)
     tmp.unlink()
-    assert asyncio.run(worker.process(journal.claim(journal.requeue(job)))) == JobState.QUEUED
+    assert journal.run(worker.process(journal.claim(journal.requeue(job)))) == JobState.QUEUED
     again = journal.get(job.id)
     assert again.pending == [] and again.outputs == [] and again.request_id == "req-a"
     assert again.error_kind == "internal" and images_in(tmp_path / "out") == {}
