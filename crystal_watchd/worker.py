@@ -57,6 +57,10 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+#: Locks that keep identical jobs' starts apart (see ``Worker._twin_locks``).
+TWIN_LOCK_STRIPES = 64
+
+
 def _copy_ext(folder: FolderConfig, source: Path, copied: Path) -> str:
     """``{ext}`` of a dedupe copy: the copied output's, except that ``output_format: same``
     keeps this input's own spelling of that format (``photo.JPEG`` next to ``photo.jpg``)."""
@@ -86,6 +90,11 @@ class Worker:
                  pixels: PixelPool | None = None):
         self.config, self.journal, self.backend, self.hooks = config, journal, backend, hooks
         self.pixels = pixels or PixelPool(config.pixels.workers, config.pixels.memory_mb)
+        #: Striped by content hash: a job's start and its look for an identical job in flight
+        #: run one at a time for the same content, so copies taken together all wait for the
+        #: same job (the first to start) instead of for each other in a chain. A fixed number
+        #: of locks: nothing to clean up, and unrelated files rarely share one.
+        self._twin_locks = [asyncio.Lock() for _ in range(TWIN_LOCK_STRIPES)]
 
     async def process(self, job: Job) -> JobState:
         folder = self.config.folder(job.folder)
@@ -104,14 +113,17 @@ class Worker:
                                 folder.output_format,
                                 "" if self.backend.name == "local"
                                 else self.config.fal.result_format, folder.dpi)
-        job = await self.journal.start(job, settings.__dict__, settings.key())
+        async with self._twin_locks[hash(job.sha256) % TWIN_LOCK_STRIPES]:
+            job = await self.journal.start(job, settings.__dict__, settings.key())
+            earlier = leader = None
+            if not (job.request_id or job.outputs or job.pending):
+                earlier = await self._done_twin(job, settings)
+                # Copies arriving together (sync conflicts, a folder copied in twice) are
+                # paid for once: wait for an identical job in flight, then copy its output.
+                if earlier is None:
+                    leader = await self.journal.wait_for_twin(job, settings.key())
         bound = log.bind(job_id=job.id, folder=job.folder, file=job.rel)
-        earlier = None
         if not (job.request_id or job.outputs or job.pending):
-            earlier = await self._done_twin(job, settings)
-            # Copies arriving together (sync conflicts, a folder copied in twice) are paid
-            # for once: wait for an identical job in flight, then copy its output.
-            leader = None if earlier else await self.journal.wait_for_twin(job, settings.key())
             if leader is not None:
                 bound.info("job_waiting_for_twin", same_as_job=leader.id,
                            note="an identical file with the same settings is in flight; its "

@@ -156,11 +156,13 @@ class JournalBase(DaemonRows, OutboxRows, SpendRows):
             (folder, fs_bytes(path), size, mtime_ns, JobState.SUPERSEDED.value)) is not None
 
     async def find_done_output(self, folder: str, sha256: str, settings_key: str) -> Job | None:
-        """An earlier finished job with the same content and settings: in ``folder`` if
-        there is one, else in any folder (the settings decide the output, not the folder)."""
+        """An earlier finished job with the same content and settings: one that did the work
+        itself (not a copy, so a copy always names the job that was paid for), in ``folder``
+        if there is one, else in any folder (the settings decide the output, not the folder)."""
         row = await self._one(
             f"SELECT {self.columns} FROM jobs WHERE sha256=? AND settings_key=? AND state=? "
-            "ORDER BY CASE WHEN folder=? THEN 0 ELSE 1 END, id DESC LIMIT 1",
+            "ORDER BY CASE WHEN submissions > 0 THEN 0 ELSE 1 END, "
+            "CASE WHEN folder=? THEN 0 ELSE 1 END, id DESC LIMIT 1",
             (sha256, settings_key, JobState.DONE.value, folder))
         return row_to_job(row) if row else None
 
