@@ -28,11 +28,12 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from .. import containers, logs
+from .. import logs
 from ..config import FalConfig
 from ..errors import AccountError, ConfigError, JobError, PermanentJobError, RetryableError
-from ..formats import PHONE_FORMATS
-from ..preflight import FAL_ACCEPTS
+from ..images import containers
+from ..images.formats import PHONE_FORMATS
+from ..images.preflight import FAL_ACCEPTS
 from .base import ResultImage, Slots, UpscaleRequest
 from .platform import Platform
 from .submission import Submitter

@@ -25,11 +25,11 @@ from markupsafe import Markup
 
 from .. import logs
 from ..config import Config
+from ..config.hosts import MAX_HOST, HostCheck
 from ..events import Events, JobChanged
-from ..hosts import MAX_HOST, HostCheck
+from ..images.pixels import PixelPool
 from ..jobs import JobState
 from ..journal import journal_file, open_journal
-from ..pixels import PixelPool
 from . import auth
 from .chart import spend_bars
 from .metrics import CONTENT_TYPE, Metrics

@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..budget import local_midnight
+from ..days import local_midnight
 from ..jobs import Job, JobState
 from ..journal import JournalBase
 from ..journal.outbox import Delivery

@@ -21,15 +21,18 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import arrival, logs, metadata, output, preflight, render
-from .backends.base import Backend, ResultImage, SubmitTrail, UpscaleRequest
-from .budget import local_midnight
-from .config import Config, FolderConfig
-from .errors import AccountError, JobError, OutputBlockedError, PermanentJobError, RetryableError
-from .jobs import Job, JobState, Settings
-from .journal import JournalBase as Journal
-from .journal import LeaseLost
-from .pixels import PixelPool
+from .. import logs
+from ..backends.base import Backend, ResultImage, SubmitTrail, UpscaleRequest
+from ..config import Config, FolderConfig
+from ..days import local_midnight
+from ..errors import AccountError, JobError, OutputBlockedError, PermanentJobError, RetryableError
+from ..images import metadata, output, preflight, render
+from ..images.pixels import PixelPool
+from ..images.source import open_source
+from ..intake import arrival
+from ..jobs import Job, JobState, Settings
+from ..journal import JournalBase as Journal
+from ..journal import LeaseLost
 
 log = logs.get(__name__)
 #: Seconds before a job turned away by the budget asks again (others may free a reservation).
@@ -42,19 +45,6 @@ class _Superseded(Exception):
 
 class _FolderGone(Exception):
     """The inbox itself is missing (share unmounted): wait, do not judge the file."""
-
-
-def open_source(path: Path):
-    """Open an inbox file for reading without ever following a symbolic link."""
-    return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open_source(path) as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _copy_ext(folder: FolderConfig, source: Path, copied: Path) -> str:
