@@ -33,7 +33,7 @@ class Context:
     @cached_property
     def key(self) -> tuple[str | None, str | None]:
         """(where the fal key comes from, why there is none)."""
-        from .backends.fal import key_source
+        from .backends.key import key_source
 
         try:
             return key_source(self.config.fal, self.environ), None

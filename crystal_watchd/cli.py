@@ -218,7 +218,7 @@ def _check(args: argparse.Namespace, config: config_mod.Config) -> int:
 
 
 def _check_online(config: config_mod.Config) -> int:
-    from .backends.fal import read_key
+    from .backends.key import read_key
     from .online import probe
 
     try:

@@ -39,11 +39,10 @@ from .notify import Alerts
 from .retry import retry_jobs
 from .shared import SharedSlots, keep_alive, register
 from .spendguard import SpendGuard
-from .systemd import Notifier
+from .systemd import Notifier, StatusLine
 from .worker import Hooks, Worker
 
 log = logs.get(__name__)
-STATUS_MIN_INTERVAL = 2.0
 #: ``once``: nothing failed, but a file still arriving was left for the next run (EX_TEMPFAIL,
 #: so cron wrappers and systemd tell "try again later" from a failure).
 EXIT_LEFT_ARRIVING = 75
@@ -55,7 +54,7 @@ def journal_path(config: Config) -> Path:
     return journal_file(config)
 
 
-class Service(Folders, Dispatch):
+class Service(Folders, Dispatch, StatusLine):
     def __init__(self, config: Config, *, once: bool = False, notifier: Notifier | None = None,
                  backend_factory: Callable[[Config], Backend] = backends.create,
                  progress: Callable[[dict[str, int]], None] | None = None,
@@ -327,22 +326,6 @@ class Service(Folders, Dispatch):
         self._wake.set()
         self._tell_ready()
 
-    def _tell_ready(self) -> None:
-        """READY=1 with the current counts, after a reload (read from the journal first)."""
-        self._tell(self.notifier.ready)
-
-    def _tell(self, say: Callable[[str], None]) -> None:
-        """Give the service manager the status line, once the journal has given the counts
-        (from a synchronous caller: a signal handler, a timer)."""
-        async def tell() -> None:
-            try:
-                say(await self._status_text())
-            except Exception as exc:  # noqa: BLE001 - the service manager gets the next one
-                log.warning("status_not_sent", error=str(exc))
-        task = asyncio.get_running_loop().create_task(tell())
-        self._telling.add(task)  # a task nobody holds may be collected before it runs
-        task.add_done_callback(self._telling.discard)
-
     # -- what the web page sees and does ----------------------------------------------------
 
     def live_state(self) -> web.LiveState:
@@ -382,44 +365,6 @@ class Service(Folders, Dispatch):
     def resume(self) -> None:
         """The page's Resume: what SIGHUP does (re-read the config, lift any pause)."""
         self.reload()
-
-    # -- housekeeping ----------------------------------------------------------------------
-
-    async def _watchdog_pings(self) -> None:
-        # From the event loop on purpose: if the loop hangs, the pings stop and systemd
-        # restarts us.
-        while True:
-            self.notifier.watchdog()
-            await asyncio.sleep(self.notifier.watchdog_interval or 10)
-
-    async def _status_text(self) -> str:
-        counts = await self.journal.counts()
-        total = {s: sum(c.get(s, 0) for c in counts.values())
-                 for s in ("queued", "done", "failed", "arriving")}
-        held = sum(c.get("awaiting_approval", 0) for c in counts.values())
-        return (f"{total['queued']} queued, {len(self._inflight)} in flight, "
-                f"{total['done']} done, {total['failed']} failed"
-                + (f", {total['arriving']} arriving" if total["arriving"] else "")
-                + (f", {held} awaiting approval" if held else ""))
-
-    def _notify_status(self) -> None:
-        """STATUS= as counts change, at most every STATUS_MIN_INTERVAL; a change inside the
-        interval is sent when it ends, so the last word is always current."""
-        if not self.notifier.enabled or self._status_pending:
-            return
-        wait = self._last_status + STATUS_MIN_INTERVAL - time.monotonic()
-        if wait > 0:
-            self._status_pending = True
-            asyncio.get_running_loop().call_later(wait, self._send_status)
-            return
-        self._send_status()
-
-    def _send_status(self) -> None:
-        self._status_pending = False
-        self._last_status = time.monotonic()
-        if not self._stopping:
-            self._tell(self.notifier.status)
-
 
 def run_service(config: Config, *, once: bool = False, progress=None,
                 events: Events | None = None, approve: bool = False) -> int:
