@@ -76,7 +76,7 @@ def test_schema_file_is_up_to_date():
 
 
 def test_schema_check_fails_on_a_stale_copy(tmp_path):
-    """`config_schema --check` exits 1 and says how to fix it when the file differs; without
+    """`python -m crystal_watchd.config.schema --check` exits 1 and says how to fix it when the file differs; without
     --check it rewrites the file, after which the check passes."""
     stale = tmp_path / "config.schema.json"
     stale.write_text(SCHEMA.read_text().replace('"minimum": 1,', '"minimum": 2,', 1))
