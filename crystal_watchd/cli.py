@@ -153,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         return _notify_test(config)
 
     from . import status as status_mod
+    from .daemon.service import journal_path
     from .journal import JournalUnavailable
-    from .service import journal_path
 
     try:
         if args.command == "journal":
@@ -192,8 +192,8 @@ def _init(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace, config: config_mod.Config) -> int:
     from . import checkreport
-    from .formats import extension_warnings
-    from .spendguard import backlog_lines
+    from .daemon.spendguard import backlog_lines
+    from .images.formats import extension_warnings
 
     ctx = checkreport.Context(config)
     described = config.describe()
@@ -218,7 +218,7 @@ def _check(args: argparse.Namespace, config: config_mod.Config) -> int:
 
 
 def _check_online(config: config_mod.Config) -> int:
-    from .backends.fal import read_key
+    from .backends.key import read_key
     from .online import probe
 
     try:
@@ -255,7 +255,7 @@ def _check_notify(config: config_mod.Config) -> bool:
     """``check``: every notification URL must be one Apprise can use. True if one is not."""
     if config.notify is None:
         return False
-    from .notify import invalid_urls
+    from .daemon.notify import invalid_urls
 
     problems = invalid_urls(config.notify)
     for problem in problems:
@@ -270,7 +270,7 @@ def _notify_test(config: config_mod.Config) -> int:
         return EXIT_CONFIG
     if _check_notify(config):
         return EXIT_CONFIG
-    from .notify import Message, send
+    from .daemon.notify import Message, send
 
     logs.configure(config.log.format, config.log.level)
     ok = send(config.notify, Message("crystal-watchd: test notification",
@@ -286,8 +286,8 @@ def _check_journal(config: config_mod.Config) -> int:
     it treat the same folders the same way?"""
     if not config.journal:
         return EXIT_OK
+    from .daemon.shared import disagreements
     from .journal import JournalUnavailable, open_journal
-    from .shared import disagreements
 
     try:
         journal = open_journal(config)
@@ -318,14 +318,14 @@ def _command(args, config, status_mod, journal_path) -> int:
         print(f"retrying {count} hook deliver{'y' if count == 1 else 'ies'}")
         return EXIT_OK
     if args.command == "approve":
-        from .spendguard import approve_command
+        from .daemon.spendguard import approve_command
 
         lines, ok = approve_command(config, args.folders)
         print("\n".join(lines))
         return EXIT_OK if ok else EXIT_FAILURES
 
+    from .daemon.service import run_service
     from .events import Events
-    from .service import run_service
 
     once = args.command == "once"
     level = config.log.level
@@ -367,8 +367,8 @@ def _command(args, config, status_mod, journal_path) -> int:
 
 def _print_held(config: config_mod.Config) -> None:
     """``once`` held pictures for approval: name each with its estimate, and the way on."""
+    from .daemon.spendguard import held_lines
     from .journal import open_journal
-    from .spendguard import held_lines
 
     journal = open_journal(config, readonly=not config.journal)
     try:

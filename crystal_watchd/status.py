@@ -40,10 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from . import journal as journal_mod
-from . import lock
 from .config import Config
+from .daemon import lock
+from .daemon.retry import retry_jobs
 from .jobs import JobState
-from .output import move_file
 
 STATES = ("queued", "in_flight", "done", "failed", "superseded", "arriving", "awaiting_approval")
 
@@ -224,31 +224,3 @@ def retry_hooks(config: Config, journal_file: Path | None, ids: list[int]) -> in
         return journal.retry_deliveries(ids or None)
     finally:
         journal.close()
-
-
-async def retry_jobs(config: Config, journal: journal_mod.JournalBase, *,
-                     paths: list[str] = (), job_ids: set[int] | None = None) -> list[str]:
-    """``retry`` on an open journal (the daemon's web page uses its own): all failed jobs,
-    or those named by path or by id."""
-    wanted = {str(Path(p).absolute()) for p in paths}
-    done: list[str] = []
-    if job_ids is None:
-        candidates = await journal.jobs(state=JobState.FAILED)
-    else:
-        candidates = [j for j in [await journal.get(i) for i in sorted(job_ids)]
-                      if j.state == JobState.FAILED]
-    for job in candidates:
-        folder = config.folder(job.folder)
-        if folder is None:
-            continue
-        original = folder.inbox / job.rel
-        if wanted and not wanted & {str(job.path), str(original), job.rel}:
-            continue
-        back = job.path
-        if job.path != original and job.path.exists():
-            back = move_file(job.path, original)
-            report = job.path.with_name(job.path.name + ".error.json")
-            report.unlink(missing_ok=True)
-        await journal.retry_failed(job, back)
-        done.append(f"{job.folder}: {job.rel}")
-    return done

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from crystal_watchd import arrival, completeness, preflight
 from crystal_watchd.config import FolderConfig
 from crystal_watchd.errors import PermanentJobError
+from crystal_watchd.images import completeness, preflight
+from crystal_watchd.intake import arrival
 from crystal_watchd.jobs import Job, JobState
 
 # Noise compresses badly, so every format gives a file of tens of kilobytes.

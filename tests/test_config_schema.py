@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT, cli
 
 from crystal_watchd import config as config_mod
-from crystal_watchd.yamldoc import Doc
+from crystal_watchd.config.yamldoc import Doc
 
 SCHEMA = ROOT / "config.schema.json"
 
@@ -61,26 +61,26 @@ def test_check_names_a_typo_a_wrong_type_and_an_out_of_range_value_with_lines(tm
 
 def test_schema_file_is_up_to_date():
     """config.schema.json is exactly what the models produce now (regenerate it with
-    `python -m crystal_watchd.config_schema`); `--check` agrees, and `--output -` prints
+    `python -m crystal_watchd.config.schema`); `--check` agrees, and `--output -` prints
     the same text."""
-    from crystal_watchd import config_schema
+    from crystal_watchd.config import schema as config_schema
 
     assert SCHEMA.read_text(encoding="utf-8") == config_schema.text(), \
-        "config.schema.json is out of date: run python -m crystal_watchd.config_schema"
-    run = subprocess.run([sys.executable, "-m", "crystal_watchd.config_schema", "--check",
+        "config.schema.json is out of date: run python -m crystal_watchd.config.schema"
+    run = subprocess.run([sys.executable, "-m", "crystal_watchd.config.schema", "--check",
                           "--output", str(SCHEMA)], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
-    printed = subprocess.run([sys.executable, "-m", "crystal_watchd.config_schema", "--output",
+    printed = subprocess.run([sys.executable, "-m", "crystal_watchd.config.schema", "--output",
                               "-"], capture_output=True, text=True, timeout=60)
     assert printed.stdout == SCHEMA.read_text(encoding="utf-8")
 
 
 def test_schema_check_fails_on_a_stale_copy(tmp_path):
-    """`config_schema --check` exits 1 and says how to fix it when the file differs; without
+    """`python -m crystal_watchd.config.schema --check` exits 1 and says how to fix it when the file differs; without
     --check it rewrites the file, after which the check passes."""
     stale = tmp_path / "config.schema.json"
     stale.write_text(SCHEMA.read_text().replace('"minimum": 1,', '"minimum": 2,', 1))
-    command = [sys.executable, "-m", "crystal_watchd.config_schema", "--output", str(stale)]
+    command = [sys.executable, "-m", "crystal_watchd.config.schema", "--output", str(stale)]
     run = subprocess.run([*command, "--check"], capture_output=True, text=True, timeout=60)
     assert run.returncode == 1 and "out of date" in run.stderr
     assert subprocess.run(command, capture_output=True, timeout=60).returncode == 0
@@ -148,7 +148,7 @@ def test_every_setting_has_help_text_in_the_schema():
 def test_secrets_stay_out_of_the_models_reprs(tmp_path, secret, text):
     """The validated file (the models, before they become the config objects) never shows a
     token, a journal password, a webhook URL or a notification URL in its repr."""
-    from crystal_watchd.config_models import ConfigFile
+    from crystal_watchd.config.models import ConfigFile
 
     data = as_data("folders: [{inbox: in, outbox: out}]\n" + text)
     model = ConfigFile.model_validate(data, context={"base": Path(tmp_path)})

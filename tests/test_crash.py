@@ -31,9 +31,9 @@ from PIL import Image
 from crystal_watchd import config as config_module
 from crystal_watchd.backends.base import Slots
 from crystal_watchd.backends.local import LocalBackend
+from crystal_watchd.daemon.worker import Hooks, Worker
 from crystal_watchd.jobs import JobState
 from crystal_watchd.journal import Journal
-from crystal_watchd.worker import Hooks, Worker
 
 PHASES = ["queued", "submit_unanswered", "waiting_at_fal", "downloading", "writing"]
 NAMES = ["c0_x2.webp", "c1_x2.webp", "c2_x2.webp"]

@@ -12,7 +12,7 @@ from conftest import fal_env, make_image, wait_for, write_config
 from fakefal import Faults
 from PIL import Image, ImageCms
 
-from crystal_watchd import containers
+from crystal_watchd.images import containers
 
 
 def fal_config(tmp_path, folders, **top):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from crystal_watchd import logs
-from crystal_watchd.backends import fal
+from crystal_watchd.backends import fal, key
 from crystal_watchd.config import FalConfig
 from crystal_watchd.errors import AccountError, ConfigError, PermanentJobError, RetryableError
 
@@ -14,18 +14,18 @@ def test_key_sources_in_order(tmp_path):
     """key_file wins, then a systemd credential, then FAL_KEY, then FAL_KEY_ID:SECRET."""
     key_file = tmp_path / "k"
     key_file.write_text("from-file\n")
-    assert fal.read_key(FalConfig(key_file=key_file), {"FAL_KEY": "env"}) == "from-file"
+    assert key.read_key(FalConfig(key_file=key_file), {"FAL_KEY": "env"}) == "from-file"
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / "fal-key").write_text("from-credential")
-    assert fal.read_key(FalConfig(), {"CREDENTIALS_DIRECTORY": str(creds)}) == "from-credential"
-    assert fal.read_key(FalConfig(), {"FAL_KEY": " env "}) == "env"
-    assert fal.read_key(FalConfig(), {"FAL_KEY_ID": "id", "FAL_KEY_SECRET": "s"}) == "id:s"
+    assert key.read_key(FalConfig(), {"CREDENTIALS_DIRECTORY": str(creds)}) == "from-credential"
+    assert key.read_key(FalConfig(), {"FAL_KEY": " env "}) == "env"
+    assert key.read_key(FalConfig(), {"FAL_KEY_ID": "id", "FAL_KEY_SECRET": "s"}) == "id:s"
     with pytest.raises(ConfigError) as info:
-        fal.read_key(FalConfig(), {})
+        key.read_key(FalConfig(), {})
     assert "--backend local" in str(info.value)
     with pytest.raises(ConfigError):
-        fal.read_key(FalConfig(key_file=tmp_path / "missing"), {"FAL_KEY": "x"})
+        key.read_key(FalConfig(key_file=tmp_path / "missing"), {"FAL_KEY": "x"})
 
 
 def test_key_is_masked_in_repr_and_scrubbed_from_logs():

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageCms
 
-from crystal_watchd import output, preflight, render
-from crystal_watchd.backends.base import ResultImage
 from crystal_watchd.config import FolderConfig
 from crystal_watchd.errors import PermanentJobError
+from crystal_watchd.images import output, preflight, render
+from crystal_watchd.images.result import ResultImage
 
 
 def folder(tmp_path: Path, **kw) -> FolderConfig:

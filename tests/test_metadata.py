@@ -32,10 +32,10 @@ from photometa import dpi as stated_dpi
 from PIL import Image, IptcImagePlugin
 
 from crystal_watchd import config as config_mod
-from crystal_watchd import preflight, render
-from crystal_watchd.backends.base import ResultImage
 from crystal_watchd.config import FolderConfig
 from crystal_watchd.errors import ConfigError
+from crystal_watchd.images import preflight, render
+from crystal_watchd.images.result import ResultImage
 
 SIZE = (64, 48)
 

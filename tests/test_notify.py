@@ -15,10 +15,10 @@ import pytest
 from conftest import cli, make_image, wait_for, write_config
 from receivers import Receiver, SmtpReceiver
 
-from crystal_watchd.automation_config import NotifyConfig
+from crystal_watchd.config.automation import NotifyConfig
+from crystal_watchd.daemon.notify import Alerts
 from crystal_watchd.events import Events
 from crystal_watchd.journal import Journal
-from crystal_watchd.notify import Alerts
 
 PASSWORD = "n0t-in-any-log-9f3a"
 

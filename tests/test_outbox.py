@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_journal import open_store  # noqa: F401 - the fixture, for both stores
 
-from crystal_watchd.automation_config import HookConfig
+from crystal_watchd.config.automation import HookConfig
 from crystal_watchd.journal import LeaseLost
 
 HOOKS = (HookConfig(name="all", on=("done", "failed")),

@@ -14,17 +14,17 @@ import zlib
 import pytest
 from PIL import Image, ImageCms
 
-from crystal_watchd import carriers, containers
 from crystal_watchd import config as config_module
 from crystal_watchd.backends.base import Slots
 from crystal_watchd.backends.local import LocalBackend
+from crystal_watchd.daemon.worker import Hooks, Worker
 from crystal_watchd.errors import ConversionError, OutputBlockedError
+from crystal_watchd.images import carriers, containers
+from crystal_watchd.images.metadata import Metadata, photo_exif
+from crystal_watchd.images.output import write_temp
+from crystal_watchd.images.pixels import PixelPool
 from crystal_watchd.jobs import JobState
 from crystal_watchd.journal import Journal
-from crystal_watchd.metadata import Metadata, photo_exif
-from crystal_watchd.output import write_temp
-from crystal_watchd.pixels import PixelPool
-from crystal_watchd.worker import Hooks, Worker
 
 
 def _jpeg(size=(64, 48), **params) -> bytes:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from crystal_watchd.config import FolderConfig
-from crystal_watchd.rules import Rules
+from crystal_watchd.intake.rules import Rules
 
 
 def rules(tmp_path: Path, **kw) -> Rules:

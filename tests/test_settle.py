@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from crystal_watchd.settle import Settler
+from crystal_watchd.intake.settle import Settler
 
 
 class Clock:

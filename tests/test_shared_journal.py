@@ -226,7 +226,7 @@ def test_slots_held_by_a_dead_daemon_go_to_whoever_takes_its_jobs_over(pg_url):
     the slots they hold, and when they finish the waiting job gets its turn."""
     import asyncio
 
-    from crystal_watchd.shared import SharedSlots
+    from crystal_watchd.daemon.shared import SharedSlots
 
     dead = _daemon(pg_url, "dead", lease=0.3)
     for name in ("x", "y", "z"):

@@ -7,14 +7,15 @@ import asyncio
 from conftest import write_config
 
 from crystal_watchd import config as config_mod
-from crystal_watchd import service as service_mod
+from crystal_watchd.daemon import folders as folders_mod
+from crystal_watchd.daemon import service as service_mod
 
 
 def test_housekeeping_ends_once_stopping_even_without_a_cancellation(tmp_path, monkeypatch):
     """On Python 3.11 ``asyncio.wait_for`` can swallow the shutdown's cancellation when the
     inbox check it wraps finishes at that instant; the housekeeping loop must still end as
     soon as the service is stopping, or the shutdown waits for it forever."""
-    monkeypatch.setattr(service_mod, "AVAILABILITY_CHECK", 0.01)
+    monkeypatch.setattr(folders_mod, "AVAILABILITY_CHECK", 0.01)
     (tmp_path / "in").mkdir()
     config = config_mod.load(write_config(tmp_path, [{"inbox": "in", "outbox": "out"}]))
     service = service_mod.Service(config)

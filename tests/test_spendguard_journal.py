@@ -105,8 +105,8 @@ def test_a_backlog_built_a_picture_at_a_time_is_held_and_an_approved_one_never_c
     from conftest import make_image
 
     from crystal_watchd.config import parse
+    from crystal_watchd.daemon.spendguard import SpendGuard
     from crystal_watchd.journal import Journal
-    from crystal_watchd.spendguard import SpendGuard
 
     # 100×100 at ×2: 0.04 output MP, $0.00064 each; the 16th brings 15 × 0.00064 = $0.0096
     # above $0.01.

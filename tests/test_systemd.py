@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
-from crystal_watchd.systemd import Notifier
+from crystal_watchd.daemon.systemd import Notifier
 
 
 def _socket(address: str) -> socket.socket:

@@ -9,8 +9,8 @@ import time
 from conftest import make_image
 from PIL import Image
 
+from crystal_watchd.images.pixels import PixelPool
 from crystal_watchd.jobs import Job, JobState
-from crystal_watchd.pixels import PixelPool
 from crystal_watchd.web import thumbs
 
 

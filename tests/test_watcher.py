@@ -7,7 +7,7 @@ import errno
 import logging
 from pathlib import Path
 
-from crystal_watchd.watcher import OverflowHook, _limit_hint, filesystem_type, is_network_fs
+from crystal_watchd.intake.watcher import OverflowHook, _limit_hint, filesystem_type, is_network_fs
 
 
 def test_inotify_overflow_log_line_triggers_a_rescan():

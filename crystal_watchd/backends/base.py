@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from PIL import Image
-
-from ..pixels import PixelPool
-from ..preflight import Plan, SourceImage
+from ..images.pixels import PixelPool
+from ..images.preflight import Plan, SourceImage
+from ..images.result import ResultImage
 
 T = TypeVar("T")
 
@@ -63,26 +62,6 @@ class UpscaleRequest:
         if self.pixels is None:
             return await asyncio.to_thread(func, *args)
         return await self.pixels.run(func, *args, megapixels=megapixels)
-
-
-@dataclass
-class ResultImage:
-    """One upscaled image: decoded in memory, or a verified file downloaded to work_dir."""
-
-    image: Image.Image | None = None
-    path: Path | None = None
-
-    def open(self) -> Image.Image:
-        if self.image is not None:
-            return self.image
-        assert self.path is not None
-        im = Image.open(self.path)
-        im.load()  # reads all pixels and closes the file; no second copy in memory
-        return im if im.mode in ("RGB", "RGBA", "L", "LA") else im.convert("RGBA")
-
-    def discard(self) -> None:
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
 
 
 class Slots:

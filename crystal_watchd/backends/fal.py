@@ -18,8 +18,6 @@ import base64
 import dataclasses
 import io
 import json
-import os
-import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,12 +26,15 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from .. import containers, logs
+from .. import logs
 from ..config import FalConfig
-from ..errors import AccountError, ConfigError, JobError, PermanentJobError, RetryableError
-from ..formats import PHONE_FORMATS
-from ..preflight import FAL_ACCEPTS
+from ..errors import AccountError, JobError, PermanentJobError, RetryableError
+from ..images import containers
+from ..images.formats import PHONE_FORMATS
+from ..images.preflight import FAL_ACCEPTS
+from .answers import plain_detail, retry_after
 from .base import ResultImage, Slots, UpscaleRequest
+from .key import read_key
 from .platform import Platform
 from .submission import Submitter
 from .tidy import Tidy
@@ -54,90 +55,12 @@ CANCEL_POLL = 1.0
 ACCOUNT_PAUSE = 600.0
 #: fal's largest accepted input (its crystal-upscaler documentation: up to 100 MB).
 MAX_INPUT_BYTES = 100 * 1024 * 1024
-#: How much of an HTML/XML error page's text a reason keeps.
-MARKUP_CHARS = 160
 #: Transient errors of one call retried in place before the worker's backoff takes over.
 IN_PLACE_RETRIES = 6
 #: fal error types that say the input itself is the problem.
 _PERMANENT_TYPES = {"image_load_error", "image_too_large", "image_too_small",
                     "file_download_error", "unsupported_image_format", "value_error",
                     "greater_than_equal", "less_than_equal", "content_policy_violation"}
-
-
-def read_key(cfg: FalConfig, environ: dict[str, str] | None = None) -> str:
-    """The fal key: ``fal.key_file``, a systemd credential, FAL_KEY, or FAL_KEY_ID:SECRET."""
-    env = os.environ if environ is None else environ
-    candidates: list[Path] = []
-    if cfg.key_file is not None:
-        candidates.append(cfg.key_file)
-    elif env.get("CREDENTIALS_DIRECTORY"):
-        candidates.append(Path(env["CREDENTIALS_DIRECTORY"]) / "fal-key")
-    for path in candidates:
-        try:
-            key = path.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            if cfg.key_file is not None:
-                raise ConfigError(f"fal.key_file {path} does not exist") from None
-            continue
-        except OSError as exc:
-            raise ConfigError(f"fal.key_file {path} cannot be read: {exc.strerror}") from None
-        if key:
-            return key
-        raise ConfigError(f"fal key file {path} is empty")
-    if env.get("FAL_KEY"):
-        return env["FAL_KEY"].strip()
-    if env.get("FAL_KEY_ID") and env.get("FAL_KEY_SECRET"):
-        return f"{env['FAL_KEY_ID'].strip()}:{env['FAL_KEY_SECRET'].strip()}"
-    raise ConfigError(
-        "backend 'fal' needs a fal API key: set FAL_KEY (or FAL_KEY_ID and FAL_KEY_SECRET) in "
-        "the environment, or fal.key_file in the config (under systemd: LoadCredential=fal-key:"
-        "…); to try the daemon offline, use --backend local")
-
-
-def key_source(cfg: FalConfig, environ: dict[str, str] | None = None) -> str:
-    """Where ``read_key`` finds the key, in words (never the key itself); raises the same
-    ConfigError when there is none or it cannot be read."""
-    env = os.environ if environ is None else environ
-    read_key(cfg, env)
-    if cfg.key_file is not None:
-        return f"fal.key_file {cfg.key_file}"
-    if env.get("CREDENTIALS_DIRECTORY") and (
-            Path(env["CREDENTIALS_DIRECTORY"]) / "fal-key").is_file():
-        return "the credential fal-key ($CREDENTIALS_DIRECTORY)"
-    if env.get("FAL_KEY"):
-        return "FAL_KEY in the environment"
-    return "FAL_KEY_ID and FAL_KEY_SECRET in the environment"
-
-
-def _plain_detail(detail: Any) -> str:
-    """fal's ``detail`` (text, or a list of {loc, msg, type}) in plain words. An error page
-    from something in front of fal (HTML or XML instead of JSON) becomes its title or first
-    words, never the whole page."""
-    if isinstance(detail, str) and detail.lstrip().startswith("<"):
-        title = re.search(r"<title[^>]*>(.*?)</title>", detail, re.I | re.S)
-        text = title.group(1) if title else re.sub(r"<[^>]*>", " ", detail)
-        text = " ".join(text.split())
-        return (text[:MARKUP_CHARS] + "…" if len(text) > MARKUP_CHARS else text) or \
-            "an error page without text"
-    if isinstance(detail, list):
-        parts = []
-        for item in detail:
-            if isinstance(item, dict):
-                loc = ".".join(str(x) for x in item.get("loc", []) if x != "body")
-                msg = item.get("msg") or item.get("type") or "invalid"
-                parts.append(f"{loc}: {msg}" if loc else str(msg))
-            else:
-                parts.append(str(item))
-        return "; ".join(parts) or "rejected"
-    return str(detail)
-
-
-def _retry_after(headers: dict[str, str] | httpx.Headers | None) -> float | None:
-    value = (headers or {}).get("retry-after") or (headers or {}).get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
 
 
 class _Gone(Exception):
@@ -285,7 +208,7 @@ class FalBackend:
 
     def _classify(self, what: str, status: int, detail: Any, error_type: str | None,
                   headers: dict[str, str] | None) -> JobError | _Gone:
-        text = _plain_detail(detail)
+        text = plain_detail(detail)
         if status in (401, 403):
             return AccountError(f"fal refused the account ({status}): {text}",
                                 kind="account", delay=ACCOUNT_PAUSE)
@@ -300,7 +223,7 @@ class FalBackend:
             return PermanentJobError(f"fal rejected the input: {text}", kind="rejected")
         if status in (408, 409, 429) or status >= 500 or (status == 400 and what == "result"):
             return RetryableError(f"fal {what} returned {status}: {text}",
-                                  kind=error_type or f"http_{status}", delay=_retry_after(headers))
+                                  kind=error_type or f"http_{status}", delay=retry_after(headers))
         return PermanentJobError(f"fal {what} returned {status}: {text}",
                                  kind=error_type or f"http_{status}")
 
@@ -429,7 +352,7 @@ class FalBackend:
             async with self._http.stream("GET", url) as response:
                 if response.status_code != 200:
                     raise RetryableError(f"download of the result returned {response.status_code}",
-                                         kind="download", delay=_retry_after(response.headers))
+                                         kind="download", delay=retry_after(response.headers))
                 declared = response.headers.get("content-length")
                 with open(target, "wb") as fh:
                     async for chunk in response.aiter_raw():

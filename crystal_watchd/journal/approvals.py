@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable, Mapping
 
 from ..jobs import Job, JobState
+from .rows import COLUMNS, row_to_job
 
 #: A queued job no worker has taken up and no approval released: it counts for its folder.
 PENDING = "state=? AND settings IS NULL AND approved_at IS NULL"
@@ -29,14 +30,10 @@ CLEARED = "(settings IS NOT NULL OR cleared_at IS NOT NULL)"
 
 
 def _job(row: Mapping) -> Job:
-    from .base import row_to_job  # base mixes this class in: imported when first used
-
     return row_to_job(row)
 
 
 def _returning() -> str:
-    from .base import COLUMNS
-
     return COLUMNS + ", estimated_usd"
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -23,53 +22,19 @@ from typing import Any
 
 from ..events import Events, JobChanged
 from ..jobs import Job, JobState
-from .approvals import CLEARED, SpendRows
-from .daemons import DaemonRows
+from .approvals import SpendRows
+from .daemons import DaemonRows, LeaseLost
+from .limits import LimitRows, SubmitRows
 from .outbox import OutboxRows
-
-COLUMNS = ("id, folder, path, rel, size, mtime_ns, sha256, state, attempts, next_attempt_at, "
-           "request_id, settings, outputs, pending, error_kind, reason, created_at, updated_at, "
-           "finished_at, output_megapixels, cost_usd, submissions, waits_for")
-#: States of a job that waits for ``next_attempt_at`` before a worker takes it.
-WAITING = (JobState.QUEUED.value, JobState.ARRIVING.value)
-#: Unfinished states: a job in one of them may still produce an output.
-UNFINISHED = (*WAITING, JobState.RUNNING.value)
-#: A queued job may run unless it waits for an identical job that is still unfinished.
-NOT_WAITING = ("(waits_for IS NULL OR waits_for NOT IN "
-               f"(SELECT id FROM jobs WHERE state IN {UNFINISHED!r}))")
-
-
-def fs_bytes(path: Path | str) -> bytes:
-    """Paths are stored as the bytes the filesystem uses, so any name round-trips."""
-    return os.fsencode(path)
-
-
-def row_to_job(row: Mapping[str, Any]) -> Job:
-    return Job(
-        id=row["id"], folder=row["folder"], path=Path(os.fsdecode(bytes(row["path"]))),
-        rel=os.fsdecode(bytes(row["rel"])),
-        size=row["size"], mtime_ns=row["mtime_ns"], sha256=row["sha256"],
-        state=JobState(row["state"]), attempts=row["attempts"],
-        next_attempt_at=row["next_attempt_at"], request_id=row["request_id"],
-        settings=json.loads(row["settings"]) if row["settings"] else None,
-        outputs=json.loads(row["outputs"]), pending=json.loads(row["pending"]),
-        error_kind=row["error_kind"], reason=row["reason"], created_at=row["created_at"],
-        updated_at=row["updated_at"], finished_at=row["finished_at"],
-        output_megapixels=row["output_megapixels"], cost_usd=row["cost_usd"],
-        submissions=row["submissions"], waits_for=row["waits_for"],
-    )
-
-
-class LeaseLost(Exception):
-    """This daemon's lease on a job ran out and another daemon took the job over: leave it
-    alone (its request id is journaled; the other daemon resumes it)."""
+from .reads import JobReads
+from .rows import COLUMNS, UNFINISHED, WAITING, fs_bytes, row_to_job
 
 
 class JournalUnavailable(Exception):
     """The journal cannot be reached or migrated; the message is fit to print (no password)."""
 
 
-class JournalBase(DaemonRows, OutboxRows, SpendRows):
+class JournalBase(JobReads, DaemonRows, OutboxRows, SpendRows, SubmitRows, LimitRows):
     """The job store. Subclasses set ``db_clock`` and implement the primitives below."""
 
     #: SQL for "now" in Unix seconds on the database's clock (leases and heartbeats use it,
@@ -123,150 +88,6 @@ class JournalBase(DaemonRows, OutboxRows, SpendRows):
     async def _one(self, sql: str, args: Iterable[Any] = ()) -> Mapping[str, Any] | None:
         rows = await self._rows(sql, args)
         return rows[0] if rows else None
-
-    # -- reading ---------------------------------------------------------------------------
-
-    async def get(self, job_id: int) -> Job:
-        row = await self._one(f"SELECT {self.columns} FROM jobs WHERE id=?", (job_id,))
-        if row is None:
-            raise KeyError(job_id)
-        return row_to_job(row)
-
-    async def jobs(self, *, state: JobState | None = None, folder: str | None = None) -> list[Job]:
-        sql, args = f"SELECT {self.columns} FROM jobs WHERE 1=1", []
-        if state is not None:
-            sql += " AND state=?"
-            args.append(state.value)
-        if folder is not None:
-            sql += " AND folder=?"
-            args.append(folder)
-        return [row_to_job(r) for r in await self._rows(sql + " ORDER BY id", args)]
-
-    async def known_versions(self, folder: str) -> set[tuple[str, int, int]]:
-        """(path, size, mtime_ns) of every job of ``folder`` that is not superseded: a file
-        found by a scan with one of these is already journaled and needs no hashing."""
-        rows = await self._rows("SELECT path, size, mtime_ns FROM jobs WHERE folder=? AND state!=?",
-                          (folder, JobState.SUPERSEDED.value))
-        return {(os.fsdecode(bytes(r["path"])), r["size"], r["mtime_ns"]) for r in rows}
-
-    async def is_known(self, folder: str, path: Path, size: int, mtime_ns: int) -> bool:
-        return await self._one(
-            "SELECT 1 AS one FROM jobs WHERE folder=? AND path=? AND size=? AND mtime_ns=? "
-            "AND state!=?",
-            (folder, fs_bytes(path), size, mtime_ns, JobState.SUPERSEDED.value)) is not None
-
-    async def find_done_output(self, folder: str, sha256: str, settings_key: str) -> Job | None:
-        """An earlier finished job with the same content and settings: one that did the work
-        itself (not a copy, so a copy always names the job that was paid for), in ``folder``
-        if there is one, else in any folder (the settings decide the output, not the folder)."""
-        row = await self._one(
-            f"SELECT {self.columns} FROM jobs WHERE sha256=? AND settings_key=? AND state=? "
-            "ORDER BY CASE WHEN submissions > 0 THEN 0 ELSE 1 END, "
-            "CASE WHEN folder=? THEN 0 ELSE 1 END, id DESC LIMIT 1",
-            (sha256, settings_key, JobState.DONE.value, folder))
-        return row_to_job(row) if row else None
-
-    async def counts(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
-        for r in await self._rows("SELECT folder, state, COUNT(*) AS n FROM jobs GROUP BY folder, state"):
-            out.setdefault(r["folder"], {})[r["state"]] = r["n"]
-        return out
-
-    async def spent_since(self, since: float) -> float:
-        """Estimated dollars of the jobs finished since ``since`` (a Unix time)."""
-        row = await self._one("SELECT SUM(cost_usd) AS usd FROM jobs WHERE state=? AND finished_at>=?",
-                        (JobState.DONE.value, since))
-        return float(row["usd"] or 0.0) if row else 0.0
-
-    async def committed_since(self, since: float) -> float:
-        """Spent since ``since`` plus what unfinished jobs have reserved: the dollars no
-        further submission may use."""
-        row = await self._one(
-            "SELECT COALESCE(SUM(CASE WHEN state=? AND finished_at>=? THEN cost_usd END), 0) "
-            "+ COALESCE(SUM(CASE WHEN state IN (?, ?, ?) THEN reserved_usd END), 0) AS usd "
-            "FROM jobs", (JobState.DONE.value, since, *UNFINISHED))
-        return float(row["usd"] or 0.0) if row else 0.0
-
-    async def spend_rows(self) -> list[Mapping[str, Any]]:
-        """folder, finished_at, cost_usd, output_megapixels of every finished job."""
-        return await self._rows("SELECT folder, finished_at, cost_usd, output_megapixels FROM jobs "
-                          "WHERE state=?", (JobState.DONE.value,))
-
-    async def oldest_waiting(self) -> dict[str, tuple[str, float]]:
-        """folder → (file, since) of its oldest queued or running job."""
-        out: dict[str, tuple[str, float]] = {}
-        for r in await self._rows("SELECT folder, rel, created_at FROM jobs WHERE state IN (?, ?) "
-                            "ORDER BY created_at DESC", (JobState.QUEUED.value,
-                                                         JobState.RUNNING.value)):
-            out[r["folder"]] = (os.fsdecode(bytes(r["rel"])), r["created_at"])
-        return out
-
-    async def last_errors(self, limit: int = 10) -> list[Job]:
-        rows = await self._rows(f"SELECT {self.columns} FROM jobs WHERE error_kind IS NOT NULL AND "
-                          "state IN (?, ?) ORDER BY updated_at DESC LIMIT ?",
-                          (JobState.FAILED.value, JobState.QUEUED.value, limit))
-        return [row_to_job(r) for r in rows]
-
-    def _ready_filter(self, now: float, exclude_folders: Iterable[str],
-                      only_paid: bool) -> tuple[str, list[Any]]:
-        excluded = list(exclude_folders)
-        sql = ("state IN (?, ?) AND next_attempt_at<=?"
-               + (f" AND folder NOT IN ({','.join('?' * len(excluded))})" if excluded else "")
-               + (" AND (request_id IS NOT NULL OR pending!='[]' OR outputs!='[]')"
-                  if only_paid else "")
-               + f" AND {NOT_WAITING}"
-               # While the spend guard is on, a job it has not judged yet is never taken.
-               + (f" AND {CLEARED}" if self.spend_guard else ""))
-        return sql, [*WAITING, now, *excluded]
-
-    async def next_ready(self, now: float, *, exclude_folders: Iterable[str] = (),
-                   limit: int = 1, only_paid: bool = False) -> list[Job]:
-        """Queued jobs whose time has come, oldest first. ``only_paid``: just the ones that
-        already hold a backend request or an output (resuming them costs nothing more)."""
-        where, args = self._ready_filter(now, exclude_folders, only_paid)
-        rows = await self._rows(f"SELECT {self.columns} FROM jobs WHERE {where} "
-                          "ORDER BY next_attempt_at, id LIMIT ?", (*args, limit))
-        return [row_to_job(r) for r in rows]
-
-    async def next_wakeup(self, *, exclude_folders: Iterable[str] = ()) -> float | None:
-        """When the earliest queued job becomes ready (None if nothing is queued)."""
-        excluded = list(exclude_folders)
-        marks = ",".join("?" * len(excluded))
-        row = await self._one("SELECT MIN(next_attempt_at) AS t FROM jobs WHERE state IN (?, ?) "
-                        f"AND {NOT_WAITING}"
-                        + (f" AND folder NOT IN ({marks})" if excluded else ""),
-                        (*WAITING, *excluded))
-        return row["t"] if row else None
-
-    async def waiting_by_folder(self) -> dict[str, int]:
-        """Queued or running jobs per folder."""
-        return {r["folder"]: r["n"] for r in await self._rows(
-            "SELECT folder, COUNT(*) AS n FROM jobs WHERE state IN (?, ?) GROUP BY folder",
-            (JobState.QUEUED.value, JobState.RUNNING.value))}
-
-    async def queued_folders(self) -> set[str]:
-        return {r["folder"] for r in await self._rows(
-            "SELECT DISTINCT folder FROM jobs WHERE state IN (?, ?)", WAITING)}
-
-    async def unfinished(self, folders: Iterable[str] | None = None) -> int:
-        """Jobs still to finish (of ``folders`` only, if given: a shared journal also holds
-        other daemons' folders)."""
-        names = list(folders) if folders is not None else None
-        row = await self._one("SELECT COUNT(*) AS n FROM jobs WHERE state IN (?, ?, ?)"
-                        + (f" AND folder IN ({','.join('?' * len(names))})" if names else ""),
-                        (*UNFINISHED, *(names or ())))
-        return row["n"] if row else 0
-
-    async def arriving_later(self, folders: Iterable[str], now: float) -> list[Job]:
-        """Jobs of ``folders`` still taken to be arriving at ``now``: their grace has not run
-        out yet (``once`` leaves them for its next run instead of waiting)."""
-        names = list(folders)
-        if not names:
-            return []
-        rows = await self._rows(f"SELECT {self.columns} FROM jobs WHERE state=? AND next_attempt_at>? "
-                          f"AND folder IN ({','.join('?' * len(names))}) ORDER BY id",
-                          (JobState.ARRIVING.value, now, *names))
-        return [row_to_job(r) for r in rows]
 
     # -- state changes ---------------------------------------------------------------------
 
@@ -394,46 +215,6 @@ class JournalBase(DaemonRows, OutboxRows, SpendRows):
             raise LeaseLost(job.id)
         return self._publish(job.state, row_to_job(row), {"request_id": request_id})
 
-    # -- submissions whose answer never came ------------------------------------------------
-
-    async def submit_sending(self, job: Job, identity: str, sent_at: float) -> None:
-        """A submission is about to be sent: what identifies it at the backend (its unique
-        input URL, or a digest of an inline input) and the wall-clock time. Until an answer
-        is recorded, a restart looks for this submission before sending another."""
-        await self._set_submit(job, "submit_identity=?, submit_sent_at=?", (identity, sent_at))
-
-    async def submit_refused(self, job: Job) -> None:
-        """The backend answered without taking the submission (429, 5xx, a rejection):
-        nothing is pending there."""
-        await self._set_submit(job, "submit_identity=NULL, submit_sent_at=NULL", ())
-
-    async def submit_given_up(self, job: Job) -> None:
-        """An unanswered submission could not be found at the backend and is sent again:
-        counted as one that may have been paid twice."""
-        await self._set_submit(job, "submit_identity=NULL, submit_sent_at=NULL, "
-                              "paid_twice=paid_twice+1", ())
-
-    async def _set_submit(self, job: Job, assignments: str, args: tuple[Any, ...]) -> None:
-        mine, owner = self._mine()
-        if not await self._exec(f"UPDATE jobs SET {assignments}, updated_at=? WHERE id=?{mine}",
-                          (*args, time.time(), job.id, *owner)):
-            raise LeaseLost(job.id)
-
-    async def unanswered_submit(self, job: Job) -> tuple[str, float] | None:
-        """(identity, sent_at) of the job's submission still without an answer, if any."""
-        row = await self._one("SELECT submit_identity, submit_sent_at FROM jobs WHERE id=? AND "
-                        "request_id IS NULL AND submit_sent_at IS NOT NULL", (job.id,))
-        return (row["submit_identity"], row["submit_sent_at"]) if row else None
-
-    async def paid_twice(self) -> int:
-        """Submissions sent again without finding the earlier, unanswered one at the backend:
-        each may have been billed twice."""
-        try:
-            row = await self._one("SELECT COALESCE(SUM(paid_twice), 0) AS n FROM jobs")
-        except Exception:  # noqa: BLE001 - a read-only look at a journal not migrated yet
-            return 0
-        return int(row["n"]) if row else 0
-
     async def wait_for_twin(self, job: Job, settings_key: str) -> Job | None:
         """Pay once for copies arriving together. If another unfinished job has the same
         content and settings and is not itself waiting, ``job`` goes back to the queue
@@ -506,38 +287,3 @@ class JournalBase(DaemonRows, OutboxRows, SpendRows):
     async def retry_failed(self, job: Job, path: Path) -> Job:
         return await self._update(job, state=JobState.QUEUED.value, path=fs_bytes(path), attempts=0,
                             next_attempt_at=0, finished_at=None, request_id=None, waits_for=None)
-
-    # -- limits shared by every daemon on the journal -----------------------------------------
-
-    async def acquire_slot(self, job_id: int, limit: int) -> bool:
-        """Take one of ``limit`` slots at the upscaler for ``job_id``, counted over every
-        daemon. A job keeps its slot until it is released or the job finishes, so a request
-        left at the upscaler by a dead daemon stays counted until another daemon resumes it."""
-        async with self.transaction(exclusive=True):
-            row = await self._one("SELECT slot_held FROM jobs WHERE id=?", (job_id,))
-            if row is None:
-                return False
-            if row["slot_held"]:
-                return True
-            held = await self._one("SELECT COUNT(*) AS n FROM jobs WHERE slot_held=1")
-            if held and held["n"] >= limit:
-                return False
-            await self._exec("UPDATE jobs SET slot_held=1 WHERE id=?", (job_id,))
-            return True
-
-    async def release_slot(self, job_id: int) -> None:
-        await self._exec("UPDATE jobs SET slot_held=0 WHERE id=?", (job_id,))
-
-    async def reserve_budget(self, job: Job, usd: float, *, limit: float, since: float) -> bool:
-        """Reserve ``usd`` for ``job`` before it is submitted, if today's spend plus every
-        reservation is still below ``limit`` (the rule a single daemon always had: submit while
-        under the limit). Atomic across daemons: two cannot both take the last dollar. A job
-        that already holds a reservation keeps it (a retry is not a second spend)."""
-        async with self.transaction(exclusive=True):
-            row = await self._one("SELECT reserved_usd FROM jobs WHERE id=?", (job.id,))
-            if row is not None and row["reserved_usd"] is not None:
-                return True
-            if await self.committed_since(since) >= limit - 1e-9:
-                return False
-            await self._exec("UPDATE jobs SET reserved_usd=? WHERE id=?", (usd, job.id))
-            return True

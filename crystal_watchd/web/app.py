@@ -14,7 +14,6 @@ import os
 import sqlite3
 import time
 from collections import OrderedDict
-from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,16 +24,16 @@ from markupsafe import Markup
 
 from .. import logs
 from ..config import Config
+from ..config.hosts import MAX_HOST, HostCheck
 from ..events import Events, JobChanged
-from ..hosts import MAX_HOST, HostCheck
+from ..images.pixels import PixelPool
 from ..jobs import JobState
 from ..journal import journal_file, open_journal
-from ..pixels import PixelPool
 from . import auth
 from .chart import spend_bars
 from .metrics import CONTENT_TYPE, Metrics
 from .thumbs import KINDS, ThumbCache
-from .view import JournalView, LiveState, error_report
+from .view import JournalView, LiveState, ago, error_report, scrubbed, when
 
 log = logs.get(__name__)
 SERVER = web.AppKey("server", "WebServer")
@@ -81,7 +80,7 @@ class WebServer:
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("crystal_watchd.web", "templates"),
             autoescape=True, trim_blocks=True, lstrip_blocks=True)
-        self.templates.filters.update(when=_when, ago=_ago, usd=lambda v: f"${v or 0:.2f}",
+        self.templates.filters.update(when=when, ago=ago, usd=lambda v: f"${v or 0:.2f}",
                                      clean=lambda v: logs.scrub(str(v)) if v else "")
         static = resources.files("crystal_watchd.web") / "static"
         self.static = {p.name: p.read_bytes() for p in static.iterdir() if p.is_file()}
@@ -266,7 +265,7 @@ class WebServer:
     async def failures(self, request: web.Request) -> web.Response:
         def load():
             jobs = self.view.failures()
-            return [(job, _scrubbed(error_report(job, self._failed_dir(job.folder))))
+            return [(job, scrubbed(error_report(job, self._failed_dir(job.folder))))
                     for job in jobs]
         return self._page(request, "failures.html", page="failures",
                           failures=await self.view.call(load),
@@ -281,7 +280,7 @@ class WebServer:
             report = await self.view.call(error_report, job, self._failed_dir(job.folder))
         phases = sorted(self.phases.get(job.id, {}).items(), key=lambda kv: kv[1])
         return self._page(request, "job.html", page="job", job=job, phases=phases,
-                          report=_scrubbed(report))
+                          report=scrubbed(report))
 
     def _failed_dir(self, folder: str) -> Path | None:
         cfg = self.daemon.config.folder(folder)
@@ -321,12 +320,12 @@ class WebServer:
 
     async def login_form(self, request: web.Request) -> web.Response:
         body = self.templates.get_template("login.html").render(
-            next=_local(request.query.get("next")), error=None, page="login")
+            next=auth.local_target(request.query.get("next")), error=None, page="login")
         return web.Response(text=body, content_type="text/html")
 
     async def login(self, request: web.Request) -> web.Response:
         form = await request.post()
-        target = _local(form.get("next"))
+        target = auth.local_target(form.get("next"))
         if self.token is None:
             raise web.HTTPSeeOther(target)
         if not auth.token_matches(self.token, str(form.get("token", "")).strip()):
@@ -422,29 +421,3 @@ def _journal_writable(path: Path) -> None:
         db.rollback()
     finally:
         db.close()
-
-
-def _local(target: Any) -> str:
-    """Only a path on this site is a place to go after signing in."""
-    text = str(target or "/")
-    # "//host" and "/\host" are other sites to a browser
-    return text if text.startswith("/") and not text.startswith("//") and "\\" not in text \
-        else "/"
-
-
-def _scrubbed(report: dict[str, Any] | None) -> str | None:
-    return None if report is None else logs.scrub(json.dumps(report, indent=2))
-
-
-def _when(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "–"
-
-
-def _ago(ts: float | None) -> str:
-    if not ts:
-        return "–"
-    seconds = max(0, time.time() - ts)
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f} {unit} ago"
-    return f"{seconds:.0f} s ago"

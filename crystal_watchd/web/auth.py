@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -120,3 +121,11 @@ def set_cookie(request: web.Request, response: web.StreamResponse, session_id: s
 
 def form_token_ok(session: Session | None, offered: str | None) -> bool:
     return session is not None and token_matches(session.form_token, offered)
+
+
+def local_target(target: Any) -> str:
+    """Only a path on this site is a place to go after signing in."""
+    text = str(target or "/")
+    # "//host" and "/\host" are other sites to a browser
+    return text if text.startswith("/") and not text.startswith("//") and "\\" not in text \
+        else "/"

@@ -18,9 +18,9 @@ from PIL import Image, ImageOps
 
 from .. import logs
 from ..events import JobChanged
+from ..images.pixels import PixelPool
+from ..images.source import open_source
 from ..jobs import Job, JobState
-from ..pixels import PixelPool
-from ..worker import open_source
 
 log = logs.get(__name__)
 THUMB_SIDE = 320

@@ -16,7 +16,8 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..budget import local_midnight
+from .. import logs
+from ..days import local_midnight
 from ..jobs import Job, JobState
 from ..journal import JournalBase
 from ..journal.outbox import Delivery
@@ -193,3 +194,21 @@ def error_report(job: Job, failed_dir: Path | None) -> dict[str, Any] | None:
         except (OSError, ValueError):
             continue
     return None
+
+
+def scrubbed(report: dict[str, Any] | None) -> str | None:
+    return None if report is None else logs.scrub(json.dumps(report, indent=2))
+
+
+def when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "–"
+
+
+def ago(ts: float | None) -> str:
+    if not ts:
+        return "–"
+    seconds = max(0, time.time() - ts)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return f"{seconds:.0f} s ago"

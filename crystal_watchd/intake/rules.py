@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .config import FolderConfig
+from ..config import FolderConfig
 
 PRUNED_DIRS = frozenset({
     "@eaDir", "#recycle", "#snapshot",            # Synology

@@ -20,11 +20,11 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from . import logs
-from .automation_config import NotifyConfig, mask_secret_url, read_urls_file
-from .budget import local_midnight
-from .events import JobChanged
-from .jobs import JobState
+from .. import logs
+from ..config.automation import NotifyConfig, mask_secret_url, read_urls_file
+from ..days import local_midnight
+from ..events import JobChanged
+from ..jobs import JobState
 
 log = logs.get(__name__)
 #: Files listed in one failure message; the rest are counted.

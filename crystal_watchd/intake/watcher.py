@@ -21,8 +21,8 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
-from . import logs
-from .config import DEFAULT_POLL_SECONDS, FolderConfig
+from .. import logs
+from ..config import DEFAULT_POLL_SECONDS, FolderConfig
 from .rules import Rules
 
 log = logs.get(__name__)

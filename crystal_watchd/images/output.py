@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from .config import FolderConfig
-from .errors import ConversionError, OutputBlockedError, PermanentJobError
+from ..config import FolderConfig
+from ..errors import ConversionError, OutputBlockedError, PermanentJobError
 from .preflight import target_format
 
 _EXTENSION = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "TIFF": "tif", "BMP": "bmp"}

@@ -11,9 +11,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import config_problems
-from .automation_config import build_hooks, build_notify, check_hooks, check_notify
-from .config import (
+from ..errors import ConfigError, ConfigProblem
+from . import (
     DEFAULT_HTTP_LISTEN,
     HTTP_TOKEN_CREDENTIAL,
     BudgetConfig,
@@ -28,8 +27,9 @@ from .config import (
     is_loopback,
     listen,
 )
-from .config_models import ConfigFile, FolderEntry, FolderSettings
-from .errors import ConfigError, ConfigProblem
+from . import problems as config_problems
+from .automation import build_hooks, build_notify, check_hooks, check_notify
+from .models import ConfigFile, FolderEntry, FolderSettings
 from .yamldoc import Doc, path_in
 
 

@@ -19,17 +19,19 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from PIL import Image
-
-from . import arrival, logs, metadata, output, preflight, render
-from .backends.base import Backend, ResultImage, SubmitTrail, UpscaleRequest
-from .budget import local_midnight
-from .config import Config, FolderConfig
-from .errors import AccountError, JobError, OutputBlockedError, PermanentJobError, RetryableError
-from .jobs import Job, JobState, Settings
-from .journal import JournalBase as Journal
-from .journal import LeaseLost
-from .pixels import PixelPool
+from .. import logs
+from ..backends.base import Backend, ResultImage, SubmitTrail, UpscaleRequest
+from ..config import Config, FolderConfig
+from ..days import local_midnight
+from ..errors import AccountError, JobError, OutputBlockedError, PermanentJobError, RetryableError
+from ..images import output, preflight
+from ..images.pixels import PixelPool
+from ..images.source import open_source
+from ..intake import arrival
+from ..jobs import Job, JobState, Settings
+from ..journal import JournalBase as Journal
+from ..journal import LeaseLost
+from .completion import Completion
 
 log = logs.get(__name__)
 #: Seconds before a job turned away by the budget asks again (others may free a reservation).
@@ -44,32 +46,8 @@ class _FolderGone(Exception):
     """The inbox itself is missing (share unmounted): wait, do not judge the file."""
 
 
-def open_source(path: Path):
-    """Open an inbox file for reading without ever following a symbolic link."""
-    return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open_source(path) as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 #: Locks that keep identical jobs' starts apart (see ``Worker._twin_locks``).
 TWIN_LOCK_STRIPES = 64
-
-
-def _copy_ext(folder: FolderConfig, source: Path, copied: Path) -> str:
-    """``{ext}`` of a dedupe copy: the copied output's, except that ``output_format: same``
-    keeps this input's own spelling of that format (``photo.JPEG`` next to ``photo.jpg``)."""
-    ext = copied.suffix.lstrip(".")
-    known = Image.registered_extensions()
-    own = known.get(source.suffix.lower())
-    if folder.output_format == "same" and own and own == known.get(copied.suffix.lower()):
-        return source.suffix.lstrip(".")
-    return ext
 
 
 def _iso(ts: float | None) -> str | None:
@@ -85,7 +63,7 @@ class Hooks:
     budget_full: Callable[[], None] = lambda: None  # no reservation left for today
 
 
-class Worker:
+class Worker(Completion):
     def __init__(self, config: Config, journal: Journal, backend: Backend, hooks: Hooks,
                  pixels: PixelPool | None = None):
         self.config, self.journal, self.backend, self.hooks = config, journal, backend, hooks
@@ -321,124 +299,6 @@ class Worker:
 
         await self.pixels.run(save, megapixels=source.width * source.height / 1e6)
         return path
-
-    async def _write_results(self, job: Job, folder: FolderConfig,
-                             source: preflight.SourceImage | None, plan: preflight.Plan | None,
-                             results: list[ResultImage], copy: bool, alpha: Path | None,
-                             bound) -> tuple[list[list[str]], float]:
-        """Write every result to a temp file beside its final name: [[temp, chosen, wanted]],
-        and the output megapixels (what fal bills)."""
-        scale = plan.scale if plan else folder.scale_factor
-        pending, megapixels = [], 0.0
-        for i, result in enumerate(results):
-            tag = f"{job.id}-{i}"
-            if copy:
-                assert result.path is not None
-                ext = _copy_ext(folder, job.path, result.path)
-                wanted = output.render_name(folder, job.rel, scale=scale, ext=ext, index=i)
-                tmp = await asyncio.to_thread(output.copy_temp, wanted, result.path, tag)
-            else:
-                assert source is not None and plan is not None
-                ext = output.output_ext(folder, job.path, source.format)
-                wanted = output.render_name(folder, job.rel, scale=scale, ext=ext, index=i)
-                target = render.Target(fmt=source.target, meta=source.meta, grey=source.grey,
-                                       alpha=alpha, jpeg_quality=folder.jpeg_quality,
-                                       webp_quality=folder.webp_quality,
-                                       dpi=metadata.output_dpi(source.meta.dpi, folder.dpi,
-                                                               scale))
-                if render.passes_through(result, target):
-                    written = await asyncio.to_thread(render.write, result, target, wanted, tag)
-                else:
-                    written = await self.pixels.run(
-                        render.write, result, target, wanted, tag, megapixels=plan.megapixels,
-                        bytes_per_pixel=render.bytes_per_pixel(target.fmt))
-                megapixels += written.megapixels
-                tmp = written.tmp
-                if written.fallback:
-                    bound.warning("output_format_fallback", reason=written.fallback)
-                    ext = output.output_ext(folder, job.path, source.format, written.fmt)
-                    wanted = output.render_name(folder, job.rel, scale=scale, ext=ext, index=i)
-                result.discard()
-            chosen = output.choose_name(wanted, folder.overwrite)
-            pending.append([str(tmp), str(chosen), str(wanted)])
-        if alpha is not None:
-            alpha.unlink(missing_ok=True)
-        return pending, megapixels
-
-    async def _place(self, job: Job, folder: FolderConfig,
-                     pending: list[list[str]]) -> tuple[Job, list[str] | None]:
-        """Rename temps into place; journal every changed name choice before using it."""
-        finals = []
-        for i, (tmp, chosen, wanted) in enumerate(pending):
-            while True:
-                placed = output.place(Path(tmp), Path(chosen), folder.overwrite)
-                if placed is not None:
-                    finals.append(str(placed))
-                    break
-                if not Path(tmp).exists():
-                    return job, None  # temp and target both gone: the output must be redone
-                chosen = str(output.choose_name(Path(wanted), folder.overwrite))
-                pending[i] = [tmp, chosen, wanted]
-                job = await self.journal.output_pending(job, pending)
-        return job, finals
-
-    async def _complete(self, job: Job, folder: FolderConfig,
-                        source: preflight.SourceImage | None, plan: preflight.Plan | None,
-                        results: list[ResultImage], bound, started: float,
-                        copy: bool = False, alpha: Path | None = None) -> JobState:
-        pending, megapixels = await self._write_results(job, folder, source, plan, results,
-                                                        copy, alpha, bound)
-        job = await self.journal.output_pending(job, pending)
-        job, finals = await self._place(job, folder, pending)
-        if finals is None:
-            raise RetryableError("the output vanished while it was being placed", kind="internal")
-        billed = 0.0 if copy or self.backend.name == "local" else megapixels
-        job = await self.journal.output_written(
-            job, finals, megapixels=None if copy else round(megapixels, 6),
-            cost_usd=round(billed * self.config.fal.price_per_megapixel, 6))
-        return await self._finish(job, folder, bound, started)
-
-    async def _resume_completion(self, job: Job, folder: FolderConfig, bound) -> JobState:
-        """A crash hit between writing the output and marking the job done: finish that."""
-        if not job.outputs:
-            job, finals = await self._place(job, folder, list(job.pending))
-            if finals is None:
-                await self.journal.output_pending(job, [])
-                raise RetryableError("an interrupted output was lost; processing again",
-                                     kind="internal")
-            job = await self.journal.output_written(job, finals,
-                                                    megapixels=job.output_megapixels,
-                                                    cost_usd=job.cost_usd)
-        bound.info("job_resumed_after_output", outputs=job.outputs)
-        return await self._finish(job, folder, bound, time.monotonic())
-
-    async def _finish(self, job: Job, folder: FolderConfig, bound, started: float) -> JobState:
-        await self._handle_original(job, folder, bound)
-        job = await self.journal.done(job)
-        bound.info("job_done", outputs=job.outputs, seconds=round(time.monotonic() - started, 3),
-                   output_megapixels=job.output_megapixels, cost_usd=job.cost_usd)
-        return job.state
-
-    def _unchanged(self, job: Job) -> bool:
-        try:
-            st = os.stat(job.path, follow_symlinks=False)
-        except OSError:
-            return False
-        return (st.st_size, st.st_mtime_ns) == (job.size, job.mtime_ns)
-
-    async def _handle_original(self, job: Job, folder: FolderConfig, bound) -> None:
-        if folder.originals == "keep" or not self._unchanged(job):
-            return  # a changed file is a new version: leave it for its own job
-        try:
-            if folder.originals == "move":
-                moved = output.move_file(job.path, folder.done_dir / job.rel)
-                await self.journal.moved_source(job, moved)
-                bound.info("original_moved", to=str(moved))
-            else:
-                job.path.unlink()
-                bound.info("original_deleted")
-        except OSError as exc:
-            bound.warning("original_not_handled", originals=folder.originals, error=str(exc))
 
     async def _wait_for_arrival(self, job: Job, exc: arrival.StillArriving, bound) -> JobState:
         """Nothing moved, nothing submitted: a change to the file brings a new version, and

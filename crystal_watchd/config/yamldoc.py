@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import yaml
 
-from .errors import ConfigProblem
+from ..errors import ConfigProblem
 
 
 class Doc:

@@ -1,52 +1,48 @@
-"""Wires the daemon together: lock, journal, watchers, settling, workers, signals, shutdown.
+"""The daemon's life cycle: lock, journal, backend, workers, the page, signals, reload and
+shutdown; what the web page asks of the running daemon; the status line for systemd.
 
     watchdog threads ─► _on_event ─► Settler ─► _intake (hash) ─► Journal (queued)
     scans (start, periodic, overflow) ─┘                                   │
     _dispatch ◄─ wake ─────────────────────────────────────────────────────┘
         └─► Worker.process (≤ concurrency at once) ─► Journal (done / failed / retry)
+
+Folders and intake are in daemon/folders.py, dispatch in daemon/dispatch.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent
-
-from . import backends, logs, web
-from . import config as config_mod
-from .backends.base import Backend
-from .budget import Budget, next_midnight
-from .config import Config, FolderConfig
-from .errors import AccountError, ConfigError
-from .events import Events
+from .. import backends, logs, web
+from .. import config as config_mod
+from ..backends.base import Backend
+from ..config import Config
+from ..errors import ConfigError
+from ..events import Events
+from ..images.pixels import PixelPool, give_freed_memory_back
+from ..intake.rules import Rules
+from ..intake.settle import Settler
+from ..intake.watcher import FolderWatcher, OverflowHook
+from ..journal import describe as describe_journal
+from ..journal import journal_file, open_store
+from .budget import Budget
+from .dispatch import Dispatch
+from .folders import HASH_PARALLELISM, Folders, create_dirs
 from .hooks import Deliverer
-from .jobs import JobState
-from .journal import describe as describe_journal
-from .journal import journal_file, open_store
 from .lock import StateLock
 from .notify import Alerts
-from .pixels import PixelPool, give_freed_memory_back
-from .rules import Rules
-from .settle import Settler
+from .retry import retry_jobs
 from .shared import SharedSlots, keep_alive, register
 from .spendguard import SpendGuard
-from .systemd import Notifier
-from .watcher import FolderWatcher, OverflowHook
-from .worker import Hooks, Worker, sha256_file
+from .systemd import Notifier, StatusLine
+from .worker import Hooks, Worker
 
 log = logs.get(__name__)
-HASH_PARALLELISM = 4
-AVAILABILITY_CHECK = 2.0  # seconds between checks that every inbox is still there
-STATUS_MIN_INTERVAL = 2.0
-PREPARE_AHEAD = 3
-DISPATCH_POLL = 2.0  # seconds; the longest the dispatcher sleeps without looking at the queue
-BUDGET_RECHECK = 60.0  # seconds before new submissions try the spent budget again
 #: ``once``: nothing failed, but a file still arriving was left for the next run (EX_TEMPFAIL,
 #: so cron wrappers and systemd tell "try again later" from a failure).
 EXIT_LEFT_ARRIVING = 75
@@ -58,7 +54,7 @@ def journal_path(config: Config) -> Path:
     return journal_file(config)
 
 
-class Service:
+class Service(Folders, Dispatch, StatusLine):
     def __init__(self, config: Config, *, once: bool = False, notifier: Notifier | None = None,
                  backend_factory: Callable[[Config], Backend] = backends.create,
                  progress: Callable[[dict[str, int]], None] | None = None,
@@ -145,7 +141,7 @@ class Service:
                 overflow.install()
                 self._install_signals(loop)
             for folder in self.config.folders:
-                _create_dirs(folder)
+                create_dirs(folder)
                 self._start_folder(folder)
             if not self.once:
                 page = await web.start(self)
@@ -318,7 +314,7 @@ class Service:
         if (new.log.format, new.log.level) != (old.log.format, old.log.level):
             logs.configure(new.log.format, new.log.level)
         for name in added + changed:
-            _create_dirs(new_folders[name])
+            create_dirs(new_folders[name])
             self._start_folder(new_folders[name])
         self._paused_until = 0.0
         self._pause_reason = None
@@ -329,247 +325,6 @@ class Service:
         log.info("config_reloaded", added=added, removed=removed, changed=changed)
         self._wake.set()
         self._tell_ready()
-
-    def _tell_ready(self) -> None:
-        """READY=1 with the current counts, after a reload (read from the journal first)."""
-        self._tell(self.notifier.ready)
-
-    def _tell(self, say: Callable[[str], None]) -> None:
-        """Give the service manager the status line, once the journal has given the counts
-        (from a synchronous caller: a signal handler, a timer)."""
-        async def tell() -> None:
-            try:
-                say(await self._status_text())
-            except Exception as exc:  # noqa: BLE001 - the service manager gets the next one
-                log.warning("status_not_sent", error=str(exc))
-        task = asyncio.get_running_loop().create_task(tell())
-        self._telling.add(task)  # a task nobody holds may be collected before it runs
-        task.add_done_callback(self._telling.discard)
-
-    # -- watching and intake -----------------------------------------------------------------
-
-    def _start_folder(self, folder: FolderConfig) -> None:
-        """Watch the folder (not in ``once``) and scan it for what is already there."""
-        if not self.once:
-            watcher = FolderWatcher(folder, self._rules[folder.name],
-                                    asyncio.get_running_loop(), self._on_event)
-            watcher.start()
-            self._watchers[folder.name] = watcher
-        self._scan(folder, folder.inbox)
-
-    def _stop_folder(self, name: str) -> None:
-        """Stop watching the folder and forget its unsettled files (its queued jobs stay)."""
-        watcher = self._watchers.pop(name, None)
-        if watcher is not None:
-            watcher.stop()
-        self.settler.forget_folder(name)
-
-    def _on_event(self, folder_name: str, event: FileSystemEvent) -> None:
-        """Every watchdog event arrives here, in the event loop."""
-        folder = self.config.folder(folder_name)
-        if folder is None or folder_name in self._unavailable or self._stopping:
-            return
-        rules, kind = self._rules[folder_name], event.event_type
-        src = Path(os.fsdecode(event.src_path))
-        dest = Path(os.fsdecode(event.dest_path)) if getattr(event, "dest_path", "") else None
-        if event.is_directory:
-            if kind == "deleted" and src == folder.inbox:
-                self._set_available(folder, False)
-            if kind in ("deleted", "moved") and folder_name in self._watchers:
-                self._watchers[folder_name].remove_dir(src)
-            new_dir = dest if kind == "moved" else src if kind == "created" else None
-            if new_dir is not None and new_dir != folder.inbox and rules.wants_dir(new_dir):
-                self._watchers[folder_name].add_dir(new_dir)
-                self._scan(folder, new_dir)
-            return
-        if kind in ("deleted", "moved"):
-            self.settler.forget(src)
-            if kind == "deleted" or dest is None:
-                return
-            src = dest
-        if rules.wants_file(src):
-            self._track(folder, src)
-
-    def _track(self, folder: FolderConfig, path: Path) -> None:
-        if self.settler.touch(folder.name, path, folder.settle):
-            log.debug("file_detected", folder=folder.name, file=str(path))
-
-    def _scan(self, folder: FolderConfig, start: Path) -> None:
-        """List ``start`` (in a thread) and track every file version not journaled yet."""
-        self._scans_pending += 1
-        rules = self._rules[folder.name]
-
-        def list_new(known: set[tuple[str, int, int]]) -> list[Path]:
-            return [path for path, st in rules.scan(start)
-                    if (str(path), st.st_size, st.st_mtime_ns) not in known]
-
-        async def scan() -> None:
-            try:
-                started = time.monotonic()
-                known = await self.journal.known_versions(folder.name)
-                new = await asyncio.to_thread(list_new, known)
-                for path in new:
-                    self._track(folder, path)
-                log.info("folder_scanned", folder=folder.name, directory=str(start), new=len(new),
-                         known=len(known), seconds=round(time.monotonic() - started, 3))
-            finally:
-                self._scans_pending -= 1
-
-        self._spawn_intake(scan())
-
-    def rescan_all(self) -> None:
-        if self._stopping:
-            return
-        log.info("rescan_started", folders=len(self.config.folders))
-        for folder in self.config.folders:
-            if folder.name not in self._unavailable:
-                self._scan(folder, folder.inbox)
-
-    def _spawn_intake(self, coro) -> asyncio.Task:
-        task = asyncio.create_task(coro)
-        self._intake_tasks.add(task)
-        task.add_done_callback(self._intake_tasks.discard)
-        return task
-
-    def _retouch(self, folder_name: str, path: Path) -> None:
-        folder = self.config.folder(folder_name)
-        if folder is not None:
-            self._track(folder, path)
-
-    def _on_stable(self, folder_name: str, path: Path, st: os.stat_result) -> None:
-        # Counted as incoming (the spend guard) from now until it is journaled or known.
-        self._hashing[path] = folder_name
-        self._spawn_intake(self._intake(folder_name, path, st)).add_done_callback(
-            lambda _task: self._hashing.pop(path, None))
-
-    def _incoming(self, folder_name: str) -> list[Path]:
-        """Files of a folder seen but not journaled yet: settling or being hashed."""
-        return [*self.settler.paths(folder_name),
-                *(p for p, name in self._hashing.items() if name == folder_name)]
-
-    async def _intake(self, folder_name: str, path: Path, st: os.stat_result) -> None:
-        folder, rules = self.config.folder(folder_name), self._rules.get(folder_name)
-        if folder is None or rules is None:
-            return
-        if await self.journal.is_known(folder_name, path, st.st_size, st.st_mtime_ns):
-            return
-        version = (path, st.st_size, st.st_mtime_ns)
-        async with self._hash_limit:
-            try:
-                digest = await asyncio.to_thread(sha256_file, path)
-            except FileNotFoundError:
-                return
-            except OSError as exc:
-                if version not in self._unreadable:  # once per version, not every rescan
-                    self._unreadable.add(version)
-                    log.warning("file_unreadable", folder=folder_name, file=str(path),
-                                error=exc.strerror or str(exc))
-                return
-        try:
-            now = os.stat(path, follow_symlinks=False)
-        except OSError:
-            return
-        if (now.st_size, now.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
-            self._track(folder, path)  # written to while we hashed: settle again
-            return
-        job = await self.journal.enqueue(folder_name, path, rules.rel(path) or path.name,
-                                         st.st_size, st.st_mtime_ns, digest)
-        if job is not None:
-            log.info("file_queued", folder=folder_name, file=job.rel, job_id=job.id,
-                     size=job.size)
-            self._wake.set()
-            self._notify_status()
-
-    # -- dispatch --------------------------------------------------------------------------
-
-    async def _excluded_folders(self) -> set[str]:
-        configured = {f.name for f in self.config.folders}
-        return self._unavailable | (await self.journal.queued_folders() - configured)
-
-    async def _dispatch(self) -> None:
-        while not self._stopping:
-            self._wake.clear()
-            now = time.time()
-            # Up to three times `concurrency` jobs run at once: a third hold a slot at the
-            # upscaler, the others prepare or finish beside them (see backends.base.Slots).
-            free = self.config.concurrency * PREPARE_AHEAD - len(self._inflight)
-            paused = now < self._paused_until
-            excluded = await self._excluded_folders()
-            over_budget = await self._over_budget(now)
-            # Hold what would spend too much at once, before anything is taken.
-            if not paused and await self.guard.review(excluded):
-                self._notify_status()
-            # Jobs of a dead daemon first, even when busy: they may hold the slots at the
-            # upscaler that our own jobs wait for.
-            orphans = [] if paused else await self.journal.take_over(
-                exclude_folders=excluded, limit=self.config.concurrency)
-            if (free > 0 and not paused) or orphans:
-                jobs = orphans + (await self.journal.claim_ready(
-                    now, exclude_folders=excluded, limit=free, only_paid=over_budget)
-                    if free > 0 and not paused else [])
-                for job in jobs:
-                    task = asyncio.create_task(self.worker.process(job), name=f"job-{job.id}")
-                    self._inflight[job.id] = task
-                    task.add_done_callback(lambda t, job_id=job.id: self._job_finished(job_id, t))
-                if jobs:
-                    continue
-            timeout = None
-            wakeup = await self.journal.next_wakeup(exclude_folders=excluded)
-            if wakeup is not None and free > 0:
-                timeout = max(0.05, (self._paused_until if paused else wakeup) - now)
-                if over_budget:
-                    timeout = max(0.05, min(timeout if wakeup > now else 60.0,
-                                            next_midnight(now) - now))
-            # Another process (``crystal-watchd retry``) may queue work: look again now and then.
-            timeout = min(timeout or DISPATCH_POLL, DISPATCH_POLL)
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            except asyncio.TimeoutError:
-                pass
-
-    async def _over_budget(self, now: float) -> bool:
-        if self.backend.name == "local":
-            return False
-        if now < self._budget_full_until:
-            return True
-        # Kept for the page, which reads it without a journal query of its own.
-        self._over_budget_seen = await self._budget.reached(self.config.budget.daily_usd, now,
-                                                            self.journal)
-        return self._over_budget_seen
-
-    def _job_finished(self, job_id: int, task: asyncio.Task) -> None:
-        self._inflight.pop(job_id, None)
-        if not task.cancelled() and task.exception() is None:
-            state = task.result()
-            if state == JobState.DONE:
-                self._done_this_run += 1
-            elif state == JobState.FAILED:
-                self._failed_this_run += 1
-        elif not task.cancelled():
-            log.error("job_task_crashed", job_id=job_id, error=repr(task.exception()))
-        self._wake.set()
-        self._notify_status()
-
-    def _budget_full(self) -> None:
-        now = time.time()
-        if now >= self._budget_full_until:
-            log.warning("budget_fully_reserved", daily_usd=self.config.budget.daily_usd,
-                        note="today's budget is spent or reserved by jobs in flight; new "
-                             "submissions wait; requests already paid for still finish")
-        self.alerts.on_budget_reached(self.config.budget.daily_usd)
-        # Look again now and then: a reservation freed by a failed job makes room.
-        self._budget_full_until = min(now + BUDGET_RECHECK, next_midnight(now))
-        self._wake.set()
-
-    def _account_error(self, exc: AccountError) -> None:
-        delay = exc.delay or 300.0
-        first = time.time() >= self._paused_until
-        self._paused_until = time.time() + delay
-        self._pause_reason = exc.reason
-        if first:
-            self.alerts.on_account_paused(exc.reason)
-            log.error("account_paused", reason=exc.reason, resume_in=delay,
-                      note="no file is failed; all submissions wait (SIGHUP resumes now)")
 
     # -- what the web page sees and does ----------------------------------------------------
 
@@ -587,8 +342,6 @@ class Service:
 
     async def retry_job(self, job_id: int) -> bool:
         """The page's Retry: what ``crystal-watchd retry PATH`` does, for one job."""
-        from .status import retry_jobs
-
         try:
             retried = await retry_jobs(self.config, self.journal, job_ids={job_id})
         except KeyError:
@@ -612,84 +365,6 @@ class Service:
     def resume(self) -> None:
         """The page's Resume: what SIGHUP does (re-read the config, lift any pause)."""
         self.reload()
-
-    # -- housekeeping ----------------------------------------------------------------------
-
-    def _set_available(self, folder: FolderConfig, available: bool) -> None:
-        if available == (folder.name not in self._unavailable):
-            return
-        if not available:
-            self._unavailable.add(folder.name)
-            self._stop_folder(folder.name)
-            self.alerts.on_folder(folder.name, folder.inbox, available)
-            log.warning("folder_unavailable", folder=folder.name, inbox=str(folder.inbox),
-                        note="paused; nothing is treated as deleted; resumes when it returns")
-        else:
-            self._unavailable.discard(folder.name)
-            log.info("folder_available", folder=folder.name, inbox=str(folder.inbox))
-            self.alerts.on_folder(folder.name, folder.inbox, available)
-            self._start_folder(folder)
-            self._wake.set()
-
-    async def _housekeeping(self) -> None:
-        last_rescan = time.monotonic()
-        # Not ``while True``: on Python 3.11 asyncio.wait_for swallows a cancellation that
-        # lands just as the wrapped call finishes, and the shutdown would wait forever.
-        while not self._stopping:
-            await asyncio.sleep(AVAILABILITY_CHECK)
-            for folder in self.config.folders:
-                try:
-                    present = await asyncio.wait_for(asyncio.to_thread(folder.inbox.is_dir), 10)
-                except asyncio.TimeoutError:
-                    present = False  # a hung network mount is as good as gone
-                if self._stopping:
-                    return
-                self._set_available(folder, present)
-            if time.monotonic() - last_rescan >= self.config.rescan_interval:
-                last_rescan = time.monotonic()
-                self.rescan_all()
-
-    async def _watchdog_pings(self) -> None:
-        # From the event loop on purpose: if the loop hangs, the pings stop and systemd
-        # restarts us.
-        while True:
-            self.notifier.watchdog()
-            await asyncio.sleep(self.notifier.watchdog_interval or 10)
-
-    async def _status_text(self) -> str:
-        counts = await self.journal.counts()
-        total = {s: sum(c.get(s, 0) for c in counts.values())
-                 for s in ("queued", "done", "failed", "arriving")}
-        held = sum(c.get("awaiting_approval", 0) for c in counts.values())
-        return (f"{total['queued']} queued, {len(self._inflight)} in flight, "
-                f"{total['done']} done, {total['failed']} failed"
-                + (f", {total['arriving']} arriving" if total["arriving"] else "")
-                + (f", {held} awaiting approval" if held else ""))
-
-    def _notify_status(self) -> None:
-        """STATUS= as counts change, at most every STATUS_MIN_INTERVAL; a change inside the
-        interval is sent when it ends, so the last word is always current."""
-        if not self.notifier.enabled or self._status_pending:
-            return
-        wait = self._last_status + STATUS_MIN_INTERVAL - time.monotonic()
-        if wait > 0:
-            self._status_pending = True
-            asyncio.get_running_loop().call_later(wait, self._send_status)
-            return
-        self._send_status()
-
-    def _send_status(self) -> None:
-        self._status_pending = False
-        self._last_status = time.monotonic()
-        if not self._stopping:
-            self._tell(self.notifier.status)
-
-
-def _create_dirs(folder: FolderConfig) -> None:
-    """Missing inbox and outbox folders are created at start (and on reload)."""
-    for directory in (folder.inbox, folder.outbox):
-        directory.mkdir(parents=True, exist_ok=True)
-
 
 def run_service(config: Config, *, once: bool = False, progress=None,
                 events: Events | None = None, approve: bool = False) -> int:

@@ -6,7 +6,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from .errors import LockedError
+from ..errors import LockedError
 
 LOCK_NAME = "crystal-watchd.lock"
 

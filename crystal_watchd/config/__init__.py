@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .automation_config import DEFAULT_HOOK_ATTEMPTS, HookConfig, NotifyConfig
-from .errors import ConfigError, ConfigProblem
+from ..errors import ConfigError, ConfigProblem
+from .automation import DEFAULT_HOOK_ATTEMPTS, HookConfig, NotifyConfig
 from .yamldoc import nonempty_text
 
 BACKENDS = ("fal", "local")
@@ -281,7 +281,7 @@ def parse(text: str, file: str | Path) -> Config:
     """Parse config text; raise ConfigError listing every problem."""
     # The models and the rules across keys read this module's dataclasses, so they load
     # after it.
-    from .config_build import parse_config
+    from .build import parse_config
 
     return parse_config(text, file)
 

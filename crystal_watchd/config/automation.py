@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from .config_fields import OptionalPath, Settings, Text, TextList, checked, num, optional
+from .fields import OptionalPath, Settings, Text, TextList, checked, num, optional
 from .yamldoc import Doc, check_placeholders, kind_of, nonempty_text, text_list
 
 HOOK_EVENTS = ("done", "failed")

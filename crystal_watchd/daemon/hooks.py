@@ -20,12 +20,12 @@ from pathlib import Path
 
 import aiohttp
 
-from . import logs
-from .automation_config import HookConfig
-from .config import Config
-from .events import JobChanged
-from .journal import JournalBase
-from .journal.outbox import Delivery
+from .. import logs
+from ..config import Config
+from ..config.automation import HookConfig
+from ..events import JobChanged
+from ..journal import JournalBase
+from ..journal.outbox import Delivery
 
 log = logs.get(__name__)
 #: The most of a command's output that goes into the log.

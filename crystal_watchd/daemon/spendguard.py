@@ -32,12 +32,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import formats, logs, preflight
-from .config import Config, FalConfig, FolderConfig
-from .errors import PermanentJobError
-from .jobs import Job
-from .journal import JournalBase
-from .rules import Rules
+from .. import logs
+from ..config import Config, FalConfig, FolderConfig
+from ..errors import PermanentJobError
+from ..images import formats, preflight
+from ..intake.rules import Rules
+from ..jobs import Job
+from ..journal import JournalBase
 
 log = logs.get(__name__)
 APPROVE_HINT = ("approve with `crystal-watchd approve {folder}`, the web page's Approve button, "
@@ -253,7 +254,7 @@ def held_lines(journal: JournalBase, folders: Iterable[str]) -> list[str]:
 
 def _known_versions(config: Config) -> dict[str, set[tuple[str, int, int]]]:
     """Per folder, the file versions the journal holds already (none if there is none)."""
-    from .journal import JournalUnavailable, journal_file, open_journal
+    from ..journal import JournalUnavailable, journal_file, open_journal
 
     if not config.journal and not journal_file(config).exists():
         return {}
@@ -290,7 +291,7 @@ def backlog_lines(config: Config, described: dict) -> list[str]:
 def approve_command(config: Config, folders: list[str]) -> tuple[list[str], bool]:
     """``crystal-watchd approve [FOLDER…]``: release what is held now, in the journal every
     daemon on it reads (they take the pictures on their next look at the queue)."""
-    from .journal import journal_file, open_journal
+    from ..journal import journal_file, open_journal
 
     configured = [f.name for f in config.folders]
     unknown = [name for name in folders if name not in configured]

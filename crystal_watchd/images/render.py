@@ -21,10 +21,10 @@ from typing import BinaryIO
 
 from PIL import Image
 
+from ..errors import ConversionError, RetryableError
 from . import carriers, containers, output, pixels
-from .backends.base import ResultImage
-from .errors import ConversionError, RetryableError
 from .metadata import Metadata
+from .result import ResultImage
 
 #: Modes each format may hold in an output; anything else fails the read-back.
 _SANE_MODES = {"JPEG": {"L", "RGB", "CMYK"}, "PNG": {"L", "LA", "RGB", "RGBA", "P", "I;16"},

@@ -10,9 +10,9 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import logs
-from .backends.base import Slots
-from .journal import JournalBase
+from .. import logs
+from ..backends.base import Slots
+from ..journal import JournalBase
 
 log = logs.get(__name__)
 #: How often a daemon waiting for a global slot looks again (the others free them).

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from ..config import MAX_OUTPUT_SIDE, FolderConfig
+from ..errors import PermanentJobError
 from . import formats, metadata
-from .config import MAX_OUTPUT_SIDE, FolderConfig
-from .errors import PermanentJobError
 from .metadata import Metadata
 
 # Our own pixel limit (max_input_megapixels) is checked on the declared size before any

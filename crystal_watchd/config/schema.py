@@ -1,8 +1,8 @@
 """The JSON Schema of the config file, for editors (completion, help on hover, checks).
 
-    python -m crystal_watchd.config_schema            # rewrite config.schema.json
-    python -m crystal_watchd.config_schema --check    # exit 1 if the file is out of date
-    python -m crystal_watchd.config_schema --output - # print it (an installed package)
+    python -m crystal_watchd.config.schema            # rewrite config.schema.json
+    python -m crystal_watchd.config.schema --check    # exit 1 if the file is out of date
+    python -m crystal_watchd.config.schema --output - # print it (an installed package)
 
 It is generated from the models in config_models.py, so it always says what the daemon
 accepts; the committed copy is kept in step by a test.
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config_models import ConfigFile
+from .models import ConfigFile
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -52,7 +52,7 @@ def text() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m crystal_watchd.config_schema",
+    parser = argparse.ArgumentParser(prog="python -m crystal_watchd.config.schema",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true",
                         help="only compare with the file; exit 1 when it differs")
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     current = output.read_text(encoding="utf-8") if output.exists() else None
     if args.check:
         if current != text():
-            print(f"{output} is out of date; run python -m crystal_watchd.config_schema",
+            print(f"{output} is out of date; run python -m crystal_watchd.config.schema",
                   file=sys.stderr)
             return 1
         return 0

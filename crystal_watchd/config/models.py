@@ -10,8 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from .automation_config import DEFAULT_HOOK_ATTEMPTS, HookSettings, NotifySettings
-from .config import (
+from . import (
     BACKENDS,
     DEFAULT_HTTP_LISTEN,
     DEFAULT_POLL_SECONDS,
@@ -32,7 +31,8 @@ from .config import (
     RetryConfig,
     listen,
 )
-from .config_fields import (
+from .automation import DEFAULT_HOOK_ATTEMPTS, HookSettings, NotifySettings
+from .fields import (
     Flag,
     OptionalPath,
     PathIn,

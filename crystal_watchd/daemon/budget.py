@@ -5,20 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from . import logs
-from .journal import JournalBase as Journal
+from .. import logs
+from ..days import local_midnight
+from ..journal import JournalBase as Journal
 
 log = logs.get(__name__)
-
-
-def local_midnight(now: float) -> float:
-    t = time.localtime(now)
-    return time.mktime((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0, 0, 0, -1))
-
-
-def next_midnight(now: float) -> float:
-    t = time.localtime(now)
-    return time.mktime((t.tm_year, t.tm_mon, t.tm_mday + 1, 0, 0, 0, 0, 0, -1))
 
 
 class Budget:

@@ -20,10 +20,10 @@ import os
 import time
 from dataclasses import dataclass
 
-from . import completeness, preflight
-from .config import FolderConfig
-from .errors import JobError, PermanentJobError
-from .jobs import Job
+from ..config import FolderConfig
+from ..errors import JobError, PermanentJobError
+from ..images import completeness, preflight
+from ..jobs import Job
 
 #: The journal's error_kind (and the log's) for a job waiting on its file to arrive.
 INCOMPLETE_KIND = "file_incomplete"

@@ -1,0 +1,39 @@
+"""Putting failed jobs back in the queue, their originals back in the inbox (``retry``, and
+the web page's Retry through the running daemon)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import Config
+from ..images.output import move_file
+from ..jobs import JobState
+from ..journal import JournalBase
+
+
+async def retry_jobs(config: Config, journal: JournalBase, *,
+                     paths: list[str] = (), job_ids: set[int] | None = None) -> list[str]:
+    """``retry`` on an open journal (the daemon's web page uses its own): all failed jobs,
+    or those named by path or by id."""
+    wanted = {str(Path(p).absolute()) for p in paths}
+    done: list[str] = []
+    if job_ids is None:
+        candidates = await journal.jobs(state=JobState.FAILED)
+    else:
+        candidates = [j for j in [await journal.get(i) for i in sorted(job_ids)]
+                      if j.state == JobState.FAILED]
+    for job in candidates:
+        folder = config.folder(job.folder)
+        if folder is None:
+            continue
+        original = folder.inbox / job.rel
+        if wanted and not wanted & {str(job.path), str(original), job.rel}:
+            continue
+        back = job.path
+        if job.path != original and job.path.exists():
+            back = move_file(job.path, original)
+            report = job.path.with_name(job.path.name + ".error.json")
+            report.unlink(missing_ok=True)
+        await journal.retry_failed(job, back)
+        done.append(f"{job.folder}: {job.rel}")
+    return done

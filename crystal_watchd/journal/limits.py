@@ -1,0 +1,94 @@
+"""What every daemon on a journal shares and must not overrun: the slots at the upscaler,
+the day's budget reservations, and submissions sent without an answer yet (so that a
+restart looks for one before paying for another).
+
+Part of ``JournalBase`` (journal/base.py): statements in the common dialect, each
+serialised where two daemons could race.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..jobs import Job
+from .daemons import LeaseLost
+
+
+class SubmitRows:
+    """Submissions whose answer never came."""
+
+    async def submit_sending(self, job: Job, identity: str, sent_at: float) -> None:
+        """A submission is about to be sent: what identifies it at the backend (its unique
+        input URL, or a digest of an inline input) and the wall-clock time. Until an answer
+        is recorded, a restart looks for this submission before sending another."""
+        await self._set_submit(job, "submit_identity=?, submit_sent_at=?", (identity, sent_at))
+
+    async def submit_refused(self, job: Job) -> None:
+        """The backend answered without taking the submission (429, 5xx, a rejection):
+        nothing is pending there."""
+        await self._set_submit(job, "submit_identity=NULL, submit_sent_at=NULL", ())
+
+    async def submit_given_up(self, job: Job) -> None:
+        """An unanswered submission could not be found at the backend and is sent again:
+        counted as one that may have been paid twice."""
+        await self._set_submit(job, "submit_identity=NULL, submit_sent_at=NULL, "
+                              "paid_twice=paid_twice+1", ())
+
+    async def _set_submit(self, job: Job, assignments: str, args: tuple[Any, ...]) -> None:
+        mine, owner = self._mine()
+        if not await self._exec(f"UPDATE jobs SET {assignments}, updated_at=? WHERE id=?{mine}",
+                          (*args, time.time(), job.id, *owner)):
+            raise LeaseLost(job.id)
+
+    async def unanswered_submit(self, job: Job) -> tuple[str, float] | None:
+        """(identity, sent_at) of the job's submission still without an answer, if any."""
+        row = await self._one("SELECT submit_identity, submit_sent_at FROM jobs WHERE id=? AND "
+                        "request_id IS NULL AND submit_sent_at IS NOT NULL", (job.id,))
+        return (row["submit_identity"], row["submit_sent_at"]) if row else None
+
+    async def paid_twice(self) -> int:
+        """Submissions sent again without finding the earlier, unanswered one at the backend:
+        each may have been billed twice."""
+        try:
+            row = await self._one("SELECT COALESCE(SUM(paid_twice), 0) AS n FROM jobs")
+        except Exception:  # noqa: BLE001 - a read-only look at a journal not migrated yet
+            return 0
+        return int(row["n"]) if row else 0
+
+
+class LimitRows:
+    """Limits shared by every daemon on the journal."""
+
+    async def acquire_slot(self, job_id: int, limit: int) -> bool:
+        """Take one of ``limit`` slots at the upscaler for ``job_id``, counted over every
+        daemon. A job keeps its slot until it is released or the job finishes, so a request
+        left at the upscaler by a dead daemon stays counted until another daemon resumes it."""
+        async with self.transaction(exclusive=True):
+            row = await self._one("SELECT slot_held FROM jobs WHERE id=?", (job_id,))
+            if row is None:
+                return False
+            if row["slot_held"]:
+                return True
+            held = await self._one("SELECT COUNT(*) AS n FROM jobs WHERE slot_held=1")
+            if held and held["n"] >= limit:
+                return False
+            await self._exec("UPDATE jobs SET slot_held=1 WHERE id=?", (job_id,))
+            return True
+
+    async def release_slot(self, job_id: int) -> None:
+        await self._exec("UPDATE jobs SET slot_held=0 WHERE id=?", (job_id,))
+
+    async def reserve_budget(self, job: Job, usd: float, *, limit: float, since: float) -> bool:
+        """Reserve ``usd`` for ``job`` before it is submitted, if today's spend plus every
+        reservation is still below ``limit`` (the rule a single daemon always had: submit while
+        under the limit). Atomic across daemons: two cannot both take the last dollar. A job
+        that already holds a reservation keeps it (a retry is not a second spend)."""
+        async with self.transaction(exclusive=True):
+            row = await self._one("SELECT reserved_usd FROM jobs WHERE id=?", (job.id,))
+            if row is not None and row["reserved_usd"] is not None:
+                return True
+            if await self.committed_since(since) >= limit - 1e-9:
+                return False
+            await self._exec("UPDATE jobs SET reserved_usd=? WHERE id=?", (usd, job.id))
+            return True

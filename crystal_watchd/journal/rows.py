@@ -1,0 +1,43 @@
+"""A job's row: the columns read back, the state groups queries use, paths as bytes."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..jobs import Job, JobState
+
+COLUMNS = ("id, folder, path, rel, size, mtime_ns, sha256, state, attempts, next_attempt_at, "
+           "request_id, settings, outputs, pending, error_kind, reason, created_at, updated_at, "
+           "finished_at, output_megapixels, cost_usd, submissions, waits_for")
+#: States of a job that waits for ``next_attempt_at`` before a worker takes it.
+WAITING = (JobState.QUEUED.value, JobState.ARRIVING.value)
+#: Unfinished states: a job in one of them may still produce an output.
+UNFINISHED = (*WAITING, JobState.RUNNING.value)
+#: A queued job may run unless it waits for an identical job that is still unfinished.
+NOT_WAITING = ("(waits_for IS NULL OR waits_for NOT IN "
+               f"(SELECT id FROM jobs WHERE state IN {UNFINISHED!r}))")
+
+
+def fs_bytes(path: Path | str) -> bytes:
+    """Paths are stored as the bytes the filesystem uses, so any name round-trips."""
+    return os.fsencode(path)
+
+
+def row_to_job(row: Mapping[str, Any]) -> Job:
+    return Job(
+        id=row["id"], folder=row["folder"], path=Path(os.fsdecode(bytes(row["path"]))),
+        rel=os.fsdecode(bytes(row["rel"])),
+        size=row["size"], mtime_ns=row["mtime_ns"], sha256=row["sha256"],
+        state=JobState(row["state"]), attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"], request_id=row["request_id"],
+        settings=json.loads(row["settings"]) if row["settings"] else None,
+        outputs=json.loads(row["outputs"]), pending=json.loads(row["pending"]),
+        error_kind=row["error_kind"], reason=row["reason"], created_at=row["created_at"],
+        updated_at=row["updated_at"], finished_at=row["finished_at"],
+        output_megapixels=row["output_megapixels"], cost_usd=row["cost_usd"],
+        submissions=row["submissions"], waits_for=row["waits_for"],
+    )
