@@ -375,6 +375,8 @@ def _print_held(config: config_mod.Config) -> None:
         lines = held_lines(journal, [f.name for f in config.folders])
     finally:
         journal.close()
+    if not lines:  # 75 for a file still arriving, with nothing held: nothing to name here
+        return
     print("crystal-watchd: nothing was spent on these pictures: estimated above "
           f"budget.confirm_above_usd (${config.budget.confirm_above_usd:g}); run "
           "`crystal-watchd once --approve` to spend it:", file=sys.stderr)

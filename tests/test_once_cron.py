@@ -38,6 +38,8 @@ def test_once_leaves_a_cut_off_picture_for_the_next_run_and_judges_it_after_the_
 
     first = cli("once", "--config", str(config), timeout=60)
     assert first.returncode == EX_TEMPFAIL, first.stdout + first.stderr
+    # 75 here means "still arriving", not "held for approval": no approval advice.
+    assert "--approve" not in first.stderr
     assert images_in(tmp_path / "out") == {"a_x2.jpg": (80, 60), "b_x2.png": (40, 20)}
     left = [e for e in _log(first) if e.get("event") == "once_left_arriving"]
     assert left and left[0]["files"] == ["in/cut.jpg"]
