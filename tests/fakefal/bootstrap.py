@@ -10,8 +10,9 @@ in-process from FAKEFAL_BASE_URL before the daemon starts.
 import os
 import sys
 
-import crystal_watchd  # noqa: F401  # first, as the installed command does (see its __init__)
 import fal_client.client as fal_client_module
+
+import crystal_watchd  # noqa: F401  # first, as the installed command does (see its __init__)
 
 base = os.environ["FAKEFAL_BASE_URL"]
 fal_client_module.REST_URL = base
