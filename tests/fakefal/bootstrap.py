@@ -10,9 +10,10 @@ in-process from FAKEFAL_BASE_URL before the daemon starts.
 import os
 import sys
 
-import fal_client.client as fal_client_module
-
+# isort: off
 import crystal_watchd  # noqa: F401  # first, as the installed command does (see its __init__)
+import fal_client.client as fal_client_module
+# isort: on
 
 base = os.environ["FAKEFAL_BASE_URL"]
 fal_client_module.REST_URL = base
