@@ -88,3 +88,7 @@ class Job:
     #: The identical job (same content and settings) whose output this one copies; while
     #: that job is unfinished this one is not ready.
     waits_for: int | None = None
+    #: Runs of this job that fal may have billed without a result to show for them: a
+    #: submission sent again because its answer was lost and it could not be found, or a
+    #: request cancelled at ``fal.timeout`` after it had started running.
+    paid_twice: int = 0

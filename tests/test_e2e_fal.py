@@ -8,6 +8,7 @@ import os
 import signal
 import time
 
+import pytest
 from conftest import FAKE_KEY, cli, fal_env, images_in, make_image, wait_for, write_config
 from fakefal import Faults
 from PIL import Image
@@ -215,13 +216,15 @@ def test_timeout_cancels_the_request_and_retries(tmp_path, fakefal, fal_daemons,
     """Past fal.timeout the running request is cancelled; fal stops it only later and bills
     it (a cancel is a signal to the runner). The daemon waits for it to end cancelled, then
     retries as transient, saying that the cancelled run may be billed; with the service
-    answering in time again, the file completes. The fake's ledger has both runs billed."""
+    answering in time again, the file completes. The fake's ledger has both runs billed, and
+    so does the journal: `status` counts the run as possibly paid twice and the job's cost
+    (what the day's budget adds up) is two runs of the result's size."""
     server = fakefal(latency=30)
     server.strict.cancel_delay = 2.0
     config = fal_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 0.2}],
                         fal={"timeout": 10})
     d = fal_daemons(config, fal_env(server, tls_files)).ready()
-    make_image(tmp_path / "in/t.png", (10, 10), fmt="PNG")
+    make_image(tmp_path / "in/t.png", (400, 300), fmt="PNG")  # big enough for cents to show
     d.wait_event("fal_request_submitted")
     server.latency = 0.1  # later submissions are quick
     timed_out = d.wait_event("fal_request_timed_out", timeout=30)[0]
@@ -235,7 +238,14 @@ def test_timeout_cancels_the_request_and_retries(tmp_path, fakefal, fal_daemons,
     # The second submission came only after the first run had really ended.
     first, second = sorted(server.requests.values(), key=lambda r: r.submitted)
     assert second.submitted >= first.end
+    assert timed_out["was_running"] is True
     assert d.stop() == 0
+    report = json.loads(cli("status", "--json", "--config", str(config)).stdout)
+    runs = sum(server.billed_per_input().values())
+    result_mp = [row["output_megapixels"] for row in server.ledger if row["outcome"] == "ok"]
+    assert runs == 2 and report["spend"]["maybe_paid_twice"] == 1
+    # fal's documented price, $0.016 per output megapixel, for each billed run
+    assert report["spend"]["total_usd"] == pytest.approx(runs * result_mp[0] * 0.016, rel=1e-3)
 
 
 def test_a_run_that_finishes_despite_the_cancel_is_used(tmp_path, fakefal, fal_daemons,

@@ -32,6 +32,9 @@ class SubmitTrail:
     refused: Callable[[], Awaitable[None]] = _nothing
     #: It could not be found and is sent again: it may have been paid twice.
     given_up: Callable[[], Awaitable[None]] = _nothing
+    #: A request cancelled after it may have started running, without a result: fal may
+    #: bill that run, and the job is submitted again.
+    abandoned: Callable[[], Awaitable[None]] = _nothing
 
 
 @dataclass(frozen=True)

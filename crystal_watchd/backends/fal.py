@@ -165,7 +165,7 @@ class FalBackend:
                 self._fal, handle, deadline=time.monotonic() + self.cfg.timeout,
                 runtime=self._runtime, bound=bound, nearly_done=hand_over,
                 poll=lambda: self._retrying("status", lambda: handle.status(with_logs=True)),
-                timed_out=lambda: self._cancel_after_timeout(handle, request_id, bound))
+                timed_out=lambda: self._cancel_after_timeout(handle, request, request_id, bound))
             if status.error:
                 raise _Failed(self._app_error(status.error, status.error_type))
             return handle
@@ -284,7 +284,8 @@ class FalBackend:
             return PermanentJobError(f"fal could not process the image: {error}", kind=error_type)
         return RetryableError(f"fal reported a failure: {error}", kind=error_type or "app_error")
 
-    async def _cancel_after_timeout(self, handle: Any, request_id: str, bound) -> None:
+    async def _cancel_after_timeout(self, handle: Any, request: UpscaleRequest, request_id: str,
+                                    bound) -> None:
         """Past fal.timeout: ask fal to cancel. Returns when the result turned out to be
         ready after all (fetch it); raises _Failed when the request ended without one.
 
@@ -292,7 +293,13 @@ class FalBackend:
         or finish anyway, and a run cancelled while running is billed. So after a cancel we
         wait (up to CANCEL_WAIT) for the request to complete: a result that comes is paid
         for and used, and only a request that ended cancelled (or never ended) is submitted
-        again."""
+        again. Unless it was still waiting in fal's queue, that run is counted as one that may
+        have been paid (``trail.abandoned``), so the day's spend is never under the bill."""
+        try:
+            waiting = isinstance(await self._retrying("status", lambda: handle.status()),
+                                 self._fal.Queued)
+        except (JobError, _Gone):
+            waiting = False  # unknown: assume it ran
         try:
             await self._retrying("cancel", handle.cancel)
         except PermanentJobError:
@@ -313,9 +320,13 @@ class FalBackend:
                         return
                     break
                 await asyncio.sleep(CANCEL_POLL)
+        if not waiting:
+            await request.trail.abandoned()
         bound.warning("fal_request_timed_out", request_id=request_id, timeout=self.cfg.timeout,
-                      note="fal may bill a run cancelled while it was running; submitting "
-                           "again is another charge")
+                      was_running=not waiting,
+                      note="fal may bill a run cancelled while it was running (counted as "
+                           "possibly paid twice); submitting again is another charge"
+                      if not waiting else "it was still queued at fal: nothing was billed")
         raise _Failed(RetryableError(f"no result within fal.timeout ({self.cfg.timeout:g}s); "
                                      "the request was cancelled", kind="timeout"))
 

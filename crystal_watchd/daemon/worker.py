@@ -233,8 +233,11 @@ class Worker(Completion):
         async def given_up() -> None:
             await journal.submit_given_up(job)
 
+        async def abandoned() -> None:
+            await journal.run_abandoned(job)
+
         unanswered = None if job.request_id else await journal.unanswered_submit(job)
-        return SubmitTrail(unanswered, sending, refused, given_up)
+        return SubmitTrail(unanswered, sending, refused, given_up, abandoned)
 
     async def _reserve_budget(self, job: Job, plan: preflight.Plan) -> bool:
         """Reserve this submission's estimated cost in the journal, so that daemons sharing

@@ -35,6 +35,11 @@ class SubmitRows:
         await self._set_submit(job, "submit_identity=NULL, submit_sent_at=NULL, "
                               "paid_twice=paid_twice+1", ())
 
+    async def run_abandoned(self, job: Job) -> None:
+        """A request was cancelled after it may have started running and brought no result:
+        fal may bill that run, and the job is submitted again. Counted like a lost answer."""
+        await self._set_submit(job, "paid_twice=paid_twice+1", ())
+
     async def _set_submit(self, job: Job, assignments: str, args: tuple[Any, ...]) -> None:
         mine, owner = self._mine()
         if not await self._exec(f"UPDATE jobs SET {assignments}, updated_at=? WHERE id=?{mine}",

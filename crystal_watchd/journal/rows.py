@@ -12,7 +12,7 @@ from ..jobs import Job, JobState
 
 COLUMNS = ("id, folder, path, rel, size, mtime_ns, sha256, state, attempts, next_attempt_at, "
            "request_id, settings, outputs, pending, error_kind, reason, created_at, updated_at, "
-           "finished_at, output_megapixels, cost_usd, submissions, waits_for")
+           "finished_at, output_megapixels, cost_usd, submissions, waits_for, paid_twice")
 #: States of a job that waits for ``next_attempt_at`` before a worker takes it.
 WAITING = (JobState.QUEUED.value, JobState.ARRIVING.value)
 #: Unfinished states: a job in one of them may still produce an output.
@@ -39,5 +39,5 @@ def row_to_job(row: Mapping[str, Any]) -> Job:
         error_kind=row["error_kind"], reason=row["reason"], created_at=row["created_at"],
         updated_at=row["updated_at"], finished_at=row["finished_at"],
         output_megapixels=row["output_megapixels"], cost_usd=row["cost_usd"],
-        submissions=row["submissions"], waits_for=row["waits_for"],
+        submissions=row["submissions"], waits_for=row["waits_for"], paid_twice=row["paid_twice"],
     )
