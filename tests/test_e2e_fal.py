@@ -248,6 +248,30 @@ def test_timeout_cancels_the_request_and_retries(tmp_path, fakefal, fal_daemons,
     assert report["spend"]["total_usd"] == pytest.approx(runs * result_mp[0] * 0.016, rel=1e-3)
 
 
+def test_a_request_cancelled_while_still_queued_is_not_counted_as_paid(
+        tmp_path, fakefal, fal_daemons, tls_files):
+    """Two files, one runner at fal: past fal.timeout the running request and the one still
+    waiting in fal's queue are both cancelled. Only the run that had started is counted as
+    possibly paid twice, as the fake's ledger bills only that one."""
+    server = fakefal(latency=40, runners=1)
+    server.strict.cancel_delay = 0.5
+    config = fal_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 0.2}],
+                        fal={"timeout": 10}, concurrency=2)
+    d = fal_daemons(config, fal_env(server, tls_files)).ready()
+    make_image(tmp_path / "in/a.png", (40, 30), fmt="PNG")
+    make_image(tmp_path / "in/b.png", (30, 40), fmt="PNG")
+    d.wait_event("fal_request_submitted", 2)
+    server.latency = 0.1
+    timed_out = d.wait_event("fal_request_timed_out", 2, timeout=40)
+    d.wait_event("job_done", 2, timeout=30)
+    assert sorted(e["was_running"] for e in timed_out) == [False, True]
+    cancelled = [row for row in server.ledger if row["outcome"] == "cancelled"]
+    billed_cancelled = sum(server.billed_per_input().values()) - 2  # minus the two good runs
+    assert d.stop() == 0
+    report = json.loads(cli("status", "--json", "--config", str(config)).stdout)
+    assert report["spend"]["maybe_paid_twice"] == billed_cancelled == 1, cancelled
+
+
 def test_a_run_that_finishes_despite_the_cancel_is_used(tmp_path, fakefal, fal_daemons,
                                                        tls_files):
     """A cancel reaches a runner that finishes anyway before the cancel takes effect: the

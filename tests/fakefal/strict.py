@@ -175,12 +175,30 @@ def cancel(fake: Any, req: Any) -> tuple[int, dict[str, Any]]:
     with fake._lock:
         if state == "IN_QUEUE":
             req.cancelled = True
+            _move_up(fake, req, time.monotonic())
         else:
             stop = time.monotonic() + fake.strict.cancel_delay
             if stop < req.end:
                 req.end = stop
                 fake.strict.cancelled_running.add(req.id)
+                _move_up(fake, req, stop)
     return 202, {"status": "CANCELLATION_REQUESTED"}
+
+
+def _move_up(fake: Any, gone: Any, free_at: float) -> None:
+    """The runner ``gone`` held is free from ``free_at``: the requests queued behind it on
+    that runner start earlier, each keeping its own run time (the fake plans every request's
+    start and end at submission)."""
+    now = time.monotonic()
+    behind = sorted((r for r in fake.requests.values()
+                     if r.runner == gone.runner and r is not gone and not r.cancelled
+                     and r.start > now and r.start >= gone.start), key=lambda r: r.start)
+    free = free_at
+    for r in behind:
+        run = r.end - r.start
+        r.start = max(free, r.submitted)
+        r.end = free = r.start + run
+    fake._runner_free[gone.runner] = max(free, now) if behind else free_at
 
 
 def finish_cancelled_run(fake: Any, req: Any) -> bool:
