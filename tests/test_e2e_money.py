@@ -86,24 +86,29 @@ def test_a_key_that_may_not_list_falls_back_and_counts_possible_double_payment(
 
 def test_status_comes_from_the_stream_and_polling_takes_over_when_it_is_cut(
         tmp_path, fakefal, fal_daemons, tls_files):
-    """With a working status stream no status is polled at all; when every stream is cut
-    after its first event, polling takes over and every file still completes."""
-    for cut in (0.0, 1.0):
-        work = tmp_path / f"cut{cut:g}"
+    """With a working status stream no status is polled at all. A stream cut now and then
+    (the first two opened) is opened again and still says when the request is done: no
+    polling. When every stream is cut after its first event, each request opens it three
+    times (twice again) and then polls; every file still completes."""
+    for cut in ("never", "first two", "always"):
+        work = tmp_path / cut.replace(" ", "_")
         work.mkdir()
-        server = fakefal(latency=1.0, runners=2, faults=Faults(cut_stream=cut))
+        faults = {"never": Faults(), "first two": Faults(cut_streams_first=2),
+                  "always": Faults(cut_stream=1.0)}[cut]
+        server = fakefal(latency=1.0, runners=2, faults=faults)
         config = fal_config(work, [{"inbox": "in", "outbox": "out", "settle": 0.2}],
                             concurrency=2)
         d = fal_daemons(config, fal_env(server, tls_files)).ready()
         drop_images(work, 2)
         d.wait_event("job_done", 2, timeout=60)
-        assert server.calls["stream"] == 2
-        if cut:
-            fallbacks = d.named("fal_status_stream_fallback")
+        fallbacks = d.named("fal_status_stream_fallback")
+        if cut == "always":
+            assert server.calls["stream"] == 2 * 3
             assert len(fallbacks) == 2 and {f["reason"] for f in fallbacks} == {"ended early"}
             assert server.calls["status"] >= 2
         else:
-            assert server.calls["status"] == 0 and not d.named("fal_status_stream_fallback")
+            assert server.calls["stream"] == 2 + (2 if cut == "first two" else 0)
+            assert server.calls["status"] == 0 and not fallbacks
         assert len(images_in(work / "out")) == 2
         assert d.stop() == 0
 

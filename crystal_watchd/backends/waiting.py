@@ -1,10 +1,12 @@
 """Waiting for a fal request to finish without hammering fal.
 
 fal's status stream (``GET {status_url}/stream``, server-sent events, one per state change,
-ending after COMPLETED) says the moment a request finishes at the cost of one call. When it
-cannot be opened, is cut, or stays silent for STREAM_SILENCE seconds (fal's own JS client
-gives up after as long), the wait goes on by polling: about once a second, a little faster
-only around the time the request is expected to end.
+ending after COMPLETED) says the moment a request finishes at the cost of one call. A stream
+cut on the way (a proxy or NAT dropping a long connection) is opened again, as a browser's
+EventSource does, up to STREAM_REOPENS times per request. When it cannot be opened, keeps
+being cut, or stays silent for STREAM_SILENCE seconds (fal's own JS client gives up after as
+long), the wait goes on by polling: about once a second, a little faster only around the
+time the request is expected to end.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ log = logs.get(__name__)
 
 #: Seconds without any event after which the stream is given up for polling.
 STREAM_SILENCE = 15.0
+#: Times one request's stream is opened again after a cut, before polling takes over.
+STREAM_REOPENS = 2
 #: Poll intervals (seconds): normally, and right around the expected end of a run.
 POLL = 1.0
 POLL_NEAR_END = 0.3
@@ -67,6 +71,7 @@ class StatusWatch:
         self._events: asyncio.Queue[Any] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = asyncio.create_task(self._stream())
         self._last_event = time.monotonic()
+        self._reopens = 0
         #: Status calls made for this request (stream openings and polls).
         self.calls = 1
 
@@ -115,6 +120,17 @@ class StatusWatch:
             return None
         if item is None or isinstance(item, Exception):
             reason = "ended early" if item is None else type(item).__name__
+            # A cut connection is worth opening again; an error answer (4xx/5xx) or a body
+            # that does not parse would only come back, so those go straight to polling.
+            cut = item is None or isinstance(item, (httpx.TransportError, SSEError))
+            if cut and self._reopens < STREAM_REOPENS:
+                self._reopens += 1
+                self.calls += 1
+                self._bound.debug("fal_status_stream_reopened", reason=reason,
+                                  reopens=self._reopens)
+                self._last_event = time.monotonic()
+                self._task = asyncio.create_task(self._stream())
+                return None
             self._bound.info("fal_status_stream_fallback", reason=reason)
             await self.stop()
             return None

@@ -69,6 +69,9 @@ class Faults:
     lose_reply: float = 0.0
     #: Status streams cut after their first event.
     cut_stream: float = 0.0
+    #: The first this many status streams opened are cut after their first event (a proxy
+    #: that drops a long connection now and then).
+    cut_streams_first: int = 0
     silent_stream: bool = False  # streams send nothing at all until the request is done
     #: Seconds after it finished before a request shows in the platform's request list.
     list_delay: float = 0.0

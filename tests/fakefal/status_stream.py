@@ -2,7 +2,8 @@
 
 One ``data:`` event per state change (the same JSON as a status poll), the current state
 again every HEARTBEAT seconds while nothing changes, and the stream ends after COMPLETED.
-``Faults.cut_stream`` cuts a stream after its first event; ``Faults.silent_stream`` keeps
+``Faults.cut_stream`` cuts a stream after its first event (``cut_streams_first``: the first
+N streams opened); ``Faults.silent_stream`` keeps
 it open without a word until the request is done.
 """
 
@@ -28,7 +29,10 @@ def serve(handler: Any, status_path: str, query: dict[str, list[str]]) -> None:
         handler._send(404, {"detail": "Request not found"})
         return
     want_logs = query.get("logs", ["0"])[0].lower() in ("1", "true")
-    cut = fake.chance(fake.faults.cut_stream)
+    with fake._lock:
+        cut = fake.faults.cut_streams_first > 0
+        fake.faults.cut_streams_first -= int(cut)
+    cut = cut or fake.chance(fake.faults.cut_stream)
     handler.send_response(200)
     handler.send_header("Content-Type", "text/event-stream")
     handler.send_header("Cache-Control", "no-cache")
