@@ -34,6 +34,7 @@ from ..images.formats import PHONE_FORMATS
 from ..images.preflight import FAL_ACCEPTS
 from .answers import plain_detail, retry_after
 from .base import ResultImage, Slots, UpscaleRequest
+from .download import Downloader
 from .key import read_key
 from .platform import Platform
 from .submission import Submitter
@@ -81,8 +82,7 @@ class FalBackend:
 
         self._fal = fal_client
         self._client = fal_client.AsyncClient(key=key, default_timeout=min(cfg.timeout, 120))
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(60, connect=15),
-                                       follow_redirects=True)
+        self._downloads = Downloader()
         self.platform = Platform(key, environ)
         self._submitter = Submitter(cfg, fal_client, self._client, self.platform, self._classify)
         self._tidy = Tidy(cfg, self.platform)
@@ -91,7 +91,7 @@ class FalBackend:
         return f"FalBackend(endpoint={self.cfg.endpoint!r}, key=***)"
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        self._downloads.close()
         await self.platform.aclose()
 
     def reconfigure(self, cfg: FalConfig) -> None:
@@ -355,24 +355,14 @@ class FalBackend:
         return out
 
     async def _download(self, url: str, target: Path, expected: int | None) -> None:
-        """Stream ``url`` to ``target`` (never whole in memory) and check it is complete:
-        status, length, the format's end marker. The output's read-back then proves the
-        compressed data."""
-        received = 0
+        """Stream ``url`` to ``target`` (never whole in memory, on a thread: see download.py)
+        and check it is complete: status, length, the format's end marker. The output's
+        read-back then proves the rest."""
         try:
-            async with self._http.stream("GET", url) as response:
-                if response.status_code != 200:
-                    raise RetryableError(f"download of the result returned {response.status_code}",
-                                         kind="download", delay=retry_after(response.headers))
-                declared = response.headers.get("content-length")
-                with open(target, "wb") as fh:
-                    async for chunk in response.aiter_raw():
-                        fh.write(chunk)
-                        received += len(chunk)
-        except httpx.HTTPError as exc:
+            received, declared = await self._downloads.fetch(url, target)
+        except asyncio.CancelledError:
             target.unlink(missing_ok=True)
-            raise RetryableError(f"download of the result broke off after {received} bytes "
-                                 f"({type(exc).__name__})", kind="download") from None
+            raise
         for wanted in (declared, expected):
             if wanted is not None and str(wanted).isdigit() and int(wanted) != received:
                 target.unlink(missing_ok=True)
