@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from test_journal import open_store  # noqa: F401 - the fixture, for both stores
 
+from crystal_watchd.config import load
 from crystal_watchd.config.automation import HookConfig
-from crystal_watchd.journal import LeaseLost
+from crystal_watchd.journal import Journal, LeaseLost, journal_file
+from crystal_watchd.journal.transfer import export_file, import_jobs, read_export
 
 HOOKS = (HookConfig(name="all", on=("done", "failed")),
          HookConfig(name="clients-done", on=("done",), folders=("clients",)))
@@ -97,3 +99,42 @@ def test_a_daemon_claims_only_its_own_hooks_and_orphans_give_up(open_store):  # 
     assert j.orphan_deliveries(["clients-done"]) == 1
     (orphan,) = j.given_up()
     assert orphan.hook == "all" and "no hook of this name" in orphan.last_error
+
+
+def test_undelivered_deliveries_move_with_their_jobs_on_export(open_store, tmp_path):  # noqa: F811
+    """`journal export` of a SQLite journal, imported into the store under test: the pending
+    and given-up deliveries come along attached to their job's new id, with their delivery
+    ids and exact bodies (so a receiver still drops repeats); delivered ones stay behind;
+    importing twice adds none."""
+    state = tmp_path / "state"
+    (tmp_path / "in").mkdir()
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(f"state_dir: {state}\nfolders:\n  - inbox: {tmp_path / 'in'}\n"
+                           f"    outbox: {tmp_path / 'out'}\n")
+    source = Journal(journal_file(load(config_file)))
+    source.hooks = (HookConfig(name="all", on=("done", "failed")),)
+    for name in ("z-unrelated.jpg", "a.jpg", "b.jpg", "c.jpg"):  # ids differ between stores
+        _finished_job(source, "clients", name, fail=name == "b.jpg")
+    pending, gave_up, delivered = [
+        d for d in sorted(source.claim_deliveries(time.time(), hold=0, limit=10),
+                          key=lambda d: d.job_id)][1:]
+    source.delivery_failed(gave_up, "receiver down", retry_in=None)
+    source.delivery_done(delivered)
+    source.close()
+    export = tmp_path / "journal.jsonl"
+    export_file(load(config_file), export)
+
+    target = open_store()
+    target.enqueue("elsewhere", Path("/in/x.jpg"), "x.jpg", 1, 1, "x")  # shifts the ids
+    jobs, deliveries = read_export(export)
+    assert len(deliveries) == 3  # z-unrelated's is pending too; c's was delivered
+    assert import_jobs(target, jobs, deliveries) == (4, 0)
+    assert import_jobs(target, jobs, deliveries) == (0, 4)
+    assert target.delivery_counts() == {"pending": 2, "delivered": 0, "gave_up": 1}
+    moved = {d.delivery_id: d for d in target.claim_deliveries(time.time() + 3600, hold=0,
+                                                                limit=10)}
+    assert pending.delivery_id in moved and gave_up.delivery_id not in moved
+    ids = {job.rel: job.id for job in target.jobs()}
+    assert ids["a.jpg"] != pending.job_id  # a new id there, and the delivery follows it
+    assert moved[pending.delivery_id].job_id == ids["a.jpg"]
+    assert moved[pending.delivery_id].payload == pending.payload
