@@ -12,6 +12,7 @@ Folders and intake are in daemon/folders.py, dispatch in daemon/dispatch.py.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -75,6 +76,9 @@ class Service(Folders, Dispatch, StatusLine):
         self._intake_tasks: set[asyncio.Task] = set()
         #: Files settled and being hashed, not journaled yet (the spend guard counts them).
         self._hashing: dict[Path, str] = {}
+        #: Settled files waiting to be hashed and journaled, per folder, and the task doing it.
+        self._settled: dict[str, dict[Path, os.stat_result]] = {}
+        self._intake_runner: asyncio.Task | None = None
         self._unreadable: set[tuple[Path, int, int]] = set()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
