@@ -137,6 +137,11 @@ MIGRATIONS = (
     ALTER TABLE jobs ADD COLUMN cleared_at DOUBLE PRECISION;
     ALTER TABLE jobs ADD COLUMN approved_at DOUBLE PRECISION
     """,
+    # 7: a path's versions by state (superseding at every file journaled); the same index
+    # as the embedded journal's.
+    """
+    CREATE INDEX IF NOT EXISTS jobs_path_state ON jobs(folder, path, state)
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
