@@ -102,6 +102,11 @@ class Folders:
 
         self._spawn_intake(scan())
 
+    async def _scans_done(self) -> None:
+        """Return once no scan is running (or the daemon stops)."""
+        while self._scans_pending and not self._stopping:
+            await asyncio.sleep(0.1)
+
     def rescan_all(self) -> None:
         if self._stopping:
             return

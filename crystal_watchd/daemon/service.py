@@ -153,7 +153,8 @@ class Service(Folders, Dispatch, StatusLine):
                      asyncio.create_task(self._dispatch(), name="dispatch"),
                      asyncio.create_task(keep_alive(self.journal, lambda: self.config),
                                          name="heartbeat"),
-                     asyncio.create_task(self.guard.log_backlog(), name="backlog")]
+                     asyncio.create_task(self.guard.log_backlog(self._scans_done),
+                                         name="backlog")]
             if not self.once:
                 tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
                 tasks.append(asyncio.create_task(self.deliverer.run(), name="hooks"))
