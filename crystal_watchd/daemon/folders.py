@@ -25,6 +25,8 @@ from ..journal.arrivals import Arrival
 
 log = logs.get(__name__)
 HASH_PARALLELISM = 4
+#: Bytes of a batch worth another hashing thread.
+HASH_BYTES_PER_THREAD = 8 << 20
 #: Settled files of one folder hashed and journaled together (one transaction).
 INTAKE_BATCH = 500
 AVAILABILITY_CHECK = 2.0  # seconds between checks that every inbox is still there
@@ -171,7 +173,11 @@ class Folders:
             async with self._hash_limit:
                 return await asyncio.to_thread(hash_settled, part)
 
-        parts = [todo[i::HASH_PARALLELISM] for i in range(HASH_PARALLELISM)]
+        # Threads only pay off for big files: small ones are mostly Python's own work, which
+        # several threads would just pass the GIL around for.
+        total = sum(st.st_size for _, st in todo)
+        ways = max(1, min(HASH_PARALLELISM, total // HASH_BYTES_PER_THREAD))
+        parts = [todo[i::ways] for i in range(ways)]
         arrivals = []
         for found in await asyncio.gather(*(hash_part(p) for p in parts if p)):
             for h in found:
