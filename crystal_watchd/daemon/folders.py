@@ -10,6 +10,7 @@ Part of ``Service`` (daemon/service.py), which owns the state these methods shar
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
 from pathlib import Path
@@ -18,11 +19,16 @@ from watchdog.events import FileSystemEvent
 
 from .. import logs
 from ..config import FolderConfig
-from ..images.source import sha256_file
+from ..intake.hashing import Hashed, hash_settled
 from ..intake.watcher import FolderWatcher
+from ..journal.arrivals import Arrival
 
 log = logs.get(__name__)
 HASH_PARALLELISM = 4
+#: Bytes of a batch worth another hashing thread.
+HASH_BYTES_PER_THREAD = 8 << 20
+#: Settled files of one folder hashed and journaled together (one transaction).
+INTAKE_BATCH = 500
 AVAILABILITY_CHECK = 2.0  # seconds between checks that every inbox is still there
 
 
@@ -98,6 +104,11 @@ class Folders:
 
         self._spawn_intake(scan())
 
+    async def _scans_done(self) -> None:
+        """Return once no scan is running (or the daemon stops)."""
+        while self._scans_pending and not self._stopping:
+            await asyncio.sleep(0.1)
+
     def rescan_all(self) -> None:
         if self._stopping:
             return
@@ -120,44 +131,72 @@ class Folders:
     def _on_stable(self, folder_name: str, path: Path, st: os.stat_result) -> None:
         # Counted as incoming (the spend guard) from now until it is journaled or known.
         self._hashing[path] = folder_name
-        self._spawn_intake(self._intake(folder_name, path, st)).add_done_callback(
-            lambda _task: self._hashing.pop(path, None))
+        self._settled.setdefault(folder_name, {})[path] = st
+        # Files that settle together are hashed and journaled together, a batch at a time.
+        if self._intake_runner is None or self._intake_runner.done():
+            self._intake_runner = self._spawn_intake(self._intake_settled())
 
     def _incoming(self, folder_name: str) -> list[Path]:
         """Files of a folder seen but not journaled yet: settling or being hashed."""
         return [*self.settler.paths(folder_name),
                 *(p for p, name in self._hashing.items() if name == folder_name)]
 
-    async def _intake(self, folder_name: str, path: Path, st: os.stat_result) -> None:
+    async def _intake_settled(self) -> None:
+        """Take settled files a batch of one folder at a time until none is left."""
+        while self._settled and not self._stopping:
+            name = next(iter(self._settled))
+            waiting = self._settled[name]
+            batch = dict(itertools.islice(waiting.items(), INTAKE_BATCH))
+            for path in batch:
+                del waiting[path]
+            if not waiting:
+                del self._settled[name]
+            try:
+                await self._intake(name, batch)
+            finally:
+                again = self._settled.get(name, {})
+                for path in batch:
+                    if path not in again:  # settled anew meanwhile: still incoming
+                        self._hashing.pop(path, None)
+
+    async def _intake(self, folder_name: str, batch: dict[Path, os.stat_result]) -> None:
+        """Hash the settled files not journaled yet and journal them in one transaction."""
         folder, rules = self.config.folder(folder_name), self._rules.get(folder_name)
         if folder is None or rules is None:
             return
-        if await self.journal.is_known(folder_name, path, st.st_size, st.st_mtime_ns):
-            return
-        version = (path, st.st_size, st.st_mtime_ns)
-        async with self._hash_limit:
-            try:
-                digest = await asyncio.to_thread(sha256_file, path)
-            except FileNotFoundError:
-                return
-            except OSError as exc:
-                if version not in self._unreadable:  # once per version, not every rescan
-                    self._unreadable.add(version)
-                    log.warning("file_unreadable", folder=folder_name, file=str(path),
-                                error=exc.strerror or str(exc))
-                return
-        try:
-            now = os.stat(path, follow_symlinks=False)
-        except OSError:
-            return
-        if (now.st_size, now.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
-            self._track(folder, path)  # written to while we hashed: settle again
-            return
-        job = await self.journal.enqueue(folder_name, path, rules.rel(path) or path.name,
-                                         st.st_size, st.st_mtime_ns, digest)
-        if job is not None:
+        known = await self.journal.known_among(
+            folder_name, [(p, st.st_size, st.st_mtime_ns) for p, st in batch.items()])
+        todo = [(p, st) for p, st in batch.items()
+                if (str(p), st.st_size, st.st_mtime_ns) not in known]
+
+        async def hash_part(part: list[tuple[Path, os.stat_result]]) -> list[Hashed]:
+            async with self._hash_limit:
+                return await asyncio.to_thread(hash_settled, part)
+
+        # Threads only pay off for big files: small ones are mostly Python's own work, which
+        # several threads would just pass the GIL around for.
+        total = sum(st.st_size for _, st in todo)
+        ways = max(1, min(HASH_PARALLELISM, total // HASH_BYTES_PER_THREAD))
+        parts = [todo[i::ways] for i in range(ways)]
+        arrivals = []
+        for found in await asyncio.gather(*(hash_part(p) for p in parts if p)):
+            for h in found:
+                if h.changed:
+                    self._track(folder, h.path)  # written to while we hashed: settle again
+                elif h.error is not None:
+                    version = (h.path, h.st.st_size, h.st.st_mtime_ns)
+                    if version not in self._unreadable:  # once per version, not every rescan
+                        self._unreadable.add(version)
+                        log.warning("file_unreadable", folder=folder_name, file=str(h.path),
+                                    error=h.error)
+                elif h.digest is not None:
+                    arrivals.append(Arrival(h.path, rules.rel(h.path) or h.path.name,
+                                            h.st.st_size, h.st.st_mtime_ns, h.digest))
+        jobs = await self.journal.enqueue_many(folder_name, arrivals)
+        for job in jobs:
             log.info("file_queued", folder=folder_name, file=job.rel, job_id=job.id,
                      size=job.size)
+        if jobs:
             self._wake.set()
             self._notify_status()
 

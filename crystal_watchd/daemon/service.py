@@ -12,6 +12,7 @@ Folders and intake are in daemon/folders.py, dispatch in daemon/dispatch.py.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -75,6 +76,9 @@ class Service(Folders, Dispatch, StatusLine):
         self._intake_tasks: set[asyncio.Task] = set()
         #: Files settled and being hashed, not journaled yet (the spend guard counts them).
         self._hashing: dict[Path, str] = {}
+        #: Settled files waiting to be hashed and journaled, per folder, and the task doing it.
+        self._settled: dict[str, dict[Path, os.stat_result]] = {}
+        self._intake_runner: asyncio.Task | None = None
         self._unreadable: set[tuple[Path, int, int]] = set()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -149,7 +153,8 @@ class Service(Folders, Dispatch, StatusLine):
                      asyncio.create_task(self._dispatch(), name="dispatch"),
                      asyncio.create_task(keep_alive(self.journal, lambda: self.config),
                                          name="heartbeat"),
-                     asyncio.create_task(self.guard.log_backlog(), name="backlog")]
+                     asyncio.create_task(self.guard.log_backlog(self._scans_done),
+                                         name="backlog")]
             if not self.once:
                 tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
                 tasks.append(asyncio.create_task(self.deliverer.run(), name="hooks"))

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 
 from PIL import Image
@@ -70,16 +70,20 @@ def estimate_file(path: Path, folder: FolderConfig, price_per_megapixel: float) 
 
 def estimate_backlog(folder: FolderConfig,
                      price_per_megapixel: float = FalConfig.price_per_megapixel,
-                     known: Iterable[tuple[str, int, int]] = ()) -> tuple[int, float]:
+                     known: Iterable[tuple[str, int, int]] = (),
+                     estimate: Callable[[Path, os.stat_result], float] | None = None
+                     ) -> tuple[int, float]:
     """(pictures, estimated dollars) of what sits in ``folder``'s inbox now and would be
-    taken, leaving out file versions in ``known`` (journaled already)."""
+    taken, leaving out file versions in ``known`` (journaled already). ``estimate`` prices
+    one file (default: from its header, every time)."""
     seen = set(known)
     count, usd = 0, 0.0
     for path, st in Rules(folder).scan(folder.inbox):
         if (str(path), st.st_size, st.st_mtime_ns) in seen:
             continue
         count += 1
-        usd += estimate_file(path, folder, price_per_megapixel) or 0.0
+        usd += (estimate(path, st) if estimate is not None
+                else estimate_file(path, folder, price_per_megapixel) or 0.0)
     return count, usd
 
 
@@ -193,16 +197,25 @@ class SpendGuard:
         if within:
             await self.approve(within, source="configuration")
 
-    async def log_backlog(self) -> None:
-        """At start: say how many pictures each inbox holds that were never taken, and what
-        they would cost (a first start over an existing archive)."""
+    async def log_backlog(self, after: Callable[[], Awaitable[None]] | None = None) -> None:
+        """At start, once ``after`` returns (the first scans are done: two listings of a big
+        inbox at once only slow each other): say how many pictures each inbox holds that
+        were never taken, and what they would cost (a first start over an existing archive).
+        The estimates are remembered for the guard's own judgement of the same files."""
         config = self._config()
         if config.backend == "local":
             return
+        if after is not None:
+            await after()
         price = config.fal.price_per_megapixel
         for folder in config.folders:
             known = await self.journal.known_versions(folder.name)
-            count, usd = await asyncio.to_thread(estimate_backlog, folder, price, known)
+
+            def estimate(path: Path, st: os.stat_result, folder: FolderConfig = folder) -> float:
+                return self._estimate(path, st.st_size, st.st_mtime_ns, folder, price)
+
+            count, usd = await asyncio.to_thread(estimate_backlog, folder, price, known,
+                                                 estimate)
             if count:
                 limit = self.limit()
                 log.info("inbox_backlog", folder=folder.name, count=count,

@@ -62,14 +62,16 @@ class Rules:
             return False
         return not self._glob_ignored(rel, parts[-1])
 
+    def _wanted_name(self, name: str) -> bool:
+        """The name alone: not hidden or temporary, an extension on the allowlist."""
+        if name.startswith((".", "~")):
+            return False
+        return os.path.splitext(name)[1].lower().lstrip(".") in self._extensions
+
     def wants_file(self, path: Path) -> bool:
         """Whether a file name could be an image to process (name only, no disk access)."""
         name = path.name
-        if name.startswith((".", "~")):
-            return False
-        if path.suffix.lower().lstrip(".") not in self._extensions:
-            return False
-        if not self.wants_dir(path.parent):
+        if not self._wanted_name(name) or not self.wants_dir(path.parent):
             return False
         rel = self.rel(path)
         return rel is not None and not self._glob_ignored(rel, name)
@@ -79,24 +81,30 @@ class Rules:
 
         Symbolic links are never followed: a link could lead out of the inbox, or make one
         image two jobs. Unreadable directories are skipped (the next scan tries again).
+        A directory is judged once, not again for each of its files: an inbox of 100,000
+        pictures is listed at the speed of the disk.
         """
-        stack = [start or self.root]
+        start = start or self.root
+        prefix = self.rel(start)
+        stack = [(start, f"{prefix}/" if prefix else "")]
         while stack:
-            directory = stack.pop()
+            directory, under = stack.pop()
             try:
                 entries = list(os.scandir(directory))
             except OSError:
                 continue
             for entry in entries:
-                path = Path(entry.path)
                 try:
                     if entry.is_symlink():
                         continue
                     if entry.is_dir(follow_symlinks=False):
+                        path = Path(entry.path)
                         if self.wants_dir(path):
-                            stack.append(path)
-                    elif entry.is_file(follow_symlinks=False) and self.wants_file(path):
-                        yield path, entry.stat(follow_symlinks=False)
+                            stack.append((path, f"{under}{entry.name}/"))
+                    elif (self._wanted_name(entry.name)
+                          and entry.is_file(follow_symlinks=False)
+                          and not self._glob_ignored(under + entry.name, entry.name)):
+                        yield Path(entry.path), entry.stat(follow_symlinks=False)
                 except OSError:
                     continue
 

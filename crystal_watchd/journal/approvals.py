@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable, Mapping
 
 from ..jobs import Job, JobState
+from .arrivals import chunks
 from .rows import COLUMNS, row_to_job
 
 #: A queued job no worker has taken up and no approval released: it counts for its folder.
@@ -31,6 +32,12 @@ CLEARED = "(settings IS NOT NULL OR cleared_at IS NOT NULL)"
 
 def _job(row: Mapping) -> Job:
     return row_to_job(row)
+
+
+def _parts(estimates: Mapping[int, float]) -> list[dict[int, float]]:
+    """``estimates`` in pieces of at most CHUNK jobs."""
+    items = list(estimates.items())
+    return [dict(part) for part in chunks(items)]
 
 
 def _returning() -> str:
@@ -76,26 +83,29 @@ class SpendRows:
 
     async def clear_spend(self, estimates: Mapping[int, float]) -> int:
         """Let these unjudged jobs go (their folder is under the threshold), recording each
-        one's estimated cost. Returns how many were still unjudged. One statement, whatever
-        the number of jobs (a journal far away costs one round trip)."""
-        if not estimates:
-            return 0
-        usd, ids, args = self._by_id(estimates)
-        return await self._exec(f"UPDATE jobs SET cleared_at=?, estimated_usd={usd} "
-                                f"WHERE id IN ({ids}) AND {UNJUDGED}",
-                                (time.time(), *args, *estimates, JobState.QUEUED.value))
+        one's estimated cost. Returns how many were still unjudged. One statement per few
+        hundred jobs (a journal far away costs one round trip for a usual batch; a CASE over
+        thousands of ids would cost time squared)."""
+        count = 0
+        for part in _parts(estimates):
+            usd, ids, args = self._by_id(part)
+            count += await self._exec(f"UPDATE jobs SET cleared_at=?, estimated_usd={usd} "
+                                      f"WHERE id IN ({ids}) AND {UNJUDGED}",
+                                      (time.time(), *args, *part, JobState.QUEUED.value))
+        return count
 
     async def hold(self, estimates: Mapping[int, float]) -> list[Job]:
         """Hold these pending jobs for approval, recording each one's estimated cost. A job
         a worker took up meanwhile (or an approval released) is left alone. Returns the held
         jobs."""
-        if not estimates:
-            return []
-        usd, ids, args = self._by_id(estimates)
-        rows = await self._rows(f"UPDATE jobs SET state=?, estimated_usd={usd}, updated_at=? "
-                                f"WHERE id IN ({ids}) AND {PENDING} RETURNING {_returning()}",
-                                (JobState.AWAITING_APPROVAL.value, *args, time.time(),
-                                 *estimates, JobState.QUEUED.value))
+        rows: list[Mapping] = []
+        for part in _parts(estimates):
+            usd, ids, args = self._by_id(part)
+            rows += await self._rows(
+                f"UPDATE jobs SET state=?, estimated_usd={usd}, updated_at=? "
+                f"WHERE id IN ({ids}) AND {PENDING} RETURNING {_returning()}",
+                (JobState.AWAITING_APPROVAL.value, *args, time.time(), *part,
+                 JobState.QUEUED.value))
         changed = {"state": JobState.AWAITING_APPROVAL.value, "estimated_usd": None}
         return [self._publish(JobState.QUEUED, _job(row), changed)
                 for row in sorted(rows, key=lambda r: r["id"])]

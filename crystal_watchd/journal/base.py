@@ -23,18 +23,19 @@ from typing import Any
 from ..events import Events, JobChanged
 from ..jobs import Job, JobState
 from .approvals import SpendRows
+from .arrivals import Arrival, ArrivalRows
 from .daemons import DaemonRows, LeaseLost
 from .limits import LimitRows, SubmitRows
 from .outbox import OutboxRows
 from .reads import JobReads
-from .rows import COLUMNS, UNFINISHED, WAITING, fs_bytes, row_to_job
+from .rows import COLUMNS, UNFINISHED, fs_bytes, row_to_job
 
 
 class JournalUnavailable(Exception):
     """The journal cannot be reached or migrated; the message is fit to print (no password)."""
 
 
-class JournalBase(JobReads, DaemonRows, OutboxRows, SpendRows, SubmitRows, LimitRows):
+class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, SubmitRows, LimitRows):
     """The job store. Subclasses set ``db_clock`` and implement the primitives below."""
 
     #: SQL for "now" in Unix seconds on the database's clock (leases and heartbeats use it,
@@ -131,29 +132,8 @@ class JournalBase(JobReads, DaemonRows, OutboxRows, SpendRows, SubmitRows, Limit
         """Journal a detected file. Returns the new job, or None if this exact version
         (path + size + mtime + hash) is already journaled (by any daemon). Older unfinished
         versions of the same path are superseded: the file changed before we got to it."""
-        now = time.time()
-        async with self.transaction():
-            existing = await self._one(
-                "SELECT id FROM jobs WHERE folder=? AND path=? AND size=? AND mtime_ns=? "
-                "AND sha256=? AND state!=?",
-                (folder, fs_bytes(path), size, mtime_ns, sha256, JobState.SUPERSEDED.value))
-            if existing:
-                return None
-            # Not this very version: another daemon may have journaled it a moment ago.
-            # A version held for approval is replaced too (the new one joins the held set).
-            await self._exec(
-                "UPDATE jobs SET state=?, reason=?, updated_at=? WHERE folder=? AND path=? "
-                "AND state IN (?, ?, ?) AND NOT (size=? AND mtime_ns=? AND sha256=?)",
-                (JobState.SUPERSEDED.value, "the file changed before it was processed", now,
-                 folder, fs_bytes(path), *WAITING, JobState.AWAITING_APPROVAL.value, size,
-                 mtime_ns, sha256))
-            job_id = await self._insert_job({
-                "folder": folder, "path": fs_bytes(path), "rel": fs_bytes(rel), "size": size,
-                "mtime_ns": mtime_ns, "sha256": sha256, "state": JobState.QUEUED.value,
-                "created_at": now, "updated_at": now})
-        if job_id is None:
-            return None
-        return self._publish(None, await self.get(job_id), {"state": JobState.QUEUED.value})
+        jobs = await self.enqueue_many(folder, [Arrival(path, rel, size, mtime_ns, sha256)])
+        return jobs[0] if jobs else None
 
     async def recover(self) -> int:
         """At start: jobs a dead process held go back to the queue, keeping their

@@ -13,7 +13,7 @@ import contextlib
 import contextvars
 import json
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -26,15 +26,16 @@ from .. import logs
 from ..config import mask_url
 from ..events import Events
 from ..jobs import Job, JobState
-from .base import (
-    COLUMNS,
-    UNFINISHED,
-    WAITING,
-    JournalBase,
-    JournalUnavailable,
-    fs_bytes,
-    row_to_job,
+from .arrivals import (
+    SAME_VERSION,
+    SUPERSEDE,
+    Arrival,
+    in_key_order,
+    insert_values,
+    same_version_args,
+    supersede_args,
 )
+from .base import COLUMNS, UNFINISHED, JournalBase, JournalUnavailable, row_to_job
 from .sync import SyncJournal
 
 log = logs.get(__name__)
@@ -135,6 +136,11 @@ MIGRATIONS = (
     ALTER TABLE jobs ADD COLUMN estimated_usd DOUBLE PRECISION;
     ALTER TABLE jobs ADD COLUMN cleared_at DOUBLE PRECISION;
     ALTER TABLE jobs ADD COLUMN approved_at DOUBLE PRECISION
+    """,
+    # 7: a path's versions by state (superseding at every file journaled); the same index
+    # as the embedded journal's.
+    """
+    CREATE INDEX IF NOT EXISTS jobs_path_state ON jobs(folder, path, state)
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -296,36 +302,30 @@ class PostgresStore(JournalBase):
 
     # -- one statement where the embedded store needs several --------------------------------
 
-    async def enqueue(self, folder: str, path: Path, rel: str, size: int, mtime_ns: int,
-                      sha256: str) -> Job | None:
-        """As the base's, in one round trip: older unfinished versions of the path are
-        superseded (unless this very version is journaled already) and the new job inserted
-        unless another daemon did so a moment ago."""
+    async def enqueue_many(self, folder: str, arrivals: Sequence[Arrival]) -> list[Job]:
+        """As the base's, one statement per file (one round trip for a single file, with no
+        transaction around it): older unfinished versions of the path are superseded (unless
+        this very version is journaled already) and the new job inserted unless another
+        daemon did so a moment ago; the new row comes back with the insert."""
         now = time.time()
-        version = "folder=%s AND path=%s AND size=%s AND mtime_ns=%s AND sha256=%s"
-        key = (folder, fs_bytes(path), size, mtime_ns, sha256)
         returning = ", ".join(c.strip() for c in COLUMNS.split(","))
-        async with self._conn() as conn:
-            cursor = await conn.execute(
-                "WITH known AS (SELECT 1 FROM jobs WHERE " + version + " AND state<>%s), "
-                "older AS (UPDATE jobs SET state=%s, reason=%s, updated_at=%s WHERE folder=%s "
-                "AND path=%s AND state IN (%s, %s, %s) AND NOT (size=%s AND mtime_ns=%s AND "
-                "sha256=%s) AND NOT EXISTS (SELECT 1 FROM known) RETURNING id) "
-                "INSERT INTO jobs (folder, path, rel, size, mtime_ns, sha256, state, "
-                "created_at, updated_at) SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s "
-                "WHERE NOT EXISTS (SELECT 1 FROM known) "
-                "ON CONFLICT (folder, path, size, mtime_ns, sha256) "
-                f"WHERE state <> 'superseded' DO NOTHING RETURNING {returning}",
-                (*key, JobState.SUPERSEDED.value,
-                 JobState.SUPERSEDED.value, "the file changed before it was processed", now,
-                 folder, fs_bytes(path), *WAITING, JobState.AWAITING_APPROVAL.value, size,
-                 mtime_ns, sha256,
-                 folder, fs_bytes(path), fs_bytes(rel), size, mtime_ns, sha256,
-                 JobState.QUEUED.value, now, now))
-            row = await cursor.fetchone()
-        if row is None:
-            return None
-        return self._publish(None, row_to_job(row), {"state": JobState.QUEUED.value})
+        rows = []
+        async with self.transaction() if len(arrivals) > 1 else contextlib.nullcontext():
+            for a in in_key_order(arrivals):
+                values = insert_values(folder, a, now)
+                row = await self._one(
+                    "WITH known AS (" + SAME_VERSION + "), "
+                    "older AS (" + SUPERSEDE + " AND NOT EXISTS (SELECT 1 FROM known) "
+                    f"RETURNING id) INSERT INTO jobs ({', '.join(values)}) "
+                    f"SELECT {', '.join('?' * len(values))} "
+                    "WHERE NOT EXISTS (SELECT 1 FROM known) "
+                    "ON CONFLICT (folder, path, size, mtime_ns, sha256) "
+                    f"WHERE state <> 'superseded' DO NOTHING RETURNING {returning}",
+                    (*same_version_args(folder, a), *supersede_args(folder, a, now),
+                     *values.values()))
+                if row is not None:
+                    rows.append(row)
+        return self._published(rows)
 
     async def heartbeat(self, folders: dict[str, Any] | None = None) -> int:
         """As the base's, in one statement: the daemon's row and every lease it holds."""

@@ -10,12 +10,24 @@ import asyncio
 import contextlib
 import contextvars
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..events import Events
+from ..jobs import Job
+from .arrivals import (
+    SAME_VERSION,
+    SUPERSEDE,
+    Arrival,
+    chunks,
+    in_key_order,
+    insert_values,
+    same_version_args,
+    supersede_args,
+)
 from .base import COLUMNS, JournalBase
 from .sync import SyncJournal
 
@@ -97,6 +109,12 @@ MIGRATIONS = (
     ALTER TABLE jobs ADD COLUMN estimated_usd REAL;
     ALTER TABLE jobs ADD COLUMN cleared_at REAL;
     ALTER TABLE jobs ADD COLUMN approved_at REAL;
+    """,
+    # 7 → 8: a path's versions by state. Without it SQLite answers "the unfinished versions
+    # of this path" (superseding, at every file journaled) from jobs_folder_state, reading
+    # every queued job of the folder: a drop of N files cost N² row visits.
+    """
+    CREATE INDEX IF NOT EXISTS jobs_path_state ON jobs(folder, path, state);
     """,
 )
 SCHEMA_VERSION = str(1 + len(MIGRATIONS))
@@ -230,6 +248,42 @@ class SqliteStore(JournalBase):
         sql = f"INSERT INTO jobs ({cols}) VALUES ({', '.join('?' * len(values))})"
         return await self._run(lambda q, a: self.db.execute(q, a).lastrowid, sql,
                                values.values())
+
+
+    async def enqueue_many(self, folder: str, arrivals: Sequence[Arrival]) -> list[Job]:
+        """As the base's, with the whole batch in one hop to the journal's thread: a drop of
+        thousands of files costs a few hops, not several per file."""
+        if not arrivals:
+            return []
+        ordered = in_key_order(arrivals)
+        async with self._lock:
+            self.round_trips += 1
+            rows = await self._call(self._enqueue_batch, folder, ordered, time.time())
+        return self._published(rows)
+
+    def _enqueue_batch(self, folder: str, arrivals: list[Arrival],
+                       now: float) -> list[sqlite3.Row]:  # on the journal's thread
+        ids = []
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for a in arrivals:
+                if self.db.execute(SAME_VERSION, same_version_args(folder, a)).fetchone():
+                    continue
+                self.db.execute(SUPERSEDE, supersede_args(folder, a, now))
+                values = insert_values(folder, a, now)
+                ids.append(self.db.execute(
+                    f"INSERT INTO jobs ({', '.join(values)}) VALUES "
+                    f"({', '.join('?' * len(values))})", tuple(values.values())).lastrowid)
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+        rows = []
+        for part in chunks(ids):
+            rows += self.db.execute(f"SELECT {self.columns} FROM jobs WHERE id IN "
+                                    f"({','.join('?' * len(part))}) ORDER BY id",
+                                    tuple(part)).fetchall()
+        return rows
 
 
 class Journal(SyncJournal):
