@@ -45,3 +45,51 @@ def test_inotify_limit_hint_names_the_sysctl_for_the_errno():
     assert "max_user_instances" not in _limit_hint(errno.ENOSPC)
     assert "fs.inotify.max_user_instances=" in _limit_hint(errno.EMFILE)
     assert "max_user_watches" not in _limit_hint(errno.EMFILE)
+
+
+def test_the_watch_never_asks_for_reads_only_for_writes(tmp_path, monkeypatch):
+    """A real inotify watch on an inbox: reading its files (as hashing, headers and uploads
+    do, several times per picture) brings no event at all, so a big drop cannot fill the
+    kernel's queue with the daemon's own reads; writing a new file still does (created,
+    closed after writing)."""
+    from crystal_watchd.config import FolderConfig
+    from crystal_watchd.intake import watcher
+    from crystal_watchd.intake.rules import Rules
+
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    for i in range(20):
+        (inbox / f"old{i}.jpg").write_bytes(b"x" * 100)
+    seen: list[str] = []
+    original = watcher._Bridge.dispatch
+
+    def spy(self, event):  # every event watchdog hands over, before any filtering of ours
+        seen.append(event.event_type)
+        original(self, event)
+
+    monkeypatch.setattr(watcher._Bridge, "dispatch", spy)
+    folder = FolderConfig(name="f", inbox=inbox, outbox=tmp_path / "out")
+
+    async def main():
+        w = watcher.FolderWatcher(folder, Rules(folder), asyncio.get_running_loop(),
+                                  lambda *_: None)
+        w.start()
+        try:
+            await asyncio.sleep(0.3)
+            for _ in range(3):
+                for path in inbox.iterdir():
+                    path.read_bytes()
+            await asyncio.sleep(0.5)
+            reads = list(seen)
+            (inbox / "new.jpg").write_bytes(b"y" * 100)
+            for _ in range(50):
+                if "closed" in seen:
+                    break
+                await asyncio.sleep(0.05)
+            return reads
+        finally:
+            w.stop()
+
+    reads = asyncio.run(main())
+    assert reads == []
+    assert {"created", "closed"} <= set(seen) and "opened" not in seen

@@ -16,7 +16,19 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirModifiedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
@@ -43,6 +55,14 @@ def _limit_hint(err: int | None) -> str:
             "polling for this folder")
 
 
+#: What the watches ask the kernel for: everything but a file opened or closed after reading.
+#: The daemon's own reads (hashing, headers, the upload) cause those, several per picture; a
+#: big drop would fill inotify's queue with them (an overflow means a full rescan).
+WANTED_EVENTS = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent,
+                 FileDeletedEvent, DirCreatedEvent, DirModifiedEvent, DirMovedEvent,
+                 DirDeletedEvent]
+
+
 class _Bridge(FileSystemEventHandler):
     """Runs in watchdog's dispatcher thread; hands each event to the loop and returns."""
 
@@ -50,8 +70,6 @@ class _Bridge(FileSystemEventHandler):
         self._folder, self._loop, self._sink = folder, loop, sink
 
     def dispatch(self, event: FileSystemEvent) -> None:
-        if event.event_type in ("opened", "closed_no_write"):
-            return  # our own reads cause these; they say nothing about a write
         try:
             self._loop.call_soon_threadsafe(self._sink, self._folder, event)
         except RuntimeError:
@@ -128,7 +146,7 @@ class FolderWatcher:
             return
         try:
             self._watches[directory] = self._observer.schedule(
-                self._handler, str(directory), recursive=False)
+                self._handler, str(directory), recursive=False, event_filter=WANTED_EVENTS)
         except FileNotFoundError:
             pass  # gone again before we got to it
         except OSError as exc:
