@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -107,6 +108,7 @@ class SpendGuard:
         #: Held sets are judged again against the threshold at start and after a reload.
         self._rejudge = True
         self._cache: dict[tuple[str, int, int], float | None] = {}
+        self._estimating = threading.Lock()
 
     def limit(self) -> float | None:
         return None if self.approve_all else threshold(self._config())
@@ -228,9 +230,12 @@ class SpendGuard:
     def _estimate(self, path: Path, size: int, mtime_ns: int, folder: FolderConfig,
                   price: float) -> float:
         key = (str(path), size, mtime_ns)
-        if key not in self._cache:
-            self._cache[key] = estimate_file(path, folder, price)
-        return self._cache[key] or 0.0
+        # One at a time: the start's backlog count and the guard's review run on two threads
+        # over the same new files; without the lock both would read every header.
+        with self._estimating:
+            if key not in self._cache:
+                self._cache[key] = estimate_file(path, folder, price)
+            return self._cache[key] or 0.0
 
     def _estimate_all(self, config: Config, fresh: Mapping[str, list[Job]],
                       incoming: Mapping[str, list[Path]]
