@@ -87,8 +87,8 @@ class Folders:
         rules = self._rules[folder.name]
 
         def list_new(known: set[tuple[str, int, int]]) -> list[Path]:
-            return [path for path, st in rules.scan(start)
-                    if (str(path), st.st_size, st.st_mtime_ns) not in known]
+            return [Path(name) for name, st in rules.scan_names(start)
+                    if (name, st.st_size, st.st_mtime_ns) not in known]
 
         async def scan() -> None:
             try:
