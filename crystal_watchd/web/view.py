@@ -63,6 +63,10 @@ class Overview:
     held: dict[str, tuple[int, float]] = field(default_factory=dict)
 
 
+#: Seconds in the buckets the spend chart is summed in (see ``overview``).
+QUARTER_HOUR = 900
+
+
 def month_start(now: float) -> float:
     t = time.localtime(now)
     return time.mktime((t.tm_year, t.tm_mon, 1, 0, 0, 0, 0, 0, -1))
@@ -130,11 +134,16 @@ class JournalView:
                 row.oldest_file, row.oldest_since = rel, created
         first_day = local_midnight(now) - (CHART_DAYS - 1) * 86400 - 7200  # DST-safe margin
         by_day: dict[date, float] = {}
+        # Summed in SQL by quarter hour (every time zone's offset is a whole number of
+        # quarter hours), then by the daemon's local day here: a few thousand rows, not one
+        # per job, and no day boundary a database in another zone would draw.
         for r in self.journal.query(
-                "SELECT finished_at, cost_usd FROM jobs WHERE state=? AND finished_at>=?",
+                f"SELECT CAST(finished_at AS BIGINT) / {QUARTER_HOUR} AS slot, "
+                "SUM(cost_usd) AS usd FROM jobs WHERE state=? AND finished_at>=? "
+                f"GROUP BY CAST(finished_at AS BIGINT) / {QUARTER_HOUR}",
                 (JobState.DONE.value, min(first_day, month_start(now)))):
-            day = datetime.fromtimestamp(r["finished_at"]).date()  # local day
-            by_day[day] = by_day.get(day, 0.0) + (r["cost_usd"] or 0.0)
+            day = datetime.fromtimestamp(r["slot"] * QUARTER_HOUR).date()  # local day
+            by_day[day] = by_day.get(day, 0.0) + (r["usd"] or 0.0)
         today = datetime.fromtimestamp(now).date()
         month = sum(usd for day, usd in by_day.items()
                     if (day.year, day.month) == (today.year, today.month))
