@@ -73,10 +73,12 @@ class JobReads:
     async def committed_since(self, since: float) -> float:
         """Spent since ``since`` plus what unfinished jobs have reserved: the dollars no
         further submission may use."""
+        # Two indexed sums, not one pass over every job: a submission waits for this answer
+        # in an exclusive transaction, and a journal keeps every job it ever finished.
         row = await self._one(
-            "SELECT COALESCE(SUM(CASE WHEN state=? AND finished_at>=? THEN cost_usd END), 0) "
-            "+ COALESCE(SUM(CASE WHEN state IN (?, ?, ?) THEN reserved_usd END), 0) AS usd "
-            "FROM jobs", (JobState.DONE.value, since, *UNFINISHED))
+            "SELECT (SELECT COALESCE(SUM(cost_usd), 0) FROM jobs WHERE state=? AND "
+            "finished_at>=?) + (SELECT COALESCE(SUM(reserved_usd), 0) FROM jobs WHERE state IN "
+            "(?, ?, ?)) AS usd", (JobState.DONE.value, since, *UNFINISHED))
         return float(row["usd"] or 0.0) if row else 0.0
 
     async def spend_rows(self) -> list[Mapping[str, Any]]:

@@ -21,6 +21,7 @@ from ..days import local_midnight
 from ..jobs import Job, JobState
 from ..journal import JournalBase
 from ..journal.outbox import Delivery
+from ..journal.rows import COLUMNS, row_to_job
 
 T = TypeVar("T")
 STATES = ("queued", "in_flight", "done", "failed", "superseded", "awaiting_approval")
@@ -157,9 +158,10 @@ class JournalView:
         return self.journal.held()
 
     def _jobs(self, where: str, args: tuple[Any, ...], order: str, limit: int) -> list[Job]:
-        ids = [r["id"] for r in self.journal.query(
-            f"SELECT id FROM jobs WHERE {where} ORDER BY {order} LIMIT ?", (*args, limit))]
-        return [self.journal.get(i) for i in ids]
+        # One query for the whole list, not one more per job.
+        return [row_to_job(r) for r in self.journal.query(
+            f"SELECT {COLUMNS} FROM jobs WHERE {where} ORDER BY {order} LIMIT ?",
+            (*args, limit))]
 
     def recent(self, limit: int = 24, folder: str | None = None) -> list[Job]:
         if folder is not None:
