@@ -76,20 +76,22 @@ def test_foreign_bytes_in_a_jpeg_are_damaged():
     damaged("not a JPEG", b"\x89PNG\r\n\x1a\n")
 
 
-def test_png_chunk_checksums_prove_the_bytes():
-    """A whole PNG passes; one flipped byte in its image data fails its checksum; a PNG cut
+def test_png_chunk_checksums_prove_the_bytes(tmp_path):
+    """A whole PNG passes, from bytes and from a file; one flipped byte in its image data fails its checksum; a PNG cut
     before IEND, and one without image data, are refused."""
     data = encoded("PNG")
-    containers.check_png_chunks(io.BytesIO(data))
+    containers.check_png_chunks(data)
+    (tmp_path / "whole.png").write_bytes(data)
+    containers.check_png_chunks(tmp_path / "whole.png")
     flipped = bytearray(data)
     flipped[len(data) // 2] ^= 0x01
     with pytest.raises(containers.DamagedFile, match="IDAT chunk fails its checksum"):
-        containers.check_png_chunks(io.BytesIO(bytes(flipped)))
+        containers.check_png_chunks(bytes(flipped))
     with pytest.raises(containers.DamagedFile, match="incomplete"):
-        containers.check_png_chunks(io.BytesIO(data[:-20]))
+        containers.check_png_chunks(data[:-20])
     no_idat = data[:33] + data[-12:]  # signature + IHDR, then IEND
     with pytest.raises(containers.DamagedFile, match="no image data"):
-        containers.check_png_chunks(io.BytesIO(no_idat))
+        containers.check_png_chunks(no_idat)
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])

@@ -67,14 +67,15 @@ class Downloader:
 
     async def fetch(self, url: str, target: Path) -> tuple[int, str | None]:
         """Stream ``url`` into ``target``; (bytes received, the declared Content-Length).
-        Raises RetryableError for an answer other than 200 or a transfer that broke off
-        (``target`` removed)."""
+        Raises RetryableError for an answer other than 200 or a transfer that broke off;
+        either way, and when cancelled, ``target`` is removed."""
         transfer = _Transfer()
         try:
             return await asyncio.get_running_loop().run_in_executor(
                 self._threads, self._fetch, url, target, transfer)
         except asyncio.CancelledError:
             transfer.stop()
+            target.unlink(missing_ok=True)  # the thread removes it too, once it has stopped
             raise
 
     def _fetch(self, url: str, target: Path, transfer: _Transfer) -> tuple[int, str | None]:

@@ -358,11 +358,7 @@ class FalBackend:
         """Stream ``url`` to ``target`` (never whole in memory, on a thread: see download.py)
         and check it is complete: status, length, the format's end marker. The output's
         read-back then proves the rest."""
-        try:
-            received, declared = await self._downloads.fetch(url, target)
-        except asyncio.CancelledError:
-            target.unlink(missing_ok=True)
-            raise
+        received, declared = await self._downloads.fetch(url, target)
         for wanted in (declared, expected):
             if wanted is not None and str(wanted).isdigit() and int(wanted) != received:
                 target.unlink(missing_ok=True)

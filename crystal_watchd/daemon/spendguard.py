@@ -79,9 +79,10 @@ def estimate_backlog(folder: FolderConfig,
     one file (default: from its header, every time)."""
     seen = set(known)
     count, usd = 0, 0.0
-    for path, st in Rules(folder).scan(folder.inbox):
-        if (str(path), st.st_size, st.st_mtime_ns) in seen:
+    for name, st in Rules(folder).scan_names(folder.inbox):
+        if (name, st.st_size, st.st_mtime_ns) in seen:
             continue
+        path = Path(name)
         count += 1
         usd += (estimate(path, st) if estimate is not None
                 else estimate_file(path, folder, price_per_megapixel) or 0.0)

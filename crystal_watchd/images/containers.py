@@ -7,6 +7,7 @@ pixel is decoded or re-encoded and nothing is held in memory beyond a small buff
 
 from __future__ import annotations
 
+import io
 import mmap
 import re
 import struct
@@ -264,13 +265,14 @@ def png_has_iend(path: Path) -> bool:
         return fh.read(12)[4:8] == b"IEND"
 
 
-def check_png_chunks(fh: BinaryIO) -> None:
+def check_png_chunks(source: bytes | Path) -> None:
     """Prove a PNG's bytes are the ones its encoder wrote: every chunk whole and matching its
     CRC, up to IEND, with image data present. No inflating: for bytes that are not changed
     (fal's result kept as it is, an input sent as it is) the checksums are the proof."""
-    idat = False
-    for event, kind, _ in _png_chunks(fh, check=True):
-        idat = idat or (event == "start" and kind == b"IDAT")
+    with open(source, "rb") if isinstance(source, Path) else io.BytesIO(source) as fh:
+        idat = False
+        for event, kind, _ in _png_chunks(fh, check=True):
+            idat = idat or (event == "start" and kind == b"IDAT")
     if not idat:
         raise DamagedFile("the PNG has no image data")
 

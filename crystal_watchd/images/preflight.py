@@ -182,10 +182,8 @@ def _open(data: bytes) -> Image.Image:
 
 #: Formats whose completeness is proven from their structure when their bytes are sent as
 #: they are: a JPEG's segments and scans up to its end marker, a PNG's chunk checksums.
-_PROVEN_WITHOUT_DECODING = {
-    "JPEG": containers.check_jpeg,
-    "PNG": lambda data: containers.check_png_chunks(io.BytesIO(data)),
-}
+_PROVEN_WITHOUT_DECODING = {"JPEG": containers.check_jpeg,
+                            "PNG": containers.check_png_chunks}
 
 
 def declared_megapixels(data: bytes) -> float:

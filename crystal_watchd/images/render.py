@@ -187,8 +187,7 @@ def read_back(path: Path, fmt: str, size: tuple[int, int], *, decode: bool = Tru
             if decode:
                 containers.check_png(path)
             else:
-                with open(path, "rb") as fh:
-                    containers.check_png_chunks(fh)
+                containers.check_png_chunks(path)
         elif fmt == "JPEG" and not decode:
             containers.check_jpeg(path)
         with Image.open(path) as im:

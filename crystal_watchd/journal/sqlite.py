@@ -244,11 +244,8 @@ class SqliteStore(JournalBase):
                 self._in_tx.reset(token)
 
     async def _insert_job(self, values: dict[str, Any]) -> int | None:
-        cols = ", ".join(values)
-        sql = f"INSERT INTO jobs ({cols}) VALUES ({', '.join('?' * len(values))})"
-        return await self._run(lambda q, a: self.db.execute(q, a).lastrowid, sql,
-                               values.values())
-
+        return await self._run(lambda q, a: self.db.execute(q, a).lastrowid,
+                               _insert_sql(values), values.values())
 
     async def enqueue_many(self, folder: str, arrivals: Sequence[Arrival]) -> list[Job]:
         """As the base's, with the whole batch in one hop to the journal's thread: a drop of
@@ -271,9 +268,8 @@ class SqliteStore(JournalBase):
                     continue
                 self.db.execute(SUPERSEDE, supersede_args(folder, a, now))
                 values = insert_values(folder, a, now)
-                ids.append(self.db.execute(
-                    f"INSERT INTO jobs ({', '.join(values)}) VALUES "
-                    f"({', '.join('?' * len(values))})", tuple(values.values())).lastrowid)
+                ids.append(self.db.execute(_insert_sql(values),
+                                           tuple(values.values())).lastrowid)
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
@@ -284,6 +280,11 @@ class SqliteStore(JournalBase):
                                     f"({','.join('?' * len(part))}) ORDER BY id",
                                     tuple(part)).fetchall()
         return rows
+
+
+def _insert_sql(values: Mapping[str, Any]) -> str:
+    """The statement inserting one job with ``values``' columns."""
+    return f"INSERT INTO jobs ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})"
 
 
 class Journal(SyncJournal):

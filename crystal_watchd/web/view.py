@@ -141,7 +141,7 @@ class JournalView:
         for r in self.journal.query(
                 f"SELECT CAST(finished_at AS BIGINT) / {QUARTER_HOUR} AS slot, "
                 "SUM(cost_usd) AS usd FROM jobs WHERE state=? AND finished_at>=? "
-                f"GROUP BY CAST(finished_at AS BIGINT) / {QUARTER_HOUR}",
+                "GROUP BY slot",
                 (JobState.DONE.value, min(first_day, month_start(now)))):
             day = datetime.fromtimestamp(r["slot"] * QUARTER_HOUR).date()  # local day
             by_day[day] = by_day.get(day, 0.0) + (r["usd"] or 0.0)
