@@ -58,7 +58,7 @@ def main() -> None:
         target.write_bytes(data)
 
     class Handler(FileSystemEventHandler):
-        def on_closed(self, event):  # noqa: D401 - watchdog callback
+        def on_closed(self, event):
             with lock:
                 if event.src_path in seen:
                     return

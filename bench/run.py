@@ -289,7 +289,7 @@ def idle(env: Env, work: Path, seconds: float) -> dict:
 
 
 def backlog(env: Env, work: Path, queued: int, done: int) -> dict:
-    from crystal_watchd.journal import Journal
+    from crystal_watchd.journal import SqliteJournal
 
     # 1. journal a backlog: budget 0 means nothing is submitted, everything is journaled
     inbox = work / "bl/in"
@@ -311,7 +311,7 @@ def backlog(env: Env, work: Path, queued: int, done: int) -> dict:
     # 2. restart over many done files (originals kept)
     inbox = work / "done/in"
     inbox.mkdir(parents=True)
-    journal = Journal(work / "done/state/journal.sqlite3")
+    journal = SqliteJournal(work / "done/state/journal.sqlite3")
     data = jpeg((4, 4), 1)
     rows = []
     for i in range(done):

@@ -77,11 +77,11 @@ def daemons_throughput(env, work: Path, cluster: Cluster | None, daemons: int, f
 def journal_overhead(cluster: Cluster, fast: Cluster | None, work: Path, jobs: int) -> dict:
     """Milliseconds of journal work per job: every state change a fal job goes through.
     ``cluster`` is durable; ``fast`` (if given) has durability off, for comparison."""
-    from crystal_watchd.journal import Journal
+    from crystal_watchd.journal import SqliteJournal
     from crystal_watchd.journal.postgres import PostgresJournal
 
     out = {}
-    stores = [("sqlite", Journal(work / "overhead.sqlite3")),
+    stores = [("sqlite", SqliteJournal(work / "overhead.sqlite3")),
               ("postgresql", PostgresJournal(cluster.new_database()))]
     if fast is not None:
         stores.append(("postgresql_fsync_off", PostgresJournal(fast.new_database())))

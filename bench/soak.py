@@ -31,6 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+import contextlib
+
 import trustme  # noqa: E402
 import yaml  # noqa: E402
 from fakefal import FakeFal  # noqa: E402
@@ -61,10 +63,8 @@ def start(config: Path, server: FakeFal, certs: dict[str, str], log: Path) -> su
 def done_count(log: Path) -> int:
     n = 0
     for line in log.read_text(errors="replace").splitlines():
-        try:
+        with contextlib.suppress(ValueError):
             n += json.loads(line).get("event") == "job_done"
-        except ValueError:
-            pass
     return n
 
 

@@ -28,14 +28,14 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from crystal_watchd.journal import Journal  # noqa: E402
+from crystal_watchd.journal import SqliteJournal  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 FOLDERS = ("weddings", "products", "scans", "phone", "archive-2019")
 
 
 def fill(journal_file: Path, jobs: int) -> None:
-    journal = Journal(journal_file)
+    journal = SqliteJournal(journal_file)
     now = time.time()
     rows = []
     rng = random.Random(7)

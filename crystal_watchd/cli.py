@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "notify-test":
         return _notify_test(config)
 
-    from . import status as status_mod
+    from .commands import status as status_mod
     from .daemon.service import journal_path
     from .journal import JournalUnavailable
 
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from .starter import AlreadyThere, init
+    from .commands.starter import AlreadyThere, init
 
     try:
         written = init(getattr(args, "config", None), args.inbox, args.outbox, args.scale,
@@ -191,7 +191,7 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace, config: config_mod.Config) -> int:
-    from . import checkreport
+    from .commands import check as checkreport
     from .daemon.spendguard import backlog_lines
     from .images.formats import extension_warnings
 
@@ -219,7 +219,7 @@ def _check(args: argparse.Namespace, config: config_mod.Config) -> int:
 
 def _check_online(config: config_mod.Config) -> int:
     from .backends.key import read_key
-    from .online import probe
+    from .backends.probe import probe
 
     try:
         key = read_key(config.fal)
@@ -338,7 +338,7 @@ def _command(args, config, status_mod, journal_path) -> int:
     if once and sys.stderr.isatty() and config.log.format != "json":
         from rich.console import Console
 
-        from .terminal import ConsoleStream, JobLinesFilter, ProgressView
+        from .commands.terminal import ConsoleStream, JobLinesFilter, ProgressView
 
         console = Console(stderr=True)
         logs.configure("console", level, stream=ConsoleStream(console),

@@ -3,9 +3,14 @@
     CrystalWatchdError
     ├── ConfigError            the settings cannot be used: report every problem, exit 78
     ├── LockedError            another daemon holds the journal: refuse to start
+    ├── JournalError           the journal itself, not a job
+    │   ├── JournalUnavailable cannot be reached, opened or migrated: say why, exit 78
+    │   └── LeaseLost          another daemon took this job over: leave it alone
     └── JobError               something went wrong with one job
         ├── RetryableError     try the same job again later (carries its delay)
         │   └── OutputBlockedError   the outbox cannot take the file right now
+        ├── StillArriving      the file may still be being written: look again later,
+        │                      no attempt counted
         ├── PermanentJobError  this job can never succeed: fail it, keep the original
         │   └── ConversionError      the result cannot be written in the folder's format:
         │                            keep a paid result in its own format, else fail
@@ -57,6 +62,19 @@ class LockedError(CrystalWatchdError):
     """Another crystal-watchd process already owns this state directory."""
 
 
+class JournalError(CrystalWatchdError):
+    """Something is wrong with the journal as a whole, not with one job."""
+
+
+class JournalUnavailable(JournalError):
+    """The journal cannot be reached or migrated; the message is fit to print (no password)."""
+
+
+class LeaseLost(JournalError):
+    """This daemon's lease on a job ran out and another daemon took the job over: leave it
+    alone (its request id is journaled; the other daemon resumes it)."""
+
+
 class JobError(CrystalWatchdError):
     """Something went wrong while processing one job."""
 
@@ -88,6 +106,21 @@ class OutputBlockedError(RetryableError):
     """The outbox is full, read-only or missing; the job waits, the original stays."""
 
     kind = "output_blocked"
+
+
+#: ``error_kind`` of a job whose file may still be being written.
+INCOMPLETE_KIND = "file_incomplete"
+
+
+class StillArriving(JobError):
+    """The input cannot be used yet and may still be being written: look again ``until``,
+    without counting an attempt."""
+
+    kind = INCOMPLETE_KIND
+
+    def __init__(self, reason: str, until: float):
+        super().__init__(reason)
+        self.until = until
 
 
 class PermanentJobError(JobError):

@@ -67,5 +67,5 @@ class Events:
         for subscriber in list(self._subscribers):
             try:
                 subscriber(event)
-            except Exception:  # noqa: BLE001 - a reader's bug must never stop a job's change
+            except Exception:
                 log.exception("event_subscriber_failed", job_id=event.job.id)

@@ -11,6 +11,7 @@ with it), which the benchmark reports per job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 
@@ -79,10 +80,8 @@ class DelayProxy:
             pass
         finally:
             queue.put_nowait((0.0, b""))
-            try:
+            with contextlib.suppress(ConnectionError, OSError):
                 await sender
-            except (ConnectionError, OSError):
-                pass
             writer.close()
 
     def close(self) -> None:

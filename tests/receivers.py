@@ -36,7 +36,7 @@ class Receiver:
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with outer._lock:
                     outer.received.append(Received(self.path, dict(self.headers), body))
@@ -86,7 +86,7 @@ class SmtpReceiver:
         outer = self
 
         class Handler:
-            async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd
+            async def handle_DATA(self, server, session, envelope):
                 outer.messages.append(email.message_from_bytes(envelope.content))
                 return "250 OK"
 

@@ -31,9 +31,9 @@ from PIL import Image
 from crystal_watchd import config as config_module
 from crystal_watchd.backends.base import Slots
 from crystal_watchd.backends.local import LocalBackend
-from crystal_watchd.daemon.worker import Hooks, Worker
+from crystal_watchd.daemon.worker import JobCallbacks, Worker
 from crystal_watchd.jobs import JobState
-from crystal_watchd.journal import Journal
+from crystal_watchd.journal import SqliteJournal
 
 PHASES = ["queued", "submit_unanswered", "waiting_at_fal", "downloading", "writing"]
 NAMES = ["c0_x2.webp", "c1_x2.webp", "c2_x2.webp"]
@@ -179,7 +179,7 @@ def _resume_setup(tmp_path: Path, originals: str = "move"):
         "backend": "local", "state_dir": str(state),
         "folders": [{"name": "in", "inbox": str(inbox), "outbox": str(outbox),
                      "originals": originals}]}), tmp_path / "c.yaml")
-    journal = Journal(state / "journal.sqlite3")
+    journal = SqliteJournal(state / "journal.sqlite3")
     st = source.stat()
     job = journal.enqueue("in", source, "a.png", st.st_size, st.st_mtime_ns,
                           hashlib.sha256(source.read_bytes()).hexdigest())
@@ -189,7 +189,7 @@ def _resume_setup(tmp_path: Path, originals: str = "move"):
     job = journal.output_pending(job, [[str(tmp), str(final), str(final)]])
     # The worker runs as in the daemon, on the event loop with the journal's own store.
     worker = Worker(cfg, journal.store, _NoUpscaler(Slots(1)),
-                    Hooks(lambda *a: None, lambda e: None))
+                    JobCallbacks(lambda *a: None, lambda e: None))
     return journal, worker, job, tmp, final
 
 

@@ -300,12 +300,12 @@ def test_unmounted_share_pauses_and_resumes_without_loss(tmp_path, daemons):
 def test_restart_over_thousands_of_done_files_submits_nothing(tmp_path, daemons):
     """5,000 done files in an inbox (originals kept): a restart scans them all and queues
     none (the journal knows each path, size and mtime)."""
-    from crystal_watchd.journal import Journal
+    from crystal_watchd.journal import SqliteJournal
 
     config = write_config(tmp_path, [{"inbox": "in", "outbox": "out"}])
     inbox = tmp_path / "in"
     inbox.mkdir()
-    journal = Journal(tmp_path / "state" / "journal.sqlite3")
+    journal = SqliteJournal(tmp_path / "state" / "journal.sqlite3")
     data = _png((4, 4))
     for i in range(5000):
         path = inbox / f"done{i:05d}.png"

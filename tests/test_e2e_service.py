@@ -25,7 +25,7 @@ class NotifySocket:
         while True:
             try:
                 self.messages.append(self.sock.recv(4096).decode())
-            except (socket.timeout, BlockingIOError):
+            except (TimeoutError, BlockingIOError):
                 return self.messages
 
     def has(self, prefix: str) -> bool:

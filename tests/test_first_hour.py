@@ -274,7 +274,7 @@ def test_network_inbox_without_polling_is_warned(tmp_path):
     """An inbox on a network or FUSE filesystem (as the mount table reports it) watched
     without polling gets a warning naming the filesystem; with polling it does not, and the
     table shows the mode and the filesystem."""
-    from crystal_watchd import checkreport
+    from crystal_watchd.commands import check as checkreport
     from crystal_watchd.config import parse
 
     text = f"backend: local\nfolders:\n  - {{inbox: {tmp_path}/a, outbox: {tmp_path}/o1}}\n" \

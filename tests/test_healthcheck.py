@@ -143,7 +143,7 @@ class _Healthz(BaseHTTPRequestHandler):
     answer = 200
     seen: list[str] = []
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         type(self).seen.append(self.path)
         body = b'{"alive": true}' if self.answer == 200 else b'{"alive": false}'
         self.send_response(self.answer)

@@ -15,7 +15,7 @@ from pathlib import Path
 from conftest import cli, make_image, wait_for, write_config
 from receivers import Receiver
 
-from crystal_watchd.journal import Journal
+from crystal_watchd.journal import SqliteJournal
 
 SECRET = b"s3cret-for-the-gallery"
 
@@ -32,7 +32,7 @@ print("uploaded " + os.environ["CW_INPUT"])
 
 def _jobs(tmp_path: Path) -> dict[str, dict]:
     """file → job row, read straight from the daemon's SQLite journal."""
-    journal = Journal(tmp_path / "state" / "journal.sqlite3", readonly=True)
+    journal = SqliteJournal(tmp_path / "state" / "journal.sqlite3", readonly=True)
     try:
         return {j.rel: {"id": j.id, "path": str(j.path), "outputs": j.outputs,
                         "reason": j.reason} for j in journal.jobs()}

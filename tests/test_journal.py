@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from crystal_watchd.jobs import JobState
-from crystal_watchd.journal import Journal
+from crystal_watchd.journal import SqliteJournal
 from crystal_watchd.journal.transfer import export_jobs, import_jobs
 
 
@@ -20,7 +20,7 @@ def open_store(request, tmp_path):
     opened = []
     if request.param == "sqlite":
         def make(lease: float = 60.0):
-            opened.append(Journal(tmp_path / "j.sqlite3", lease=lease))
+            opened.append(SqliteJournal(tmp_path / "j.sqlite3", lease=lease))
             return opened[-1]
     else:
         url = request.getfixturevalue("pg_url")
@@ -156,7 +156,7 @@ def test_daemons_heartbeat_and_what_they_hold(open_store):
 def test_export_and_import_move_jobs_between_stores(open_store, tmp_path):
     """Jobs exported from one store import into another with their state, request id and
     outputs; running jobs arrive queued; importing twice adds nothing."""
-    source = Journal(tmp_path / "source.sqlite3")
+    source = SqliteJournal(tmp_path / "source.sqlite3")
     done = source.enqueue("f", Path("/in/a.jpg"), "a.jpg", 1, 1, "a")
     source.done(source.output_written(source.claim(done), ["/out/a.jpg"], megapixels=2.0,
                                       cost_usd=0.03))
@@ -243,8 +243,8 @@ def test_an_older_journal_gains_the_waiting_column(tmp_path):
                " 0, 0)")
     db.commit()
     db.close()
-    assert Journal(path, readonly=True).jobs()[0].waits_for is None
-    j = Journal(path)
+    assert SqliteJournal(path, readonly=True).jobs()[0].waits_for is None
+    j = SqliteJournal(path)
     assert [job.path for job in j.next_ready(now=1e12)] == [Path("/a.jpg")]
 
 
@@ -354,7 +354,7 @@ def test_superseding_reads_only_the_rows_of_the_path(tmp_path):
     every queued job of the folder (which made a big drop cost time squared)."""
     from crystal_watchd.journal.arrivals import SUPERSEDE
 
-    j = Journal(tmp_path / "j.sqlite3")
+    j = SqliteJournal(tmp_path / "j.sqlite3")
     try:
         plan = " ".join(r[3] for r in j.store.db.execute("EXPLAIN QUERY PLAN " + SUPERSEDE,
                                                          [1] * SUPERSEDE.count("?")))

@@ -18,7 +18,7 @@ from receivers import Receiver, SmtpReceiver
 from crystal_watchd.config.automation import NotifyConfig
 from crystal_watchd.daemon.notify import Alerts
 from crystal_watchd.events import Events
-from crystal_watchd.journal import Journal
+from crystal_watchd.journal import SqliteJournal
 
 PASSWORD = "n0t-in-any-log-9f3a"
 
@@ -43,7 +43,7 @@ def _setup(tmp_path: Path, endpoints, **notify):
     http, smtp = endpoints
     config = NotifyConfig(urls=(f"json://127.0.0.1:{http.port}/notify",
                                 smtp.url("studio", PASSWORD)), **notify)
-    journal = Journal(tmp_path / "j.sqlite3")
+    journal = SqliteJournal(tmp_path / "j.sqlite3")
     journal.events = Events()
     clock = Clock(time.time())
     alerts = Alerts(lambda: config, journal.store, clock=clock)
@@ -51,7 +51,7 @@ def _setup(tmp_path: Path, endpoints, **notify):
     return journal, alerts, clock
 
 
-def _fail(journal: Journal, name: str, reason: str = "broken") -> None:
+def _fail(journal: SqliteJournal, name: str, reason: str = "broken") -> None:
     journal.run(_afail(journal.store, name, reason))
 
 

@@ -13,7 +13,7 @@ from test_journal import open_store  # noqa: F401 - the fixture, for both stores
 
 from crystal_watchd.config import load
 from crystal_watchd.config.automation import HookConfig
-from crystal_watchd.journal import Journal, LeaseLost, journal_file
+from crystal_watchd.journal import LeaseLost, SqliteJournal, journal_file
 from crystal_watchd.journal.transfer import export_file, import_jobs, read_export
 
 HOOKS = (HookConfig(name="all", on=("done", "failed")),
@@ -61,7 +61,7 @@ def test_no_delivery_without_the_job_change(open_store):  # noqa: F811
     assert j.delivery_counts() == {"pending": 0, "delivered": 0, "gave_up": 0}
 
 
-def test_failed_attempts_retry_then_give_up_and_retry_by_hand_keeps_the_id(open_store):  # noqa: F811,E501
+def test_failed_attempts_retry_then_give_up_and_retry_by_hand_keeps_the_id(open_store):  # noqa: F811
     """A failed attempt comes back after its delay; giving up stops it; retry_deliveries
     makes it due again with the same delivery id and body; a delivered one stays done."""
     j = open_store()
@@ -111,7 +111,7 @@ def test_undelivered_deliveries_move_with_their_jobs_on_export(open_store, tmp_p
     config_file = tmp_path / "c.yaml"
     config_file.write_text(f"state_dir: {state}\nfolders:\n  - inbox: {tmp_path / 'in'}\n"
                            f"    outbox: {tmp_path / 'out'}\n")
-    source = Journal(journal_file(load(config_file)))
+    source = SqliteJournal(journal_file(load(config_file)))
     source.hooks = (HookConfig(name="all", on=("done", "failed")),)
     for name in ("z-unrelated.jpg", "a.jpg", "b.jpg", "c.jpg"):  # ids differ between stores
         _finished_job(source, "clients", name, fail=name == "b.jpg")

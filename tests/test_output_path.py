@@ -17,14 +17,14 @@ from PIL import Image, ImageCms
 from crystal_watchd import config as config_module
 from crystal_watchd.backends.base import Slots
 from crystal_watchd.backends.local import LocalBackend
-from crystal_watchd.daemon.worker import Hooks, Worker
+from crystal_watchd.daemon.worker import JobCallbacks, Worker
 from crystal_watchd.errors import ConversionError, OutputBlockedError
 from crystal_watchd.images import carriers, containers
 from crystal_watchd.images.metadata import Metadata, photo_exif
 from crystal_watchd.images.output import write_temp
 from crystal_watchd.images.pixels import PixelPool
 from crystal_watchd.jobs import JobState
-from crystal_watchd.journal import Journal
+from crystal_watchd.journal import SqliteJournal
 
 
 def _jpeg(size=(64, 48), **params) -> bytes:
@@ -177,12 +177,12 @@ def test_an_unexpected_error_is_retried_once_then_fails_naming_it(tmp_path):
         "folders": [{"inbox": str(tmp_path / "in"), "outbox": str(tmp_path / "out")}]}),
         tmp_path / "c.yaml")
     (tmp_path / "state").mkdir()
-    journal = Journal(tmp_path / "state" / "j.sqlite3")
+    journal = SqliteJournal(tmp_path / "state" / "j.sqlite3")
     st = image.stat()
     job = journal.enqueue("in", image, "a.png", st.st_size, st.st_mtime_ns,
                           hashlib.sha256(image.read_bytes()).hexdigest())
     # The worker runs as in the daemon, on the event loop with the journal's own store.
-    worker = Worker(cfg, journal.store, _Broken(Slots(1)), Hooks(lambda *a: None, lambda e: None))
+    worker = Worker(cfg, journal.store, _Broken(Slots(1)), JobCallbacks(lambda *a: None, lambda e: None))
     assert journal.run(worker.process(journal.claim(job))) == JobState.QUEUED
     assert journal.run(worker.process(journal.claim(journal.get(job.id)))) == JobState.FAILED
     report = json.loads((tmp_path / "in" / "failed" / "a.png.error.json").read_text())

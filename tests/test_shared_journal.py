@@ -15,7 +15,7 @@ from conftest import wait_for
 
 from crystal_watchd import logs
 from crystal_watchd.jobs import JobState
-from crystal_watchd.journal import Journal, postgres
+from crystal_watchd.journal import SqliteJournal, postgres
 from crystal_watchd.journal import sqlite as sqlite_store
 from crystal_watchd.journal.postgres import JournalUnavailable, PostgresJournal
 
@@ -212,7 +212,7 @@ def test_a_version_1_sqlite_journal_is_migrated_in_place(tmp_path):
                "updated_at) VALUES ('f', ?, ?, 1, 1, 'h', 'queued', 1, 1)", (b"/in/a", b"a"))
     db.commit()
     db.close()
-    j = Journal(path)
+    j = SqliteJournal(path)
     [job] = j.jobs()
     assert job.state is JobState.QUEUED and j.acquire_slot(job.id, 1)
     assert j.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] \

@@ -106,13 +106,13 @@ def test_a_backlog_built_a_picture_at_a_time_is_held_and_an_approved_one_never_c
 
     from crystal_watchd.config import parse
     from crystal_watchd.daemon.spendguard import SpendGuard
-    from crystal_watchd.journal import Journal
+    from crystal_watchd.journal import SqliteJournal
 
     # 100×100 at ×2: 0.04 output MP, $0.00064 each; the 16th brings 15 × 0.00064 = $0.0096
     # above $0.01.
     config = parse("backend: fal\nbudget: {confirm_above_usd: 0.01}\n"
                    "folders: [{name: f, inbox: in, outbox: out}]\n", tmp_path / "c.yaml")
-    j = Journal(tmp_path / "j.sqlite3")
+    j = SqliteJournal(tmp_path / "j.sqlite3")
     guard = SpendGuard(j.store, lambda: config, lambda folder: [])
 
     def arrive(i: int) -> int:
@@ -142,10 +142,10 @@ def test_a_backlog_built_a_picture_at_a_time_is_held_and_an_approved_one_never_c
 def test_held_and_approved_pictures_keep_their_state_across_stores(open_store, tmp_path):
     """``journal export``/``import`` carries a held picture (with its estimate) and an
     approved one into the other store as they were."""
-    from crystal_watchd.journal import Journal
+    from crystal_watchd.journal import SqliteJournal
     from crystal_watchd.journal.transfer import export_jobs, import_jobs
 
-    source = Journal(tmp_path / "source.sqlite3")
+    source = SqliteJournal(tmp_path / "source.sqlite3")
     first, second = _enqueue(source, "f", 2)
     source.hold({first: 0.5, second: 0.25})
     source.approve(["f"])

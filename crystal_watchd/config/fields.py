@@ -9,8 +9,9 @@ always satisfies the declared type, so pydantic's generic messages only appear f
 (unknown, missing or misplaced keys), which config_problems.py words.
 """
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, model_validator
 

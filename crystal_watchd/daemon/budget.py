@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from .. import logs
 from ..days import local_midnight
-from ..journal import JournalBase as Journal
+from ..journal import JournalBase
 
 log = logs.get(__name__)
 
@@ -23,7 +23,7 @@ class Budget:
     def reset(self) -> None:
         self._noticed_day = None
 
-    async def reached(self, limit: float | None, now: float, journal: Journal) -> bool:
+    async def reached(self, limit: float | None, now: float, journal: JournalBase) -> bool:
         if limit is None:
             return False
         spent = await journal.spent_since(local_midnight(now))

@@ -12,6 +12,7 @@ Part of ``Service`` (daemon/service.py), which owns the state these methods shar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 from .. import logs
@@ -68,10 +69,8 @@ class Dispatch:
                                             next_midnight(now) - now))
             # Another process (``crystal-watchd retry``) may queue work: look again now and then.
             timeout = min(timeout or DISPATCH_POLL, DISPATCH_POLL)
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
-            except asyncio.TimeoutError:
-                pass
 
     async def _over_budget(self, now: float) -> bool:
         if self.backend.name == "local":

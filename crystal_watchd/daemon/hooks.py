@@ -97,7 +97,7 @@ class Deliverer:
                 try:
                     await self.deliver_due()
                     due = await self.journal.next_delivery_at(h.name for h in self.config().hooks)
-                except Exception:  # noqa: BLE001 - a journal hiccup must not end deliveries
+                except Exception:
                     log.exception("hook_loop_error", note="trying again shortly")
                     due = None
                 wait = POLL if due is None else min(POLL, max(0.05, due - time.time()))

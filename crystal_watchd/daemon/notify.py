@@ -182,7 +182,7 @@ class Alerts:
             await asyncio.sleep(TICK)
             try:
                 await self.tick()
-            except Exception:  # noqa: BLE001 - notifications never disturb the daemon
+            except Exception:
                 log.exception("notify_loop_error")
 
     async def tick(self) -> None:

@@ -12,6 +12,7 @@ Folders and intake are in daemon/folders.py, dispatch in daemon/dispatch.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -37,11 +38,11 @@ from .folders import HASH_PARALLELISM, Folders, create_dirs
 from .hooks import Deliverer
 from .lock import StateLock
 from .notify import Alerts
-from .retry import retry_jobs
+from .requeue import retry_jobs
 from .shared import SharedSlots, keep_alive, register
 from .spendguard import SpendGuard
 from .systemd import Notifier, StatusLine
-from .worker import Hooks, Worker
+from .worker import JobCallbacks, Worker
 
 log = logs.get(__name__)
 #: ``once``: nothing failed, but a file still arriving was left for the next run (EX_TEMPFAIL,
@@ -127,7 +128,7 @@ class Service(Folders, Dispatch, StatusLine):
         give_freed_memory_back()
         self.pixels = PixelPool(self.config.pixels.workers, self.config.pixels.memory_mb)
         self.worker = Worker(self.config, self.journal, self.backend,
-                             Hooks(retouch=self._retouch, account_error=self._account_error,
+                             JobCallbacks(retouch=self._retouch, account_error=self._account_error,
                                    budget_full=self._budget_full),
                              pixels=self.pixels)
         self.guard = SpendGuard(self.journal, lambda: self.config, self._incoming,
@@ -274,10 +275,8 @@ class Service(Folders, Dispatch, StatusLine):
                 log.error("once_stopped_early", queued=await self.journal.unfinished(mine),
                           note="files stay queued in the journal for the next run")
                 return
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), 0.2)
-            except asyncio.TimeoutError:
-                pass
 
     def reload(self) -> None:
         """SIGHUP: re-read the config. Added folders start, removed ones stop, changed

@@ -4,6 +4,7 @@ upscaler counted over every daemon."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import socket
@@ -64,10 +65,8 @@ class SharedSlots(Slots):
             async with self._turn:
                 while not await self.journal.acquire_slot(owner, self.limit):
                     self._freed.clear()
-                    try:
+                    with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self._freed.wait(), SLOT_POLL)
-                    except asyncio.TimeoutError:
-                        pass
         self.used += 1
 
     async def release(self, owner: int | None = None) -> None:

@@ -23,14 +23,21 @@ from .. import logs
 from ..backends.base import Backend, ResultImage, SubmitTrail, UpscaleRequest
 from ..config import Config, FolderConfig
 from ..days import local_midnight
-from ..errors import AccountError, JobError, OutputBlockedError, PermanentJobError, RetryableError
+from ..errors import (
+    INCOMPLETE_KIND,
+    AccountError,
+    JobError,
+    OutputBlockedError,
+    PermanentJobError,
+    RetryableError,
+    StillArriving,
+)
 from ..images import output, preflight
 from ..images.pixels import PixelPool
 from ..images.source import open_source
 from ..intake import arrival
 from ..jobs import Job, JobState, Settings
-from ..journal import JournalBase as Journal
-from ..journal import LeaseLost
+from ..journal import JournalBase, LeaseLost
 from .completion import Completion
 
 log = logs.get(__name__)
@@ -55,7 +62,7 @@ def _iso(ts: float | None) -> str | None:
 
 
 @dataclass
-class Hooks:
+class JobCallbacks:
     """What the worker asks of the service, without knowing it."""
 
     retouch: Callable[[str, Path], None]  # the file changed: track it again
@@ -64,7 +71,7 @@ class Hooks:
 
 
 class Worker(Completion):
-    def __init__(self, config: Config, journal: Journal, backend: Backend, hooks: Hooks,
+    def __init__(self, config: Config, journal: JournalBase, backend: Backend, hooks: JobCallbacks,
                  pixels: PixelPool | None = None):
         self.config, self.journal, self.backend, self.hooks = config, journal, backend, hooks
         self.pixels = pixels or PixelPool(config.pixels.workers, config.pixels.memory_mb)
@@ -101,12 +108,11 @@ class Worker(Completion):
                 if earlier is None:
                     leader = await self.journal.wait_for_twin(job, settings.key())
         bound = log.bind(job_id=job.id, folder=job.folder, file=job.rel)
-        if not (job.request_id or job.outputs or job.pending):
-            if leader is not None:
-                bound.info("job_waiting_for_twin", same_as_job=leader.id,
-                           note="an identical file with the same settings is in flight; its "
-                                "output will be copied when it is done")
-                return JobState.QUEUED
+        if not (job.request_id or job.outputs or job.pending) and leader is not None:
+            bound.info("job_waiting_for_twin", same_as_job=leader.id,
+                       note="an identical file with the same settings is in flight; its "
+                            "output will be copied when it is done")
+            return JobState.QUEUED
         started = time.monotonic()
         bound.info("job_started", attempt=job.attempts + 1, backend=self.backend.name,
                    resume=bool(job.request_id or job.pending or job.outputs))
@@ -173,7 +179,7 @@ class Worker(Completion):
         except _Superseded as exc:
             bound.info("job_superseded", reason=str(exc))
             return (await self.journal.superseded(job, str(exc))).state
-        except arrival.StillArriving as exc:
+        except StillArriving as exc:
             return await self._wait_for_arrival(await self.journal.get(job.id), exc, bound)
         except _FolderGone:
             bound.warning("job_waiting_for_folder", inbox=str(folder.inbox))
@@ -303,10 +309,10 @@ class Worker(Completion):
         await self.pixels.run(save, megapixels=source.width * source.height / 1e6)
         return path
 
-    async def _wait_for_arrival(self, job: Job, exc: arrival.StillArriving, bound) -> JobState:
+    async def _wait_for_arrival(self, job: Job, exc: StillArriving, bound) -> JobState:
         """Nothing moved, nothing submitted: a change to the file brings a new version, and
         otherwise the job is looked at again when the grace ends."""
-        if job.error_kind != arrival.INCOMPLETE_KIND:  # said once, not at every look
+        if job.error_kind != INCOMPLETE_KIND:  # said once, not at every look
             bound.info("file_incomplete_waiting", reason=exc.reason,
                        gives_up_in=round(max(0.0, exc.until - time.time()), 1),
                        note="taken to be still arriving; any change to it starts over")

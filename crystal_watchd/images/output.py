@@ -8,6 +8,7 @@ instead of producing a second copy.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -125,10 +126,8 @@ def write_temp(final: Path, data: bytes | Callable[[BinaryIO], object], tag: str
             fh.flush()
             os.fsync(fh.fileno())
     except Exception as exc:
-        try:
+        with contextlib.suppress(OSError):
             tmp.unlink()
-        except OSError:
-            pass
         if isinstance(exc, OSError) and exc.errno is not None:
             raise _blocked(exc, final.parent) from None
         if isinstance(exc, (OSError, ValueError, TypeError, KeyError, RuntimeError)):

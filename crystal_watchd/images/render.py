@@ -101,7 +101,7 @@ def write(result: ResultImage, target: Target, where: Path, tag: str) -> Written
 def _decode(result: ResultImage) -> Image.Image:
     try:
         return result.open()
-    except Exception as exc:  # noqa: BLE001 - a file that passed the cheap checks but not this
+    except Exception as exc:
         if result.path is None:
             raise
         raise RetryableError(f"the downloaded result does not decode: {exc}",

@@ -33,7 +33,7 @@ NS = {
     "exifEX": "http://cipa.jp/exif/1.0/",
     "photoshop": "http://ns.adobe.com/photoshop/1.0/",
 }
-_RDF = "{%s}" % NS["rdf"]
+_RDF = "{{{}}}".format(NS["rdf"])
 _DESCRIPTION = _RDF + "Description"
 
 #: JPEG: the header of the APP1 segment with the main packet, and of extended-XMP parts.
@@ -46,7 +46,7 @@ JPEG_EXTENSION_PART = 65_458
 
 
 def _q(prefix: str, name: str) -> str:
-    return "{%s}%s" % (NS[prefix], name)
+    return f"{{{NS[prefix]}}}{name}"
 
 
 #: Properties that describe the old file: removed from the output's packet.
@@ -258,7 +258,7 @@ def jpeg_segments(packet: Packet) -> list[bytes]:
     while True:
         standard, extended = _split(props[:len(props) - moved], props[len(props) - moved:])
         ext = serialize(packet, rdf=extended, wrapper=False)
-        guid = hashlib.md5(ext).hexdigest().upper()  # noqa: S324 - the XMP spec's GUID
+        guid = hashlib.md5(ext).hexdigest().upper()
         standard[0].set(_q("xmpNote", "HasExtendedXMP"), guid)
         main = serialize(packet, rdf=standard)
         if len(main) <= JPEG_MAX_STANDARD or moved == len(props):

@@ -21,20 +21,9 @@ import time
 from dataclasses import dataclass
 
 from ..config import FolderConfig
-from ..errors import JobError, PermanentJobError
+from ..errors import PermanentJobError, StillArriving
 from ..images import completeness, preflight
 from ..jobs import Job
-
-#: The journal's error_kind (and the log's) for a job waiting on its file to arrive.
-INCOMPLETE_KIND = "file_incomplete"
-
-
-class StillArriving(JobError):
-    """The input cannot be used yet and may still be being written: look again ``until``."""
-
-    def __init__(self, reason: str, until: float):
-        super().__init__(reason, kind=INCOMPLETE_KIND)
-        self.until = until
 
 
 @dataclass(frozen=True)

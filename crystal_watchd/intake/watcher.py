@@ -11,6 +11,7 @@ Recursive folders get one non-recursive watch per wanted directory, so pruned tr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 from collections.abc import Callable
@@ -165,10 +166,8 @@ class FolderWatcher:
         for path in [p for p in self._watches if p == directory or directory in p.parents]:
             watch = self._watches.pop(path)
             if self._observer is not None:
-                try:
+                with contextlib.suppress(KeyError, OSError):
                     self._observer.unschedule(watch)
-                except (KeyError, OSError):
-                    pass
 
     def stop(self) -> None:
         observer, self._observer = self._observer, None
@@ -188,10 +187,8 @@ class OverflowHook(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if "overflow" in record.getMessage().lower():
-            try:
+            with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._on_overflow)
-            except RuntimeError:
-                pass
 
     def install(self) -> None:
         logging.getLogger("watchdog.observers.inotify_c").addHandler(self)

@@ -9,13 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import Config, mask_url
+from ..errors import JournalUnavailable, LeaseLost
 from ..events import Events
-from .base import JournalBase, JournalUnavailable, LeaseLost
+from .base import JournalBase
 from .daemons import DaemonInfo
-from .sqlite import Journal, SqliteStore
+from .sqlite import SqliteJournal, SqliteStore
 from .sync import SyncJournal
 
-__all__ = ["DaemonInfo", "Journal", "JournalBase", "JournalUnavailable", "LeaseLost",
+__all__ = ["DaemonInfo", "JournalBase", "JournalUnavailable", "LeaseLost", "SqliteJournal",
            "SqliteStore", "SyncJournal", "describe", "journal_file", "open_journal",
            "open_store", "postgres_missing"]
 

@@ -20,19 +20,16 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..errors import LeaseLost
 from ..events import Events, JobChanged
 from ..jobs import Job, JobState
 from .approvals import SpendRows
 from .arrivals import Arrival, ArrivalRows
-from .daemons import DaemonRows, LeaseLost
+from .daemons import DaemonRows
 from .limits import LimitRows, SubmitRows
 from .outbox import OutboxRows
 from .reads import JobReads
 from .rows import COLUMNS, UNFINISHED, fs_bytes, row_to_job
-
-
-class JournalUnavailable(Exception):
-    """The journal cannot be reached or migrated; the message is fit to print (no password)."""
 
 
 class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, SubmitRows, LimitRows):

@@ -15,12 +15,6 @@ from typing import Any
 
 from ..jobs import JobState
 
-
-class LeaseLost(Exception):
-    """This daemon's lease on a job ran out and another daemon took the job over: leave it
-    alone (its request id is journaled; the other daemon resumes it)."""
-
-
 #: A daemon whose heartbeat is older than this many leases is listed as gone.
 GONE_AFTER_LEASES = 3
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..errors import LeaseLost
 from ..jobs import Job
-from .daemons import LeaseLost
 
 
 class SubmitRows:

@@ -24,6 +24,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .. import logs
 from ..config import mask_url
+from ..errors import JournalUnavailable
 from ..events import Events
 from ..jobs import Job, JobState
 from .arrivals import (
@@ -35,7 +36,7 @@ from .arrivals import (
     same_version_args,
     supersede_args,
 )
-from .base import COLUMNS, UNFINISHED, JournalBase, JournalUnavailable, row_to_job
+from .base import COLUMNS, UNFINISHED, JournalBase, row_to_job
 from .sync import SyncJournal
 
 log = logs.get(__name__)

@@ -287,7 +287,7 @@ def _insert_sql(values: Mapping[str, Any]) -> str:
     return f"INSERT INTO jobs ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})"
 
 
-class Journal(SyncJournal):
+class SqliteJournal(SyncJournal):
     """The SQLite journal for one-shot commands and tests: the same operations, each run to
     its end before the call returns."""
 

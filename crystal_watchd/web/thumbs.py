@@ -10,6 +10,7 @@ bytes: the oldest files go first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 from typing import BinaryIO
@@ -90,10 +91,8 @@ class ThumbCache:
         job = event.job
         if "outputs" in event.changed and job.outputs and job.id not in self._held \
                 and len(self._held) < MAX_HELD_SOURCES:
-            try:
+            with contextlib.suppress(OSError):
                 self._held[job.id] = open_source(job.path)
-            except OSError:
-                pass
         if event.finished:
             held = self._held.pop(job.id, None)
             if held is not None and job.state == JobState.DONE and not job.path.exists():

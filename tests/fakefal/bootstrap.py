@@ -11,8 +11,10 @@ import os
 import sys
 
 # isort: off
-import crystal_watchd  # noqa: F401  # first, as the installed command does (see its __init__)
-import fal_client.client as fal_client_module
+from crystal_watchd.lean import import_without_rich
+
+import_without_rich()  # first, as the installed command does (crystal_watchd.__main__)
+import fal_client.client as fal_client_module  # noqa: E402
 # isort: on
 
 base = os.environ["FAKEFAL_BASE_URL"]

@@ -443,10 +443,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _authorised(self, scheme: str = "Key") -> bool:
         fake = self.server_fake
         auth = self.headers.get("Authorization", "")
-        if scheme == "Bearer":
-            ok = auth == "Bearer fake-cdn-token"
-        else:
-            ok = auth == f"Key {fake.key}"
+        ok = auth == "Bearer fake-cdn-token" if scheme == "Bearer" else auth == f"Key {fake.key}"
         if not ok:
             self._send(401, {"detail": "No user found for Key ID and Secret"})
             return False
@@ -458,7 +455,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- routes -------------------------------------------------------------------------------------
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         path = urlparse(self.path).path
         body = self._body()
         fake = self.server_fake
@@ -519,7 +516,7 @@ class _Handler(BaseHTTPRequestHandler):
                          "status_url": base + "/status", "cancel_url": base + "/cancel",
                          "queue_position": fake.queue_position(req)})
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         path = urlparse(self.path).path
         body = self._body()
         fake = self.server_fake
@@ -541,10 +538,10 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(*_strict.cancel(fake, req))
 
-    def do_DELETE(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:
         platform_api.route(self, "DELETE", urlparse(self.path).path, {})
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         url = urlparse(self.path)
         path, query = url.path, parse_qs(url.query)
         fake = self.server_fake

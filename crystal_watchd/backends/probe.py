@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import httpx
 
-from . import logs
+from .. import logs
 
 TIMEOUT = 20.0
 

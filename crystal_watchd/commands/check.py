@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from .config import HTTP_TOKEN_CREDENTIAL, Config, FolderConfig, mask_url
-from .config.hosts import HostCheck
-from .errors import ConfigError
+from ..config import HTTP_TOKEN_CREDENTIAL, Config, FolderConfig, mask_url
+from ..config.hosts import HostCheck
+from ..errors import ConfigError
 
 #: A folder whose single output can cost more than this, with no daily budget, is warned of.
 COSTLY_OUTPUT_USD = 1.0
@@ -33,7 +33,7 @@ class Context:
     @cached_property
     def key(self) -> tuple[str | None, str | None]:
         """(where the fal key comes from, why there is none)."""
-        from .backends.key import key_source
+        from ..backends.key import key_source
 
         try:
             return key_source(self.config.fal, self.environ), None
@@ -42,7 +42,7 @@ class Context:
 
     @cached_property
     def fs_types(self) -> dict[Path, str | None]:
-        from .intake.watcher import filesystem_type
+        from ..intake.watcher import filesystem_type
 
         return {f.inbox: filesystem_type(f.inbox) for f in self.config.folders}
 
@@ -150,7 +150,7 @@ def _writable(path: Path) -> bool:
 
 
 def _folders(ctx: Context) -> Iterable[str]:
-    from .intake.watcher import is_network_fs
+    from ..intake.watcher import is_network_fs
 
     for i, f in enumerate(ctx.config.folders):
         where = f"folders[{i}] ('{f.name}')"

@@ -39,11 +39,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import journal as journal_mod
-from .config import Config
-from .daemon import lock
-from .daemon.retry import retry_jobs
-from .jobs import JobState
+from .. import journal as journal_mod
+from ..config import Config
+from ..daemon import lock
+from ..daemon.requeue import retry_jobs
+from ..jobs import JobState
 
 STATES = ("queued", "in_flight", "done", "failed", "superseded", "arriving", "awaiting_approval")
 

@@ -16,9 +16,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .config import Config
-from .events import Events, JobChanged
-from .jobs import JobState
+from ..config import Config
+from ..events import Events, JobChanged
+from ..jobs import JobState
 
 
 class ConsoleStream:

@@ -14,8 +14,8 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from . import config as config_mod
-from .errors import ConfigError
+from .. import config as config_mod
+from ..errors import ConfigError
 
 #: Where the folder lives when --inbox/--outbox are not given (under the home directory).
 DEFAULT_BASE = Path("crystal-watchd")
@@ -39,7 +39,7 @@ def _absolute(path: Path) -> Path:
 
 def render(target: Path, name: str, inbox: Path, outbox: Path, scale: float,
            creativity: float, default_path: Path) -> str:
-    template = Template(resources.files("crystal_watchd").joinpath("starter.yaml")
+    template = Template(resources.files("crystal_watchd.commands").joinpath("starter.yaml")
                         .read_text(encoding="utf-8"))
     option = "" if target == default_path else f" --config {target}"
     return template.substitute(
