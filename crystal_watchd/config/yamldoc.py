@@ -18,6 +18,10 @@ import yaml
 from ..errors import ConfigProblem
 
 
+#: The tag of YAML's merge key ``<<``.
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 class Doc:
     """Plain data from a YAML file, plus the line of every key path."""
 
@@ -43,6 +47,11 @@ class Doc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark else None
             what = " ".join(p for p in (exc.context, exc.problem) if p)
+            if mark is not None:
+                what += f" (column {mark.column + 1})"
+                lines = text.splitlines()
+                if mark.line < len(lines) and "\t" in lines[mark.line]:
+                    what += "; this line has a tab: YAML indents with spaces only"
             self.problems.append(ConfigProblem(self.file, line, "", f"YAML syntax error: {what}"))
             return None
         except yaml.YAMLError as exc:
@@ -55,7 +64,14 @@ class Doc:
         self.lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
+            # Merge keys (``<<: *base``) are inlined first, as ``yaml.safe_load`` does; a
+            # merged key keeps the line where the anchor wrote it, and a key of this mapping
+            # overrides a merged one (that is what merging is for, not a duplicate).
+            own = sum(1 for key_node, _ in node.value if key_node.tag != MERGE_TAG)
+            loader.flatten_mapping(node)
+            merged = len(node.value) - own
+            from_merge: set[Any] = set()
+            for index, (key_node, value_node) in enumerate(node.value):
                 key = loader.construct_object(key_node, deep=True)
                 if isinstance(key, bool):
                     # YAML 1.1 reads a key "on" (or "yes") as true; as a key it is a name.
@@ -64,7 +80,11 @@ class Doc:
                     key = str(key)
                 child = path + (key,)
                 self.lines[child] = key_node.start_mark.line + 1
-                if key in out:
+                if index < merged:
+                    from_merge.add(key)
+                elif key in from_merge:
+                    from_merge.discard(key)  # this mapping's own key overrides the merged one
+                elif key in out:
                     self.problem(child, "this key appears twice")
                 out[key] = self._convert(loader, value_node, child)
             return out
