@@ -93,3 +93,41 @@ def test_the_watch_never_asks_for_reads_only_for_writes(tmp_path, monkeypatch):
     reads = asyncio.run(main())
     assert reads == []
     assert {"created", "closed"} <= set(seen) and "opened" not in seen
+
+
+def test_overflow_triggers_a_rescan_whatever_the_log_level():
+    """With watchdog's loggers raised to ERROR (``log.level: error``), a kernel overflow
+    record still starts the rescan; other warnings stay hidden at that level."""
+    calls = []
+    seen = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    watchdog_logger = logging.getLogger("watchdog")
+    old = watchdog_logger.level
+    watchdog_logger.setLevel(logging.ERROR)
+    collect = Collect()
+    logger = logging.getLogger("watchdog.observers.inotify_c")
+    logger.addHandler(collect)
+
+    async def main():
+        hook = OverflowHook(asyncio.get_running_loop(), lambda: calls.append("rescan"))
+        hook.install()
+        try:
+            logger.warning("Inotify queue overflowed; filesystem events were lost")
+            logger.warning("a warning the user did not ask to see")
+            logger.error("an error the user asked to see")
+            await asyncio.sleep(0.05)
+        finally:
+            hook.uninstall()
+
+    try:
+        asyncio.run(main())
+    finally:
+        logger.removeHandler(collect)
+        watchdog_logger.setLevel(old)
+    assert calls == ["rescan"]
+    assert seen == ["an error the user asked to see"]
+    assert logger.level == logging.NOTSET  # uninstall put the level back

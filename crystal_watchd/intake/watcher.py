@@ -177,21 +177,48 @@ class FolderWatcher:
             observer.join(timeout=5)
 
 
-class OverflowHook(logging.Handler):
-    """watchdog handles an inotify queue overflow internally and only logs it; we listen
-    for that log line and answer with a full rescan, so no dropped event loses a file."""
+#: watchdog's loggers that report a kernel queue overflow (IN_Q_OVERFLOW).
+_OVERFLOW_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
+
+
+class OverflowHook(logging.Filter):
+    """watchdog handles an inotify queue overflow internally and only logs it; we watch its
+    loggers for that record and answer with a full rescan, so no dropped event loses a file.
+
+    A filter on watchdog's own loggers, with their level held at WARNING while installed:
+    the configured ``log.level`` (``error``, say) decides whether the record is printed, never
+    whether the rescan happens."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_overflow: Callable[[], None]):
-        super().__init__(level=logging.WARNING)
+        super().__init__()
         self._loop, self._on_overflow = loop, on_overflow
+        #: Per logger: the level it had (put back at uninstall) and the level it let through.
+        self._levels: dict[str, tuple[int, int]] = {}
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def filter(self, record: logging.LogRecord) -> bool:
         if "overflow" in record.getMessage().lower():
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._on_overflow)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to rescan
+                self._loop.call_soon_threadsafe(self._overflowed)
+            return False  # said in our own words, as ``inotify_overflow``
+        _, shown = self._levels.get(record.name, (logging.NOTSET, logging.WARNING))
+        return record.levelno >= shown
+
+    def _overflowed(self) -> None:  # in the event loop
+        log.warning("inotify_overflow", reason="the kernel's inotify queue overflowed: "
+                    "events were lost", action="rescanning every folder",
+                    hint="raise fs.inotify.max_queued_events if this repeats")
+        self._on_overflow()
 
     def install(self) -> None:
-        logging.getLogger("watchdog.observers.inotify_c").addHandler(self)
+        for name in _OVERFLOW_LOGGERS:
+            logger = logging.getLogger(name)
+            self._levels[name] = (logger.level, logger.getEffectiveLevel())
+            logger.setLevel(logging.WARNING)
+            logger.addFilter(self)
 
     def uninstall(self) -> None:
-        logging.getLogger("watchdog.observers.inotify_c").removeHandler(self)
+        for name, (level, _) in self._levels.items():
+            logger = logging.getLogger(name)
+            logger.removeFilter(self)
+            logger.setLevel(level)
+        self._levels.clear()
