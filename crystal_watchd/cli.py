@@ -40,9 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     backend = argparse.ArgumentParser(add_help=False)
     backend.add_argument("--backend", choices=config_mod.BACKENDS,
                          help="override the config's backend (local works offline, no key)")
-    sub.add_parser("run", parents=[common, backend],
+    _subcommand(sub, "run", parents=[common, backend],
                    help="watch and process until stopped (SIGTERM/SIGINT)")
-    once = sub.add_parser("once", parents=[common, backend],
+    once = _subcommand(sub, "once", parents=[common, backend],
                           help="process what is in the inboxes now, then exit (1 if any file "
                                "failed, 75 if one still arriving was left for the next run or "
                                "pictures are held for approval)")
@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
                           help="on a terminal, print every job's log lines too")
     loudness.add_argument("-q", "--quiet", action="store_true",
                           help="print only warnings and errors")
-    init = sub.add_parser("init", parents=[common],
+    init = _subcommand(sub, "init", parents=[common],
                           help="write a commented starter config and make its folders "
                                "(never overwrites)")
     init.add_argument("--inbox", type=Path, help="the watched folder (default: "
@@ -65,40 +65,52 @@ def _parser() -> argparse.ArgumentParser:
                       help="scale factor, 1 to 200 (default 2)")
     init.add_argument("--creativity", type=_within(0, 10), default=0.0,
                       help="creativity, 0 to 10 (default 0)")
-    check = sub.add_parser("check", parents=[common],
+    check = _subcommand(sub, "check", parents=[common],
                            help="validate the config; on a terminal, a summary and warnings, "
                                 "else the effective settings as JSON")
     check.add_argument("--json", action="store_true",
                        help="print the effective settings as JSON (the default off a terminal)")
     check.add_argument("--online", action="store_true",
                        help="also prove the fal key with one free call to fal")
-    status = sub.add_parser("status", parents=[common], help="queue, failures and spend, "
+    status = _subcommand(sub, "status", parents=[common], help="queue, failures and spend, "
                                                               "from the journal (exit 3 if no "
                                                               "daemon is running)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    retry = sub.add_parser("retry", parents=[common],
+    retry = _subcommand(sub, "retry", parents=[common],
                            help="put failed files (all, or the ones named) back in the queue")
-    retry.add_argument("paths", nargs="*", metavar="PATH")
-    sub.add_parser("notify-test", parents=[common],
+    retry.add_argument("paths", nargs="*", metavar="PATH",
+                       help="a failed file, by its path in failed_dir or where it was dropped "
+                            "(none: every failed file)")
+    _subcommand(sub, "notify-test", parents=[common],
                    help="send a test notification to every notify URL (1 if one fails)")
-    hooks = sub.add_parser("retry-hooks", parents=[common],
+    hooks = _subcommand(sub, "retry-hooks", parents=[common],
                            help="try hook deliveries that gave up again (all, or the ids "
                                 "'status' lists)")
-    hooks.add_argument("ids", nargs="*", type=int, metavar="ID")
-    approve = sub.add_parser("approve", parents=[common],
+    hooks.add_argument("ids", nargs="*", type=int, metavar="ID",
+                       help="a delivery's id, as 'status' lists it (none: every one that "
+                            "gave up)")
+    approve = _subcommand(sub, "approve", parents=[common],
                              help="release the pictures the spend guard holds (all folders, or "
                                   "the ones named)")
-    approve.add_argument("folders", nargs="*", metavar="FOLDER")
-    journal = sub.add_parser("journal", parents=[common],
+    approve.add_argument("folders", nargs="*", metavar="FOLDER",
+                         help="a folder's name, as in the config (none: every folder)")
+    journal = _subcommand(sub, "journal", parents=[common],
                              help="move jobs between the SQLite journal and PostgreSQL")
     moves = journal.add_subparsers(dest="journal_command", required=True, metavar="ACTION")
-    export = moves.add_parser("export", parents=[common],
+    export = _subcommand(moves, "export", parents=[common],
                               help="write every job of the configured journal to a file")
     export.add_argument("file", type=Path, help="JSON lines file to write ('-': stdout)")
-    imp = moves.add_parser("import", parents=[common],
+    imp = _subcommand(moves, "import", parents=[common],
                            help="add the jobs of an export file to the configured journal")
     imp.add_argument("file", type=Path, help="JSON lines file from 'journal export'")
     return parser
+
+
+def _subcommand(group, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand whose one-line help (in the list of commands) is also the description
+    its own ``--help`` opens with."""
+    text = kwargs["help"]
+    return group.add_parser(name, description=text[0].upper() + text[1:] + ".", **kwargs)
 
 
 def _within(lo: float, hi: float):
@@ -208,9 +220,17 @@ def _check(args: argparse.Namespace, config: config_mod.Config) -> int:
     for line in [*(f"{config.path}: {w}" for w in extension_warnings(config.folders)),
                  *checkreport.warnings(ctx)]:
         print(f"crystal-watchd: warning: {line}", file=sys.stderr)
+    blockers = checkreport.blockers(ctx)
+    for line in blockers:
+        print(f"crystal-watchd: problem: {line}", file=sys.stderr)
     if _check_notify(config):
         return EXIT_CONFIG
-    print(f"config OK: {config.path} ({len(config.folders)} folder(s))", file=sys.stderr)
+    folders = f"{config.path} ({len(config.folders)} folder(s))"
+    if blockers:
+        print(f"config valid: {folders}; {len(blockers)} problem(s) to fix before `run` "
+              "works", file=sys.stderr)
+    else:
+        print(f"config OK: {folders}", file=sys.stderr)
     code = _check_journal(config)
     if args.online and code == EXIT_OK:
         code = _check_online(config)

@@ -190,10 +190,19 @@ def _budget(ctx: Context) -> Iterable[str]:
             return
 
 
-WARNINGS: list[Callable[[Context], Iterable[str]]] = [_no_key, _folders, _budget]
+#: Checks whose findings stop ``run`` (the config is valid, but the daemon would not work).
+BLOCKERS: list[Callable[[Context], Iterable[str]]] = [_no_key]
+#: Checks whose findings are worth knowing; ``run`` still works.
+WARNINGS: list[Callable[[Context], Iterable[str]]] = [_folders, _budget]
+
+
+def blockers(ctx: Context) -> list[str]:
+    """What must be fixed before ``run`` works."""
+    return [line for check in BLOCKERS for line in check(ctx)]
 
 
 def warnings(ctx: Context) -> list[str]:
+    """What ``run`` would work despite, but a user should know."""
     return [line for check in WARNINGS for line in check(ctx)]
 
 
