@@ -179,14 +179,15 @@ def test_check_on_a_terminal_is_a_summary_with_warnings(tmp_path):
 
 
 def test_check_without_a_key_warns_and_names_fal_key(tmp_path):
-    """`check` with backend fal and no key anywhere still exits 0 but warns, naming FAL_KEY,
+    """`check` with backend fal and no key anywhere still exits 0 but names the problem
+    and FAL_KEY,
     on a terminal and off one; with --backend local in the config there is no such warning."""
     config = write_config(tmp_path, [{"inbox": "in", "outbox": "out"}], backend="fal")
     (tmp_path / "in").mkdir()
     env = {**os.environ, **CLEARED}
     code, out = on_pty("check", "--config", str(config), env=env)
     assert code == 0
-    assert "NO KEY" in out and re.search(r"warning: .*set FAL_KEY", out)
+    assert "NO KEY" in out and re.search(r"problem: .*set FAL_KEY", out)
     piped = run_cli("check", "--config", str(config), env=env)
     assert piped.returncode == 0 and "FAL_KEY" in piped.stderr
     json.loads(piped.stdout)  # scripts still get JSON
