@@ -179,9 +179,8 @@ def test_check_on_a_terminal_is_a_summary_with_warnings(tmp_path):
 
 
 def test_check_without_a_key_warns_and_names_fal_key(tmp_path):
-    """`check` with backend fal and no key anywhere still exits 0 but names the problem
-    and FAL_KEY,
-    on a terminal and off one; with --backend local in the config there is no such warning."""
+    """`check` with backend fal and no key anywhere still exits 0 but names the problem and
+    FAL_KEY, on a terminal and off one; with --backend local in the config there is none."""
     config = write_config(tmp_path, [{"inbox": "in", "outbox": "out"}], backend="fal")
     (tmp_path / "in").mkdir()
     env = {**os.environ, **CLEARED}
