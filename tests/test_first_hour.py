@@ -286,3 +286,15 @@ def test_network_inbox_without_polling_is_warned(tmp_path):
     assert len(found) == 1 and "folders[0]" in found[0] and "nfs4" in found[0]
     summary = "\n".join(checkreport.summary(ctx))
     assert "native (nfs4)" in summary and "polling 10 s (fuse.shfs)" in summary
+
+
+def test_init_keeps_a_system_config_in_system_places(tmp_path, monkeypatch):
+    """A config written in /etc (``init`` as root) gets its folders under /srv, not in
+    root's home; a config anywhere else keeps them under the home directory."""
+    from crystal_watchd.commands.starter import folder_base
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert folder_base(Path("/etc/crystal-watchd/config.yaml")) == Path("/srv/crystal-watchd")
+    assert folder_base(tmp_path / ".config/crystal-watchd/config.yaml") == \
+        tmp_path / "crystal-watchd"
+    assert folder_base(Path("/etcetera/config.yaml")) == tmp_path / "crystal-watchd"

@@ -17,8 +17,18 @@ from string import Template
 from .. import config as config_mod
 from ..errors import ConfigError
 
-#: Where the folder lives when --inbox/--outbox are not given (under the home directory).
+#: Where the folders live when --inbox/--outbox are not given (under the home directory).
 DEFAULT_BASE = Path("crystal-watchd")
+#: ... and for a system-wide config (under /etc): site data, beside /var/lib's journal.
+SYSTEM_BASE = Path("/srv/crystal-watchd")
+
+
+def folder_base(target: Path) -> Path:
+    """Where the default inbox and outbox go for a config written at ``target``: a config
+    in /etc (root's default) keeps every path in system places, never in root's home."""
+    if target.is_relative_to("/etc"):
+        return SYSTEM_BASE
+    return Path.home() / DEFAULT_BASE
 
 
 class AlreadyThere(Exception):
@@ -56,7 +66,7 @@ def init(target: Path | None, inbox: Path | None, outbox: Path | None, scale: fl
     ConfigError (the result would not be a valid config), OSError."""
     default_path = _absolute(config_mod.default_config_path())
     target = _absolute(target) if target is not None else default_path
-    base = Path.home() / DEFAULT_BASE
+    base = folder_base(target)
     given_inbox = inbox
     inbox = _absolute(inbox) if inbox is not None else base / "inbox"
     outbox = _absolute(outbox) if outbox is not None else base / "outbox"
