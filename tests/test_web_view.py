@@ -42,6 +42,8 @@ def _check_sums(open_store) -> None:  # noqa: F811
         job = j.claim(j.enqueue("f", Path(f"/in/{name}"), name, 1, 1, name))
         job = j.done(j.output_written(job, [f"/out/{name}"], megapixels=1.0, cost_usd=usd))
         j._exec("UPDATE jobs SET finished_at=? WHERE id=?", (when.timestamp(), job.id))
+        j._exec("UPDATE spend SET created_at=?, day=? WHERE job_id=?",  # its ledger row
+                (when.timestamp(), when.date().isoformat(), job.id))
     j.enqueue("f", Path("/in/waiting.jpg"), "waiting.jpg", 1, 1, "w")
     view = JournalView(lambda: open_store())
     try:

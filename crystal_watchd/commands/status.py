@@ -44,6 +44,7 @@ from ..config import Config
 from ..daemon import lock
 from ..daemon.requeue import retry_jobs
 from ..jobs import JobState
+from ..journal import ledger
 
 STATES = ("queued", "in_flight", "done", "failed", "superseded", "arriving", "awaiting_approval")
 
@@ -86,18 +87,23 @@ def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
                 "file": rel, "since": _iso(created)}
         today = datetime.now().astimezone().date().isoformat()
         spend = report["spend"]
-        for row in journal.spend_rows():
-            folder, usd, mp = row["folder"], row["cost_usd"] or 0.0, row["output_megapixels"] or 0.0
+        for row in journal.spend_rows():  # megapixels of finished jobs
+            folder, mp = row["folder"], row["output_megapixels"] or 0.0
             day = datetime.fromtimestamp(row["finished_at"]).date().isoformat()
-            entry = folders.setdefault(folder, _folder_entry())
-            spend["by_day"][day] = round(spend["by_day"].get(day, 0.0) + usd, 6)
-            spend["total_usd"] += usd
+            folders.setdefault(folder, _folder_entry())
             spend["total_megapixels"] += mp
-            entry["spend_total_usd"] = round(entry["spend_total_usd"] + usd, 6)
             if day == today:
-                spend["today_usd"] += usd
                 spend["today_megapixels"] += mp
-                entry["spend_today_usd"] = round(entry["spend_today_usd"] + usd, 6)
+        # Dollars from the spend ledger: every billed run, however its job ended.
+        for day, by_folder in journal.run(ledger.by_day(journal.store)).items():
+            for folder, usd in by_folder.items():
+                entry = folders.setdefault(folder, _folder_entry())
+                spend["by_day"][day] = round(spend["by_day"].get(day, 0.0) + usd, 6)
+                spend["total_usd"] += usd
+                entry["spend_total_usd"] = round(entry["spend_total_usd"] + usd, 6)
+                if day == today:
+                    spend["today_usd"] += usd
+                    entry["spend_today_usd"] = round(entry["spend_today_usd"] + usd, 6)
         for key in ("today_usd", "total_usd", "today_megapixels", "total_megapixels"):
             spend[key] = round(spend[key], 6)
         spend["maybe_paid_twice"] = journal.paid_twice()
@@ -150,7 +156,8 @@ def _held(journal: journal_mod.JournalBase, folders: dict[str, dict[str, Any]]) 
 
 
 def render(report: dict[str, Any]) -> str:
-    lines = [f"journal: {report['journal']} (daemon {'running' if report['daemon_running'] else 'not running'})",
+    running = "running" if report["daemon_running"] else "not running"
+    lines = [f"journal: {report['journal']} (daemon {running})",
              f"{'folder':<20} {'queued':>7} {'arriving':>8} {'in flight':>9} {'done':>7} "
              f"{'failed':>7}  oldest waiting"]
     for name, f in report["folders"].items():
@@ -196,7 +203,8 @@ def render(report: dict[str, Any]) -> str:
     if report["last_errors"]:
         lines.append("last errors:")
         for e in report["last_errors"]:
-            lines.append(f"  [{e['folder']}] {e['file']}: {e['error']}: {e['reason']} ({e['state']})")
+            lines.append(f"  [{e['folder']}] {e['file']}: {e['error']}: {e['reason']} "
+                         f"({e['state']})")
     return "\n".join(lines)
 
 

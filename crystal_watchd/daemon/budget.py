@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from .. import logs
-from ..days import local_midnight
 from ..journal import JournalBase
+from ..journal.ledger import day_of
 
 log = logs.get(__name__)
 
@@ -26,11 +25,11 @@ class Budget:
     async def reached(self, limit: float | None, now: float, journal: JournalBase) -> bool:
         if limit is None:
             return False
-        spent = await journal.spent_since(local_midnight(now))
+        spent = await journal.spent_on(day_of(now))
         if spent < limit:
             self._noticed_day = None
             return False
-        day = time.strftime("%Y-%m-%d", time.localtime(now))
+        day = day_of(now)
         if self._noticed_day != day:
             self._noticed_day = day
             log.warning("budget_reached", spent_usd=round(spent, 4), daily_usd=limit,

@@ -107,12 +107,11 @@ class Completion:
         if finals is None:
             raise RetryableError("the output vanished while it was being placed", kind="internal")
         billed = 0.0 if copy or self.backend.name == "local" else megapixels
-        # A run fal may have billed without a result (see Job.paid_twice) is counted as paid:
-        # the day's budget must never be under the real spend.
-        runs = 1 + job.paid_twice
+        # This run's cost: runs fal may have billed without a result (see Job.paid_twice)
+        # have their own rows in the spend ledger already.
         job = await self.journal.output_written(
             job, finals, megapixels=None if copy else round(megapixels, 6),
-            cost_usd=round(billed * runs * self.config.fal.price_per_megapixel, 6))
+            cost_usd=round(billed * self.config.fal.price_per_megapixel, 6))
         return await self._finish(job, folder, bound, started)
 
     async def _resume_completion(self, job: Job, folder: FolderConfig, bound) -> JobState:

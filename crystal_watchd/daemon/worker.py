@@ -164,7 +164,7 @@ class Worker(Completion):
                 on_submitted=on_submitted, on_forgotten=on_forgotten,
                 work_dir=self.config.state_dir / "work", pixels=self.pixels,
                 result_format=self._result_format(source),
-                trail=await self._trail(job))
+                trail=await self._trail(job, self._estimate(plan)))
             results = await self.backend.upscale(request)
             state = await asyncio.shield(self._complete(job, folder, source, plan, results,
                                                         bound, started, alpha=alpha))
@@ -226,8 +226,13 @@ class Worker(Completion):
         cancellation cannot come between the read and the write."""
         return await step(await self.journal.get(job.id), *args, **kwargs)
 
-    async def _trail(self, job: Job) -> SubmitTrail:
-        """The journal's side of a submission whose answer may never arrive."""
+    def _estimate(self, plan: preflight.Plan) -> float:
+        """What fal bills for ``plan``'s output, in dollars."""
+        return round(plan.width * plan.height / 1e6 * self.config.fal.price_per_megapixel, 6)
+
+    async def _trail(self, job: Job, estimated_usd: float) -> SubmitTrail:
+        """The journal's side of a submission whose answer may never arrive; a run it may
+        have been billed for is recorded at ``estimated_usd``."""
         journal = self.journal
 
         async def sending(identity: str, sent_at: float) -> None:
@@ -237,10 +242,10 @@ class Worker(Completion):
             await journal.submit_refused(job)
 
         async def given_up() -> None:
-            await journal.submit_given_up(job)
+            await journal.submit_given_up(job, estimated_usd=estimated_usd)
 
         async def abandoned() -> None:
-            await journal.run_abandoned(job)
+            await journal.run_abandoned(job, estimated_usd=estimated_usd)
 
         unanswered = None if job.request_id else await journal.unanswered_submit(job)
         return SubmitTrail(unanswered, sending, refused, given_up, abandoned)
@@ -251,8 +256,7 @@ class Worker(Completion):
         limit = self.config.budget.daily_usd
         if limit is None or self.backend.name == "local":
             return True
-        usd = plan.width * plan.height / 1e6 * self.config.fal.price_per_megapixel
-        if await self.journal.reserve_budget(job, round(usd, 6), limit=limit,
+        if await self.journal.reserve_budget(job, self._estimate(plan), limit=limit,
                                        since=local_midnight(time.time())):
             return True
         self.hooks.budget_full()

@@ -23,6 +23,7 @@ from typing import Any
 from ..errors import LeaseLost
 from ..events import Events, JobChanged
 from ..jobs import Job, JobState
+from . import ledger
 from .approvals import SpendRows
 from .arrivals import Arrival, ArrivalRows
 from .daemons import DaemonRows
@@ -49,6 +50,9 @@ class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, Subm
     columns = COLUMNS
     #: Where job changes are published (the web page, metrics, the terminal view).
     events: Events | None = None
+    #: True for a read-only look at a journal that has no spend ledger yet (its daemon has
+    #: not migrated it): its spend reads as nothing.
+    ledger_missing = False
     #: Round trips to the database so far (statements, and a transaction's begin and end):
     #: what the benchmark reports per job.
     round_trips = 0
@@ -96,16 +100,40 @@ class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, Subm
             return " AND (owner IS NULL OR owner=?)", (self.daemon_id,)
         return "", ()
 
-    async def _update(self, job: Job, **values: Any) -> Job:
+    #: True when a store writes a job change and its ledger row in one statement (no
+    #: transaction around them needed).
+    records_in_one_statement = False
+
+    async def _changed(self, sql: str, args: tuple[Any, ...], spend: ledger.Entry | None,
+                       now: float) -> Mapping[str, Any] | None:
+        """Run ``sql`` (an ``UPDATE jobs … RETURNING`` at least ``ledger.SOURCE``), and
+        write ``spend``'s ledger row for the changed job. The caller holds a transaction
+        unless ``records_in_one_statement``."""
+        row = await self._one(sql, args)
+        if row is not None and spend is not None:
+            await self._exec(*spend.insert("jobs", now, " AND jobs.id=?", (row["id"],)))
+        return row
+
+    def _recording(self, spend: ledger.Entry | None,
+                   outbox: bool = False) -> contextlib.AbstractAsyncContextManager[None]:
+        """The transaction a change needs: its deliveries, or its ledger row where the store
+        writes that in a statement of its own, go with it or not at all."""
+        needed = outbox or (spend is not None and not self.records_in_one_statement)
+        return self.transaction() if needed else contextlib.nullcontext()
+
+    async def _update(self, job: Job, spend: ledger.Entry | None = None, **values: Any) -> Job:
         values["updated_at"] = time.time()
         cols = ", ".join(f"{k}=?" for k in values)
         mine, owner = self._mine()
         outbox = self._wants_deliveries(values)
+        returning = COLUMNS + (", reserved_usd, estimated_usd" if spend is not None else "")
         # One statement, one round trip: the changed row comes back with the update. A
-        # change that hooks report writes its deliveries in the same transaction.
-        async with self.transaction() if outbox else contextlib.nullcontext():
-            row = await self._one(f"UPDATE jobs SET {cols} WHERE id=?{mine} RETURNING {COLUMNS}",
-                            (*values.values(), job.id, *owner))
+        # change that hooks report writes its deliveries in the same transaction, and a
+        # billed run its ledger row.
+        async with self._recording(spend, outbox):
+            row = await self._changed(
+                f"UPDATE jobs SET {cols} WHERE id=?{mine} RETURNING {returning}",
+                (*values.values(), job.id, *owner), spend, values["updated_at"])
             if row is not None and outbox:
                 await self._add_deliveries(row_to_job(row), values)
         if row is None:
@@ -218,9 +246,15 @@ class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, Subm
         return await self._update(job, pending=json.dumps(pending))
 
     async def output_written(self, job: Job, outputs: list[str], *, megapixels: float | None,
-                       cost_usd: float | None) -> Job:
-        return await self._update(job, outputs=json.dumps(outputs), pending="[]",
-                            output_megapixels=megapixels, cost_usd=cost_usd)
+                       cost_usd: float | None, billed_units: float | None = None,
+                       billed_usd: float | None = None) -> Job:
+        """The outputs are in place; ``cost_usd`` is the run whose result they are (written
+        to the ledger with this change, once per request; ``billed_*`` where fal said what
+        it billed). The budget reservation is spent now, so it no longer counts."""
+        spend = ledger.Entry(ledger.RESULT, billed_units=billed_units, billed_usd=billed_usd,
+                             once_per_request=True)
+        return await self._update(job, spend, outputs=json.dumps(outputs), pending="[]",
+                            output_megapixels=megapixels, cost_usd=cost_usd, reserved_usd=None)
 
     async def done(self, job: Job) -> Job:
         return await self._update(job, state=JobState.DONE.value, finished_at=time.time(),
@@ -228,7 +262,8 @@ class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, Subm
 
     async def retry_later(self, job: Job, *, delay: float, kind: str, reason: str,
                     count_attempt: bool = True) -> Job:
-        return await self._update(job, state=JobState.QUEUED.value, next_attempt_at=time.time() + delay,
+        return await self._update(job, state=JobState.QUEUED.value,
+                            next_attempt_at=time.time() + delay,
                             attempts=job.attempts + (1 if count_attempt else 0),
                             error_kind=kind, reason=reason)
 
@@ -248,8 +283,13 @@ class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, Subm
         """Back to the queue without counting an attempt (shutdown, paused folder)."""
         return await self._update(job, state=JobState.QUEUED.value)
 
-    async def failed(self, job: Job, *, kind: str, reason: str, attempts: int | None = None) -> Job:
-        return await self._update(job, state=JobState.FAILED.value, finished_at=time.time(),
+    async def failed(self, job: Job, *, kind: str, reason: str, attempts: int | None = None,
+                     billed: ledger.Entry | None = None) -> Job:
+        """The job ends without an output. ``billed``: a last run fal may have billed (a
+        rejection), recorded with this change; runs billed earlier are in the ledger already
+        and keep counting."""
+        return await self._update(job, billed, state=JobState.FAILED.value,
+                            finished_at=time.time(),
                             error_kind=kind, reason=reason, slot_held=0, reserved_usd=None,
                             attempts=job.attempts if attempts is None else attempts)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import LeaseLost
 from ..jobs import Job
+from . import ledger
 
 
 class SubmitRows:
@@ -29,21 +30,34 @@ class SubmitRows:
         nothing is pending there."""
         await self._set_submit(job, "submit_identity=NULL, submit_sent_at=NULL", ())
 
-    async def submit_given_up(self, job: Job) -> None:
+    async def submit_given_up(self, job: Job, *, estimated_usd: float | None = None) -> None:
         """An unanswered submission could not be found at the backend and is sent again:
-        counted as one that may have been paid twice."""
+        that one may have been billed too (a ``lost_reply`` row in the ledger, at
+        ``estimated_usd``, else the job's reservation)."""
         await self._set_submit(job, "submit_identity=NULL, submit_sent_at=NULL, "
-                              "paid_twice=paid_twice+1", ())
+                              "paid_twice=paid_twice+1", (),
+                               ledger.Entry(ledger.LOST_REPLY, estimated_usd))
 
-    async def run_abandoned(self, job: Job) -> None:
+    async def run_abandoned(self, job: Job, *, estimated_usd: float | None = None) -> None:
         """A request was cancelled after it may have started running and brought no result:
-        fal may bill that run, and the job is submitted again. Counted like a lost answer."""
-        await self._set_submit(job, "paid_twice=paid_twice+1", ())
+        fal may bill that run (a ``cancelled_running`` row in the ledger), and the job is
+        submitted again."""
+        await self._set_submit(job, "paid_twice=paid_twice+1", (),
+                               ledger.Entry(ledger.CANCELLED_RUNNING, estimated_usd))
 
-    async def _set_submit(self, job: Job, assignments: str, args: tuple[Any, ...]) -> None:
+    async def _set_submit(self, job: Job, assignments: str, args: tuple[Any, ...],
+                          spend: ledger.Entry | None = None) -> None:
         mine, owner = self._mine()
-        if not await self._exec(f"UPDATE jobs SET {assignments}, updated_at=? WHERE id=?{mine}",
-                          (*args, time.time(), job.id, *owner)):
+        now = time.time()
+        sql = f"UPDATE jobs SET {assignments}, updated_at=? WHERE id=?{mine}"
+        if spend is None:
+            if not await self._exec(sql, (*args, now, job.id, *owner)):
+                raise LeaseLost(job.id)
+            return
+        async with self._recording(spend):
+            row = await self._changed(f"{sql} RETURNING {ledger.SOURCE}",
+                                      (*args, now, job.id, *owner), spend, now)
+        if row is None:
             raise LeaseLost(job.id)
 
     async def unanswered_submit(self, job: Job) -> tuple[str, float] | None:
@@ -53,13 +67,9 @@ class SubmitRows:
         return (row["submit_identity"], row["submit_sent_at"]) if row else None
 
     async def paid_twice(self) -> int:
-        """Submissions sent again without finding the earlier, unanswered one at the backend:
-        each may have been billed twice."""
-        try:
-            row = await self._one("SELECT COALESCE(SUM(paid_twice), 0) AS n FROM jobs")
-        except Exception:  # noqa: BLE001 - a read-only look at a journal not migrated yet
-            return 0
-        return int(row["n"]) if row else 0
+        """Runs that may have been billed on top of the result taken (submissions sent
+        again, requests cancelled while running): counted in the spend ledger."""
+        return await ledger.paid_again(self)
 
 
 class LimitRows:

@@ -27,6 +27,7 @@ from ..config import mask_url
 from ..errors import JournalUnavailable
 from ..events import Events
 from ..jobs import Job, JobState
+from . import ledger
 from .arrivals import (
     SAME_VERSION,
     SUPERSEDE,
@@ -143,6 +144,8 @@ MIGRATIONS = (
     """
     CREATE INDEX IF NOT EXISTS jobs_path_state ON jobs(folder, path, state)
     """,
+    # 8: the spend ledger, back-filled from the jobs' recorded costs.
+    ledger.migration("postgresql"),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -302,6 +305,18 @@ class PostgresStore(JournalBase):
         return row["id"] if row else None
 
     # -- one statement where the embedded store needs several --------------------------------
+
+    records_in_one_statement = True
+
+    async def _changed(self, sql: str, args: tuple[Any, ...], spend: ledger.Entry | None,
+                       now: float) -> Mapping[str, Any] | None:
+        """As the base's, in one statement (one round trip, atomic without a transaction):
+        the update in a CTE, the ledger row inserted from the row it changed."""
+        if spend is None:
+            return await self._one(sql, args)
+        insert, insert_args = spend.insert("changed", now)
+        return await self._one(f"WITH changed AS ({sql}), recorded AS ({insert}) "
+                               "SELECT * FROM changed", (*args, *insert_args))
 
     async def enqueue_many(self, folder: str, arrivals: Sequence[Arrival]) -> list[Job]:
         """As the base's, one statement per file (one round trip for a single file, with no

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..jobs import Job, JobState
+from . import ledger
 from .approvals import CLEARED
 from .rows import NOT_WAITING, UNFINISHED, WAITING, fs_bytes, row_to_job
 
@@ -60,29 +61,34 @@ class JobReads:
 
     async def counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
-        for r in await self._rows("SELECT folder, state, COUNT(*) AS n FROM jobs GROUP BY folder, state"):
+        for r in await self._rows(
+                "SELECT folder, state, COUNT(*) AS n FROM jobs GROUP BY folder, state"):
             out.setdefault(r["folder"], {})[r["state"]] = r["n"]
         return out
 
     async def spent_since(self, since: float) -> float:
-        """Estimated dollars of the jobs finished since ``since`` (a Unix time)."""
-        row = await self._one("SELECT SUM(cost_usd) AS usd FROM jobs WHERE state=? AND finished_at>=?",
-                        (JobState.DONE.value, since))
-        return float(row["usd"] or 0.0) if row else 0.0
+        """Dollars of every billed or possibly billed run since ``since`` (a Unix time),
+        however its job ended: the spend ledger's sum."""
+        return await ledger.spent_since(self, since)
+
+    async def spent_on(self, day: str) -> float:
+        """Dollars of every billed or possibly billed run on local date ``day``."""
+        return await ledger.spent_on(self, day)
 
     async def committed_since(self, since: float) -> float:
-        """Spent since ``since`` plus what unfinished jobs have reserved: the dollars no
-        further submission may use."""
+        """Spent on the local day of ``since`` (the ledger) plus what unfinished jobs have
+        reserved: the dollars no further submission may use."""
         # Two indexed sums, not one pass over every job: a submission waits for this answer
         # in an exclusive transaction, and a journal keeps every job it ever finished.
+        spent, spent_args = ledger.spent_sql(ledger.day_of(since))
         row = await self._one(
-            "SELECT (SELECT COALESCE(SUM(cost_usd), 0) FROM jobs WHERE state=? AND "
-            "finished_at>=?) + (SELECT COALESCE(SUM(reserved_usd), 0) FROM jobs WHERE state IN "
-            "(?, ?, ?)) AS usd", (JobState.DONE.value, since, *UNFINISHED))
+            f"SELECT {spent} + (SELECT COALESCE(SUM(reserved_usd), 0) FROM jobs WHERE state IN "
+            "(?, ?, ?)) AS usd", (*spent_args, *UNFINISHED))
         return float(row["usd"] or 0.0) if row else 0.0
 
     async def spend_rows(self) -> list[Mapping[str, Any]]:
-        """folder, finished_at, cost_usd, output_megapixels of every finished job."""
+        """folder, finished_at, cost_usd, output_megapixels of every finished job (the
+        megapixels; dollars are summed from the spend ledger)."""
         return await self._rows("SELECT folder, finished_at, cost_usd, output_megapixels FROM jobs "
                           "WHERE state=?", (JobState.DONE.value,))
 
@@ -157,7 +163,8 @@ class JobReads:
         names = list(folders)
         if not names:
             return []
-        rows = await self._rows(f"SELECT {self.columns} FROM jobs WHERE state=? AND next_attempt_at>? "
-                          f"AND folder IN ({','.join('?' * len(names))}) ORDER BY id",
+        rows = await self._rows(f"SELECT {self.columns} FROM jobs WHERE state=? "
+                          f"AND next_attempt_at>? AND folder IN ({','.join('?' * len(names))}) "
+                          "ORDER BY id",
                           (JobState.ARRIVING.value, now, *names))
         return [row_to_job(r) for r in rows]

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from ..events import Events
 from ..jobs import Job
+from . import ledger
 from .arrivals import (
     SAME_VERSION,
     SUPERSEDE,
@@ -116,6 +117,8 @@ MIGRATIONS = (
     """
     CREATE INDEX IF NOT EXISTS jobs_path_state ON jobs(folder, path, state);
     """,
+    # 8 → 9: the spend ledger, back-filled from the jobs' recorded costs.
+    ledger.migration("sqlite"),
 )
 SCHEMA_VERSION = str(1 + len(MIGRATIONS))
 
@@ -193,6 +196,8 @@ class SqliteStore(JournalBase):
     def _fill_missing_columns(self) -> None:
         """A read-only look (``status``) at a journal the daemon has not migrated yet."""
         have = {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}
+        self.ledger_missing = not self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='spend'").fetchone()
         self.columns = ", ".join(c if c in have else f"NULL AS {c}"
                                  for c in (c.strip() for c in COLUMNS.split(",")))
 

@@ -51,7 +51,8 @@ class _JournalCollector:
                 ("crystal_watchd_submissions", "submissions", "Requests submitted to the backend"),
                 ("crystal_watchd_output_megapixels", "megapixels",
                  "Output megapixels of finished jobs (what fal bills)"),
-                ("crystal_watchd_spend_dollars", "usd", "Estimated dollars of finished jobs")):
+                ("crystal_watchd_spend_dollars", "usd",
+                 "Dollars of every billed or possibly billed run (the spend ledger)")):
             family = CounterMetricFamily(name, doc, labels=["folder"])
             for folder in names:
                 family.add_metric([folder], totals.get(folder, {}).get(key, 0))

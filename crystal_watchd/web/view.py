@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import logs
-from ..days import local_midnight
 from ..jobs import Job, JobState
-from ..journal import JournalBase
+from ..journal import JournalBase, ledger
 from ..journal.outbox import Delivery
 from ..journal.rows import COLUMNS, row_to_job
 
@@ -62,15 +61,6 @@ class Overview:
     spend_by_day: dict[date, float]
     #: folder → (pictures awaiting approval, their estimated dollars)
     held: dict[str, tuple[int, float]] = field(default_factory=dict)
-
-
-#: Seconds in the buckets the spend chart is summed in (see ``overview``).
-QUARTER_HOUR = 900
-
-
-def month_start(now: float) -> float:
-    t = time.localtime(now)
-    return time.mktime((t.tm_year, t.tm_mon, 1, 0, 0, 0, 0, 0, -1))
 
 
 class JournalView:
@@ -116,13 +106,14 @@ class JournalView:
         """Per folder: submissions, output megapixels and dollars of done jobs (what
         ``status --json`` sums as spend)."""
         out: dict[str, dict[str, float]] = {}
+        spent = self.journal.run(ledger.by_folder(self.journal.store))
         for r in self.journal.query(
                 "SELECT folder, SUM(submissions) AS subs, "
-                "SUM(CASE WHEN state=? THEN COALESCE(output_megapixels, 0) ELSE 0 END) AS mp, "
-                "SUM(CASE WHEN state=? THEN COALESCE(cost_usd, 0) ELSE 0 END) AS usd "
-                "FROM jobs GROUP BY folder", (JobState.DONE.value, JobState.DONE.value)):
-            folder, subs, mp, usd = r["folder"], r["subs"], r["mp"], r["usd"]
-            out[folder] = {"submissions": subs or 0, "megapixels": mp or 0.0, "usd": usd or 0.0}
+                "SUM(CASE WHEN state=? THEN COALESCE(output_megapixels, 0) ELSE 0 END) AS mp "
+                "FROM jobs GROUP BY folder", (JobState.DONE.value,)):
+            folder, subs, mp = r["folder"], r["subs"], r["mp"]
+            out[folder] = {"submissions": subs or 0, "megapixels": mp or 0.0,
+                           "usd": spent.get(folder, 0.0)}
         return out
 
     def overview(self, folder_names: list[str], now: float) -> Overview:
@@ -133,19 +124,11 @@ class JournalView:
             row = rows.get(folder)
             if row is not None:
                 row.oldest_file, row.oldest_since = rel, created
-        first_day = local_midnight(now) - (CHART_DAYS - 1) * 86400 - 7200  # DST-safe margin
-        by_day: dict[date, float] = {}
-        # Summed in SQL by quarter hour (every time zone's offset is a whole number of
-        # quarter hours), then by the daemon's local day here: a few thousand rows, not one
-        # per job, and no day boundary a database in another zone would draw.
-        for r in self.journal.query(
-                f"SELECT CAST(finished_at AS BIGINT) / {QUARTER_HOUR} AS slot, "
-                "SUM(cost_usd) AS usd FROM jobs WHERE state=? AND finished_at>=? "
-                "GROUP BY slot",
-                (JobState.DONE.value, min(first_day, month_start(now)))):
-            day = datetime.fromtimestamp(r["slot"] * QUARTER_HOUR).date()  # local day
-            by_day[day] = by_day.get(day, 0.0) + (r["usd"] or 0.0)
         today = datetime.fromtimestamp(now).date()
+        first_day = min(today - timedelta(days=CHART_DAYS - 1), today.replace(day=1))
+        # The spend ledger's rows carry the daemon's local day: summed by day in SQL.
+        by_day = {date.fromisoformat(day): sum(usd.values()) for day, usd in self.journal.run(
+            ledger.by_day(self.journal.store, first_day.isoformat())).items()}
         month = sum(usd for day, usd in by_day.items()
                     if (day.year, day.month) == (today.year, today.month))
         chart = {today - timedelta(days=i): by_day.get(today - timedelta(days=i), 0.0)
