@@ -9,7 +9,7 @@ write of its output files (each temp file is a pipe the test does not drain), an
 kills while it is held. The final wait reads the journal rather than log lines, which a kill
 may cut off. ``bench/soak.py`` kills at random moments over many trials.
 
-``Worker._resume_completion`` (a kill after the output was written, before the job was
+``Completer.resume`` (a kill after the output was written, before the job was
 marked done) is tested on its own below, from that state set up in the journal."""
 
 from __future__ import annotations

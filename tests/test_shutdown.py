@@ -8,7 +8,9 @@ from conftest import write_config
 
 from crystal_watchd import config as config_mod
 from crystal_watchd.daemon import folders as folders_mod
-from crystal_watchd.daemon import service as service_mod
+from crystal_watchd.daemon.notify import Alerts
+from crystal_watchd.daemon.running import Running
+from crystal_watchd.journal import open_store
 
 
 def test_housekeeping_ends_once_stopping_even_without_a_cancellation(tmp_path, monkeypatch):
@@ -18,13 +20,18 @@ def test_housekeeping_ends_once_stopping_even_without_a_cancellation(tmp_path, m
     monkeypatch.setattr(folders_mod, "AVAILABILITY_CHECK", 0.01)
     (tmp_path / "in").mkdir()
     config = config_mod.load(write_config(tmp_path, [{"inbox": "in", "outbox": "out"}]))
-    service = service_mod.Service(config)
+    running = Running()
 
     async def main() -> None:
-        task = asyncio.create_task(service._housekeeping())
+        journal = await open_store(config)
+        intake = folders_mod.FolderIntake(lambda: config, journal,
+                                          Alerts(lambda: config.notify, journal), running,
+                                          status_changed=lambda: None)
+        task = asyncio.create_task(intake.housekeeping())
         await asyncio.sleep(0.1)
         assert not task.done()  # it runs until told
-        service._stopping = True  # as if the cancellation had been swallowed
+        running.stopping = True  # as if the cancellation had been swallowed
         await asyncio.wait_for(task, 2)
+        await journal.close()
 
     asyncio.run(main())

@@ -1,9 +1,13 @@
 """A job's completion: its results written beside their final names, placed (every changed
 name choice journaled first), the original kept, moved or deleted, the job marked done.
 
-Part of ``Worker`` (daemon/worker.py); ``process`` runs these shielded from cancellation, so
-a shutdown never loses finished work, and a crash between writing and marking done is
-finished by ``_resume_completion``.
+    Worker.process ─► Completer.complete ─► write (temps) ─► Journal (pending names)
+                                             └─► place ─► Journal (outputs) ─► original
+                                                          handled ─► Journal (done)
+    a crash between writing and done ─► Completer.resume (at the next start)
+
+The worker holds a ``Completer`` and runs it shielded from cancellation, so a shutdown never
+loses finished work.
 """
 
 from __future__ import annotations
@@ -11,15 +15,18 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
 
-from ..config import FolderConfig
+from ..config import Config, FolderConfig
 from ..errors import RetryableError
 from ..images import metadata, output, preflight, render
+from ..images.pixels import PixelPool
 from ..images.result import ResultImage
 from ..jobs import Job, JobState
+from ..journal import JournalBase
 
 
 def _copy_ext(folder: FolderConfig, source: Path, copied: Path) -> str:
@@ -33,8 +40,29 @@ def _copy_ext(folder: FolderConfig, source: Path, copied: Path) -> str:
     return ext
 
 
-class Completion:
-    """Writing, placing and finishing a job's outputs, for ``Worker``."""
+def unchanged(job: Job) -> bool:
+    """Whether the job's source is still the version it was queued as (size and mtime)."""
+    try:
+        st = os.stat(job.path, follow_symlinks=False)
+    except OSError:
+        return False
+    return (st.st_size, st.st_mtime_ns) == (job.size, job.mtime_ns)
+
+
+class Completer:
+    """Writing, placing and finishing a job's outputs, and handling its original.
+
+    Given the config (a function: a reload replaces it; the price per megapixel is read when
+    a job completes), the journal, the pixel pool the heavy writes run in, and ``charges``
+    (whether the backend bills: the local one costs nothing). Holds no state of its own.
+    """
+
+    def __init__(self, config: Callable[[], Config], journal: JournalBase, pixels: PixelPool,
+                 *, charges: bool):
+        self._config = config
+        self.journal = journal
+        self.pixels = pixels
+        self._charges = charges
 
     async def _write_results(self, job: Job, folder: FolderConfig,
                              source: preflight.SourceImage | None, plan: preflight.Plan | None,
@@ -96,7 +124,7 @@ class Completion:
                 job = await self.journal.output_pending(job, pending)
         return job, finals
 
-    async def _complete(self, job: Job, folder: FolderConfig,
+    async def complete(self, job: Job, folder: FolderConfig,
                         source: preflight.SourceImage | None, plan: preflight.Plan | None,
                         results: list[ResultImage], bound, started: float,
                         copy: bool = False, alpha: Path | None = None) -> JobState:
@@ -106,15 +134,15 @@ class Completion:
         job, finals = await self._place(job, folder, pending)
         if finals is None:
             raise RetryableError("the output vanished while it was being placed", kind="internal")
-        billed = 0.0 if copy or self.backend.name == "local" else megapixels
+        billed = megapixels if self._charges and not copy else 0.0
         # This run's cost: runs fal may have billed without a result (see Job.paid_twice)
         # have their own rows in the spend ledger already.
         job = await self.journal.output_written(
             job, finals, megapixels=None if copy else round(megapixels, 6),
-            cost_usd=round(billed * self.config.fal.price_per_megapixel, 6))
+            cost_usd=round(billed * self._config().fal.price_per_megapixel, 6))
         return await self._finish(job, folder, bound, started)
 
-    async def _resume_completion(self, job: Job, folder: FolderConfig, bound) -> JobState:
+    async def resume(self, job: Job, folder: FolderConfig, bound) -> JobState:
         """A crash hit between writing the output and marking the job done: finish that."""
         if not job.outputs:
             job, finals = await self._place(job, folder, list(job.pending))
@@ -135,15 +163,8 @@ class Completion:
                    output_megapixels=job.output_megapixels, cost_usd=job.cost_usd)
         return job.state
 
-    def _unchanged(self, job: Job) -> bool:
-        try:
-            st = os.stat(job.path, follow_symlinks=False)
-        except OSError:
-            return False
-        return (st.st_size, st.st_mtime_ns) == (job.size, job.mtime_ns)
-
     async def _handle_original(self, job: Job, folder: FolderConfig, bound) -> None:
-        if folder.originals == "keep" or not self._unchanged(job):
+        if folder.originals == "keep" or not unchanged(job):
             return  # a changed file is a new version: leave it for its own job
         try:
             if folder.originals == "move":

@@ -1,10 +1,11 @@
 """The daemon's folders: whether each inbox is there, watching and scanning it, and intake
 (a settled file hashed and journaled as a queued job).
 
-    watchdog threads ─► _on_event ─► Settler ─► _intake (hash) ─► Journal (queued) ─► wake
-    scans (start, periodic, overflow) ─┘
+    watchdog threads ─► _on_event ─► Settler ─► _intake (hash) ─► Journal (queued)
+    scans (start, periodic, overflow) ─┘                                   └─► Running.wake
 
-Part of ``Service`` (daemon/service.py), which owns the state these methods share.
+``Service`` (daemon/service.py) builds the intake and hands it the shared ``Running`` state;
+the worker's "the file changed" callback is ``FolderIntake.retouch``.
 """
 
 from __future__ import annotations
@@ -13,15 +14,21 @@ import asyncio
 import itertools
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent
 
 from .. import logs
-from ..config import FolderConfig
+from ..config import Config, FolderConfig
 from ..intake.hashing import Hashed, hash_settled
+from ..intake.rules import Rules
+from ..intake.settle import Settler
 from ..intake.watcher import FolderWatcher
+from ..journal import JournalBase
 from ..journal.arrivals import Arrival
+from .notify import Alerts
+from .running import Running
 
 log = logs.get(__name__)
 HASH_PARALLELISM = 4
@@ -32,19 +39,69 @@ INTAKE_BATCH = 500
 AVAILABILITY_CHECK = 2.0  # seconds between checks that every inbox is still there
 
 
-class Folders:
-    """Folder availability, watching, scanning and intake, for ``Service``."""
+class FolderIntake:
+    """Folder availability, watching, scanning and intake: from a file seen to a queued job.
 
-    def _start_folder(self, folder: FolderConfig) -> None:
+    Given the config (a function: a reload replaces it), the journal, the alerts, the shared
+    ``Running`` state (it writes ``unavailable`` and sets ``wake``), ``status_changed`` (the
+    status line) and ``once`` (scan only, never watch). Owns the watchers, the folders'
+    rules, the settler, the scans and intake tasks running, and the files being hashed.
+    """
+
+    def __init__(self, config: Callable[[], Config], journal: JournalBase, alerts: Alerts,
+                 running: Running, *, status_changed: Callable[[], None], once: bool = False):
+        self._config = config
+        self._journal = journal
+        self._alerts = alerts
+        self._running = running
+        self._status_changed = status_changed
+        self._once = once
+        self._rules: dict[str, Rules] = {}
+        self.set_rules()
+        self._watchers: dict[str, FolderWatcher] = {}
+        self.settler = Settler(self._on_stable)
+        #: Scans and intake batches running (``Service`` cancels them at shutdown).
+        self.tasks: set[asyncio.Task] = set()
+        #: Files settled and being hashed, not journaled yet (the spend guard counts them).
+        self._hashing: dict[Path, str] = {}
+        #: Settled files waiting to be hashed and journaled, per folder, and the task doing it.
+        self._settled: dict[str, dict[Path, os.stat_result]] = {}
+        self._intake_runner: asyncio.Task | None = None
+        self._unreadable: set[tuple[Path, int, int]] = set()
+        self._scans_pending = 0
+        self._hash_limit = asyncio.Semaphore(HASH_PARALLELISM)
+
+    def set_rules(self) -> None:
+        """Which files and directories each folder takes, from the config (and on reload)."""
+        self._rules = {f.name: Rules(f) for f in self._config().folders}
+
+    @property
+    def scanning(self) -> bool:
+        return bool(self._scans_pending)
+
+    def watch_modes(self) -> dict[str, str]:
+        """How each configured folder is looked at (the page): its watcher's mode,
+        ``unavailable`` or ``scan``."""
+        return {f.name: "unavailable" if f.name in self._running.unavailable else
+                self._watchers[f.name].mode if f.name in self._watchers else "scan"
+                for f in self._config().folders}
+
+    def stop_watching(self) -> None:
+        """Stop every watcher (shutdown); what they saw and did not settle is found again by
+        the next start's scan."""
+        for watcher in self._watchers.values():
+            watcher.stop()
+
+    def start_folder(self, folder: FolderConfig) -> None:
         """Watch the folder (not in ``once``) and scan it for what is already there."""
-        if not self.once:
+        if not self._once:
             watcher = FolderWatcher(folder, self._rules[folder.name],
                                     asyncio.get_running_loop(), self._on_event)
             watcher.start()
             self._watchers[folder.name] = watcher
         self._scan(folder, folder.inbox)
 
-    def _stop_folder(self, name: str) -> None:
+    def stop_folder(self, name: str) -> None:
         """Stop watching the folder and forget its unsettled files (its queued jobs stay)."""
         watcher = self._watchers.pop(name, None)
         if watcher is not None:
@@ -53,8 +110,8 @@ class Folders:
 
     def _on_event(self, folder_name: str, event: FileSystemEvent) -> None:
         """Every watchdog event arrives here, in the event loop."""
-        folder = self.config.folder(folder_name)
-        if folder is None or folder_name in self._unavailable or self._stopping:
+        folder = self._config().folder(folder_name)
+        if folder is None or folder_name in self._running.unavailable or self._running.stopping:
             return
         rules, kind = self._rules[folder_name], event.event_type
         src = Path(os.fsdecode(event.src_path))
@@ -93,7 +150,7 @@ class Folders:
         async def scan() -> None:
             try:
                 started = time.monotonic()
-                known = await self.journal.known_versions(folder.name)
+                known = await self._journal.known_versions(folder.name)
                 new = await asyncio.to_thread(list_new, known)
                 for path in new:
                     self._track(folder, path)
@@ -104,27 +161,28 @@ class Folders:
 
         self._spawn_intake(scan())
 
-    async def _scans_done(self) -> None:
+    async def scans_done(self) -> None:
         """Return once no scan is running (or the daemon stops)."""
-        while self._scans_pending and not self._stopping:
+        while self._scans_pending and not self._running.stopping:
             await asyncio.sleep(0.1)
 
     def rescan_all(self) -> None:
-        if self._stopping:
+        if self._running.stopping:
             return
-        log.info("rescan_started", folders=len(self.config.folders))
-        for folder in self.config.folders:
-            if folder.name not in self._unavailable:
+        log.info("rescan_started", folders=len(self._config().folders))
+        for folder in self._config().folders:
+            if folder.name not in self._running.unavailable:
                 self._scan(folder, folder.inbox)
 
     def _spawn_intake(self, coro) -> asyncio.Task:
         task = asyncio.create_task(coro)
-        self._intake_tasks.add(task)
-        task.add_done_callback(self._intake_tasks.discard)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
         return task
 
-    def _retouch(self, folder_name: str, path: Path) -> None:
-        folder = self.config.folder(folder_name)
+    def retouch(self, folder_name: str, path: Path) -> None:
+        """The worker's callback: the file changed after it was queued; track it again."""
+        folder = self._config().folder(folder_name)
         if folder is not None:
             self._track(folder, path)
 
@@ -136,14 +194,14 @@ class Folders:
         if self._intake_runner is None or self._intake_runner.done():
             self._intake_runner = self._spawn_intake(self._intake_settled())
 
-    def _incoming(self, folder_name: str) -> list[Path]:
+    def incoming(self, folder_name: str) -> list[Path]:
         """Files of a folder seen but not journaled yet: settling or being hashed."""
         return [*self.settler.paths(folder_name),
                 *(p for p, name in self._hashing.items() if name == folder_name)]
 
     async def _intake_settled(self) -> None:
         """Take settled files a batch of one folder at a time until none is left."""
-        while self._settled and not self._stopping:
+        while self._settled and not self._running.stopping:
             name = next(iter(self._settled))
             waiting = self._settled[name]
             batch = dict(itertools.islice(waiting.items(), INTAKE_BATCH))
@@ -161,10 +219,10 @@ class Folders:
 
     async def _intake(self, folder_name: str, batch: dict[Path, os.stat_result]) -> None:
         """Hash the settled files not journaled yet and journal them in one transaction."""
-        folder, rules = self.config.folder(folder_name), self._rules.get(folder_name)
+        folder, rules = self._config().folder(folder_name), self._rules.get(folder_name)
         if folder is None or rules is None:
             return
-        known = await self.journal.known_among(
+        known = await self._journal.known_among(
             folder_name, [(p, st.st_size, st.st_mtime_ns) for p, st in batch.items()])
         todo = [(p, st) for p, st in batch.items()
                 if (str(p), st.st_size, st.st_mtime_ns) not in known]
@@ -192,45 +250,47 @@ class Folders:
                 elif h.digest is not None:
                     arrivals.append(Arrival(h.path, rules.rel(h.path) or h.path.name,
                                             h.st.st_size, h.st.st_mtime_ns, h.digest))
-        jobs = await self.journal.enqueue_many(folder_name, arrivals)
+        jobs = await self._journal.enqueue_many(folder_name, arrivals)
         for job in jobs:
             log.info("file_queued", folder=folder_name, file=job.rel, job_id=job.id,
                      size=job.size)
         if jobs:
-            self._wake.set()
-            self._notify_status()
+            self._running.wake.set()
+            self._status_changed()
 
     def _set_available(self, folder: FolderConfig, available: bool) -> None:
-        if available == (folder.name not in self._unavailable):
+        if available == (folder.name not in self._running.unavailable):
             return
         if not available:
-            self._unavailable.add(folder.name)
-            self._stop_folder(folder.name)
-            self.alerts.on_folder(folder.name, folder.inbox, available)
+            self._running.unavailable.add(folder.name)
+            self.stop_folder(folder.name)
+            self._alerts.on_folder(folder.name, folder.inbox, available)
             log.warning("folder_unavailable", folder=folder.name, inbox=str(folder.inbox),
                         note="paused; nothing is treated as deleted; resumes when it returns")
         else:
-            self._unavailable.discard(folder.name)
+            self._running.unavailable.discard(folder.name)
             log.info("folder_available", folder=folder.name, inbox=str(folder.inbox))
-            self.alerts.on_folder(folder.name, folder.inbox, available)
-            self._start_folder(folder)
-            self._wake.set()
+            self._alerts.on_folder(folder.name, folder.inbox, available)
+            self.start_folder(folder)
+            self._running.wake.set()
 
-    async def _housekeeping(self) -> None:
+    async def housekeeping(self) -> None:
+        """Every AVAILABILITY_CHECK: is each inbox still there; every rescan_interval: a
+        rescan of every folder (what a watcher may have missed)."""
         last_rescan = time.monotonic()
         # Not ``while True``: on Python 3.11 asyncio.wait_for swallows a cancellation that
         # lands just as the wrapped call finishes, and the shutdown would wait forever.
-        while not self._stopping:
+        while not self._running.stopping:
             await asyncio.sleep(AVAILABILITY_CHECK)
-            for folder in self.config.folders:
+            for folder in self._config().folders:
                 try:
                     present = await asyncio.wait_for(asyncio.to_thread(folder.inbox.is_dir), 10)
                 except asyncio.TimeoutError:
                     present = False  # a hung network mount is as good as gone
-                if self._stopping:
+                if self._running.stopping:
                     return
                 self._set_available(folder, present)
-            if time.monotonic() - last_rescan >= self.config.rescan_interval:
+            if time.monotonic() - last_rescan >= self._config().rescan_interval:
                 last_rescan = time.monotonic()
                 self.rescan_all()
 

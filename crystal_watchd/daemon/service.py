@@ -1,19 +1,21 @@
 """The daemon's life cycle: lock, journal, backend, workers, the page, signals, reload and
-shutdown; what the web page asks of the running daemon; the status line for systemd.
+shutdown; what the web page asks of the running daemon. ``Service`` builds its parts and
+joins them through their constructors:
 
-    watchdog threads ─► _on_event ─► Settler ─► _intake (hash) ─► Journal (queued)
-    scans (start, periodic, overflow) ─┘                                   │
-    _dispatch ◄─ wake ─────────────────────────────────────────────────────┘
-        └─► Worker.process (≤ concurrency at once) ─► Journal (done / failed / retry)
+    FolderIntake: watchdog, scans ─► Settler ─► hash ─► Journal (queued) ─► Running.wake
+    Dispatcher.run ◄─ Running.wake ◄────────────────────────────────────────────┘
+        └─► Worker.process (≤ concurrency × PREPARE_AHEAD at once)
+                └─► Completer ─► Journal (done / failed / retry)
+    StatusLine ─► systemd (STATUS=, READY=1, WATCHDOG=1)
 
-Folders and intake are in daemon/folders.py, dispatch in daemon/dispatch.py.
+Intake is in daemon/folders.py, dispatch in daemon/dispatch.py, the shared run state
+(in-flight jobs, the pause, unavailable folders, the wake-up) in daemon/running.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 import time
@@ -27,21 +29,19 @@ from ..config import Config
 from ..errors import ConfigError
 from ..events import Events
 from ..images.pixels import PixelPool, give_freed_memory_back
-from ..intake.rules import Rules
-from ..intake.settle import Settler
-from ..intake.watcher import FolderWatcher, OverflowHook
+from ..intake.watcher import OverflowHook
 from ..journal import describe as describe_journal
 from ..journal import journal_file, open_store
-from .budget import Budget
-from .dispatch import Dispatch
-from .folders import HASH_PARALLELISM, Folders, create_dirs
+from .dispatch import Dispatcher
+from .folders import FolderIntake, create_dirs
 from .hooks import Deliverer
 from .lock import StateLock
 from .notify import Alerts
 from .requeue import retry_jobs
+from .running import Running
 from .shared import SharedSlots, keep_alive, register
 from .spendguard import SpendGuard
-from .systemd import Notifier, StatusLine
+from .systemd import Notifier, StatusLine, status_text
 from .worker import JobCallbacks, Worker
 
 log = logs.get(__name__)
@@ -56,7 +56,16 @@ def journal_path(config: Config) -> Path:
     return journal_file(config)
 
 
-class Service(Folders, Dispatch, StatusLine):
+class Service:
+    """The daemon's life cycle and what the page asks of it.
+
+    Given the config, ``once`` (work through what is there, then exit), the notifier, the
+    backend factory, ``progress`` (``once``'s terminal view), the events and ``approve``.
+    Owns the config (replaced on reload) and, while ``run`` runs, everything it builds: the
+    journal, backend, pixel pool, alerts, hook deliveries, spend guard, ``FolderIntake``,
+    ``Dispatcher``, ``Worker`` and ``StatusLine``, and the ``Running`` state they share.
+    """
+
     def __init__(self, config: Config, *, once: bool = False, notifier: Notifier | None = None,
                  backend_factory: Callable[[Config], Backend] = backends.create,
                  progress: Callable[[dict[str, int]], None] | None = None,
@@ -70,32 +79,10 @@ class Service(Folders, Dispatch, StatusLine):
         self.notifier = notifier or Notifier()
         self._backend_factory = backend_factory
         self._progress = progress
-        self._rules = {f.name: Rules(f) for f in config.folders}
-        self._watchers: dict[str, FolderWatcher] = {}
-        self._unavailable: set[str] = set()
-        self._inflight: dict[int, asyncio.Task] = {}
-        self._intake_tasks: set[asyncio.Task] = set()
-        #: Files settled and being hashed, not journaled yet (the spend guard counts them).
-        self._hashing: dict[Path, str] = {}
-        #: Settled files waiting to be hashed and journaled, per folder, and the task doing it.
-        self._settled: dict[str, dict[Path, os.stat_result]] = {}
-        self._intake_runner: asyncio.Task | None = None
-        self._unreadable: set[tuple[Path, int, int]] = set()
+        self.running = Running()
+        self.status = StatusLine(self.notifier, self._status_text,
+                                 muted=lambda: self.running.stopping)
         self._stop = asyncio.Event()
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._paused_until = 0.0
-        self._pause_reason: str | None = None
-        self._failed_this_run = 0
-        self._done_this_run = 0
-        self._last_status = 0.0
-        self._status_pending = False
-        self._scans_pending = 0
-        self._budget = Budget()
-        #: A worker found no budget left to reserve: dispatch only paid work until then.
-        self._budget_full_until = 0.0
-        self._over_budget_seen = False
-        self._telling: set[asyncio.Task] = set()
         #: ``once`` gave up waiting: the account is refused or the budget is spent.
         self._stalled = False
         #: ``once``: files still arriving, left for the next run (never waited out).
@@ -103,6 +90,33 @@ class Service(Folders, Dispatch, StatusLine):
         self._held_at_exit = False
 
     # -- life cycle ------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        """The parts, each given what it needs (the journal is open, the loop running)."""
+        config = self.current_config
+        self.journal.hooks = self.config.hooks
+        self.deliverer = Deliverer(self.journal, config)
+        self.events.subscribe(self.deliverer.on_change)
+        self.alerts = Alerts(lambda: self.config.notify, self.journal)
+        self.events.subscribe(self.alerts.on_change)
+        self.backend = self._backend_factory(self.config)
+        if self.journal.shared and self.backend.name != "local":
+            # Requests at the upscaler are counted over every daemon on the journal.
+            self.backend.slots = SharedSlots(self.journal, self.config.concurrency)
+        give_freed_memory_back()
+        self.pixels = PixelPool(self.config.pixels.workers, self.config.pixels.memory_mb)
+        self.intake = FolderIntake(config, self.journal, self.alerts, self.running,
+                                   status_changed=self.status.changed, once=self.once)
+        self.guard = SpendGuard(self.journal, config, self.intake.incoming,
+                                approve_all=self._approve_all)
+        self.dispatcher = Dispatcher(config, self.journal, self.guard, self.alerts, self.running,
+                                     charges=self.backend.name != "local",
+                                     status_changed=self.status.changed)
+        self.worker = Worker(self.config, self.journal, self.backend,
+                             JobCallbacks(retouch=self.intake.retouch,
+                                          account_error=self.dispatcher.account_error,
+                                          budget_full=self.dispatcher.budget_full),
+                             pixels=self.pixels)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -114,28 +128,9 @@ class Service(Folders, Dispatch, StatusLine):
             lock.release()
             raise
         self.identity = await register(self.journal, self.config)
-        self.journal.hooks = self.config.hooks
-        self.deliverer = Deliverer(self.journal, lambda: self.config)
-        self.events.subscribe(self.deliverer.on_change)
-        self.alerts = Alerts(lambda: self.config.notify, self.journal)
-        self.events.subscribe(self.alerts.on_change)
-        self._budget.on_reached = self.alerts.on_budget_reached
         page = None
-        self.backend = self._backend_factory(self.config)
-        if self.journal.shared and self.backend.name != "local":
-            # Requests at the upscaler are counted over every daemon on the journal.
-            self.backend.slots = SharedSlots(self.journal, self.config.concurrency)
-        give_freed_memory_back()
-        self.pixels = PixelPool(self.config.pixels.workers, self.config.pixels.memory_mb)
-        self.worker = Worker(self.config, self.journal, self.backend,
-                             JobCallbacks(retouch=self._retouch, account_error=self._account_error,
-                                   budget_full=self._budget_full),
-                             pixels=self.pixels)
-        self.guard = SpendGuard(self.journal, lambda: self.config, self._incoming,
-                                approve_all=self._approve_all)
-        self._hash_limit = asyncio.Semaphore(HASH_PARALLELISM)
-        self.settler = Settler(self._on_stable)
-        overflow = OverflowHook(loop, self.rescan_all)
+        self._build()
+        overflow = OverflowHook(loop, self.intake.rescan_all)
         tasks: list[asyncio.Task] = []
         try:
             recovered = await self.journal.recover()
@@ -147,21 +142,24 @@ class Service(Folders, Dispatch, StatusLine):
                 self._install_signals(loop)
             for folder in self.config.folders:
                 create_dirs(folder)
-                self._start_folder(folder)
+                self.intake.start_folder(folder)
             if not self.once:
                 page = await web.start(self)
-            tasks = [asyncio.create_task(self.settler.run(), name="settle"),
-                     asyncio.create_task(self._dispatch(), name="dispatch"),
-                     asyncio.create_task(keep_alive(self.journal, lambda: self.config),
+            tasks = [asyncio.create_task(self.intake.settler.run(), name="settle"),
+                     asyncio.create_task(self.dispatcher.run(self.worker.process),
+                                         name="dispatch"),
+                     asyncio.create_task(keep_alive(self.journal, self.current_config),
                                          name="heartbeat"),
-                     asyncio.create_task(self.guard.log_backlog(self._scans_done),
+                     asyncio.create_task(self.guard.log_backlog(self.intake.scans_done),
                                          name="backlog")]
             if not self.once:
-                tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+                tasks.append(asyncio.create_task(self.intake.housekeeping(),
+                                                 name="housekeeping"))
                 tasks.append(asyncio.create_task(self.deliverer.run(), name="hooks"))
                 tasks.append(asyncio.create_task(self.alerts.run(), name="notify"))
                 if self.notifier.watchdog_interval:
-                    tasks.append(asyncio.create_task(self._watchdog_pings(), name="watchdog"))
+                    tasks.append(asyncio.create_task(self.status.watchdog_pings(),
+                                                     name="watchdog"))
             self.notifier.ready(await self._status_text())
             log.info("daemon_ready", folders=[f.name for f in self.config.folders],
                      backend=self.backend.name, concurrency=self.config.concurrency,
@@ -182,8 +180,7 @@ class Service(Folders, Dispatch, StatusLine):
             for task in tasks:
                 task.cancel()
             overflow.uninstall()
-            for watcher in self._watchers.values():
-                watcher.stop()
+            self.intake.stop_watching()
             if page is not None:
                 await page.stop()
             await self.backend.aclose()
@@ -193,31 +190,33 @@ class Service(Folders, Dispatch, StatusLine):
             finally:
                 await self.journal.close()
             lock.release()
-        log.info("daemon_stopped", done=self._done_this_run, failed=self._failed_this_run,
+        done, failed = self.dispatcher.done, self.dispatcher.failed
+        log.info("daemon_stopped", done=done, failed=failed,
                  **({"left_arriving": self._left_arriving} if self._left_arriving else {}))
         return self._exit_code()
 
     def _exit_code(self) -> int:
         if not self.once:
             return 0
-        if self._failed_this_run or self._stalled:
+        if self.dispatcher.failed or self._stalled:
             return 1
         if self._held_at_exit:
             return EXIT_HELD
         return EXIT_LEFT_ARRIVING if self._left_arriving else 0
 
     def request_stop(self, *, immediately: bool = False) -> None:
-        if self._stopping and immediately:
+        running = self.running
+        if running.stopping and immediately:
             log.warning("shutdown_forced")
-            for task in self._inflight.values():
+            for task in running.inflight.values():
                 task.cancel()
             return
-        if not self._stopping:
-            log.info("shutdown_requested", in_flight=len(self._inflight),
+        if not running.stopping:
+            log.info("shutdown_requested", in_flight=len(running.inflight),
                      grace_seconds=self.config.shutdown_grace)
-        self._stopping = True
+        running.stopping = True
         self._stop.set()
-        self._wake.set()
+        running.wake.set()
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
@@ -226,37 +225,39 @@ class Service(Folders, Dispatch, StatusLine):
         loop.add_signal_handler(signal.SIGINT, lambda: self.request_stop(immediately=True))
 
     async def _shutdown(self, tasks: list[asyncio.Task]) -> None:
-        self._stopping = True
+        running = self.running
+        running.stopping = True
         self.notifier.stopping()
-        for watcher in self._watchers.values():
-            watcher.stop()
+        self.intake.stop_watching()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for task in self._intake_tasks:
+        for task in self.intake.tasks:
             task.cancel()  # not journaled yet: the next start's scan finds these files again
-        if self._inflight:
-            log.info("waiting_for_jobs", in_flight=len(self._inflight),
+        if running.inflight:
+            log.info("waiting_for_jobs", in_flight=len(running.inflight),
                      grace_seconds=self.config.shutdown_grace)
-            _, pending = await asyncio.wait(list(self._inflight.values()),
+            _, pending = await asyncio.wait(list(running.inflight.values()),
                                             timeout=self.config.shutdown_grace)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        await asyncio.gather(*self._intake_tasks, return_exceptions=True)
+        await asyncio.gather(*self.intake.tasks, return_exceptions=True)
 
     async def _until_idle(self) -> None:
         """``once``: return when every file found has been settled, journaled and finished."""
+        running, settler = self.running, self.intake.settler
         idle_before = False
         while not self._stop.is_set():
             mine = [f.name for f in self.config.folders]
             # A file still arriving is not waited for: cron runs us again, and by then it
             # is complete or its grace has run out and it is judged.
             later = await self.journal.arriving_later(mine, time.time())
-            busy = (len(self.settler) or self._intake_tasks or self._inflight
-                    or self._scans_pending or await self.journal.unfinished(mine) > len(later))
+            busy = (len(settler) or self.intake.tasks or running.inflight
+                    or self.intake.scanning
+                    or await self.journal.unfinished(mine) > len(later))
             if self._progress is not None:
-                waiting = self.settler.by_folder()
+                waiting = settler.by_folder()
                 waiting.update(await self.journal.waiting_by_folder())
                 self._progress(dict(waiting))
             # Idle at two looks in a row: the journal is read while the other tasks run,
@@ -269,8 +270,9 @@ class Service(Folders, Dispatch, StatusLine):
                                 note="still being written; the next run takes them")
                 return
             # Waiting out an account pause or tomorrow's budget is for ``run``, not ``once``.
-            blocked = time.time() < self._paused_until or await self._over_budget(time.time())
-            if blocked and not self._inflight and not self._intake_tasks and not len(self.settler):
+            blocked = (running.paused(time.time())
+                       or await self.dispatcher.over_budget(time.time()))
+            if blocked and not running.inflight and not self.intake.tasks and not len(settler):
                 self._stalled = True
                 log.error("once_stopped_early", queued=await self.journal.unfinished(mine),
                           note="files stay queued in the journal for the next run")
@@ -282,7 +284,7 @@ class Service(Folders, Dispatch, StatusLine):
         """SIGHUP: re-read the config. Added folders start, removed ones stop, changed
         settings apply to jobs not started yet; in-flight work carries on. An invalid config
         is logged and the running one kept. Also lifts an account or budget pause."""
-        if self._stopping:
+        if self.running.stopping:
             return
         self.notifier.reloading()
         old = self.config
@@ -291,7 +293,7 @@ class Service(Folders, Dispatch, StatusLine):
         except ConfigError as exc:
             log.error("reload_failed", problems=[str(p) for p in exc.problems],
                       note="keeping the running configuration")
-            self._tell_ready()
+            self.status.tell_ready()
             return
         fixed = [k for k in ("state_dir", "backend", "http", "journal", "journal_password_file",
                              "journal_lease") if getattr(new, k) != getattr(old, k)]
@@ -305,8 +307,8 @@ class Service(Folders, Dispatch, StatusLine):
         added = [n for n in new_folders if n not in old_folders]
         changed = [n for n in new_folders if n in old_folders and new_folders[n] != old_folders[n]]
         for name in removed + changed:
-            self._stop_folder(name)
-            self._unavailable.discard(name)
+            self.intake.stop_folder(name)
+            self.running.unavailable.discard(name)
         self.config = self.worker.config = new
         self.journal.hooks = new.hooks
         if new.concurrency != old.concurrency:
@@ -314,35 +316,35 @@ class Service(Folders, Dispatch, StatusLine):
         self.backend.slots.ahead = new.fal.queue_ahead if self.backend.name == "fal" else 0
         if hasattr(self.backend, "reconfigure"):
             self.backend.reconfigure(new.fal)
-        self._rules = {f.name: Rules(f) for f in new.folders}
+        self.intake.set_rules()
         if (new.log.format, new.log.level) != (old.log.format, old.log.level):
             logs.configure(new.log.format, new.log.level)
         for name in added + changed:
             create_dirs(new_folders[name])
-            self._start_folder(new_folders[name])
-        self._paused_until = 0.0
-        self._pause_reason = None
-        self._budget_full_until = 0.0
-        self._over_budget_seen = False
-        self._budget.reset()
+            self.intake.start_folder(new_folders[name])
+        self.dispatcher.lift_holds()
         self.guard.rejudge()
         log.info("config_reloaded", added=added, removed=removed, changed=changed)
-        self._wake.set()
-        self._tell_ready()
+        self.running.wake.set()
+        self.status.tell_ready()
+
+    def current_config(self) -> Config:
+        """The config in force: what the parts are given, since a reload replaces it."""
+        return self.config
+
+    async def _status_text(self) -> str:
+        return status_text(await self.journal.counts(), len(self.running.inflight))
 
     # -- what the web page sees and does ----------------------------------------------------
 
     def live_state(self) -> web.LiveState:
-        modes = {f.name: "unavailable" if f.name in self._unavailable else
-                 self._watchers[f.name].mode if f.name in self._watchers else "scan"
-                 for f in self.config.folders}
+        running = self.running
         return web.LiveState(
-            backend=self.backend.name, in_flight=len(self._inflight),
-            paused_until=self._paused_until, pause_reason=self._pause_reason,
-            over_budget=(self.backend.name != "local" and (time.time() < self._budget_full_until
-                                                           or self._over_budget_seen)),
+            backend=self.backend.name, in_flight=len(running.inflight),
+            paused_until=running.paused_until, pause_reason=running.pause_reason,
+            over_budget=self.dispatcher.over_budget_known(time.time()),
             daily_usd=self.config.budget.daily_usd,
-            watch_modes=modes)
+            watch_modes=self.intake.watch_modes())
 
     async def retry_job(self, job_id: int) -> bool:
         """The page's Retry: what ``crystal-watchd retry PATH`` does, for one job."""
@@ -350,7 +352,7 @@ class Service(Folders, Dispatch, StatusLine):
             retried = await retry_jobs(self.config, self.journal, job_ids={job_id})
         except KeyError:
             return False
-        self._wake.set()
+        self.running.wake.set()
         return bool(retried)
 
     async def retry_deliveries(self, ids: list[int] | None) -> int:
@@ -362,13 +364,14 @@ class Service(Folders, Dispatch, StatusLine):
     async def approve(self, folders: list[str] | None) -> int:
         """The page's Approve: what ``crystal-watchd approve`` does. Returns pictures released."""
         released = await self.guard.approve(folders, source="web")
-        self._wake.set()
-        self._notify_status()
+        self.running.wake.set()
+        self.status.changed()
         return sum(count for count, _ in released.values())
 
     def resume(self) -> None:
         """The page's Resume: what SIGHUP does (re-read the config, lift any pause)."""
         self.reload()
+
 
 def run_service(config: Config, *, once: bool = False, progress=None,
                 events: Events | None = None, approve: bool = False) -> int:

@@ -2,7 +2,8 @@
 
 Outside systemd (no NOTIFY_SOCKET) every call is a no-op that returns False.
 
-``StatusLine`` is the daemon's side: the counts it tells and how often.
+``StatusLine`` is the daemon's side: the counts it tells and how often; ``Service`` builds
+it with the notifier and a function returning the line to show.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from .. import logs
 
@@ -67,56 +68,72 @@ class Notifier:
 
 
 class StatusLine:
-    """What the service manager is told of the running daemon (READY=1 after a reload,
-    STATUS= as counts change, watchdog pings), for ``Service``."""
+    """What the service manager is told of the running daemon: READY=1 after a reload,
+    STATUS= as counts change (at most every STATUS_MIN_INTERVAL), watchdog pings.
 
-    def _tell_ready(self) -> None:
+    Given the notifier, ``text`` (the line to show, read from the journal when it is sent)
+    and ``muted`` (true once the daemon stops: no STATUS= after STOPPING=1). Owns only its
+    own timing and the tasks telling the service manager.
+    """
+
+    def __init__(self, notifier: Notifier, text: Callable[[], Awaitable[str]],
+                 muted: Callable[[], bool]):
+        self.notifier = notifier
+        self._text = text
+        self._muted = muted
+        self._last_status = 0.0
+        self._pending = False
+        self._telling: set[asyncio.Task] = set()
+
+    def tell_ready(self) -> None:
         """READY=1 with the current counts, after a reload (read from the journal first)."""
         self._tell(self.notifier.ready)
 
-    def _tell(self, say: Callable[[str], None]) -> None:
+    def _tell(self, say: Callable[[str], object]) -> None:
         """Give the service manager the status line, once the journal has given the counts
         (from a synchronous caller: a signal handler, a timer)."""
         async def tell() -> None:
             try:
-                say(await self._status_text())
+                say(await self._text())
             except Exception as exc:  # noqa: BLE001 - the service manager gets the next one
                 log.warning("status_not_sent", error=str(exc))
         task = asyncio.get_running_loop().create_task(tell())
         self._telling.add(task)  # a task nobody holds may be collected before it runs
         task.add_done_callback(self._telling.discard)
 
-    async def _watchdog_pings(self) -> None:
+    async def watchdog_pings(self) -> None:
         # From the event loop on purpose: if the loop hangs, the pings stop and systemd
         # restarts us.
         while True:
             self.notifier.watchdog()
             await asyncio.sleep(self.notifier.watchdog_interval or 10)
 
-    async def _status_text(self) -> str:
-        counts = await self.journal.counts()
-        total = {s: sum(c.get(s, 0) for c in counts.values())
-                 for s in ("queued", "done", "failed", "arriving")}
-        held = sum(c.get("awaiting_approval", 0) for c in counts.values())
-        return (f"{total['queued']} queued, {len(self._inflight)} in flight, "
-                f"{total['done']} done, {total['failed']} failed"
-                + (f", {total['arriving']} arriving" if total["arriving"] else "")
-                + (f", {held} awaiting approval" if held else ""))
-
-    def _notify_status(self) -> None:
+    def changed(self) -> None:
         """STATUS= as counts change, at most every STATUS_MIN_INTERVAL; a change inside the
         interval is sent when it ends, so the last word is always current."""
-        if not self.notifier.enabled or self._status_pending:
+        if not self.notifier.enabled or self._pending:
             return
         wait = self._last_status + STATUS_MIN_INTERVAL - time.monotonic()
         if wait > 0:
-            self._status_pending = True
+            self._pending = True
             asyncio.get_running_loop().call_later(wait, self._send_status)
             return
         self._send_status()
 
     def _send_status(self) -> None:
-        self._status_pending = False
+        self._pending = False
         self._last_status = time.monotonic()
-        if not self._stopping:
+        if not self._muted():
             self._tell(self.notifier.status)
+
+
+def status_text(counts: Mapping[str, Mapping[str, int]], in_flight: int) -> str:
+    """The STATUS= line: jobs by state over every folder (``journal.counts()``), and the
+    number of jobs this daemon is running."""
+    total = {s: sum(c.get(s, 0) for c in counts.values())
+             for s in ("queued", "done", "failed", "arriving")}
+    held = sum(c.get("awaiting_approval", 0) for c in counts.values())
+    return (f"{total['queued']} queued, {in_flight} in flight, "
+            f"{total['done']} done, {total['failed']} failed"
+            + (f", {total['arriving']} arriving" if total["arriving"] else "")
+            + (f", {held} awaiting approval" if held else ""))

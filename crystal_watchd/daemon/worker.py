@@ -2,7 +2,12 @@
 
 The worker decides what an error means (retry with backoff, fail, pause the account); the
 backend and helpers only raise. Completion (outputs placed, original handled, job marked
-done) runs shielded from cancellation, so a shutdown never loses finished work.
+done) is the worker's ``Completer`` (daemon/completion.py), run shielded from cancellation,
+so a shutdown never loses finished work.
+
+    Dispatcher ─► Worker.process ─► read, check ─► budget reserved ─► Backend.upscale
+                        │                                                  │
+                        └─► Journal (retry / failed / arriving)  Completer.complete
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from ..images.source import open_source
 from ..intake import arrival
 from ..jobs import Job, JobState, Settings
 from ..journal import JournalBase, LeaseLost
-from .completion import Completion
+from .completion import Completer, unchanged
 
 log = logs.get(__name__)
 #: Seconds before a job turned away by the budget asks again (others may free a reservation).
@@ -70,11 +75,20 @@ class JobCallbacks:
     budget_full: Callable[[], None] = lambda: None  # no reservation left for today
 
 
-class Worker(Completion):
+class Worker:
+    """One job, start to finish, on the backend it is given.
+
+    Given the config (``Service`` replaces ``config`` on reload; jobs not started yet use
+    the new one), the journal, the backend, the service's ``JobCallbacks`` and the pixel
+    pool. Owns the locks that keep identical jobs' starts apart, and its ``Completer``.
+    """
+
     def __init__(self, config: Config, journal: JournalBase, backend: Backend, hooks: JobCallbacks,
                  pixels: PixelPool | None = None):
         self.config, self.journal, self.backend, self.hooks = config, journal, backend, hooks
         self.pixels = pixels or PixelPool(config.pixels.workers, config.pixels.memory_mb)
+        self.completer = Completer(lambda: self.config, journal, self.pixels,
+                                   charges=backend.name != "local")
         #: Striped by content hash: a job's start and its look for an identical job in flight
         #: run one at a time for the same content, so copies taken together all wait for the
         #: same job (the first to start) instead of for each other in a chain. A fixed number
@@ -118,7 +132,7 @@ class Worker(Completion):
                    resume=bool(job.request_id or job.pending or job.outputs))
         try:
             if job.outputs or job.pending:
-                return await asyncio.shield(self._resume_completion(job, folder, bound))
+                return await asyncio.shield(self.completer.resume(job, folder, bound))
             data = await asyncio.to_thread(self._read_source, job, folder)
             if earlier is not None and all(Path(p).exists() for p in earlier.outputs):
                 bound.info("job_deduplicated", same_as_job=earlier.id,
@@ -126,8 +140,8 @@ class Worker(Completion):
                            note="identical content and settings were processed before; "
                                 "copying that output instead of upscaling again")
                 results = [ResultImage(path=Path(p)) for p in earlier.outputs]
-                return await asyncio.shield(self._complete(job, folder, None, None, results,
-                                                           bound, started, copy=True))
+                return await asyncio.shield(self.completer.complete(
+                    job, folder, None, None, results, bound, started, copy=True))
             source = await self.pixels.run(
                 functools.partial(arrival.inspect, data, folder, job,
                                   keep_pixels=self.backend.name == "local"),
@@ -166,8 +180,8 @@ class Worker(Completion):
                 result_format=self._result_format(source),
                 trail=await self._trail(job, self._estimate(plan)))
             results = await self.backend.upscale(request)
-            state = await asyncio.shield(self._complete(job, folder, source, plan, results,
-                                                        bound, started, alpha=alpha))
+            state = await asyncio.shield(self.completer.complete(
+                job, folder, source, plan, results, bound, started, alpha=alpha))
             if job.request_id and hasattr(self.backend, "output_written"):
                 await self.backend.output_written(job.request_id)
             return state
@@ -340,7 +354,7 @@ class Worker(Completion):
         attempts = job.attempts + 1 if attempts is None else attempts
         where = folder.failed_dir / job.rel
         moved: Path | None = None
-        if self._unchanged(job):
+        if unchanged(job):
             try:
                 moved = output.move_file(job.path, where)
                 await self.journal.moved_source(job, moved)
