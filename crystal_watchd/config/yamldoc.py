@@ -95,7 +95,8 @@ def kind_of(value: Any) -> str:
 def number(lo: float, hi: float, *, integer: bool = False) -> Callable[[Any], float]:
     def check(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-            raise ValueError(f"must be a number from {lo:g} to {hi:g}, not {kind_of(value)} {value!r}")
+            raise ValueError(f"must be a number from {lo:g} to {hi:g}, "
+                             f"not {kind_of(value)} {value!r}")
         if integer and value != int(value):
             raise ValueError(f"must be a whole number, not {value!r}")
         if not lo <= value <= hi:
