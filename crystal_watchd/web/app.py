@@ -176,7 +176,7 @@ class WebServer:
 
     @web.middleware
     async def _own_host(self, request: web.Request, handler) -> web.StreamResponse:
-        """Answer only requests sent to one of the page's own names (see hosts.py)."""
+        """Answer only requests sent to one of the page's own names (config/hosts.py)."""
         headers = request.headers
         host = None if self.hosts is None else self.hosts.effective(
             headers.get("Host"), headers.get("X-Forwarded-Host"), request.remote)
