@@ -3,7 +3,8 @@
     python bench/resources.py [--files 8] [--concurrency 8] [--latency 1.0] [--burst 8]
 
 CPU time and peak RSS come from the kernel (``os.wait4`` rusage of each process, after it
-has stopped, reaped by the small bench/rusage.py so the benchmark's own size is not counted), bytes downloaded from the fake fal's own count of result bytes served. Each
+has stopped, reaped by the small bench/rusage.py so the benchmark's own size is not
+counted), bytes downloaded from the fake fal's own count of result bytes served. Each
 process's start-up and shutdown cost (measured in a run with no files) is subtracted from
 its CPU, so the numbers are per job. fal is modelled as it is: a fixed run time and as many
 runners as the concurrency, so neither side waits in fal's queue.

@@ -73,8 +73,9 @@ class Proc:
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path):
         self.log = log
-        self.proc = subprocess.Popen([sys.executable, *args], env=env, stdout=open(log, "w"),
-                                     stderr=subprocess.STDOUT)
+        with open(log, "w") as out:  # the child has its own copy of the descriptor
+            self.proc = subprocess.Popen([sys.executable, *args], env=env, stdout=out,
+                                         stderr=subprocess.STDOUT)
         # The log is read on from where the last look stopped: parsing it whole at every
         # look would make the benchmark compete for the CPU it measures (10,000 lines).
         self._seen: list[dict[str, Any]] = []

@@ -66,7 +66,8 @@ def daemons_throughput(env, work: Path, cluster: Cluster | None, daemons: int, f
                 "files": files, "wall_s": round(wall, 2),
                 "files_per_s": round(files / wall, 2), "ideal_s": round(ideal, 2),
                 "efficiency": round(ideal / wall, 3), "daemon_cpu_s": round(cpu, 2),
-                "peak_at_fal": server.peak_open, "billed_twice": sum(v > 1 for v in billed.values()),
+                "peak_at_fal": server.peak_open,
+                "billed_twice": sum(v > 1 for v in billed.values()),
                 "per_daemon_jobs": [len(p.events("job_done")) for p in procs]}
     finally:
         for proc in procs:
@@ -125,10 +126,11 @@ def report(result: dict) -> str:
     lines = [f"several daemons, one durable PostgreSQL journal — C={result['concurrency']} "
              f"(global) L={result['latency']}s, {result['size'][0]}x{result['size'][1]} JPEGs"]
     for row in result["throughput"]:
-        lines.append(f"  {row['daemons']} daemon(s), {row['journal']:<10}: {row['files']} files in {row['wall_s']} s "
-                     f"= {row['files_per_s']} files/s (ideal {row['ideal_s']} s, efficiency "
-                     f"{row['efficiency']}), peak at fal {row['peak_at_fal']}, billed twice "
-                     f"{row['billed_twice']}, jobs per daemon {row['per_daemon_jobs']}")
+        lines.append(f"  {row['daemons']} daemon(s), {row['journal']:<10}: {row['files']} "
+                     f"files in {row['wall_s']} s = {row['files_per_s']} files/s "
+                     f"(ideal {row['ideal_s']} s, efficiency {row['efficiency']}), "
+                     f"peak at fal {row['peak_at_fal']}, billed twice {row['billed_twice']}, "
+                     f"jobs per daemon {row['per_daemon_jobs']}")
     o = result["overhead"]
     lines.append(f"  journal work per job: SQLite (WAL, synchronous=NORMAL) "
                  f"{o['sqlite_ms_per_job']} ms, PostgreSQL durable {o['postgresql_ms_per_job']} ms"

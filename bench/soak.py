@@ -17,6 +17,7 @@ platform API) and adopts it. A submission killed before fal took it is sent agai
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -30,8 +31,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-
-import contextlib
 
 import trustme  # noqa: E402
 import yaml  # noqa: E402

@@ -144,14 +144,14 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(30)
-    rows = [("overview (/) median, %d jobs" % args.jobs, f"{results['/']['median_ms']} ms",
+    rows = [(f"overview (/) median, {args.jobs} jobs", f"{results['/']['median_ms']} ms",
              "< 200 ms"),
             ("overview (/) p95", f"{results['/']['p95_ms']} ms", "< 200 ms"),
             ("recent jobs (/jobs) median", f"{results['/jobs']['median_ms']} ms", ""),
             ("failures (/failures) median", f"{results['/failures']['median_ms']} ms", ""),
             ("/metrics median", f"{results['/metrics']['median_ms']} ms", ""),
             ("/healthz median", f"{results['/healthz']['median_ms']} ms", ""),
-            ("idle CPU, page on, %d folders" % len(FOLDERS), f"{idle:.2f} % of a core",
+            (f"idle CPU, page on, {len(FOLDERS)} folders", f"{idle:.2f} % of a core",
              "< 0.5 %"),
             ("idle CPU, page off (same daemon)", f"{idle_off:.2f} % of a core", ""),
             ("RSS, page on", f"{rss_kb / 1024:.0f} MB", "")]

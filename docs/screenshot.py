@@ -57,8 +57,9 @@ def main() -> None:
                          "outbox": str(work / "out/products"), "scale_factor": 4,
                          "creativity": 2, "settle": 0.3}]}))
         log = work / "daemon.log"
-        proc = subprocess.Popen([sys.executable, "-m", "crystal_watchd", "run", "-c", str(config)],
-                                stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=ROOT)
+        with open(log, "w") as out:  # the daemon writes through its own copy
+            proc = subprocess.Popen([sys.executable, "-m", "crystal_watchd", "run", "-c",
+                                     str(config)], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         try:
             url = None
             while url is None:

@@ -73,14 +73,15 @@ class Daemon:
                  preexec_fn: Callable[[], None] | None = None, wrapper: tuple[str, ...] = ()):
         self.config = config
         self.log_path = config.parent / f"daemon-{time.monotonic_ns()}.log"
-        self._log = open(self.log_path, "w")
         # PYTHONFAULTHANDLER: a daemon that hangs is sent SIGABRT by ``stop`` and writes
         # every thread's stack to its log, so a hang is diagnosed, not just timed out.
-        self.proc = subprocess.Popen(
-            [*wrapper, sys.executable, *self.command, "run", "--config", str(config), *extra],
-            stdout=self._log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})},
-            preexec_fn=preexec_fn)
+        with open(self.log_path, "w") as log:  # the daemon writes through its own copy
+            self.proc = subprocess.Popen(
+                [*wrapper, sys.executable, *self.command, "run", "--config", str(config),
+                 *extra],
+                stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})},
+                preexec_fn=preexec_fn)
 
     def events(self) -> list[dict[str, Any]]:
         out = []
@@ -122,14 +123,11 @@ class Daemon:
                 self.proc.kill()
             raise AssertionError(f"the daemon did not stop within {timeout:g} s of signal "
                                  f"{sig}; its log ends:\n{self.text()[-6000:]}") from None
-        finally:
-            self._log.close()
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        self._log.close()
 
 
 @pytest.fixture

@@ -50,12 +50,10 @@ class DelayProxy:
         except OSError:
             client_w.close()
             return
-        try:
+        with contextlib.suppress(asyncio.CancelledError):  # the proxy is closing
             await asyncio.gather(self._pipe(client_r, server_w, count=True),
                                  self._pipe(server_r, client_w, count=False),
                                  return_exceptions=True)
-        except asyncio.CancelledError:  # the proxy is closing
-            pass
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     *, count: bool) -> None:

@@ -41,6 +41,9 @@ def srgb() -> bytes:
 
 def xmp_packet(width: int, height: int, *, history: str = "") -> bytes:
     """A Lightroom-style packet describing a ``width``×``height`` file."""
+    keywords = "".join(f"<rdf:li>{k}</rdf:li>" for k in KEYWORDS)
+    caption = f'<rdf:li xml:lang="x-default">{CAPTION}</rdf:li>'
+    rights = f'<rdf:li xml:lang="x-default">{COPYRIGHT}</rdf:li>'
     return f"""<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
 <x:xmpmeta xmlns:x="adobe:ns:meta/" x:xmptk="Adobe XMP Core 7.0">
  <rdf:RDF xmlns:rdf="{RDF}">
@@ -53,9 +56,9 @@ def xmp_packet(width: int, height: int, *, history: str = "") -> bytes:
    <tiff:ImageWidth>{width}</tiff:ImageWidth>
    <tiff:ImageLength>{height}</tiff:ImageLength>
    <dc:format>image/x-original</dc:format>
-   <dc:subject><rdf:Bag>{''.join(f'<rdf:li>{k}</rdf:li>' for k in KEYWORDS)}</rdf:Bag></dc:subject>
-   <dc:description><rdf:Alt><rdf:li xml:lang="x-default">{CAPTION}</rdf:li></rdf:Alt></dc:description>
-   <dc:rights><rdf:Alt><rdf:li xml:lang="x-default">{COPYRIGHT}</rdf:li></rdf:Alt></dc:rights>
+   <dc:subject><rdf:Bag>{keywords}</rdf:Bag></dc:subject>
+   <dc:description><rdf:Alt>{caption}</rdf:Alt></dc:description>
+   <dc:rights><rdf:Alt>{rights}</rdf:Alt></dc:rights>
    <photoshop:History>{history}</photoshop:History>
   </rdf:Description>
  </rdf:RDF>

@@ -204,3 +204,36 @@ def test_fal_storage_settings_parse_and_are_checked(tmp_path):
     assert any(":4: fal.cdn_expiry: must be never, a number of seconds" in p for p in found)
     assert any(":5: fal.cleanup: must be true or false" in p for p in found)
     assert any(":6: fal.store_payloads: must be true or false" in p for p in found)
+
+
+def test_config_modules_import_at_the_top_and_the_package_reexports_them():
+    """No module of the config package imports inside a function (an import cycle would be
+    worked around that way, not removed), and every name the package exports is the very
+    object of the module that defines it, so ``from crystal_watchd.config import X`` and
+    the module's own name never differ."""
+    import ast
+    import importlib
+
+    package = ROOT / "crystal_watchd" / "config"
+    late = []
+    for source in sorted(package.glob("*.py")):
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                late += [f"{source.name}:{inner.lineno}" for inner in ast.walk(node)
+                         if isinstance(inner, (ast.Import, ast.ImportFrom))]
+    assert late == []
+    homes = {}
+    for name in config_mod.__all__:
+        value = getattr(config_mod, name)
+        home = getattr(value, "__module__", None)
+        if home is None:  # a constant: find the one module that defines it
+            home = next(f"crystal_watchd.config.{m}" for m in ("runtime", "paths", "urls")
+                        if name in vars(importlib.import_module(f"crystal_watchd.config.{m}")))
+        assert home.startswith("crystal_watchd.config.") and home != "crystal_watchd.config"
+        assert getattr(importlib.import_module(home), name) is value
+        homes[name] = home
+    assert homes["Config"] == "crystal_watchd.config.runtime"
+    assert homes["load"] == homes["parse"] == "crystal_watchd.config.load"
+    assert homes["mask_url"] == homes["listen"] == "crystal_watchd.config.urls"
+    assert homes["default_state_dir"] == "crystal_watchd.config.paths"

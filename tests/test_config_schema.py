@@ -76,8 +76,8 @@ def test_schema_file_is_up_to_date():
 
 
 def test_schema_check_fails_on_a_stale_copy(tmp_path):
-    """`python -m crystal_watchd.config.schema --check` exits 1 and says how to fix it when the file differs; without
-    --check it rewrites the file, after which the check passes."""
+    """`python -m crystal_watchd.config.schema --check` exits 1 and says how to fix it when
+    the file differs; without --check it rewrites the file, after which the check passes."""
     stale = tmp_path / "config.schema.json"
     stale.write_text(SCHEMA.read_text().replace('"minimum": 1,', '"minimum": 2,', 1))
     command = [sys.executable, "-m", "crystal_watchd.config.schema", "--output", str(stale)]

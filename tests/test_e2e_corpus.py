@@ -44,10 +44,11 @@ def _run(tmp_path, backend, files, fakefal, fal_daemons, daemons, tls_files, **f
 def test_every_odd_file_becomes_a_sound_output_or_a_plain_failure(
         tmp_path, backend, fakefal, fal_daemons, daemons, tls_files):
     """Each mode and layout (1-bit fax, 2/4-bit grey, palette, Lab, CMYK 8/16, 16-bit RGB(A)
-    and grey in either byte order, 32-bit int and float, planar, tiled and multipage TIFF), malformed and oversized EXIF, an
-    ICC profile that does not parse, truncated and zero-padded files: outputs decode at twice
-    the input's size in a sane mode, failures have a reason and cost nothing, no internal
-    errors, and nothing is retried more than retry.attempts times."""
+    and grey in either byte order, 32-bit int and float, planar, tiled and multipage TIFF),
+    malformed and oversized EXIF, an ICC profile that does not parse, truncated and
+    zero-padded files: outputs decode at twice the input's size in a sane mode, failures have
+    a reason and cost nothing, no internal errors, and nothing is retried more than
+    retry.attempts times."""
     files = corpus()
     d, server = _run(tmp_path, backend, files, fakefal, fal_daemons, daemons, tls_files)
     out, failed = tmp_path / "out", tmp_path / "in" / "failed"

@@ -31,7 +31,8 @@ def test_only_the_configured_app_answers(tmp_path, fakefal, fal_daemons, tls_fil
     with the right endpoint the file goes to fal's crystal-upscaler app."""
     server = fakefal(latency=0.1)
     answer = httpx.post(f"{server.base_url}/clarityai/crystal-upscalr", json={},
-                        headers={"Authorization": f"Key {FAKE_KEY}"}, verify=ssl.create_default_context(cafile=tls_files["ca"]))
+                        headers={"Authorization": f"Key {FAKE_KEY}"},
+                        verify=ssl.create_default_context(cafile=tls_files["ca"]))
     assert answer.status_code == 404
     config = fal_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 0.2}],
                         fal={"timeout": 60, "endpoint": "clarityai/crystal-upscalr"})

@@ -30,7 +30,8 @@ def test_key_sources_in_order(tmp_path):
 
 def test_key_is_masked_in_repr_and_scrubbed_from_logs():
     """The backend's repr hides the key; any log text containing it is scrubbed."""
-    backend = fal.FalBackend(FalConfig(), environ={"FAL_KEY": "secret-id-123456:secret-value-abcdef"})
+    backend = fal.FalBackend(FalConfig(),
+                             environ={"FAL_KEY": "secret-id-123456:secret-value-abcdef"})
     assert "secret" not in repr(backend) and "key=***" in repr(backend)
     assert "secret-value-abcdef" not in repr(backend._client)
     line = logs.scrub("auth Key secret-id-123456:secret-value-abcdef and "
@@ -82,6 +83,53 @@ def test_slots_bound_requests_even_when_handed_on_early():
         assert slots.used == 3
 
     asyncio.run(main())
+
+
+def test_one_retry_loop_pauses_alike_for_every_call(monkeypatch):
+    """The in-place retry loop: a RetryableError waits 0.2 s doubling up to 5 s (or fal's
+    Retry-After when longer) and the last attempt's error is raised; a RetryNow starts the
+    next attempt without a pause and, when none is left, raises the error it carries; any
+    other error is raised at once."""
+    import asyncio
+
+    from crystal_watchd.backends import retries
+
+    slept: list[float] = []
+
+    async def sleep(seconds):
+        slept.append(seconds)
+
+    monkeypatch.setattr(retries.asyncio, "sleep", sleep)
+
+    def failing(*errors):
+        queue = list(errors)
+
+        async def once():
+            error = queue.pop(0)
+            if isinstance(error, BaseException):
+                raise error
+            return error
+        return once
+
+    busy = [RetryableError("busy", kind="http_429") for _ in range(5)]
+    late = RetryableError("busy", kind="http_429", delay=7.0)
+    assert asyncio.run(retries.retry_in_place("status", failing(*busy, "ok"))) == "ok"
+    assert slept == [0.2, 0.4, 0.8, 1.6, 3.2]
+    slept.clear()
+    last = RetryableError("still busy", kind="http_503")
+    with pytest.raises(RetryableError) as info:
+        asyncio.run(retries.retry_in_place("status", failing(late, *busy[:4], last)))
+    assert info.value is last and slept == [7.0, 0.4, 0.8, 1.6, 3.2]
+    slept.clear()
+    again = retries.RetryNow(RetryableError("not taken", kind="submit"))
+    assert asyncio.run(retries.retry_in_place("submit", failing(again, "id"))) == "id"
+    with pytest.raises(RetryableError) as info:
+        asyncio.run(retries.retry_in_place("submit", failing(again, again), attempts=2))
+    assert info.value is again.error and slept == []
+    with pytest.raises(AccountError):
+        asyncio.run(retries.retry_in_place("submit", failing(AccountError("no", kind="account"),
+                                                             "never")))
+    assert slept == []
 
 
 def test_a_silent_status_stream_gives_way_to_polling(fakefal, tls_files, monkeypatch):

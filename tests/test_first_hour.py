@@ -166,7 +166,8 @@ def test_check_on_a_terminal_is_a_summary_with_warnings(tmp_path):
     assert f"config:    {config}" in out
     assert "FAL_KEY in the environment" in out and FAKE_KEY not in out
     assert FAKE_KEY.split(":")[1] not in out
-    assert "http://127.0.0.1:8765/" in out and "answers to 127.0.0.1, [::1], localhost, nas.lan" in out
+    assert "http://127.0.0.1:8765/" in out
+    assert "answers to 127.0.0.1, [::1], localhost, nas.lan" in out
     row = next(line for line in out.splitlines() if line.strip().startswith("photos "))
     assert f"{tmp_path / 'in'} → {tmp_path / 'out'}" in row
     assert re.search(r"×4\s+2\s+png\s+native \(\w+\)\s+move to ", row), row
@@ -238,8 +239,9 @@ def error_outputs(tmp_path, daemons):
                                                    "backend: fal\nfal: {key_file: nokey}"))
     out["missing key file"] = run_cli("run", "--config", str(missing_key), env=env).stderr
     token = tmp_path / "t.yaml"
-    token.write_text(fal.read_text().replace("http: null",
-                                             "http: {listen: '127.0.0.1:0', token_file: no-token-here}")
+    token.write_text(fal.read_text()
+                     .replace("http: null",
+                              "http: {listen: '127.0.0.1:0', token_file: no-token-here}")
                      .replace("backend: fal", "backend: local"))
     out["missing token file"] = run_cli("run", "--config", str(token), env=env).stderr
     out["missing config"] = run_cli("check", "--config", str(tmp_path / "none.yaml"),

@@ -91,7 +91,8 @@ def test_fallback_follows_the_daemon(tmp_path, daemons):
     it runs, unhealthy once it stopped."""
     config = write_config(tmp_path, [{"inbox": "in", "outbox": "out"}])
     before = run_check(config)
-    assert (before.returncode, before.stdout.strip()) == (1, "unhealthy: status: daemon not running")
+    assert (before.returncode, before.stdout.strip()) == (
+        1, "unhealthy: status: daemon not running")
     d = daemons(config).ready()
     during = run_check(config)
     assert (during.returncode, during.stdout.strip()) == (0, "healthy: status: daemon running")

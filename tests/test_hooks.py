@@ -46,8 +46,9 @@ def _calls(path: Path) -> list[dict]:
 
 def test_command_and_webhook_receive_done_and_failed_with_the_job_fields(tmp_path, daemons):
     """A done and a failed job each reach a command hook (CW_* variables and {input},
-    {output}, {folder} in its arguments; not the fal key) and a signed webhook (JSON body; the signature is
-    HMAC-SHA256 of the body with the secret; the delivery id header matches the body)."""
+    {output}, {folder} in its arguments; not the fal key) and a signed webhook (JSON body;
+    the signature is HMAC-SHA256 of the body with the secret; the delivery id header matches
+    the body)."""
     receiver = Receiver()
     (tmp_path / "secret").write_bytes(SECRET + b"\n")
     script = tmp_path / "recorder.py"

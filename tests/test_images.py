@@ -43,7 +43,8 @@ def rendered(source: preflight.SourceImage, fmt: str, tmp_path: Path) -> Image.I
 def png_bomb(width: int, height: int) -> bytes:
     """A tiny PNG whose header declares a huge size."""
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        checksum = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + checksum
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) \
         + chunk(b"IEND", b"")

@@ -182,7 +182,8 @@ def test_an_unexpected_error_is_retried_once_then_fails_naming_it(tmp_path):
     job = journal.enqueue("in", image, "a.png", st.st_size, st.st_mtime_ns,
                           hashlib.sha256(image.read_bytes()).hexdigest())
     # The worker runs as in the daemon, on the event loop with the journal's own store.
-    worker = Worker(cfg, journal.store, _Broken(Slots(1)), JobCallbacks(lambda *a: None, lambda e: None))
+    worker = Worker(cfg, journal.store, _Broken(Slots(1)),
+                    JobCallbacks(lambda *a: None, lambda e: None))
     assert journal.run(worker.process(journal.claim(job))) == JobState.QUEUED
     assert journal.run(worker.process(journal.claim(journal.get(job.id)))) == JobState.FAILED
     report = json.loads((tmp_path / "in" / "failed" / "a.png.error.json").read_text())

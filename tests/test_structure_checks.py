@@ -77,8 +77,8 @@ def test_foreign_bytes_in_a_jpeg_are_damaged():
 
 
 def test_png_chunk_checksums_prove_the_bytes(tmp_path):
-    """A whole PNG passes, from bytes and from a file; one flipped byte in its image data fails its checksum; a PNG cut
-    before IEND, and one without image data, are refused."""
+    """A whole PNG passes, from bytes and from a file; one flipped byte in its image data
+    fails its checksum; a PNG cut before IEND, and one without image data, are refused."""
     data = encoded("PNG")
     containers.check_png_chunks(data)
     (tmp_path / "whole.png").write_bytes(data)

@@ -79,7 +79,8 @@ def test_token_guards_every_page_and_never_leaks(tmp_path, daemons):
             assert response.status_code == 200, path
             seen.append(response.text)
         bad_login = client.post("/login", data={"token": "nope", "next": "/"})
-        assert bad_login.status_code == 401 and "crystal_watchd_session" not in bad_login.headers.get("set-cookie", "")
+        assert bad_login.status_code == 401
+        assert "crystal_watchd_session" not in bad_login.headers.get("set-cookie", "")
         login = client.post("/login", data={"token": TOKEN, "next": "/jobs"})
         assert login.status_code == 303 and login.headers["location"] == "/jobs"
         cookie = login.headers["set-cookie"]

@@ -11,6 +11,7 @@ whether the job was cancelled, so a shutdown never waits for a transfer to end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -48,10 +49,9 @@ class _Transfer:
         stream = response.extensions.get("network_stream") if response is not None else None
         sock = stream.get_extra_info("socket") if stream is not None else None
         if sock is not None:
-            try:
+            # already closed (OSError): the thread has ended or is ending
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns at once
-            except OSError:  # already closed: the thread has ended or is ending
-                pass
 
 
 class Downloader:

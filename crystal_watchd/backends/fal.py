@@ -37,6 +37,7 @@ from .base import ResultImage, Slots, UpscaleRequest
 from .download import Downloader
 from .key import read_key
 from .platform import Platform
+from .retries import retry_in_place
 from .submission import Submitter
 from .tidy import Tidy
 from .waiting import RunTime, wait_until_done
@@ -56,8 +57,6 @@ CANCEL_POLL = 1.0
 ACCOUNT_PAUSE = 600.0
 #: fal's largest accepted input (its crystal-upscaler documentation: up to 100 MB).
 MAX_INPUT_BYTES = 100 * 1024 * 1024
-#: Transient errors of one call retried in place before the worker's backoff takes over.
-IN_PLACE_RETRIES = 6
 #: fal error types that say the input itself is the problem.
 _PERMANENT_TYPES = {"image_load_error", "image_too_large", "image_too_small",
                     "file_download_error", "unsupported_image_format", "value_error",
@@ -178,16 +177,7 @@ class FalBackend:
     async def _retrying(self, what: str, make: Callable[[], Awaitable[Any]]) -> Any:
         """One call, retried in place on transient errors. Polls, result fetches and
         downloads keep their request id, so a flaky network costs time, never money."""
-        for attempt in range(IN_PLACE_RETRIES):
-            try:
-                return await self._call(what, make())
-            except RetryableError as exc:
-                if attempt == IN_PLACE_RETRIES - 1:
-                    raise
-                delay = max(exc.delay or 0.0, min(0.2 * 2 ** attempt, 5.0))
-                log.debug("fal_call_retry", call=what, error=exc.reason, retry_in=delay)
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+        return await retry_in_place(what, lambda: self._call(what, make()))
 
     async def _call(self, what: str, coro: Awaitable[Any]) -> Any:
         """Run one fal-client call, turning its errors into ours."""

@@ -28,6 +28,7 @@ from ..config import FalConfig
 from ..errors import JobError, RetryableError
 from .base import UpscaleRequest
 from .platform import Platform, PlatformError, PlatformRefused, identity_of
+from .retries import RetryNow, retry_in_place
 
 log = logs.get(__name__)
 
@@ -79,7 +80,8 @@ class Submitter:
                 return found
         arguments = {"image_url": await input_url(), **arguments}
         identity = identity_of(arguments["image_url"])
-        for attempt in range(SUBMIT_RETRIES):
+
+        async def send_once() -> str:
             sent_at = time.time()
             await request.trail.sending(identity, sent_at)
             try:
@@ -90,21 +92,18 @@ class Submitter:
                 found = await self._look_for(request, identity, sent_at, arguments, bound)
                 if found:
                     return found
-                continue
-            except RetryableError as exc:
-                await request.trail.refused()
-                if attempt == SUBMIT_RETRIES - 1:
-                    raise
-                delay = max(exc.delay or 0.0, min(0.2 * 2 ** attempt, 5.0))
-                log.debug("fal_call_retry", call="submit", error=exc.reason, retry_in=delay)
-                await asyncio.sleep(delay)
-                continue
+                # looked for until fal.timeout: send again straight away
+                raise RetryNow(RetryableError("fal did not take the submission",
+                                              kind="submit")) from None
             except JobError:
-                await request.trail.refused()  # an answer (401/403/422): nothing pending
+                # an answer (401/403/422, or 429/5xx retried below) or no connection at all:
+                # nothing is pending at fal
+                await request.trail.refused()
                 raise
             await request.on_submitted(request_id)
             return request_id
-        raise RetryableError("fal did not take the submission", kind="submit")
+
+        return await retry_in_place("submit", send_once, attempts=SUBMIT_RETRIES)
 
     async def _post(self, arguments: dict[str, Any]) -> str:
         """Send the submission once. Raises _Uncertain when it went out and no answer came."""

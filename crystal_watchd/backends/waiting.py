@@ -12,7 +12,6 @@ time the request is expected to end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -69,7 +68,7 @@ class StatusWatch:
     def __init__(self, fal: Any, handle: Any, poll: Callable[[], Awaitable[Any]], bound):
         self._fal, self._handle, self._poll, self._bound = fal, handle, poll, bound
         self._events: asyncio.Queue[Any] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = asyncio.create_task(self._stream())
+        self._task: asyncio.Task[None] | None = self._start_stream()
         self._last_event = time.monotonic()
         self._reopens = 0
         #: Status calls made for this request (stream openings and polls).
@@ -95,12 +94,33 @@ class StatusWatch:
             return
         await self._events.put(None)  # ended without COMPLETED: cut short
 
+    def _start_stream(self) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._stream())
+        task.add_done_callback(self._stream_ended)
+        return task
+
+    def _stream_ended(self, task: asyncio.Task[None]) -> None:
+        """The stream's own errors arrive through the queue; anything else it raised (a bug,
+        an answer fal-client cannot parse) is logged here, and a stream still in use hands
+        it on so that the wait goes on by polling now, not after STREAM_SILENCE."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        self._bound.warning("fal_status_stream_failed", error=type(error).__name__,
+                            detail=str(error)[:200],
+                            note="the stream is given up; the wait goes on by polling")
+        if task is self._task:
+            self._events.put_nowait(error)
+
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        """End the stream. Its cancellation is expected and not raised; what else it raised
+        was logged when it ended. Waiting through ``asyncio.wait`` keeps the two
+        cancellations apart: this task's own (a shutdown) still propagates."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.wait([task])
 
     async def next(self, wake_at: float) -> Any | None:
         """The next status, or None when ``wake_at`` (monotonic) comes first. Polling when
@@ -129,7 +149,7 @@ class StatusWatch:
                 self._bound.debug("fal_status_stream_reopened", reason=reason,
                                   reopens=self._reopens)
                 self._last_event = time.monotonic()
-                self._task = asyncio.create_task(self._stream())
+                self._task = self._start_stream()
                 return None
             self._bound.info("fal_status_stream_fallback", reason=reason)
             await self.stop()

@@ -12,9 +12,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..errors import ConfigError, ConfigProblem
-from . import (
-    DEFAULT_HTTP_LISTEN,
-    HTTP_TOKEN_CREDENTIAL,
+from . import problems as config_problems
+from .automation import build_hooks, build_notify, check_hooks, check_notify
+from .models import ConfigFile, FolderEntry, FolderSettings
+from .paths import HTTP_TOKEN_CREDENTIAL, default_state_dir
+from .runtime import (
     BudgetConfig,
     Config,
     FalConfig,
@@ -23,13 +25,8 @@ from . import (
     LogConfig,
     PixelConfig,
     RetryConfig,
-    default_state_dir,
-    is_loopback,
-    listen,
 )
-from . import problems as config_problems
-from .automation import build_hooks, build_notify, check_hooks, check_notify
-from .models import ConfigFile, FolderEntry, FolderSettings
+from .urls import DEFAULT_HTTP_LISTEN, is_loopback, listen
 from .yamldoc import Doc, path_in
 
 
@@ -182,7 +179,8 @@ def _check_folders(doc: Doc, folders: tuple[FolderConfig, ...]) -> None:
             for j, other in enumerate(folders):
                 if target == other.inbox:
                     doc.problem(("folders", i, key), f"{target} is the inbox of folders[{j}]")
-                elif other.recursive and _inside(target, other.inbox) and not _excluded(other, target):
+                elif (other.recursive and _inside(target, other.inbox)
+                      and not _excluded(other, target)):
                     doc.problem(("folders", i, key), f"{target} lies inside the recursive inbox "
                                 f"of folders[{j}] ({other.inbox}); files written there would be "
                                 "picked up again")

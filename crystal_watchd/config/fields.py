@@ -6,7 +6,7 @@ writes the type and its bounds into config.schema.json (so editors complete and 
 file), and the check, run before pydantic's own, gives the message a person reads (the same
 wording everywhere, with the bounds and the value given). A value that passed the check
 always satisfies the declared type, so pydantic's generic messages only appear for shapes
-(unknown, missing or misplaced keys), which config_problems.py words.
+(unknown, missing or misplaced keys), which problems.py words.
 """
 
 from collections.abc import Callable

@@ -1,8 +1,9 @@
 """The config file's keys as pydantic models: what each takes, its default and its help
 text (the attribute docs below become the descriptions in config.schema.json).
 
-The models check the raw YAML data only; config.py turns a valid file into the frozen
-dataclasses the daemon uses and checks what no single key can (overlapping folders, say).
+The models check the raw YAML data only; build.py turns a valid file into the frozen
+dataclasses the daemon uses (runtime.py) and checks what no single key can (overlapping
+folders, say).
 Defaults are read from those dataclasses so the two never disagree.
 """
 
@@ -10,9 +11,23 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from . import (
+from .automation import DEFAULT_HOOK_ATTEMPTS, HookSettings, NotifySettings
+from .fields import (
+    Flag,
+    OptionalPath,
+    PathIn,
+    Settings,
+    Text,
+    TextList,
+    checked,
+    num,
+    one_of,
+    optional,
+    optional_num,
+)
+from .hosts import host_entry, proxy_entry
+from .runtime import (
     BACKENDS,
-    DEFAULT_HTTP_LISTEN,
     DEFAULT_POLL_SECONDS,
     DPI_POLICIES,
     FILENAME_FIELDS,
@@ -29,23 +44,8 @@ from . import (
     FolderConfig,
     HttpConfig,
     RetryConfig,
-    listen,
 )
-from .automation import DEFAULT_HOOK_ATTEMPTS, HookSettings, NotifySettings
-from .fields import (
-    Flag,
-    OptionalPath,
-    PathIn,
-    Settings,
-    Text,
-    TextList,
-    checked,
-    num,
-    one_of,
-    optional,
-    optional_num,
-)
-from .hosts import host_entry, proxy_entry
+from .urls import DEFAULT_HTTP_LISTEN, listen
 from .yamldoc import check_placeholders, choice, each, nonempty_text, number, text_list
 
 

@@ -1,6 +1,6 @@
 """pydantic's validation errors, worded as config problems: file, line and key path.
 
-A value that fails a setting's own check carries that check's message (config_fields.py);
+A value that fails a setting's own check carries that check's message (fields.py);
 the rest are about the shape of the file (an unknown key, a missing one, a list where a
 mapping belongs), worded here the way a person editing YAML thinks of them.
 """

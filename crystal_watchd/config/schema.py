@@ -4,7 +4,7 @@
     python -m crystal_watchd.config.schema --check    # exit 1 if the file is out of date
     python -m crystal_watchd.config.schema --output - # print it (an installed package)
 
-It is generated from the models in config_models.py, so it always says what the daemon
+It is generated from the models in models.py, so it always says what the daemon
 accepts; the committed copy is kept in step by a test.
 """
 

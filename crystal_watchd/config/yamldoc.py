@@ -1,7 +1,7 @@
 """YAML with a line number for every key path, and the checks each setting's value goes
 through. A problem is recorded with file, line and key, never raised at the first one, so a
-user sees every mistake in a config at once (config.py turns them into one ConfigError;
-config_problems.py places pydantic's errors on their lines).
+user sees every mistake in a config at once (build.py turns them into one ConfigError;
+problems.py places pydantic's errors on their lines).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def key_path(path: tuple[Any, ...]) -> str:
 
 # ---------------------------------------------------------------------------------------
 # Value checks: each returns the cleaned value or raises ValueError with the message a
-# person reads (config_fields.py runs them before pydantic's own validation).
+# person reads (fields.py runs them before pydantic's own validation).
 
 
 def kind_of(value: Any) -> str:

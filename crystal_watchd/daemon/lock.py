@@ -27,7 +27,8 @@ class StateLock:
             other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
             raise LockedError(f"another crystal-watchd (pid {other}) is already using "
-                              f"{self.path.parent}; stop it first or use another state_dir") from None
+                              f"{self.path.parent}; stop it first or use another "
+                              "state_dir") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd

@@ -236,5 +236,5 @@ class Alerts:
     async def drain_sending(self) -> None:
         """Wait (a while) for the messages on their way."""
         if self._sending:
-            with contextlib.suppress(Exception):
-                await asyncio.wait(list(self._sending), timeout=30)
+            # asyncio.wait raises none of the tasks' errors; send() logs its own
+            await asyncio.wait(list(self._sending), timeout=30)

@@ -15,9 +15,9 @@ import os
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
-Source = Union[str, os.PathLike, BinaryIO]
+Source = str | os.PathLike | BinaryIO
 
 #: How far before the end an end marker may sit: some cameras append a few kilobytes of
 #: their own data after a JPEG's end-of-image marker.

@@ -47,7 +47,9 @@ def unreadable_extensions(extensions: tuple[str, ...]) -> list[str]:
     out = []
     for ext in extensions:
         fmt = known.get("." + ext.lower())
-        if fmt is None or fmt not in Image.OPEN or fmt == "AVIF" and not features.check("avif") or fmt == "HEIF" and not _heif_decodes():
+        if (fmt is None or fmt not in Image.OPEN
+                or (fmt == "AVIF" and not features.check("avif"))
+                or (fmt == "HEIF" and not _heif_decodes())):
             out.append(ext)
     return out
 

@@ -71,10 +71,8 @@ class _Bridge(FileSystemEventHandler):
         self._folder, self._loop, self._sink = folder, loop, sink
 
     def dispatch(self, event: FileSystemEvent) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: we are shutting down
             self._loop.call_soon_threadsafe(self._sink, self._folder, event)
-        except RuntimeError:
-            pass  # the loop is closed: we are shutting down
 
 
 def filesystem_type(path: Path) -> str | None:
@@ -90,7 +88,8 @@ def filesystem_type(path: Path) -> str | None:
         if len(fields) < 3:
             continue
         point = fields[1].replace("\\040", " ")
-        if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) > len(best):
             best, fstype = point, fields[2]
     return fstype
 

@@ -176,7 +176,7 @@ class WebServer:
 
     @web.middleware
     async def _own_host(self, request: web.Request, handler) -> web.StreamResponse:
-        """Answer only requests sent to one of the page's own names (see hosts.py)."""
+        """Answer only requests sent to one of the page's own names (config/hosts.py)."""
         headers = request.headers
         host = None if self.hosts is None else self.hosts.effective(
             headers.get("Host"), headers.get("X-Forwarded-Host"), request.remote)
@@ -199,10 +199,10 @@ class WebServer:
     async def _guard(self, request: web.Request, handler) -> web.StreamResponse:
         session = self.sessions.get(request.cookies.get(auth.COOKIE))
         request["session"] = session
-        if self.token and not auth.is_public(request.path):
-            if not (auth.token_matches(self.token, auth.bearer(request))
-                    or (session is not None and session.signed_in)):
-                return self._unauthorized(request)
+        signed_in = session is not None and session.signed_in
+        if (self.token and not auth.is_public(request.path)
+                and not (auth.token_matches(self.token, auth.bearer(request)) or signed_in)):
+            return self._unauthorized(request)
         if request.method == "POST":
             if not auth.same_origin(request, request["host"]):
                 raise web.HTTPForbidden(text="cross-site request refused\n")
@@ -383,8 +383,8 @@ class WebServer:
                 if note is None:
                     break
                 await response.write(f"event: job\ndata: {json.dumps(note)}\n\n".encode())
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+        except ConnectionResetError:
+            pass  # the browser went away; a cancellation (a shutdown) goes on up
         finally:
             self._streams.discard(queue)
         return response

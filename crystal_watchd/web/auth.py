@@ -2,8 +2,8 @@
 
 - With ``http.token`` (or token_file, or the systemd credential ``http-token``) every page
   needs ``Authorization: Bearer TOKEN`` or the session cookie the login form sets; anything
-  else gets 401. Without a token the page is only ever on a loopback address (config.py
-  refuses anything else).
+  else gets 401. Without a token the page is only ever on a loopback address
+  (config/build.py refuses anything else).
 - Every POST needs the session's form token and, when the browser sends one, an Origin (or
   Referer) naming this very host; otherwise 403. The cookie is HttpOnly and SameSite=Strict.
 """
@@ -98,7 +98,7 @@ def bearer(request: web.Request) -> str | None:
 
 def same_origin(request: web.Request, host: str) -> bool:
     """The Origin (or, lacking it, the Referer) names ``host``, the one the request was sent
-    to (already checked to be one of ours, see hosts.py).
+    to (already checked to be one of ours, see config/hosts.py).
     Neither header: not a cross-site form post by a current browser; the form token and
     the SameSite cookie still apply."""
     source = request.headers.get("Origin") or request.headers.get("Referer")

@@ -453,7 +453,7 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return True
 
-    # -- routes -------------------------------------------------------------------------------------
+    # -- routes -------------------------------------------------------------------------
 
     def do_POST(self) -> None:
         path = urlparse(self.path).path
