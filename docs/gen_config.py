@@ -119,20 +119,21 @@ def table(props: dict, required: set[str], link: dict[str, str]) -> list[str]:
 def render(schema: dict) -> str:
     defs = schema["$defs"]
     top = schema["properties"]
-    # One section per definition, named after the top-level key that uses it first.
+    # One section per definition, named after the top-level key that uses it first; its
+    # heading's anchor is that key (`fal`, `folders[]` → #fal, #folders).
     sections: dict[str, str] = {}
     for key, prop in top.items():
         name = ref_name(prop)
         if name and name not in sections:
             sections[name] = key
     link = {name: key for name, key in sections.items()}
-    out = [INTRO, "## Top level {#top-level}", ""]
+    out = [INTRO, "## Top level", ""]
     out += table(top, set(schema.get("required", [])), link)
     for name, key in sections.items():
         definition = defs[name]
         props = definition.get("properties", {})
         shown = f"{key}[]" if top[key].get("type") == "array" else key
-        out += ["", f"## `{shown}` {{#{key}}}", "", definition.get("description", ""), ""]
+        out += ["", f"## `{shown}`", "", definition.get("description", ""), ""]
         wider = next((other for other in sections if other != name
                       and set(props) < set(defs[other].get("properties", {}))), None)
         if wider:
