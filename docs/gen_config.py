@@ -109,7 +109,7 @@ def table(props: dict, required: set[str], link: dict[str, str]) -> list[str]:
         target = ref_name(prop)
         value = type_text(prop)
         if target in link:
-            section = f"[section](#{link[target]})"
+            section = f"[`{link[target]}` section](#{link[target]})"
             value = value.replace("section", section, 1) if "section" in value else section
         lines.append(f"| `{key}` | {value} | {default_text(prop, key in required)} "
                      f"| {cell(prop.get('description', ''))} |")
