@@ -106,12 +106,14 @@ class Completion:
         job, finals = await self._place(job, folder, pending)
         if finals is None:
             raise RetryableError("the output vanished while it was being placed", kind="internal")
-        billed = 0.0 if copy or self.backend.name == "local" else megapixels
+        # A picture kept as it is (it met the folder's fit target) never reached the upscaler.
+        unpaid = copy or (plan is not None and plan.as_is)
+        billed = 0.0 if unpaid or self.backend.name == "local" else megapixels
         # A run fal may have billed without a result (see Job.paid_twice) is counted as paid:
         # the day's budget must never be under the real spend.
         runs = 1 + job.paid_twice
         job = await self.journal.output_written(
-            job, finals, megapixels=None if copy else round(megapixels, 6),
+            job, finals, megapixels=None if unpaid else round(megapixels, 6),
             cost_usd=round(billed * runs * self.config.fal.price_per_megapixel, 6))
         return await self._finish(job, folder, bound, started)
 
