@@ -202,3 +202,22 @@ def test_schema_and_example_document_fit():
     example = config_mod.load(ROOT / "config.example.yaml")
     prints = example.folder("prints")
     assert prints is not None and prints.fit == PRINT_40X60 and prints.dpi == 300
+
+
+def test_the_spend_guard_estimates_each_picture_at_its_fitted_size(tmp_path):
+    """The spend guard (and check's backlog, which uses it) prices each waiting picture from
+    its header at the factor the fit gives it, and a picture already large enough at $0:
+    a 1632x1224 phone picture fitted to 7087 px is 7087x5315 px, $0.60 at $0.016/MP."""
+    from conftest import make_image
+
+    from crystal_watchd.daemon import spendguard
+
+    inbox = tmp_path / "in"
+    make_image(inbox / "phone.jpg", (1632, 1224))
+    make_image(inbox / "big.jpg", (8256, 5504))
+    prints = FolderConfig("prints", inbox, tmp_path / "out", fit=FitTarget(long_edge=7087))
+    assert spendguard.estimate_file(inbox / "phone.jpg", prints, 0.016) == \
+        pytest.approx(7087 * 5315 / 1e6 * 0.016)
+    assert spendguard.estimate_file(inbox / "big.jpg", prints, 0.016) == 0.0
+    count, usd = spendguard.estimate_backlog(prints, 0.016)
+    assert (count, usd) == (2, pytest.approx(7087 * 5315 / 1e6 * 0.016))
