@@ -54,10 +54,15 @@ class Settings:
     result_format: str = ""
     #: The folder's ``dpi``: the same pixels with another print resolution are another file.
     dpi: str | float = "keep"
+    #: The folder's ``fit`` target as plain data (None: ``scale_factor`` decides): two
+    #: folders fitting to different sizes make different outputs of the same picture.
+    fit: dict[str, Any] | None = None
 
     def key(self) -> str:
-        # The default is left out so that keys journaled before ``dpi`` existed still match.
-        data = {k: v for k, v in self.__dict__.items() if not (k == "dpi" and v == "keep")}
+        # Defaults are left out so that keys journaled before ``dpi`` and ``fit`` existed
+        # still match.
+        data = {k: v for k, v in self.__dict__.items()
+                if not (k == "dpi" and v == "keep") and not (k == "fit" and v is None)}
         return json.dumps(data, sort_keys=True)
 
 

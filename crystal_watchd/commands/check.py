@@ -18,6 +18,7 @@ from pathlib import Path
 from ..config import HTTP_TOKEN_CREDENTIAL, Config, FolderConfig, mask_url
 from ..config.hosts import HostCheck
 from ..errors import ConfigError
+from ..images import fit as fitting
 
 #: A folder whose single output can cost more than this, with no daily budget, is warned of.
 COSTLY_OUTPUT_USD = 1.0
@@ -111,6 +112,37 @@ def _watching(folder: FolderConfig, ctx: Context) -> str:
     return f"{mode} ({kind})"
 
 
+def _scale(folder: FolderConfig, ctx: Context) -> str:
+    if folder.fit is None:
+        return f"×{folder.scale_factor:g}"
+    target = folder.fit
+    if target.megapixels is not None:
+        return f"fit {target.megapixels:g} MP"
+    return f"fit {target.print} @ {target.dpi:g} dpi" if target.print \
+        else f"fit {target.long_edge} px"
+
+
+def fit_line(folder: FolderConfig, config: Config) -> str:
+    """What a fit folder makes of a picture, estimated from the target itself."""
+    target = folder.fit
+    assert target is not None
+    megapixels = min(fitting.typical_megapixels(target), folder.max_output_megapixels)
+    if target.megapixels is not None:
+        what = f"fits each picture to {target.megapixels:g} MP"
+    elif target.print:
+        what = (f"fits each picture to a {target.print} print at {target.dpi:g} dpi, "
+                f"{target.long_edge_px} px on the long edge (≈ {megapixels:.0f} MP")
+    else:
+        what = (f"fits each picture to {target.long_edge_px} px on the long edge "
+                f"(≈ {megapixels:.0f} MP for a 3:2 picture")
+    cost = ("nothing paid on the local backend" if config.backend == "local"
+            else f"about ${megapixels * config.fal.price_per_megapixel:.2f} a picture")
+    what += f", {cost})" if target.megapixels is None else f" ({cost})"
+    kept = ("copies one already that large as it is, unpaid" if target.enlarge_only
+            else "sends one already that large at ×1")
+    return f"  {folder.name}: {what}; {kept}"
+
+
 def _originals(folder: FolderConfig, ctx: Context) -> str:
     return f"move to {folder.done_dir}" if folder.originals == "move" else folder.originals
 
@@ -118,7 +150,7 @@ def _originals(folder: FolderConfig, ctx: Context) -> str:
 FOLDER_COLUMNS: list[Column] = [
     Column("folder", lambda f, ctx: f.name),
     Column("inbox → outbox", lambda f, ctx: f"{f.inbox} → {f.outbox}"),
-    Column("scale", lambda f, ctx: f"×{f.scale_factor:g}"),
+    Column("scale", _scale),
     Column("creativity", lambda f, ctx: f"{f.creativity:g}"),
     Column("output", lambda f, ctx: f.output_format),
     Column("watching", _watching),
@@ -211,4 +243,5 @@ def summary(ctx: Context) -> list[str]:
     lines.append(f"folders:   {len(ctx.config.folders)}")
     rows = [[c.title for c in FOLDER_COLUMNS]]
     rows += [[c.value(f, ctx) for c in FOLDER_COLUMNS] for f in ctx.config.folders]
-    return lines + table(rows)
+    fits = [fit_line(f, ctx.config) for f in ctx.config.folders if f.fit is not None]
+    return lines + table(rows) + fits

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from ..errors import ConfigError, ConfigProblem
 from . import problems as config_problems
 from .automation import build_hooks, build_notify, check_hooks, check_notify
+from .fit import DEFAULT_PRINT_DPI
 from .models import ConfigFile, FolderEntry, FolderSettings
 from .paths import HTTP_TOKEN_CREDENTIAL, default_state_dir
 from .runtime import (
@@ -49,6 +50,7 @@ def parse_config(text: str, file: str | Path) -> Config:
     check_hooks(doc, raw.get("hooks"), _folder_names(raw.get("folders"), base))
     check_notify(doc, raw.get("notify"))
     _check_http(doc, raw.get("http"))
+    _check_fit(doc, raw)
     if model is None:
         _check_folders(doc, _folders_alone(raw, base))
         raise ConfigError(_in_order(doc.problems))
@@ -93,10 +95,46 @@ def _folder(i: int, entry: FolderEntry, defaults: FolderSettings) -> FolderConfi
     for key in type(defaults).model_fields:
         given = entry if key in entry.model_fields_set else defaults
         values[key] = getattr(given, key)
+    _fitted(values, entry.model_fields_set)
     values["done_dir"] = values["done_dir"] or entry.inbox / "done"
     values["failed_dir"] = values["failed_dir"] or entry.inbox / "failed"
     return FolderConfig(name=entry.name or _default_name(i, entry.inbox), inbox=entry.inbox,
                         outbox=entry.outbox, **values)
+
+
+def _fitted(values: dict[str, Any], own: set[str]) -> None:
+    """``fit`` as a FitTarget. A folder's own ``scale_factor`` replaces an inherited ``fit``
+    (and its own ``fit`` an inherited ``scale_factor``); a print target declares its dpi,
+    unless the folder sets its own ``dpi`` beside an inherited fit."""
+    if "scale_factor" in own and "fit" not in own:
+        values["fit"] = None
+    fit = values["fit"]
+    values["fit"] = fit.target() if fit is not None else None
+    if values["fit"] is not None and values["fit"].print is not None \
+            and not ("dpi" in own and "fit" not in own):
+        values["dpi"] = values["fit"].dpi
+
+
+def _check_fit(doc: Doc, raw: dict[str, Any]) -> None:
+    """``fit`` and ``scale_factor`` both in one mapping say two different things; so do a
+    print fit's dpi and another ``dpi`` beside it."""
+    mappings = [(("defaults",), raw.get("defaults"))]
+    folders = raw.get("folders")
+    mappings += [(("folders", i), f) for i, f in enumerate(folders if isinstance(folders, list)
+                                                           else ())]
+    for path, mapping in mappings:
+        if not isinstance(mapping, dict) or mapping.get("fit") is None:
+            continue
+        if "scale_factor" in mapping:
+            doc.problem((*path, "fit"), "set either fit (a size to fit each picture to) or "
+                        "scale_factor (a fixed factor), not both")
+        fit = mapping["fit"]
+        if isinstance(fit, dict) and fit.get("print") is not None and "dpi" in mapping:
+            print_dpi = fit.get("dpi", DEFAULT_PRINT_DPI)
+            if mapping["dpi"] != print_dpi:
+                shown = f"{print_dpi:g}" if isinstance(print_dpi, (int, float)) else print_dpi
+                doc.problem((*path, "dpi"), f"the fit's print is made at {shown} dpi and "
+                            "the output declares that; leave dpi out or make it the same")
 
 
 def _folders_alone(raw: dict[str, Any], base: Path) -> tuple[FolderConfig, ...]:

@@ -9,7 +9,7 @@ Defaults are read from those dataclasses so the two never disagree.
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from .automation import DEFAULT_HOOK_ATTEMPTS, HookSettings, NotifySettings
 from .fields import (
@@ -25,6 +25,7 @@ from .fields import (
     optional,
     optional_num,
 )
+from .fit import DEFAULT_PRINT_DPI, PRINT_PATTERN, FitTarget, print_sides
 from .hosts import host_entry, proxy_entry
 from .runtime import (
     BACKENDS,
@@ -34,6 +35,7 @@ from .runtime import (
     LOG_FORMATS,
     LOG_LEVELS,
     MAX_OUTPUT_MEGAPIXELS,
+    MAX_OUTPUT_SIDE,
     ORIGINALS,
     OUTPUT_FORMATS,
     OVERSIZE,
@@ -113,11 +115,61 @@ _PpiNumber = Annotated[float, Field(ge=1, le=100_000)]
 _PollSeconds = Annotated[float, Field(ge=0.5, le=3600)]
 
 
+def _print_size(value: Any) -> str:
+    print_sides(value)  # the problem, if any, worded once
+    return value.strip()
+
+
+class FitSettings(Settings):
+    """A size to upscale each picture to, instead of a fixed scale_factor: one of long_edge,
+    print (with dpi) or megapixels. Each picture gets the factor its own size needs."""
+
+    long_edge: checked(int | None, optional(number(2, MAX_OUTPUT_SIDE, integer=True)),
+                       ge=2, le=MAX_OUTPUT_SIDE) = None
+    """Pixels on the picture's long edge (portrait or landscape alike)."""
+    print: checked(str | None, optional(_print_size), pattern=PRINT_PATTERN) = None
+    """A print size such as 40x60cm, 130x180mm or 16x24in: the picture's long edge is fitted
+    to the print's long edge at dpi; its short edge keeps the picture's aspect (no crop)."""
+    dpi: optional_num(1, 100_000) = None
+    """The print's resolution in pixels per inch (with print; default 300), also declared
+    in the output."""
+    megapixels: optional_num(0.001, MAX_OUTPUT_MEGAPIXELS) = None
+    """The output's size in megapixels."""
+    enlarge_only: Flag = FitTarget.enlarge_only
+    """A picture that already meets the target is copied as it is, without paying; false
+    still sends it to the upscaler at a factor of 1."""
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "FitSettings":
+        given = [k for k in ("long_edge", "print", "megapixels") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("needs exactly one of long_edge, print or megapixels"
+                             + (f", not {' and '.join(given)}" if given else ""))
+        if self.dpi is not None and self.print is None:
+            raise ValueError("dpi goes with print (the print's resolution); for the "
+                             "resolution an output declares use the folder's dpi")
+        long_edge = self.target().long_edge_px
+        if long_edge is not None and long_edge > MAX_OUTPUT_SIDE:
+            raise ValueError(f"asks for {long_edge} px on the long edge, over the "
+                             f"{MAX_OUTPUT_SIDE} px an output can have")
+        return self
+
+    def target(self) -> FitTarget:
+        dpi = (self.dpi or DEFAULT_PRINT_DPI) if self.print is not None else None
+        return FitTarget(long_edge=self.long_edge, print=self.print, dpi=dpi,
+                         megapixels=self.megapixels, enlarge_only=self.enlarge_only)
+
+
 class FolderSettings(Settings):
     """What to do with the pictures of a folder; under ``defaults:``, for every folder."""
 
     scale_factor: num(1, 200) = FolderConfig.scale_factor
-    """How many times larger (each side) the output is."""
+    """How many times larger (each side) the output is (or fit: a size to fit each picture
+    to; not both in one mapping)."""
+    fit: FitSettings | None = None
+    """A size to fit each picture to instead of a fixed scale_factor: long_edge (px), print
+    (40x60cm, 16x24in) at dpi, or megapixels; a folder's own scale_factor or fit replaces
+    the other from defaults."""
     creativity: num(0, 10) = FolderConfig.creativity
     """How freely the upscaler may invent detail (0: faithful)."""
     recursive: Flag = FolderConfig.recursive

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .automation import DEFAULT_HOOK_ATTEMPTS, HookConfig, NotifyConfig
+from .fit import FitTarget
 from .urls import is_loopback, mask_url
 
 BACKENDS = ("fal", "local")
@@ -62,6 +63,8 @@ class FolderConfig:
     #: The output's print resolution: "keep" the source's pixels per inch, "scale" them with
     #: the picture (same print size), or a fixed number.
     dpi: str | float = "keep"
+    #: A size to fit each picture to (config/fit.py); when set, ``scale_factor`` is unused.
+    fit: FitTarget | None = None
 
     def excluded_dirs(self) -> tuple[Path, ...]:
         """Folders of our own that may sit inside the inbox and must never be watched."""

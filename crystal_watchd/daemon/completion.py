@@ -134,11 +134,13 @@ class Completer:
         job, finals = await self._place(job, folder, pending)
         if finals is None:
             raise RetryableError("the output vanished while it was being placed", kind="internal")
-        billed = megapixels if self._charges and not copy else 0.0
+        # A picture kept as it is (it met the folder's fit target) never reached the upscaler.
+        unpaid = copy or (plan is not None and plan.as_is)
+        billed = megapixels if self._charges and not unpaid else 0.0
         # This run's cost: runs fal may have billed without a result (see Job.paid_twice)
         # have their own rows in the spend ledger already.
         job = await self.journal.output_written(
-            job, finals, megapixels=None if copy else round(megapixels, 6),
+            job, finals, megapixels=None if unpaid else round(megapixels, 6),
             cost_usd=round(billed * self._config().fal.price_per_megapixel, 6))
         return await self._finish(job, folder, bound, started)
 

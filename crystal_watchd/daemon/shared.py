@@ -82,13 +82,18 @@ class SharedSlots(Slots):
 #: them. Paths, polling and settling are each host's own business.
 COMPARED = ("scale_factor", "creativity", "output_format", "filename", "overwrite", "originals",
             "recursive", "extensions", "ignore", "max_input_megapixels",
-            "max_output_megapixels", "oversize")
+            "max_output_megapixels", "oversize", "fit")
 
 
 def folder_settings(config) -> dict[str, dict[str, object]]:
     """folder name → the settings compared between daemons, as plain data."""
-    return {f.name: {k: list(v) if isinstance(v, tuple) else v
-                     for k in COMPARED for v in [getattr(f, k)]} for f in config.folders}
+    return {f.name: {k: _plain(getattr(f, k)) for k in COMPARED} for f in config.folders}
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, tuple):
+        return list(value)
+    return value.plain() if hasattr(value, "plain") else value
 
 
 def disagreements(config, journal: JournalBase) -> list[str]:

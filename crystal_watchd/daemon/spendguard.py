@@ -66,7 +66,7 @@ def estimate_file(path: Path, folder: FolderConfig, price_per_megapixel: float) 
                               preflight.target_format(folder, fmt))
     except PermanentJobError:
         return 0.0
-    return plan.megapixels * price_per_megapixel
+    return plan.paid_megapixels * price_per_megapixel
 
 
 def estimate_backlog(folder: FolderConfig,

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .. import logs
 from ..backends.base import Backend, ResultImage, SubmitTrail, UpscaleRequest
-from ..config import Config, FolderConfig
+from ..config import Config, FitTarget, FolderConfig
 from ..days import local_midnight
 from ..errors import (
     INCOMPLETE_KIND,
@@ -37,7 +37,7 @@ from ..errors import (
     RetryableError,
     StillArriving,
 )
-from ..images import output, preflight
+from ..images import output, preflight, unscaled
 from ..images.pixels import PixelPool
 from ..images.source import open_source
 from ..intake import arrival
@@ -106,12 +106,14 @@ class Worker:
             folder = dataclasses.replace(folder, scale_factor=settings.scale_factor,
                                          creativity=settings.creativity,
                                          output_format=settings.output_format,
-                                         dpi=settings.dpi)
+                                         dpi=settings.dpi,
+                                         fit=FitTarget.from_plain(settings.fit))
         else:
             settings = Settings(self.backend.name, folder.scale_factor, folder.creativity,
                                 folder.output_format,
                                 "" if self.backend.name == "local"
-                                else self.config.fal.result_format, folder.dpi)
+                                else self.config.fal.result_format, folder.dpi,
+                                fit=folder.fit.plain() if folder.fit else None)
         async with self._twin_locks[hash(job.sha256) % TWIN_LOCK_STRIPES]:
             job = await self.journal.start(job, settings.__dict__, settings.key())
             earlier = leader = None
@@ -149,7 +151,7 @@ class Worker:
             plan = preflight.plan(source.width, source.height, folder.scale_factor, folder,
                                   source.target)
             if plan.reduced:
-                bound.warning("scale_reduced", requested=folder.scale_factor, used=plan.scale,
+                bound.warning("scale_reduced", requested=plan.requested, used=plan.scale,
                               output=f"{plan.width}x{plan.height}")
             if source.frames > 1:
                 bound.info("animated_first_frame_only", frames=source.frames)
@@ -158,6 +160,9 @@ class Worker:
             if source.meta.dropped:
                 bound.warning("metadata_dropped", dropped=list(source.meta.dropped),
                               note="the output is written without it")
+            if plan.as_is:
+                return await asyncio.shield(self._keep_as_it_is(job, folder, data, source, plan,
+                                                                bound, started))
             if not job.request_id and not await self._reserve_budget(job, plan):
                 return (await self.journal.retry_later(job, delay=BUDGET_RECHECK, kind="budget",
                                                        reason="today's budget is spent",
@@ -263,6 +268,22 @@ class Worker:
 
         unanswered = None if job.request_id else await journal.unanswered_submit(job)
         return SubmitTrail(unanswered, sending, refused, given_up, abandoned)
+
+    async def _keep_as_it_is(self, job: Job, folder: FolderConfig, data: bytes,
+                             source: preflight.SourceImage, plan: preflight.Plan, bound,
+                             started: float) -> JobState:
+        """The picture meets the folder's fit target already: written as it is, unpaid."""
+        assert folder.fit is not None
+        bound.info("upscale_not_needed", size=f"{source.width}x{source.height}",
+                   fit=folder.fit.describe(),
+                   note="the picture already meets the folder's fit target; it is written "
+                        "as it is and nothing is paid (fit.enlarge_only: false upscales it "
+                        "at ×1)")
+        work_file = self.config.state_dir / "work" / f"{job.id}-as-is"
+        result = await self.pixels.run(
+            functools.partial(unscaled.as_it_is, data, source, folder, work_file),
+            megapixels=plan.megapixels)
+        return await self.completer.complete(job, folder, source, plan, [result], bound, started)
 
     async def _reserve_budget(self, job: Job, plan: preflight.Plan) -> bool:
         """Reserve this submission's estimated cost in the journal, so that daemons sharing

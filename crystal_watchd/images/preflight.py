@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from ..config import MAX_OUTPUT_SIDE, FolderConfig
+from ..config import MAX_OUTPUT_SIDE, FitTarget, FolderConfig
 from ..errors import PermanentJobError
 from . import containers, formats, metadata
+from . import fit as fitting
 from .metadata import Metadata
 
 # Our own pixel limit (max_input_megapixels) is checked on the declared size before any
@@ -80,11 +81,22 @@ class Plan:
     scale: float
     width: int
     height: int
+    #: The scale was lowered to fit the output limits (or the upscaler's range).
     reduced: bool = False
+    #: The scale asked for: the folder's scale_factor, or the one its fit target needs.
+    requested: float = 0.0
+    #: The picture already meets the folder's fit target: it is written as it is, without
+    #: the upscaler, and nothing is paid.
+    as_is: bool = False
 
     @property
     def megapixels(self) -> float:
         return self.width * self.height / 1e6
+
+    @property
+    def paid_megapixels(self) -> float:
+        """What the upscaler bills for this output (nothing for a picture kept as it is)."""
+        return 0.0 if self.as_is else self.megapixels
 
 
 def _to_eight_bits(image: Image.Image) -> Image.Image:
@@ -283,21 +295,59 @@ def plan(width: int, height: int, scale: float, folder: FolderConfig,
          fmt: str | None = None) -> Plan:
     """The output size for ``scale`` within the upscaler's caps and those of the output
     format ``fmt`` (WebP stores at most 16383 px a side); reduce or refuse per ``oversize``,
-    before any money is spent."""
+    before any money is spent. A folder with ``fit`` ignores ``scale``: the factor is the one
+    this picture needs to reach the target, clamped to the upscaler's range and, with a
+    warning (``reduced``), to the output limits whatever ``oversize`` says."""
     cap = folder.max_output_megapixels
     side = min(MAX_OUTPUT_SIDE, FORMAT_MAX_SIDE.get(fmt or "", MAX_OUTPUT_SIDE))
+    if folder.fit is not None:
+        return _fitted(width, height, folder.fit, cap, side, fmt)
     out_w, out_h = output_size(width, height, scale)
     if _fits(out_w, out_h, cap, side):
-        return Plan(scale, out_w, out_h)
-    best = largest_scale(width, height, cap, side)
+        return Plan(scale, out_w, out_h, requested=scale)
+    best = _largest_or_fail(width, height, scale, cap, side, fmt)
+    if folder.oversize == "reduce":
+        return Plan(best, *output_size(width, height, best), reduced=True, requested=scale)
+    raise PermanentJobError(f"{_too_large(width, height, scale, cap, side, fmt)}; the largest "
+                            f"scale that fits is ×{best:g} (set oversize: reduce to use it "
+                            "automatically)", kind="output_too_large")
+
+
+def _too_large(width: int, height: int, scale: float, cap: float, side: int,
+               fmt: str | None) -> str:
+    out_w, out_h = output_size(width, height, scale)
     limit = f"{side} px a side" + (f" (the most {fmt} can store)" if side < MAX_OUTPUT_SIDE
                                    else "")
-    what = (f"×{scale:g} of {width}×{height} would be {out_w}×{out_h} = "
+    return (f"×{scale:g} of {width}×{height} would be {out_w}×{out_h} = "
             f"{out_w * out_h / 1e6:.1f} MP, over the limit of {cap:g} MP and {limit}")
+
+
+def _largest_or_fail(width: int, height: int, scale: float, cap: float, side: int,
+                     fmt: str | None) -> float:
+    """The largest scale whose output fits; PermanentJobError when not even ×1 does."""
+    best = largest_scale(width, height, cap, side)
     if best < 1:
-        raise PermanentJobError(f"{what}; even ×1 does not fit", kind="output_too_large")
-    if folder.oversize == "reduce":
-        return Plan(best, *output_size(width, height, best), reduced=True)
-    raise PermanentJobError(f"{what}; the largest scale that fits is ×{best:g} "
-                            "(set oversize: reduce to use it automatically)",
-                            kind="output_too_large")
+        raise PermanentJobError(f"{_too_large(width, height, scale, cap, side, fmt)}; even ×1 "
+                                "does not fit", kind="output_too_large")
+    return best
+
+
+def _fitted(width: int, height: int, target: FitTarget, cap: float, side: int,
+            fmt: str | None) -> Plan:
+    """The plan for a fit target: the factor this picture needs, within 1–200 and the
+    output limits. A picture that meets the target already is kept as it is
+    (``enlarge_only``) or sent at ×1; only the format's side limit binds a kept one, as the
+    upscaler never sees it."""
+    wanted = fitting.wanted_scale(width, height, target)
+    if fitting.meets(width, height, target):
+        if target.enlarge_only:
+            if max(width, height) > side:
+                _largest_or_fail(width, height, 1.0, cap, side, fmt)
+            return Plan(1.0, width, height, requested=wanted, as_is=True)
+        wanted = fitting.MIN_SCALE
+    scale = fitting.neat(width, height, min(max(wanted, fitting.MIN_SCALE), fitting.MAX_SCALE))
+    if _fits(*output_size(width, height, scale), cap, side):
+        return Plan(scale, *output_size(width, height, scale),
+                    reduced=wanted > fitting.MAX_SCALE, requested=wanted)
+    best = _largest_or_fail(width, height, scale, cap, side, fmt)
+    return Plan(best, *output_size(width, height, best), reduced=True, requested=wanted)
