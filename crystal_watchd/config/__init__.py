@@ -18,6 +18,7 @@ The public names are re-exported here: ``from crystal_watchd.config import Confi
 
 from __future__ import annotations
 
+from .fit import FitTarget
 from .load import load, parse
 from .paths import HTTP_TOKEN_CREDENTIAL, default_config_path, default_state_dir
 from .runtime import (
@@ -48,7 +49,8 @@ from .urls import DEFAULT_HTTP_LISTEN, is_loopback, listen, mask_url
 
 __all__ = [
     "BACKENDS", "DEFAULT_EXTENSIONS", "DEFAULT_HTTP_LISTEN", "DEFAULT_POLL_SECONDS",
-    "DPI_POLICIES", "FILENAME_FIELDS", "HTTP_TOKEN_CREDENTIAL", "LOG_FORMATS", "LOG_LEVELS",
+    "DPI_POLICIES", "FILENAME_FIELDS", "FitTarget", "HTTP_TOKEN_CREDENTIAL", "LOG_FORMATS",
+    "LOG_LEVELS",
     "MAX_OUTPUT_MEGAPIXELS", "MAX_OUTPUT_SIDE", "ORIGINALS", "OUTPUT_FORMATS", "OVERSIZE",
     "RESULT_FORMATS", "UPLOAD_MODES", "BudgetConfig", "Config", "FalConfig", "FolderConfig",
     "HttpConfig", "LogConfig", "PixelConfig", "RetryConfig", "default_config_path",
