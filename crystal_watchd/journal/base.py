@@ -47,6 +47,9 @@ class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, Subm
     #: What ``SELECT`` reads for a job (a read-only look at an older journal fills columns it
     #: does not have yet with NULL).
     columns = COLUMNS
+    #: Tables and ``table.column``s of the schema this journal lacks: only ever any in a
+    #: read-only look at a journal its daemon has not migrated yet.
+    schema_gaps: frozenset[str] = frozenset()
     #: Where job changes are published (the web page, metrics, the terminal view).
     events: Events | None = None
     #: Round trips to the database so far (statements, and a transaction's begin and end):
@@ -74,6 +77,11 @@ class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, Subm
 
     async def close(self) -> None:
         raise NotImplementedError
+
+    def has(self, name: str) -> bool:
+        """Whether the journal has table ``name`` (or column ``table.column``): readers of
+        an older journal skip what it cannot have, and any other failure surfaces."""
+        return name not in self.schema_gaps
 
     def _sql(self, sql: str) -> str:
         return sql.replace("{now}", self.db_clock)

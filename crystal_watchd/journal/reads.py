@@ -81,6 +81,37 @@ class JobReads:
             "(?, ?, ?)) AS usd", (JobState.DONE.value, since, *UNFINISHED))
         return float(row["usd"] or 0.0) if row else 0.0
 
+    async def totals_by_folder(self) -> dict[str, dict[str, float]]:
+        """Per folder: submissions, and output megapixels and dollars of done jobs."""
+        out: dict[str, dict[str, float]] = {}
+        for r in await self._rows(
+                "SELECT folder, SUM(submissions) AS subs, "
+                "SUM(CASE WHEN state=? THEN COALESCE(output_megapixels, 0) ELSE 0 END) AS mp, "
+                "SUM(CASE WHEN state=? THEN COALESCE(cost_usd, 0) ELSE 0 END) AS usd "
+                "FROM jobs GROUP BY folder", (JobState.DONE.value, JobState.DONE.value)):
+            out[r["folder"]] = {"submissions": r["subs"] or 0, "megapixels": r["mp"] or 0.0,
+                                "usd": r["usd"] or 0.0}
+        return out
+
+    async def spend_by_slot(self, since: float, slot: int) -> dict[int, float]:
+        """Dollars of the jobs done since ``since``, summed per ``slot`` seconds of their
+        finishing time (slot number → dollars): a few thousand rows for a chart, not one per
+        job, and no day boundary drawn by a database in another time zone."""
+        return {r["slot"]: r["usd"] or 0.0 for r in await self._rows(
+            f"SELECT CAST(finished_at AS BIGINT) / {int(slot)} AS slot, SUM(cost_usd) AS usd "
+            "FROM jobs WHERE state=? AND finished_at>=? GROUP BY slot",
+            (JobState.DONE.value, since))}
+
+    async def latest_finished(self, state: JobState, *, folder: str | None = None,
+                              limit: int = 24) -> list[Job]:
+        """The jobs that most recently finished in ``state`` (of ``folder``, if given), in
+        one query."""
+        only = " AND folder=?" if folder is not None else ""
+        rows = await self._rows(f"SELECT {self.columns} FROM jobs WHERE state=?{only} "
+                                "ORDER BY finished_at DESC LIMIT ?",
+                                (state.value, *((folder,) if folder is not None else ()), limit))
+        return [row_to_job(r) for r in rows]
+
     async def spend_rows(self) -> list[Mapping[str, Any]]:
         """folder, finished_at, cost_usd, output_megapixels of every finished job."""
         return await self._rows("SELECT folder, finished_at, cost_usd, output_megapixels FROM jobs "

@@ -8,15 +8,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..jobs import Job, JobState
+from ..jobs import UNFINISHED as UNFINISHED_STATES
+from ..jobs import WAITING as WAITING_STATES
+from ..jobs import Job, JobState, ordered
 
 COLUMNS = ("id, folder, path, rel, size, mtime_ns, sha256, state, attempts, next_attempt_at, "
            "request_id, settings, outputs, pending, error_kind, reason, created_at, updated_at, "
            "finished_at, output_megapixels, cost_usd, submissions, waits_for, paid_twice")
-#: States of a job that waits for ``next_attempt_at`` before a worker takes it.
-WAITING = (JobState.QUEUED.value, JobState.ARRIVING.value)
-#: Unfinished states: a job in one of them may still produce an output.
-UNFINISHED = (*WAITING, JobState.RUNNING.value)
+#: The values of jobs.WAITING and jobs.UNFINISHED, as SQL arguments.
+WAITING = ordered(WAITING_STATES)
+UNFINISHED = ordered(UNFINISHED_STATES)
 #: A queued job may run unless it waits for an identical job that is still unfinished.
 NOT_WAITING = ("(waits_for IS NULL OR waits_for NOT IN "
                f"(SELECT id FROM jobs WHERE state IN {UNFINISHED!r}))")

@@ -18,13 +18,13 @@ from typing import Any, TypeVar
 
 from .. import logs
 from ..days import local_midnight
-from ..jobs import Job, JobState
+from ..jobs import REPORTED, Job, JobState, report_key
 from ..journal import JournalBase
 from ..journal.outbox import Delivery
-from ..journal.rows import COLUMNS, row_to_job
 
 T = TypeVar("T")
-STATES = ("queued", "in_flight", "done", "failed", "superseded", "awaiting_approval")
+#: Every state, as ``status --json`` names them.
+STATES = REPORTED
 CHART_DAYS = 30
 
 
@@ -105,25 +105,16 @@ class JournalView:
 
     def counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
-        for r in self.journal.query(
-                "SELECT folder, state, COUNT(*) AS n FROM jobs GROUP BY folder, state"):
-            folder, state, n = r["folder"], r["state"], r["n"]
-            key = "in_flight" if state == JobState.RUNNING.value else state
-            out.setdefault(folder, dict.fromkeys(STATES, 0))[key] = n
+        for folder, states in self.journal.counts().items():
+            entry = out.setdefault(folder, dict.fromkeys(STATES, 0))
+            for state, n in states.items():
+                entry[report_key(state)] = n
         return out
 
     def totals(self) -> dict[str, dict[str, float]]:
         """Per folder: submissions, output megapixels and dollars of done jobs (what
         ``status --json`` sums as spend)."""
-        out: dict[str, dict[str, float]] = {}
-        for r in self.journal.query(
-                "SELECT folder, SUM(submissions) AS subs, "
-                "SUM(CASE WHEN state=? THEN COALESCE(output_megapixels, 0) ELSE 0 END) AS mp, "
-                "SUM(CASE WHEN state=? THEN COALESCE(cost_usd, 0) ELSE 0 END) AS usd "
-                "FROM jobs GROUP BY folder", (JobState.DONE.value, JobState.DONE.value)):
-            folder, subs, mp, usd = r["folder"], r["subs"], r["mp"], r["usd"]
-            out[folder] = {"submissions": subs or 0, "megapixels": mp or 0.0, "usd": usd or 0.0}
-        return out
+        return self.journal.totals_by_folder()
 
     def overview(self, folder_names: list[str], now: float) -> Overview:
         counts = self.counts()
@@ -138,13 +129,10 @@ class JournalView:
         # Summed in SQL by quarter hour (every time zone's offset is a whole number of
         # quarter hours), then by the daemon's local day here: a few thousand rows, not one
         # per job, and no day boundary a database in another zone would draw.
-        for r in self.journal.query(
-                f"SELECT CAST(finished_at AS BIGINT) / {QUARTER_HOUR} AS slot, "
-                "SUM(cost_usd) AS usd FROM jobs WHERE state=? AND finished_at>=? "
-                "GROUP BY slot",
-                (JobState.DONE.value, min(first_day, month_start(now)))):
-            day = datetime.fromtimestamp(r["slot"] * QUARTER_HOUR).date()  # local day
-            by_day[day] = by_day.get(day, 0.0) + (r["usd"] or 0.0)
+        for slot, usd in self.journal.spend_by_slot(min(first_day, month_start(now)),
+                                                    QUARTER_HOUR).items():
+            day = datetime.fromtimestamp(slot * QUARTER_HOUR).date()  # local day
+            by_day[day] = by_day.get(day, 0.0) + usd
         today = datetime.fromtimestamp(now).date()
         month = sum(usd for day, usd in by_day.items()
                     if (day.year, day.month) == (today.year, today.month))
@@ -157,33 +145,18 @@ class JournalView:
         """folder → (pictures the spend guard holds, their estimated dollars)."""
         return self.journal.held()
 
-    def _jobs(self, where: str, args: tuple[Any, ...], order: str, limit: int) -> list[Job]:
-        # One query for the whole list, not one more per job.
-        return [row_to_job(r) for r in self.journal.query(
-            f"SELECT {COLUMNS} FROM jobs WHERE {where} ORDER BY {order} LIMIT ?",
-            (*args, limit))]
-
     def recent(self, limit: int = 24, folder: str | None = None) -> list[Job]:
-        if folder is not None:
-            return self._jobs("state=? AND folder=?", (JobState.DONE.value, folder),
-                              "finished_at DESC", limit)
-        return self._jobs("state=?", (JobState.DONE.value,), "finished_at DESC", limit)
+        return self.journal.latest_finished(JobState.DONE, folder=folder, limit=limit)
 
     def failures(self, limit: int = 100) -> list[Job]:
-        return self._jobs("state=?", (JobState.FAILED.value,), "finished_at DESC", limit)
+        return self.journal.latest_finished(JobState.FAILED, limit=limit)
 
     def delivery_counts(self) -> dict[str, int]:
         """Hook deliveries per state (none in a journal the daemon has not migrated)."""
-        try:
-            return self.journal.delivery_counts()
-        except Exception:  # noqa: BLE001 - an older journal has no outbox yet
-            return {}
+        return self.journal.delivery_counts() if self.journal.has("deliveries") else {}
 
     def given_up(self) -> list[Delivery]:
-        try:
-            return self.journal.given_up()
-        except Exception:  # noqa: BLE001 - as above
-            return []
+        return self.journal.given_up() if self.journal.has("deliveries") else []
 
     def job(self, job_id: int) -> Job | None:
         try:
