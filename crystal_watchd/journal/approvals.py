@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 
 from ..jobs import Job, JobState
 from .arrivals import chunks
-from .rows import COLUMNS, row_to_job
+from .rows import COLUMNS, into, row_to_job
 
 #: A queued job no worker has taken up and no approval released: it counts for its folder.
 PENDING = "state=? AND settings IS NULL AND approved_at IS NULL"
@@ -99,13 +99,14 @@ class SpendRows:
         a worker took up meanwhile (or an approval released) is left alone. Returns the held
         jobs."""
         rows: list[Mapping] = []
+        queued, sources = into(JobState.AWAITING_APPROVAL, only=(JobState.QUEUED,))
         for part in _parts(estimates):
             usd, ids, args = self._by_id(part)
             rows += await self._rows(
                 f"UPDATE jobs SET state=?, estimated_usd={usd}, updated_at=? "
-                f"WHERE id IN ({ids}) AND {PENDING} RETURNING {_returning()}",
+                f"WHERE id IN ({ids}) AND {PENDING} AND {queued} RETURNING {_returning()}",
                 (JobState.AWAITING_APPROVAL.value, *args, time.time(), *part,
-                 JobState.QUEUED.value))
+                 JobState.QUEUED.value, *sources))
         changed = {"state": JobState.AWAITING_APPROVAL.value, "estimated_usd": None}
         return [self._publish(JobState.QUEUED, _job(row), changed)
                 for row in sorted(rows, key=lambda r: r["id"])]
@@ -130,12 +131,13 @@ class SpendRows:
         queue, cleared and approved, so they never count towards a hold again. Later
         arrivals are judged afresh. Returns folder → (pictures released, their dollars)."""
         extra, names = self._folders_sql("IN", folders)
+        held, sources = into(JobState.QUEUED, only=(JobState.AWAITING_APPROVAL,))
         async with self.transaction():
             rows = await self._rows(
                 f"UPDATE jobs SET state=?, cleared_at=?, approved_at=?, updated_at=? "
-                f"WHERE state=?{extra} RETURNING {_returning()}",
+                f"WHERE {held}{extra} RETURNING {_returning()}",
                 (JobState.QUEUED.value, time.time(), time.time(), time.time(),
-                 JobState.AWAITING_APPROVAL.value, *names))
+                 *sources, *names))
         released: dict[str, tuple[int, float]] = {}
         for row in rows:
             job = self._publish(JobState.AWAITING_APPROVAL, _job(row),

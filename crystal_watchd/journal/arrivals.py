@@ -14,8 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..jobs import Job, JobState
-from .rows import WAITING, fs_bytes, row_to_job
+from ..jobs import HELD, Job, JobState
+from ..jobs import WAITING as WAITING_STATES
+from .rows import fs_bytes, into, row_to_job
 
 #: Parameters per statement kept well under every driver's limit (SQLite's is 32766).
 CHUNK = 500
@@ -23,9 +24,10 @@ CHUNK = 500
 #: This very version (path + size + mtime + hash) is journaled already, by any daemon.
 SAME_VERSION = ("SELECT id FROM jobs WHERE folder=? AND path=? AND size=? AND mtime_ns=? "
                 "AND sha256=? AND state!=?")
-#: Older unfinished versions of the path (held for approval too) are superseded.
+#: Older versions of the path no worker holds (waiting, or held for approval) are superseded.
+_OLDER, _OLDER_STATES = into(JobState.SUPERSEDED, only=(*WAITING_STATES, *HELD))
 SUPERSEDE = ("UPDATE jobs SET state=?, reason=?, updated_at=? WHERE folder=? AND path=? "
-             "AND state IN (?, ?, ?) AND NOT (size=? AND mtime_ns=? AND sha256=?)")
+             f"AND {_OLDER} AND NOT (size=? AND mtime_ns=? AND sha256=?)")
 INSERT_COLUMNS = ("folder", "path", "rel", "size", "mtime_ns", "sha256", "state", "created_at",
                   "updated_at")
 SUPERSEDED_REASON = "the file changed before it was processed"
@@ -47,7 +49,7 @@ def same_version_args(folder: str, a: Arrival) -> tuple[Any, ...]:
 
 def supersede_args(folder: str, a: Arrival, now: float) -> tuple[Any, ...]:
     return (JobState.SUPERSEDED.value, SUPERSEDED_REASON, now, folder, fs_bytes(a.path),
-            *WAITING, JobState.AWAITING_APPROVAL.value, a.size, a.mtime_ns, a.sha256)
+            *_OLDER_STATES, a.size, a.mtime_ns, a.sha256)
 
 
 def insert_values(folder: str, a: Arrival, now: float) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import LeaseLost
+from ..errors import IllegalTransition, LeaseLost
 from ..events import Events, JobChanged
 from ..jobs import Job, JobState
 from .approvals import SpendRows
@@ -29,7 +29,7 @@ from .daemons import DaemonRows
 from .limits import LimitRows, SubmitRows
 from .outbox import OutboxRows
 from .reads import JobReads
-from .rows import COLUMNS, UNFINISHED, fs_bytes, row_to_job
+from .rows import COLUMNS, UNFINISHED, fs_bytes, into, marks, row_to_job
 
 
 class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, SubmitRows, LimitRows):
@@ -108,19 +108,30 @@ class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, Subm
         values["updated_at"] = time.time()
         cols = ", ".join(f"{k}=?" for k in values)
         mine, owner = self._mine()
+        target = JobState(values["state"]) if "state" in values else None
+        guard, sources = (f" AND {into(target)[0]}", into(target)[1]) if target else ("", ())
         outbox = self._wants_deliveries(values)
         # One statement, one round trip: the changed row comes back with the update. A
         # change that hooks report writes its deliveries in the same transaction.
         async with self.transaction() if outbox else contextlib.nullcontext():
-            row = await self._one(f"UPDATE jobs SET {cols} WHERE id=?{mine} RETURNING {COLUMNS}",
-                            (*values.values(), job.id, *owner))
+            row = await self._one(f"UPDATE jobs SET {cols} WHERE id=?{mine}{guard} "
+                                  f"RETURNING {COLUMNS}",
+                                  (*values.values(), job.id, *owner, *sources))
             if row is not None and outbox:
                 await self._add_deliveries(row_to_job(row), values)
         if row is None:
-            if mine and await self._one("SELECT 1 AS one FROM jobs WHERE id=?", (job.id,)):
-                raise LeaseLost(job.id)
-            raise KeyError(job.id)
+            await self._refused(job.id, target, bool(mine))
         return self._publish(job.state, row_to_job(row), values)
+
+    async def _refused(self, job_id: int, target: JobState | None, guarded: bool) -> None:
+        """Why a guarded change of one job changed nothing: raises KeyError (no such job),
+        LeaseLost (another daemon holds it) or IllegalTransition (its state forbids it)."""
+        row = await self._one("SELECT state, owner FROM jobs WHERE id=?", (job_id,))
+        if row is None:
+            raise KeyError(job_id)
+        if guarded and row["owner"] not in (None, self.daemon_id):
+            raise LeaseLost(job_id)
+        raise IllegalTransition(job_id, row["state"], target.value if target else "?")
 
     def _publish(self, before: JobState | None, job: Job, values: Mapping[str, Any]) -> Job:
         """Tell readers (page, metrics, terminal) that ``job`` changed; returns it."""
@@ -146,31 +157,32 @@ class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, Subm
         shared journal only jobs whose lease ran out are taken back (others are alive), and
         those of an earlier run on this host and ``state_dir``: the lock there says that
         daemon is gone, so its jobs need not wait for their leases."""
+        running, sources = into(JobState.QUEUED, only=(JobState.RUNNING,))
         if not self.shared:
-            return await self._exec("UPDATE jobs SET state=?, next_attempt_at=0 WHERE state=?",
-                              (JobState.QUEUED.value, JobState.RUNNING.value))
+            return await self._exec(f"UPDATE jobs SET state=?, next_attempt_at=0 WHERE {running}",
+                                    (JobState.QUEUED.value, *sources))
         async with self.transaction():
             earlier = [r["id"] for r in await self._rows(
                 "SELECT id FROM daemons WHERE host=? AND state_dir=? AND id!=?",
                 (*self.home, self.daemon_id))] if self.home else []
-            marks = ",".join("?" * len(earlier))
             count = await self._exec(self._sql(
-                "UPDATE jobs SET state=?, next_attempt_at=0 WHERE state=? AND "
+                f"UPDATE jobs SET state=?, next_attempt_at=0 WHERE {running} AND "
                 "(lease_until IS NULL OR lease_until<{now}"
-                + (f" OR owner IN ({marks})" if earlier else "") + ")"),
-                (JobState.QUEUED.value, JobState.RUNNING.value, *earlier))
+                + (f" OR owner IN ({marks(earlier)})" if earlier else "") + ")"),
+                (JobState.QUEUED.value, *sources, *earlier))
             if earlier:
-                await self._exec(f"DELETE FROM daemons WHERE id IN ({marks})", earlier)
+                await self._exec(f"DELETE FROM daemons WHERE id IN ({marks(earlier)})", earlier)
         return count
 
     async def claim(self, job: Job) -> Job:
         """A worker takes the job: no other dispatch round (nor daemon) can pick it again."""
+        claimable, sources = into(JobState.RUNNING)
         row = await self._one(self._sql(
             "UPDATE jobs SET state=?, owner=?, lease_until={now}+?, updated_at=? WHERE id=? "
-            f"RETURNING {COLUMNS}"),
-            (JobState.RUNNING.value, self.daemon_id, self.lease, time.time(), job.id))
+            f"AND {claimable} RETURNING {COLUMNS}"),
+            (JobState.RUNNING.value, self.daemon_id, self.lease, time.time(), job.id, *sources))
         if row is None:
-            raise KeyError(job.id)
+            await self._refused(job.id, JobState.RUNNING, False)
         return row_to_job(row)
 
     async def claim_ready(self, now: float, *, exclude_folders: Iterable[str] = (), limit: int = 1,
@@ -205,18 +217,28 @@ class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, Subm
         content and settings and is not itself waiting, ``job`` goes back to the queue
         waiting for it (it is not ready again until that job has finished) and that job is
         returned. Otherwise ``job`` stops waiting for anyone and None is returned: it does
-        the work itself. One serialised transaction, so two copies (in any daemons) never
+        the work itself. One serialised statement, so two copies (in any daemons) never
         both wait or both go ahead."""
+        unfinished = UNFINISHED
+        running, sources = into(JobState.QUEUED, only=(JobState.RUNNING,))
+        rows = await self._serialised(
+            f"WITH twin AS (SELECT id FROM jobs WHERE sha256=? AND settings_key=? AND "
+            f"state IN ({marks(unfinished)}) AND waits_for IS NULL AND id!=? ORDER BY id "
+            "LIMIT 1) UPDATE jobs SET waits_for=(SELECT id FROM twin), state=CASE WHEN EXISTS "
+            f"(SELECT 1 FROM twin) THEN ? ELSE ? END, updated_at=? WHERE id=? AND {running} "
+            "RETURNING waits_for",
+            (job.sha256, settings_key, *unfinished, job.id, JobState.QUEUED.value,
+             JobState.RUNNING.value, time.time(), job.id, *sources))
+        if not rows:
+            await self._refused(job.id, JobState.QUEUED, False)
+        twin = rows[0]["waits_for"]
+        return await self.get(twin) if twin is not None else None
+
+    async def _serialised(self, sql: str, args: Iterable[Any]) -> list[Mapping[str, Any]]:
+        """One check-then-write statement, serialised with every other of any daemon; its
+        rows. A store may send it in fewer round trips."""
         async with self.transaction(exclusive=True):
-            row = await self._one(
-                "SELECT id FROM jobs WHERE sha256=? AND settings_key=? AND state IN (?, ?, ?) "
-                "AND waits_for IS NULL AND id!=? ORDER BY id LIMIT 1",
-                (job.sha256, settings_key, *UNFINISHED, job.id))
-            await self._exec("UPDATE jobs SET waits_for=?, state=?, updated_at=? WHERE id=?",
-                       (row["id"] if row else None,
-                        JobState.QUEUED.value if row else JobState.RUNNING.value,
-                        time.time(), job.id))
-        return await self.get(row["id"]) if row else None
+            return await self._rows(sql, args)
 
     async def forget_request(self, job: Job) -> Job:
         return await self._update(job, request_id=None)

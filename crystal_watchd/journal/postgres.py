@@ -37,7 +37,8 @@ from .arrivals import (
     same_version_args,
     supersede_args,
 )
-from .base import COLUMNS, UNFINISHED, JournalBase, row_to_job
+from .base import COLUMNS, JournalBase, row_to_job
+from .rows import into
 from .sync import SyncJournal
 
 log = logs.get(__name__)
@@ -278,20 +279,6 @@ class PostgresStore(JournalBase):
             "UPDATE jobs SET slot_held=1 WHERE id=? AND (slot_held=1 OR "
             "(SELECT COUNT(*) FROM jobs WHERE slot_held=1) < ?) RETURNING id", (job_id, limit)))
 
-    async def wait_for_twin(self, job: Job, settings_key: str) -> Job | None:
-        """As the base's, in one round trip (and one more to read the twin, when there is
-        one)."""
-        rows = await self._serialised(
-            "WITH twin AS (SELECT id FROM jobs WHERE sha256=? AND settings_key=? AND "
-            "state IN (?, ?, ?) AND waits_for IS NULL AND id!=? ORDER BY id LIMIT 1) "
-            "UPDATE jobs SET waits_for=(SELECT id FROM twin), state=CASE WHEN EXISTS "
-            "(SELECT 1 FROM twin) THEN ? ELSE ? END, updated_at=? WHERE id=? "
-            "RETURNING waits_for",
-            (job.sha256, settings_key, *UNFINISHED, job.id, JobState.QUEUED.value,
-             JobState.RUNNING.value, time.time(), job.id))
-        twin = rows[0]["waits_for"] if rows else None
-        return await self.get(twin) if twin is not None else None
-
     # -- claims ------------------------------------------------------------------------------
 
     async def claim_ready(self, now: float, *, exclude_folders: Iterable[str] = (), limit: int = 1,
@@ -321,12 +308,15 @@ class PostgresStore(JournalBase):
 
     async def _claim(self, where: str, args: list[Any], limit: int) -> list[Job]:
         returning = ", ".join("jobs." + c.strip() for c in COLUMNS.split(","))
+        claimable, sources = into(JobState.RUNNING)
         rows = await self._rows(
             "WITH picked AS (SELECT id, state AS was_state, owner AS was_owner FROM jobs "
-            f"WHERE {where} ORDER BY next_attempt_at, id LIMIT ? FOR UPDATE SKIP LOCKED) "
-            "UPDATE jobs SET state=?, owner=?, lease_until={now}+?, updated_at=? FROM picked "
-            f"WHERE jobs.id=picked.id RETURNING {returning}, picked.was_state, picked.was_owner",
-            (*args, limit, JobState.RUNNING.value, self.daemon_id, self.lease, time.time()))
+            f"WHERE ({where}) AND {claimable} ORDER BY next_attempt_at, id LIMIT ? "
+            "FOR UPDATE SKIP LOCKED) UPDATE jobs SET state=?, owner=?, lease_until={now}+?, "
+            "updated_at=? FROM picked WHERE jobs.id=picked.id "
+            f"RETURNING {returning}, picked.was_state, picked.was_owner",
+            (*args, *sources, limit, JobState.RUNNING.value, self.daemon_id, self.lease,
+             time.time()))
         for row in rows:
             if row["was_state"] == JobState.RUNNING.value:
                 log.warning("job_lease_taken_over", job_id=row["id"],
