@@ -1,15 +1,14 @@
 """Files becoming jobs, many at a time: a drop of thousands of pictures is journaled in a
 few transactions instead of one (and several round trips) per file.
 
-Part of ``JournalBase`` (journal/base.py), which provides the statements and transactions.
-The statements live here once; the SQLite store runs the same ones on its own thread, a
-whole batch in one hop (journal/sqlite.py).
+The statements live here once: the SQLite store runs them on its own thread, a whole batch
+in one hop (journal/sqlite.py); the PostgreSQL store folds them into one statement per file
+(journal/postgres.py).
 """
 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -17,6 +16,7 @@ from typing import Any, NamedTuple
 from ..jobs import HELD, Job, JobState
 from ..jobs import WAITING as WAITING_STATES
 from .rows import fs_bytes, into, row_to_job
+from .store import Store
 
 #: Parameters per statement kept well under every driver's limit (SQLite's is 32766).
 CHUNK = 500
@@ -70,39 +70,15 @@ def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
 
 
 class ArrivalRows:
-    """Mixed into JournalBase."""
+    """What the stores' ``enqueue_many`` share: publishing the new jobs, and the look-up
+    of which versions a scan found are journaled already."""
 
-    async def _enqueue_row(self, folder: str, a: Arrival, now: float) -> int | None:
-        """Journal one arrival inside the caller's transaction; its new job id, or None
-        when this exact version is journaled already."""
-        if await self._one(SAME_VERSION, same_version_args(folder, a)):
-            return None
-        # Not this very version: another daemon may have journaled it a moment ago.
-        await self._exec(SUPERSEDE, supersede_args(folder, a, now))
-        return await self._insert_job(insert_values(folder, a, now))
+    def __init__(self, store: Store):
+        self.store = store
 
-    async def enqueue_many(self, folder: str, arrivals: Sequence[Arrival]) -> list[Job]:
-        """Journal settled files of ``folder`` in one transaction, each as ``enqueue`` does:
-        a version journaled already (by any daemon) is skipped, older unfinished versions
-        of its path are superseded. Returns the new jobs, in path order."""
-        if not arrivals:
-            return []
-        now = time.time()
-        async with self.transaction():
-            ids = [await self._enqueue_row(folder, a, now) for a in in_key_order(arrivals)]
-        return self._published(await self._jobs_by_id([i for i in ids if i is not None]))
-
-    async def _jobs_by_id(self, ids: Sequence[int]) -> list[Mapping[str, Any]]:
-        rows: list[Mapping[str, Any]] = []
-        for part in chunks(ids):
-            rows += await self._rows(f"SELECT {self.columns} FROM jobs WHERE id IN "
-                                     f"({','.join('?' * len(part))})", tuple(part))
-        order = {job_id: n for n, job_id in enumerate(ids)}
-        return sorted(rows, key=lambda r: order[r["id"]])
-
-    def _published(self, rows: Iterable[Mapping[str, Any]]) -> list[Job]:
+    def published(self, rows: Iterable[Mapping[str, Any]]) -> list[Job]:
         queued = {"state": JobState.QUEUED.value}
-        return [self._publish(None, row_to_job(row), queued) for row in rows]
+        return [self.store._publish(None, row_to_job(row), queued) for row in rows]
 
     async def known_among(self, folder: str,
                           versions: Iterable[tuple[Path, int, int]]) -> set[tuple[str, int, int]]:
@@ -111,7 +87,7 @@ class ArrivalRows:
         paths = sorted({fs_bytes(p) for p, _, _ in versions})
         found: set[tuple[str, int, int]] = set()
         for part in chunks(paths):
-            for r in await self._rows(
+            for r in await self.store._rows(
                     "SELECT path, size, mtime_ns FROM jobs WHERE folder=? AND state!=? AND "
                     f"path IN ({','.join('?' * len(part))})",
                     (folder, JobState.SUPERSEDED.value, *part)):

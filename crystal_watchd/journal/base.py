@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,26 @@ from .reads import JobReads
 from .rows import COLUMNS, UNFINISHED, fs_bytes, into, marks, row_to_job
 
 
-class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, SubmitRows, LimitRows):
-    """The job store. Subclasses set ``db_clock`` and implement the primitives below."""
+class _Part:
+    """A journal operation one of its parts carries out: ``get = _Part("reads")`` makes
+    ``journal.get`` the reads part's ``get``, same name and signature."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __init__(self, part: str):
+        self.part = part
+
+    def __get__(self, journal: Any, owner: type | None = None) -> Any:
+        if journal is None:
+            return self
+        return getattr(getattr(journal, self.part), self.name)
+
+
+class JournalBase:
+    """The job store: the state changes, written once, and the parts it is composed of
+    (each given this store). Subclasses set ``db_clock`` and implement the primitives
+    below (the ``Store`` interface, journal/store.py)."""
 
     #: SQL for "now" in Unix seconds on the database's clock (leases and heartbeats use it,
     #: so daemons on hosts whose clocks disagree still agree on when a lease ends).
@@ -52,9 +70,81 @@ class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, Subm
     schema_gaps: frozenset[str] = frozenset()
     #: Where job changes are published (the web page, metrics, the terminal view).
     events: Events | None = None
+    #: The configured hooks (set by the service, again on reload): which deliveries a
+    #: finished job gets.
+    hooks: tuple[Any, ...] = ()
+    #: Set by the spend guard while it is on: only cleared jobs may be claimed.
+    spend_guard = False
     #: Round trips to the database so far (statements, and a transaction's begin and end):
     #: what the benchmark reports per job.
     round_trips = 0
+
+    def __init__(self) -> None:
+        self.reads = JobReads(self)
+        self.arrivals = ArrivalRows(self)
+        self.daemon_rows = DaemonRows(self)
+        self.outbox = OutboxRows(self)
+        self.spend = SpendRows(self)
+        self.submits = SubmitRows(self)
+        self.limits = LimitRows(self, self.reads)
+
+    # -- what the parts do, under the journal's names ----------------------------------------
+
+    get = _Part("reads")
+    jobs = _Part("reads")
+    known_versions = _Part("reads")
+    is_known = _Part("reads")
+    find_done_output = _Part("reads")
+    counts = _Part("reads")
+    spent_since = _Part("reads")
+    committed_since = _Part("reads")
+    totals_by_folder = _Part("reads")
+    spend_by_slot = _Part("reads")
+    latest_finished = _Part("reads")
+    spend_rows = _Part("reads")
+    oldest_waiting = _Part("reads")
+    last_errors = _Part("reads")
+    next_ready = _Part("reads")
+    next_wakeup = _Part("reads")
+    waiting_by_folder = _Part("reads")
+    queued_folders = _Part("reads")
+    unfinished = _Part("reads")
+    arriving_later = _Part("reads")
+
+    known_among = _Part("arrivals")
+
+    register_daemon = _Part("daemon_rows")
+    heartbeat = _Part("daemon_rows")
+    unregister_daemon = _Part("daemon_rows")
+    daemons = _Part("daemon_rows")
+
+    claim_deliveries = _Part("outbox")
+    next_delivery_at = _Part("outbox")
+    orphan_deliveries = _Part("outbox")
+    delivery_done = _Part("outbox")
+    delivery_failed = _Part("outbox")
+    retry_deliveries = _Part("outbox")
+    delivery_counts = _Part("outbox")
+    given_up = _Part("outbox")
+
+    unjudged = _Part("spend")
+    pending = _Part("spend")
+    clear_spend = _Part("spend")
+    hold = _Part("spend")
+    held = _Part("spend")
+    held_pictures = _Part("spend")
+    approve = _Part("spend")
+
+    submit_sending = _Part("submits")
+    submit_refused = _Part("submits")
+    submit_given_up = _Part("submits")
+    run_abandoned = _Part("submits")
+    unanswered_submit = _Part("submits")
+    paid_twice = _Part("submits")
+
+    acquire_slot = _Part("limits")
+    release_slot = _Part("limits")
+    reserve_budget = _Part("limits")
 
     # -- primitives a store provides -------------------------------------------------------
 
@@ -110,7 +200,7 @@ class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, Subm
         mine, owner = self._mine()
         target = JobState(values["state"]) if "state" in values else None
         guard, sources = (f" AND {into(target)[0]}", into(target)[1]) if target else ("", ())
-        outbox = self._wants_deliveries(values)
+        outbox = self.outbox.wants_deliveries(values)
         # One statement, one round trip: the changed row comes back with the update. A
         # change that hooks report writes its deliveries in the same transaction.
         async with self.transaction() if outbox else contextlib.nullcontext():
@@ -118,7 +208,7 @@ class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, Subm
                                   f"RETURNING {COLUMNS}",
                                   (*values.values(), job.id, *owner, *sources))
             if row is not None and outbox:
-                await self._add_deliveries(row_to_job(row), values)
+                await self.outbox.add_deliveries(row_to_job(row), values)
         if row is None:
             await self._refused(job.id, target, bool(mine))
         return self._publish(job.state, row_to_job(row), values)
@@ -141,6 +231,13 @@ class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, Subm
 
     async def _insert_job(self, values: dict[str, Any]) -> int | None:
         """Insert one job row; None if this exact version is journaled already."""
+        raise NotImplementedError
+
+    async def enqueue_many(self, folder: str, arrivals: Sequence[Arrival]) -> list[Job]:
+        """Journal settled files of ``folder`` in one transaction, each as ``enqueue`` does:
+        a version journaled already (by any daemon) is skipped, older unfinished versions
+        of its path are superseded. Returns the new jobs, in path order. Each store does it
+        in as few round trips as it can (journal/arrivals.py has the shared statements)."""
         raise NotImplementedError
 
     async def enqueue(self, folder: str, path: Path, rel: str, size: int, mtime_ns: int,

@@ -77,6 +77,7 @@ class PostgresStore(JournalBase):
     def __init__(self, url: str, *, password_file: Path | None = None, lease: float = 60.0,
                  max_connections: int = 8, min_connections: int = 1,
                  events: Events | None = None):
+        super().__init__()
         self.url = mask_url(url)
         self._dsn = url  # may hold the password: never logged, shown or repr'd
         self.lease = lease
@@ -243,7 +244,7 @@ class PostgresStore(JournalBase):
                      *values.values()))
                 if row is not None:
                     rows.append(row)
-        return self._published(rows)
+        return self.arrivals.published(rows)
 
     async def heartbeat(self, folders: dict[str, Any] | None = None) -> int:
         """As the base's, in one statement: the daemon's row and every lease it holds."""
@@ -286,7 +287,7 @@ class PostgresStore(JournalBase):
         """Take up to ``limit`` jobs: ready queued ones, and running ones whose daemon let
         the lease run out (it died). Rows another daemon is claiming are skipped, not
         waited for."""
-        where, args = self._ready_filter(now, exclude_folders, only_paid)
+        where, args = self.reads.ready_filter(now, exclude_folders, only_paid)
         expired, expired_args = self._expired_filter(exclude_folders, only_paid)
         return await self._claim(f"({where}) OR ({expired})", [*args, *expired_args], limit)
 

@@ -8,9 +8,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..errors import IllegalTransition
 from ..jobs import UNFINISHED as UNFINISHED_STATES
 from ..jobs import WAITING as WAITING_STATES
-from ..errors import IllegalTransition
 from ..jobs import Job, JobState, ordered, predecessors
 
 COLUMNS = ("id, folder, path, rel, size, mtime_ns, sha256, state, attempts, next_attempt_at, "

@@ -49,6 +49,7 @@ class SqliteStore(JournalBase):
 
     def __init__(self, path: Path, *, readonly: bool = False, lease: float = 60.0,
                  events: Events | None = None):
+        super().__init__()
         self.path = path
         self.readonly = readonly
         self.events = events
@@ -180,7 +181,7 @@ class SqliteStore(JournalBase):
         async with self._lock:
             self.round_trips += 1
             rows = await self._call(self._enqueue_batch, folder, ordered, time.time())
-        return self._published(rows)
+        return self.arrivals.published(rows)
 
     def _enqueue_batch(self, folder: str, arrivals: list[Arrival],
                        now: float) -> list[sqlite3.Row]:  # on the journal's thread
