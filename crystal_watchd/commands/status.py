@@ -147,7 +147,8 @@ def _held(journal: journal_mod.JournalBase, folders: dict[str, dict[str, Any]]) 
 
 
 def render(report: dict[str, Any]) -> str:
-    lines = [f"journal: {report['journal']} (daemon {'running' if report['daemon_running'] else 'not running'})",
+    daemon = "running" if report["daemon_running"] else "not running"
+    lines = [f"journal: {report['journal']} (daemon {daemon})",
              f"{'folder':<20} {'queued':>7} {'arriving':>8} {'in flight':>9} {'done':>7} "
              f"{'failed':>7}  oldest waiting"]
     for name, f in report["folders"].items():
@@ -193,7 +194,8 @@ def render(report: dict[str, Any]) -> str:
     if report["last_errors"]:
         lines.append("last errors:")
         for e in report["last_errors"]:
-            lines.append(f"  [{e['folder']}] {e['file']}: {e['error']}: {e['reason']} ({e['state']})")
+            lines.append(
+                f"  [{e['folder']}] {e['file']}: {e['error']}: {e['reason']} ({e['state']})")
     return "\n".join(lines)
 
 

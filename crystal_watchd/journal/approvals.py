@@ -71,8 +71,9 @@ class SpendRows:
         """folder → {job id: its recorded estimate (None if unjudged)} of pending jobs."""
         extra, names = self._folders_sql("IN", folders)
         out: dict[str, dict[int, float | None]] = {}
-        for r in await self.store._rows(f"SELECT id, folder, estimated_usd FROM jobs WHERE {PENDING}{extra}",
-                            (JobState.QUEUED.value, *names)):
+        for r in await self.store._rows(
+                f"SELECT id, folder, estimated_usd FROM jobs WHERE {PENDING}{extra}",
+                (JobState.QUEUED.value, *names)):
             out.setdefault(r["folder"], {})[r["id"]] = r["estimated_usd"]
         return out
 
@@ -92,8 +93,8 @@ class SpendRows:
         for part in _parts(estimates):
             usd, ids, args = self._by_id(part)
             count += await self.store._exec(f"UPDATE jobs SET cleared_at=?, estimated_usd={usd} "
-                                      f"WHERE id IN ({ids}) AND {UNJUDGED}",
-                                      (time.time(), *args, *part, JobState.QUEUED.value))
+                                            f"WHERE id IN ({ids}) AND {UNJUDGED}",
+                                            (time.time(), *args, *part, JobState.QUEUED.value))
         return count
 
     async def hold(self, estimates: Mapping[int, float]) -> list[Job]:
@@ -120,13 +121,15 @@ class SpendRows:
             "SELECT folder, COUNT(*) AS n, SUM(estimated_usd) AS usd FROM jobs WHERE state=?"
             f"{extra} GROUP BY folder", (JobState.AWAITING_APPROVAL.value, *names))}
 
-    async def held_pictures(self, folders: Iterable[str] | None = None) -> list[tuple[str, str, float]]:
+    async def held_pictures(self, folders: Iterable[str]
+                            | None = None) -> list[tuple[str, str, float]]:
         """(folder, file, estimated dollars) of every picture awaiting approval."""
         extra, names = self._folders_sql("IN", folders)
         return [(r["folder"], os.fsdecode(bytes(r["rel"])), float(r["estimated_usd"] or 0.0))
-                for r in await self.store._rows("SELECT folder, rel, estimated_usd FROM jobs WHERE state=?"
-                                    f"{extra} ORDER BY folder, id",
-                                    (JobState.AWAITING_APPROVAL.value, *names))]
+                for r in await self.store._rows(
+                        "SELECT folder, rel, estimated_usd FROM jobs WHERE state=?"
+                        f"{extra} ORDER BY folder, id",
+                        (JobState.AWAITING_APPROVAL.value, *names))]
 
     async def approve(self, folders: Iterable[str] | None = None) -> dict[str, tuple[int, float]]:
         """Release every picture held at this moment (of ``folders``, or all): back to the
@@ -143,7 +146,7 @@ class SpendRows:
         released: dict[str, tuple[int, float]] = {}
         for row in rows:
             job = self.store._publish(JobState.AWAITING_APPROVAL, _job(row),
-                                {"state": JobState.QUEUED.value, "cleared_at": None})
+                                      {"state": JobState.QUEUED.value, "cleared_at": None})
             count, usd = released.get(job.folder, (0, 0.0))
             released[job.folder] = (count + 1, usd + float(row["estimated_usd"] or 0.0))
         return released

@@ -241,7 +241,7 @@ class JournalBase:
         raise NotImplementedError
 
     async def enqueue(self, folder: str, path: Path, rel: str, size: int, mtime_ns: int,
-                sha256: str) -> Job | None:
+                      sha256: str) -> Job | None:
         """Journal a detected file. Returns the new job, or None if this exact version
         (path + size + mtime + hash) is already journaled (by any daemon). Older unfinished
         versions of the same path are superseded: the file changed before we got to it."""
@@ -283,7 +283,7 @@ class JournalBase:
         return row_to_job(row)
 
     async def claim_ready(self, now: float, *, exclude_folders: Iterable[str] = (), limit: int = 1,
-                    only_paid: bool = False) -> list[Job]:
+                          only_paid: bool = False) -> list[Job]:
         """Take up to ``limit`` ready jobs for this daemon, oldest first."""
         return [await self.claim(job) for job in await self.next_ready(
             now, exclude_folders=exclude_folders, limit=limit, only_paid=only_paid)]
@@ -295,7 +295,7 @@ class JournalBase:
     async def start(self, job: Job, settings: dict[str, Any], settings_key: str) -> Job:
         """Record the settings the job runs with (the current config's, at this moment)."""
         return await self._update(job, state=JobState.RUNNING.value, settings=json.dumps(settings),
-                            settings_key=settings_key)
+                                  settings_key=settings_key)
 
     async def submitted(self, job: Job, request_id: str) -> Job:
         """The backend accepted the work: from now on, resume this request, never resubmit
@@ -345,31 +345,32 @@ class JournalBase:
         return await self._update(job, pending=json.dumps(pending))
 
     async def output_written(self, job: Job, outputs: list[str], *, megapixels: float | None,
-                       cost_usd: float | None) -> Job:
+                             cost_usd: float | None) -> Job:
         return await self._update(job, outputs=json.dumps(outputs), pending="[]",
-                            output_megapixels=megapixels, cost_usd=cost_usd)
+                                  output_megapixels=megapixels, cost_usd=cost_usd)
 
     async def done(self, job: Job) -> Job:
         return await self._update(job, state=JobState.DONE.value, finished_at=time.time(),
-                            error_kind=None, reason=None, slot_held=0, reserved_usd=None)
+                                  error_kind=None, reason=None, slot_held=0, reserved_usd=None)
 
     async def retry_later(self, job: Job, *, delay: float, kind: str, reason: str,
-                    count_attempt: bool = True) -> Job:
-        return await self._update(job, state=JobState.QUEUED.value, next_attempt_at=time.time() + delay,
-                            attempts=job.attempts + (1 if count_attempt else 0),
-                            error_kind=kind, reason=reason)
+                          count_attempt: bool = True) -> Job:
+        return await self._update(job, state=JobState.QUEUED.value,
+                                  next_attempt_at=time.time() + delay,
+                                  attempts=job.attempts + (1 if count_attempt else 0),
+                                  error_kind=kind, reason=reason)
 
     async def arriving(self, job: Job, *, until: float, kind: str, reason: str) -> Job:
         """The file does not decode yet and may still be being written: look again at
         ``until``, without counting an attempt. If a newer version of the file was journaled
         meanwhile, this one is superseded instead."""
         newer = await self._one("SELECT 1 AS one FROM jobs WHERE folder=? AND path=? AND id>? "
-                          "AND state!=?", (job.folder, fs_bytes(job.path), job.id,
-                                           JobState.SUPERSEDED.value))
+                                "AND state!=?", (job.folder, fs_bytes(job.path), job.id,
+                                                 JobState.SUPERSEDED.value))
         if newer:
             return await self.superseded(job, "the file changed while it was being checked")
         return await self._update(job, state=JobState.ARRIVING.value, next_attempt_at=until,
-                            error_kind=kind, reason=reason)
+                                  error_kind=kind, reason=reason)
 
     async def requeue(self, job: Job) -> Job:
         """Back to the queue without counting an attempt (shutdown, paused folder)."""
@@ -377,17 +378,18 @@ class JournalBase:
 
     async def failed(self, job: Job, *, kind: str, reason: str, attempts: int | None = None) -> Job:
         return await self._update(job, state=JobState.FAILED.value, finished_at=time.time(),
-                            error_kind=kind, reason=reason, slot_held=0, reserved_usd=None,
-                            attempts=job.attempts if attempts is None else attempts)
+                                  error_kind=kind, reason=reason, slot_held=0, reserved_usd=None,
+                                  attempts=job.attempts if attempts is None else attempts)
 
     async def superseded(self, job: Job, reason: str) -> Job:
         return await self._update(job, state=JobState.SUPERSEDED.value, reason=reason,
-                            finished_at=time.time(), slot_held=0, reserved_usd=None)
+                                  finished_at=time.time(), slot_held=0, reserved_usd=None)
 
     async def moved_source(self, job: Job, path: Path) -> Job:
         """The original now lives at ``path`` (failed_dir, or back in the inbox on retry)."""
         return await self._update(job, path=fs_bytes(path))
 
     async def retry_failed(self, job: Job, path: Path) -> Job:
-        return await self._update(job, state=JobState.QUEUED.value, path=fs_bytes(path), attempts=0,
-                            next_attempt_at=0, finished_at=None, request_id=None, waits_for=None)
+        return await self._update(job, state=JobState.QUEUED.value, path=fs_bytes(path),
+                                  attempts=0, next_attempt_at=0, finished_at=None,
+                                  request_id=None, waits_for=None)

@@ -38,7 +38,7 @@ class SubmitRows:
         """An unanswered submission could not be found at the backend and is sent again:
         counted as one that may have been paid twice."""
         await self._set_submit(job, "submit_identity=NULL, submit_sent_at=NULL, "
-                              "paid_twice=paid_twice+1", ())
+                               "paid_twice=paid_twice+1", ())
 
     async def run_abandoned(self, job: Job) -> None:
         """A request was cancelled after it may have started running and brought no result:
@@ -47,14 +47,16 @@ class SubmitRows:
 
     async def _set_submit(self, job: Job, assignments: str, args: tuple[Any, ...]) -> None:
         mine, owner = self.store._mine()
-        if not await self.store._exec(f"UPDATE jobs SET {assignments}, updated_at=? WHERE id=?{mine}",
-                          (*args, time.time(), job.id, *owner)):
+        if not await self.store._exec(
+                f"UPDATE jobs SET {assignments}, updated_at=? WHERE id=?{mine}",
+                (*args, time.time(), job.id, *owner)):
             raise LeaseLost(job.id)
 
     async def unanswered_submit(self, job: Job) -> tuple[str, float] | None:
         """(identity, sent_at) of the job's submission still without an answer, if any."""
-        row = await self.store._one("SELECT submit_identity, submit_sent_at FROM jobs WHERE id=? AND "
-                        "request_id IS NULL AND submit_sent_at IS NOT NULL", (job.id,))
+        row = await self.store._one(
+                "SELECT submit_identity, submit_sent_at FROM jobs WHERE id=? AND "
+                "request_id IS NULL AND submit_sent_at IS NOT NULL", (job.id,))
         return (row["submit_identity"], row["submit_sent_at"]) if row else None
 
     async def paid_twice(self) -> int:

@@ -283,7 +283,7 @@ class PostgresStore(JournalBase):
     # -- claims ------------------------------------------------------------------------------
 
     async def claim_ready(self, now: float, *, exclude_folders: Iterable[str] = (), limit: int = 1,
-                    only_paid: bool = False) -> list[Job]:
+                          only_paid: bool = False) -> list[Job]:
         """Take up to ``limit`` jobs: ready queued ones, and running ones whose daemon let
         the lease run out (it died). Rows another daemon is claiming are skipped, not
         waited for."""

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..jobs import Job, JobState
 from .approvals import CLEARED
-from .rows import NOT_WAITING, UNFINISHED, WAITING, fs_bytes, row_to_job
+from .rows import NOT_WAITING, UNFINISHED, WAITING, fs_bytes, marks, row_to_job
 from .store import Store
 
 
@@ -41,8 +41,9 @@ class JobReads:
     async def known_versions(self, folder: str) -> set[tuple[str, int, int]]:
         """(path, size, mtime_ns) of every job of ``folder`` that is not superseded: a file
         found by a scan with one of these is already journaled and needs no hashing."""
-        rows = await self.store._rows("SELECT path, size, mtime_ns FROM jobs WHERE folder=? AND state!=?",
-                          (folder, JobState.SUPERSEDED.value))
+        rows = await self.store._rows(
+                "SELECT path, size, mtime_ns FROM jobs WHERE folder=? AND state!=?",
+                (folder, JobState.SUPERSEDED.value))
         return {(os.fsdecode(bytes(r["path"])), r["size"], r["mtime_ns"]) for r in rows}
 
     async def is_known(self, folder: str, path: Path, size: int, mtime_ns: int) -> bool:
@@ -64,14 +65,16 @@ class JobReads:
 
     async def counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
-        for r in await self.store._rows("SELECT folder, state, COUNT(*) AS n FROM jobs GROUP BY folder, state"):
+        for r in await self.store._rows(
+                "SELECT folder, state, COUNT(*) AS n FROM jobs GROUP BY folder, state"):
             out.setdefault(r["folder"], {})[r["state"]] = r["n"]
         return out
 
     async def spent_since(self, since: float) -> float:
         """Estimated dollars of the jobs finished since ``since`` (a Unix time)."""
-        row = await self.store._one("SELECT SUM(cost_usd) AS usd FROM jobs WHERE state=? AND finished_at>=?",
-                        (JobState.DONE.value, since))
+        row = await self.store._one(
+                "SELECT SUM(cost_usd) AS usd FROM jobs WHERE state=? AND finished_at>=?",
+                (JobState.DONE.value, since))
         return float(row["usd"] or 0.0) if row else 0.0
 
     async def committed_since(self, since: float) -> float:
@@ -111,35 +114,39 @@ class JobReads:
         """The jobs that most recently finished in ``state`` (of ``folder``, if given), in
         one query."""
         only = " AND folder=?" if folder is not None else ""
-        rows = await self.store._rows(f"SELECT {self.store.columns} FROM jobs WHERE state=?{only} "
-                                "ORDER BY finished_at DESC LIMIT ?",
-                                (state.value, *((folder,) if folder is not None else ()), limit))
+        rows = await self.store._rows(
+            f"SELECT {self.store.columns} FROM jobs WHERE state=?{only} "
+            "ORDER BY finished_at DESC LIMIT ?",
+            (state.value, *((folder,) if folder is not None else ()), limit))
         return [row_to_job(r) for r in rows]
 
     async def spend_rows(self) -> list[Mapping[str, Any]]:
         """folder, finished_at, cost_usd, output_megapixels of every finished job."""
-        return await self.store._rows("SELECT folder, finished_at, cost_usd, output_megapixels FROM jobs "
-                          "WHERE state=?", (JobState.DONE.value,))
+        return await self.store._rows(
+                "SELECT folder, finished_at, cost_usd, output_megapixels FROM jobs "
+                "WHERE state=?", (JobState.DONE.value,))
 
     async def oldest_waiting(self) -> dict[str, tuple[str, float]]:
         """folder → (file, since) of its oldest queued or running job."""
         out: dict[str, tuple[str, float]] = {}
-        for r in await self.store._rows("SELECT folder, rel, created_at FROM jobs WHERE state IN (?, ?) "
-                            "ORDER BY created_at DESC", (JobState.QUEUED.value,
-                                                         JobState.RUNNING.value)):
+        for r in await self.store._rows(
+                "SELECT folder, rel, created_at FROM jobs WHERE state IN (?, ?) "
+                "ORDER BY created_at DESC", (JobState.QUEUED.value,
+                                             JobState.RUNNING.value)):
             out[r["folder"]] = (os.fsdecode(bytes(r["rel"])), r["created_at"])
         return out
 
     async def last_errors(self, limit: int = 10) -> list[Job]:
-        rows = await self.store._rows(f"SELECT {self.store.columns} FROM jobs WHERE error_kind IS NOT NULL AND "
-                          "state IN (?, ?) ORDER BY updated_at DESC LIMIT ?",
-                          (JobState.FAILED.value, JobState.QUEUED.value, limit))
+        rows = await self.store._rows(
+                f"SELECT {self.store.columns} FROM jobs WHERE error_kind IS NOT NULL AND "
+                "state IN (?, ?) ORDER BY updated_at DESC LIMIT ?",
+                (JobState.FAILED.value, JobState.QUEUED.value, limit))
         return [row_to_job(r) for r in rows]
 
     def ready_filter(self, now: float, exclude_folders: Iterable[str],
-                      only_paid: bool) -> tuple[str, list[Any]]:
+                     only_paid: bool) -> tuple[str, list[Any]]:
         excluded = list(exclude_folders)
-        sql = ("state IN (?, ?) AND next_attempt_at<=?"
+        sql = (f"state IN ({marks(WAITING)}) AND next_attempt_at<=?"
                + (f" AND folder NOT IN ({','.join('?' * len(excluded))})" if excluded else "")
                + (" AND (request_id IS NOT NULL OR pending!='[]' OR outputs!='[]')"
                   if only_paid else "")
@@ -149,22 +156,22 @@ class JobReads:
         return sql, [*WAITING, now, *excluded]
 
     async def next_ready(self, now: float, *, exclude_folders: Iterable[str] = (),
-                   limit: int = 1, only_paid: bool = False) -> list[Job]:
+                         limit: int = 1, only_paid: bool = False) -> list[Job]:
         """Queued jobs whose time has come, oldest first. ``only_paid``: just the ones that
         already hold a backend request or an output (resuming them costs nothing more)."""
         where, args = self.ready_filter(now, exclude_folders, only_paid)
         rows = await self.store._rows(f"SELECT {self.store.columns} FROM jobs WHERE {where} "
-                          "ORDER BY next_attempt_at, id LIMIT ?", (*args, limit))
+                                      "ORDER BY next_attempt_at, id LIMIT ?", (*args, limit))
         return [row_to_job(r) for r in rows]
 
     async def next_wakeup(self, *, exclude_folders: Iterable[str] = ()) -> float | None:
         """When the earliest queued job becomes ready (None if nothing is queued)."""
         excluded = list(exclude_folders)
-        marks = ",".join("?" * len(excluded))
-        row = await self.store._one("SELECT MIN(next_attempt_at) AS t FROM jobs WHERE state IN (?, ?) "
-                        f"AND {NOT_WAITING}"
-                        + (f" AND folder NOT IN ({marks})" if excluded else ""),
-                        (*WAITING, *excluded))
+        row = await self.store._one(
+            f"SELECT MIN(next_attempt_at) AS t FROM jobs WHERE state IN ({marks(WAITING)}) "
+            f"AND {NOT_WAITING}"
+            + (f" AND folder NOT IN ({marks(excluded)})" if excluded else ""),
+            (*WAITING, *excluded))
         return row["t"] if row else None
 
     async def waiting_by_folder(self) -> dict[str, int]:
@@ -175,15 +182,16 @@ class JobReads:
 
     async def queued_folders(self) -> set[str]:
         return {r["folder"] for r in await self.store._rows(
-            "SELECT DISTINCT folder FROM jobs WHERE state IN (?, ?)", WAITING)}
+            f"SELECT DISTINCT folder FROM jobs WHERE state IN ({marks(WAITING)})", WAITING)}
 
     async def unfinished(self, folders: Iterable[str] | None = None) -> int:
         """Jobs still to finish (of ``folders`` only, if given: a shared journal also holds
         other daemons' folders)."""
         names = list(folders) if folders is not None else None
-        row = await self.store._one("SELECT COUNT(*) AS n FROM jobs WHERE state IN (?, ?, ?)"
-                        + (f" AND folder IN ({','.join('?' * len(names))})" if names else ""),
-                        (*UNFINISHED, *(names or ())))
+        row = await self.store._one(
+            f"SELECT COUNT(*) AS n FROM jobs WHERE state IN ({marks(UNFINISHED)})"
+            + (f" AND folder IN ({marks(names)})" if names else ""),
+            (*UNFINISHED, *(names or ())))
         return row["n"] if row else 0
 
     async def arriving_later(self, folders: Iterable[str], now: float) -> list[Job]:
@@ -192,7 +200,8 @@ class JobReads:
         names = list(folders)
         if not names:
             return []
-        rows = await self.store._rows(f"SELECT {self.store.columns} FROM jobs WHERE state=? AND next_attempt_at>? "
-                          f"AND folder IN ({','.join('?' * len(names))}) ORDER BY id",
-                          (JobState.ARRIVING.value, now, *names))
+        rows = await self.store._rows(
+                f"SELECT {self.store.columns} FROM jobs WHERE state=? AND next_attempt_at>? "
+                f"AND folder IN ({','.join('?' * len(names))}) ORDER BY id",
+                (JobState.ARRIVING.value, now, *names))
         return [row_to_job(r) for r in rows]

@@ -24,7 +24,8 @@ NOT_WAITING = ("(waits_for IS NULL OR waits_for NOT IN "
                f"(SELECT id FROM jobs WHERE state IN {UNFINISHED!r}))")
 
 
-def into(target: JobState, *, only: Iterable[JobState] | None = None) -> tuple[str, tuple[str, ...]]:
+def into(target: JobState, *, only: Iterable[JobState]
+         | None = None) -> tuple[str, tuple[str, ...]]:
     """The guard of every statement that changes a job's state: ``state IN (…)`` over the
     states ``jobs.TRANSITIONS`` lets a job change to ``target`` from (just those of ``only``,
     for a statement meant for some of them; naming one the table forbids is refused at

@@ -159,9 +159,9 @@ STEPS: tuple[Step, ...] = (
     )),
     Step(4, "counts per folder and state, and the latest finished jobs, without a table "
             "scan (the web page)", (
-        Index("jobs_folder_state", "jobs", "folder, state"),
-        Index("jobs_finished", "jobs", "state, finished_at, cost_usd"),
-    )),
+                Index("jobs_folder_state", "jobs", "folder, state"),
+                Index("jobs_finished", "jobs", "state, finished_at, cost_usd"),
+            )),
     Step(5, "the hooks outbox, deliveries written with the job change they report", (
         DELIVERIES,
         Index("deliveries_due", "deliveries", "state, next_attempt_at"),
@@ -182,13 +182,13 @@ STEPS: tuple[Step, ...] = (
     Step(8, "a path's versions by state: without it SQLite answers 'the unfinished versions "
             "of this path' (superseding, at every file journaled) from jobs_folder_state, "
             "reading every queued job of the folder (a drop of N files cost N² row visits)", (
-        Index("jobs_path_state", "jobs", "folder, path, state"),
-    )),
+                Index("jobs_path_state", "jobs", "folder, path, state"),
+            )),
     Step(9, "the jobs a daemon holds (lease renewal) and the slots held (every slot "
             "request counts them) without a table scan, in both stores alike", (
-        Index("jobs_owner", "jobs", "owner", where="state = 'running'"),
-        Index("jobs_slots", "jobs", "slot_held", where="slot_held = 1"),
-    )),
+                Index("jobs_owner", "jobs", "owner", where="state = 'running'"),
+                Index("jobs_slots", "jobs", "slot_held", where="slot_held = 1"),
+            )),
 )
 SCHEMA_VERSION = STEPS[-1].number
 
