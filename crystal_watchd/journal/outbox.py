@@ -1,7 +1,7 @@
 """The outbox: hook deliveries, journaled in the same transaction as the job change they
-report, so a crash between the two can lose neither. The delivery loop (hooks.py) takes due
-rows from here and records how each attempt went; a delivery keeps its id across retries so
-a receiver can drop repeats (delivery is at least once).
+report, so a crash between the two can lose neither. The delivery loop (daemon/hooks.py)
+takes due rows from here and records how each attempt went; a delivery keeps its id across
+retries so a receiver can drop repeats (delivery is at least once).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Each job is claimed with ``FOR UPDATE SKIP LOCKED`` and a lease its daemon renew
 heartbeat; when a daemon dies its leases run out and another daemon takes the job over, with
 its journaled request id, so the request is fetched rather than paid for again. Concurrency
 slots and budget reservations are checked and taken inside one transaction serialised by an
-advisory lock, so the limits hold across daemons. The schema is created and migrated here.
+advisory lock, so the limits hold across daemons. The schema (journal/schema.py) is
+created and migrated here.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The embedded journal: one SQLite file in ``state_dir``, one daemon.
 
 WAL mode lets ``status`` read while the daemon writes. The operations themselves are in
-base.py, shared with the PostgreSQL store; statements run on a thread of the journal's own.
+journal/base.py and its parts, shared with the PostgreSQL store; statements run on a thread
+of the journal's own. The schema is journal/schema.py's.
 """
 
 from __future__ import annotations
