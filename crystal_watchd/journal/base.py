@@ -199,12 +199,13 @@ class JournalBase:
         cols = ", ".join(f"{k}=?" for k in values)
         mine, owner = self._mine()
         target = JobState(values["state"]) if "state" in values else None
-        guard, sources = (f" AND {into(target)[0]}", into(target)[1]) if target else ("", ())
+        guard, sources = into(target) if target else ("", ())
         outbox = self.outbox.wants_deliveries(values)
         # One statement, one round trip: the changed row comes back with the update. A
         # change that hooks report writes its deliveries in the same transaction.
         async with self.transaction() if outbox else contextlib.nullcontext():
-            row = await self._one(f"UPDATE jobs SET {cols} WHERE id=?{mine}{guard} "
+            row = await self._one(f"UPDATE jobs SET {cols} WHERE id=?{mine}"
+                                  f"{' AND ' + guard if guard else ''} "
                                   f"RETURNING {COLUMNS}",
                                   (*values.values(), job.id, *owner, *sources))
             if row is not None and outbox:
@@ -219,9 +220,9 @@ class JournalBase:
         row = await self._one("SELECT state, owner FROM jobs WHERE id=?", (job_id,))
         if row is None:
             raise KeyError(job_id)
-        if guarded and row["owner"] not in (None, self.daemon_id):
+        if target is None or (guarded and row["owner"] not in (None, self.daemon_id)):
             raise LeaseLost(job_id)
-        raise IllegalTransition(job_id, row["state"], target.value if target else "?")
+        raise IllegalTransition(job_id, row["state"], target.value)
 
     def _publish(self, before: JobState | None, job: Job, values: Mapping[str, Any]) -> Job:
         """Tell readers (page, metrics, terminal) that ``job`` changed; returns it."""
