@@ -5,7 +5,9 @@
     ├── LockedError            another daemon holds the journal: refuse to start
     ├── JournalError           the journal itself, not a job
     │   ├── JournalUnavailable cannot be reached, opened or migrated: say why, exit 78
-    │   └── LeaseLost          another daemon took this job over: leave it alone
+    │   ├── LeaseLost          another daemon took this job over: leave it alone
+    │   └── IllegalTransition  a state change the job's state table forbids: a bug, not
+    │                          a job's fault; the row is left as it was
     └── JobError               something went wrong with one job
         ├── RetryableError     try the same job again later (carries its delay)
         │   └── OutputBlockedError   the outbox cannot take the file right now
@@ -73,6 +75,16 @@ class JournalUnavailable(JournalError):
 class LeaseLost(JournalError):
     """This daemon's lease on a job ran out and another daemon took the job over: leave it
     alone (its request id is journaled; the other daemon resumes it)."""
+
+
+class IllegalTransition(JournalError):
+    """A job's state was to change along an edge ``jobs.TRANSITIONS`` does not have (done
+    back to running, say). Nothing was written: the row keeps the state it had."""
+
+    def __init__(self, job_id: int | None, before: str, after: str):
+        self.job_id, self.before, self.after = job_id, before, after
+        which = f"job {job_id}" if job_id is not None else "a job"
+        super().__init__(f"{which} cannot change from {before} to {after}")
 
 
 class JobError(CrystalWatchdError):

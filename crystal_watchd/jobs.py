@@ -1,11 +1,18 @@
-"""What a job is. Only journal.py changes a job's state; everything else reads it."""
+"""What a job is, and the states it may pass through.
+
+Only the journal (crystal_watchd/journal/) changes a job's state, and only along an edge of
+``TRANSITIONS``; everything else reads it. Every group of states a query or a report uses is
+named here once.
+"""
 
 from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 
@@ -37,7 +44,80 @@ class JobState(str, enum.Enum):
 
     @property
     def finished(self) -> bool:
-        return self in (JobState.DONE, JobState.FAILED, JobState.SUPERSEDED)
+        return self in FINISHED
+
+
+_Q, _R, _D, _F = JobState.QUEUED, JobState.RUNNING, JobState.DONE, JobState.FAILED
+_S, _A, _H = JobState.SUPERSEDED, JobState.ARRIVING, JobState.AWAITING_APPROVAL
+
+#: Where a journaled file starts (``enqueue``; ``journal import`` brings a job in the state
+#: it was exported in, a running one as queued).
+INITIAL = _Q
+
+#: Every state change the journal makes: state → the states it may change to. The journal
+#: refuses any other (``IllegalTransition``).
+TRANSITIONS: Mapping[JobState, frozenset[JobState]] = MappingProxyType({
+    _Q: frozenset({
+        _R,  # claim: a worker takes it
+        _H,  # hold: its folder's pending pictures together are estimated above the limit
+        _S,  # a newer version of the file was journaled before a worker took it
+    }),
+    _A: frozenset({
+        _R,  # claim: its grace ran out, a worker looks at the file again
+        _S,  # a newer version of the file was journaled meanwhile
+    }),
+    _R: frozenset({
+        _R,  # start records the settings; take_over claims a dead daemon's job, lease run out
+        _Q,  # retry_later, requeue (shutdown, pause), recover at start, wait_for_twin
+        _D,  # the output is written and the original handled
+        _F,  # a permanent error, or attempts exhausted
+        _S,  # the source changed or vanished while it ran
+        _A,  # the file does not decode yet: it may still be being written
+    }),
+    _H: frozenset({
+        _Q,  # approve: released for spending
+        _S,  # a newer version of the file was journaled while it was held
+    }),
+    _F: frozenset({
+        _Q,  # retry_failed: ``retry`` puts the original back in the inbox
+    }),
+    _D: frozenset(),  # never processed again
+    _S: frozenset(),  # a newer job, if any, stands for it
+})
+
+#: States a job is never taken up from again on its own (only ``retry`` revives a failed one).
+FINISHED = frozenset({_D, _F, _S})
+#: States of a job that waits for ``next_attempt_at`` before a worker claims it.
+WAITING = frozenset({_Q, _A})
+#: States of a job that may still produce an output without anyone's say.
+UNFINISHED = WAITING | {_R}
+#: States of a job that waits for a person (an approval), not for time or a worker.
+HELD = frozenset({_H})
+
+
+def predecessors(target: JobState) -> frozenset[JobState]:
+    """The states a job may change to ``target`` from."""
+    return frozenset(s for s, nexts in TRANSITIONS.items() if target in nexts)
+
+
+def allowed(before: JobState, after: JobState) -> bool:
+    return after in TRANSITIONS[before]
+
+
+def ordered(states: Iterable[JobState]) -> tuple[str, ...]:
+    """Values of ``states`` in declaration order: stable SQL arguments and report keys."""
+    wanted = set(states)
+    return tuple(s.value for s in JobState if s in wanted)
+
+
+def report_key(state: JobState | str) -> str:
+    """What ``status``, the page and ``/metrics`` call a state (a running job is in flight)."""
+    value = JobState(state).value
+    return "in_flight" if value == JobState.RUNNING.value else value
+
+
+#: The per-state keys ``status --json``, the page and ``/metrics`` report: every state.
+REPORTED = tuple(report_key(s) for s in JobState)
 
 
 @dataclass(frozen=True)

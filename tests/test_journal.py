@@ -112,7 +112,7 @@ def test_slots_are_counted_and_kept_until_released_or_finished(open_store):
     assert not j.acquire_slot(c.id, 2)  # a's second ask took nothing more
     j.release_slot(a.id)
     assert j.acquire_slot(c.id, 2)
-    j.done(j.get(c.id))
+    j.done(j.claim(j.get(c.id)))
     assert j.acquire_slot(d.id, 2)  # the slot c held came free when c finished
     assert not j.acquire_slot(a.id, 2)  # b and d hold both
 
@@ -128,11 +128,11 @@ def test_budget_reservations_never_exceed_the_limit(open_store):
     assert j.reserve_budget(jobs[1], 0.4, limit=0.8, since=since)
     assert not j.reserve_budget(jobs[2], 0.4, limit=0.8, since=since)
     assert j.committed_since(since) == pytest.approx(0.8)
-    done = j.output_written(j.get(jobs[0].id), ["/out/0"], megapixels=1.0, cost_usd=0.1)
+    done = j.output_written(j.claim(jobs[0]), ["/out/0"], megapixels=1.0, cost_usd=0.1)
     j.done(done)
     assert j.committed_since(since) == pytest.approx(0.5)
     assert j.reserve_budget(jobs[2], 0.4, limit=0.8, since=since)
-    j.failed(j.get(jobs[1].id), kind="rejected", reason="never billed")
+    j.failed(j.claim(jobs[1]), kind="rejected", reason="never billed")
     assert j.reserve_budget(jobs[3], 0.4, limit=0.8, since=since)
     assert j.committed_since(since) == pytest.approx(0.9)
 
@@ -199,7 +199,7 @@ def test_unfinished_counts_only_the_folders_asked_for(open_store):
     j.enqueue("mine", Path("/a/1"), "1", 1, 1, "1")
     j.claim(j.enqueue("mine", Path("/a/2"), "2", 1, 1, "2"))
     j.enqueue("theirs", Path("/b/1"), "1", 1, 1, "3")
-    j.done(j.enqueue("mine", Path("/a/3"), "3", 1, 1, "4"))
+    j.done(j.claim(j.enqueue("mine", Path("/a/3"), "3", 1, 1, "4")))
     assert j.unfinished() == 3
     assert j.unfinished(["mine"]) == 2 and j.unfinished(["nobody"]) == 0
 

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from crystal_watchd.daemon.budget import Budget
 from crystal_watchd.jobs import JobState
 from crystal_watchd.journal import SqliteJournal, ledger
-from crystal_watchd.journal.sqlite import MIGRATIONS, SCHEMA
+from crystal_watchd.journal import schema
 from crystal_watchd.web.metrics import _JournalCollector
 from crystal_watchd.web.view import JournalView, LiveState
 
@@ -188,14 +188,22 @@ def _check_backfill(j) -> None:
     assert j.paid_twice() == 2
 
 
+#: The schema's steps before the one that adds the spend ledger.
+BEFORE_LEDGER = tuple(step for step in schema.STEPS
+                      if not any(getattr(c, "name", "") == "spend" for c in step.changes))
+
+
 def test_an_old_sqlite_journal_is_back_filled(tmp_path):
     """A SQLite journal at the schema before the ledger: on open, each done job's cost
     becomes its result row (split evenly with the runs it counted as paid twice), a failed
     job's paid-twice run a row at its estimate; a queued job has none."""
     path = tmp_path / "j.sqlite3"
     db = sqlite3.connect(path)
-    db.executescript(SCHEMA + "".join(step + ";" for step in MIGRATIONS[:-1]))
-    db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(len(MIGRATIONS)),))
+    db.execute(schema.META)
+    for step in BEFORE_LEDGER:
+        for statement in schema.statements(step, schema.SQLITE):
+            db.execute(statement)
+    db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(BEFORE_LEDGER[-1].number),))
 
     def insert(folder, p, state, cost, twice, estimate, outputs, at):
         db.execute(INSERT_OLD.format(marks=", ".join("?" * 15)),
@@ -221,11 +229,12 @@ def test_an_old_postgresql_journal_is_back_filled(pg_url):
 
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        for number, step in enumerate(postgres.MIGRATIONS[:-1], start=1):
-            for statement in step.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute("INSERT INTO schema_version VALUES (%s)", (number,))
+        conn.execute(schema.META)
+        for step in BEFORE_LEDGER:
+            for statement in schema.statements(step, schema.POSTGRES):
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_version VALUES (%s)", (step.number,))
+        conn.execute("INSERT INTO meta VALUES ('schema', %s)", (str(BEFORE_LEDGER[-1].number),))
 
         def insert(folder, p, state, cost, twice, estimate, outputs, at):
             conn.execute(INSERT_OLD.format(marks=", ".join(["%s"] * 15)),

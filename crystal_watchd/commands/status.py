@@ -43,10 +43,11 @@ from .. import journal as journal_mod
 from ..config import Config
 from ..daemon import lock
 from ..daemon.requeue import retry_jobs
-from ..jobs import JobState
+from ..jobs import REPORTED, JobState, report_key
 from ..journal import ledger
 
-STATES = ("queued", "in_flight", "done", "failed", "superseded", "arriving", "awaiting_approval")
+#: Every state, under the names the report gives them.
+STATES = REPORTED
 
 
 def _iso(ts: float | None) -> str | None:
@@ -79,7 +80,7 @@ def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
         for folder, states in journal.counts().items():
             entry = folders.setdefault(folder, _folder_entry())
             for state, n in states.items():
-                key = "in_flight" if state == JobState.RUNNING.value else state
+                key = report_key(state)
                 entry[key] = entry.get(key, 0) + n
                 report["totals"][key] = report["totals"].get(key, 0) + n
         for folder, (rel, created) in journal.oldest_waiting().items():
@@ -111,10 +112,8 @@ def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
             report["last_errors"].append({
                 "job_id": job.id, "folder": job.folder, "file": job.rel, "error": job.error_kind,
                 "reason": job.reason, "at": _iso(job.updated_at), "state": job.state.value})
-        try:
-            daemons = journal.daemons()
-        except Exception:  # noqa: BLE001 - a journal of an older version has no daemons yet
-            daemons = []
+        # A journal of an older version (not migrated yet) has no daemons table.
+        daemons = journal.daemons() if journal.has("daemons") else []
         report["daemons"] = [
             {"id": d.id, "host": d.host, "pid": d.pid, "state_dir": d.state_dir,
              "started_at": _iso(d.started_at), "heartbeat_at": _iso(d.heartbeat_at),
@@ -132,10 +131,9 @@ def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
 
 
 def _hooks(journal: journal_mod.JournalBase) -> dict[str, Any]:
-    try:
-        counts, given_up = journal.delivery_counts(), journal.given_up()
-    except Exception:  # noqa: BLE001 - a journal the daemon has not migrated yet has none
+    if not journal.has("deliveries"):  # a journal the daemon has not migrated yet has none
         return {"pending": 0, "delivered": 0, "gave_up": 0, "given_up": []}
+    counts, given_up = journal.delivery_counts(), journal.given_up()
     return {**counts, "given_up": [
         {"id": d.id, "delivery_id": d.delivery_id, "hook": d.hook, "event": d.event,
          "job_id": d.job_id, "error": d.last_error, "at": _iso(d.updated_at)}
@@ -143,10 +141,9 @@ def _hooks(journal: journal_mod.JournalBase) -> dict[str, Any]:
 
 
 def _held(journal: journal_mod.JournalBase, folders: dict[str, dict[str, Any]]) -> list:
-    try:
-        held = journal.held()
-    except Exception:  # noqa: BLE001 - a journal the daemon has not migrated yet holds none
+    if not journal.has("jobs.estimated_usd"):  # a journal not migrated yet holds none
         return []
+    held = journal.held()
     out = []
     for folder, (count, usd) in held.items():
         folders.setdefault(folder, _folder_entry())["awaiting_approval_usd"] = round(usd, 4)
@@ -156,8 +153,8 @@ def _held(journal: journal_mod.JournalBase, folders: dict[str, dict[str, Any]]) 
 
 
 def render(report: dict[str, Any]) -> str:
-    running = "running" if report["daemon_running"] else "not running"
-    lines = [f"journal: {report['journal']} (daemon {running})",
+    daemon = "running" if report["daemon_running"] else "not running"
+    lines = [f"journal: {report['journal']} (daemon {daemon})",
              f"{'folder':<20} {'queued':>7} {'arriving':>8} {'in flight':>9} {'done':>7} "
              f"{'failed':>7}  oldest waiting"]
     for name, f in report["folders"].items():
@@ -203,8 +200,8 @@ def render(report: dict[str, Any]) -> str:
     if report["last_errors"]:
         lines.append("last errors:")
         for e in report["last_errors"]:
-            lines.append(f"  [{e['folder']}] {e['file']}: {e['error']}: {e['reason']} "
-                         f"({e['state']})")
+            lines.append(
+                f"  [{e['folder']}] {e['file']}: {e['error']}: {e['reason']} ({e['state']})")
     return "\n".join(lines)
 
 

@@ -20,7 +20,8 @@ from collections.abc import Iterable, Mapping
 
 from ..jobs import Job, JobState
 from .arrivals import chunks
-from .rows import COLUMNS, row_to_job
+from .rows import COLUMNS, into, row_to_job
+from .store import Store
 
 #: A queued job no worker has taken up and no approval released: it counts for its folder.
 PENDING = "state=? AND settings IS NULL AND approved_at IS NULL"
@@ -45,10 +46,11 @@ def _returning() -> str:
 
 
 class SpendRows:
-    """Mixed into JournalBase, which provides the statements, transactions and publishing."""
+    """The spend guard's rows, through the store it is given (statements, transactions,
+    publishing)."""
 
-    #: Set by the spend guard while it is on: only cleared jobs may be claimed.
-    spend_guard = False
+    def __init__(self, store: Store):
+        self.store = store
 
     def _folders_sql(self, column_op: str, folders: Iterable[str] | None) -> tuple[str, list]:
         names = list(folders) if folders is not None else None
@@ -61,16 +63,17 @@ class SpendRows:
     async def unjudged(self, exclude_folders: Iterable[str] = ()) -> list[Job]:
         """Queued jobs the spend guard has still to judge, oldest first."""
         extra, names = self._folders_sql("NOT IN", exclude_folders)
-        return [_job(r) for r in await self._rows(
-            f"SELECT {self.columns} FROM jobs WHERE {UNJUDGED}{extra} ORDER BY id",
+        return [_job(r) for r in await self.store._rows(
+            f"SELECT {self.store.columns} FROM jobs WHERE {UNJUDGED}{extra} ORDER BY id",
             (JobState.QUEUED.value, *names))]
 
     async def pending(self, folders: Iterable[str]) -> dict[str, dict[int, float | None]]:
         """folder → {job id: its recorded estimate (None if unjudged)} of pending jobs."""
         extra, names = self._folders_sql("IN", folders)
         out: dict[str, dict[int, float | None]] = {}
-        for r in await self._rows(f"SELECT id, folder, estimated_usd FROM jobs WHERE {PENDING}{extra}",
-                            (JobState.QUEUED.value, *names)):
+        for r in await self.store._rows(
+                f"SELECT id, folder, estimated_usd FROM jobs WHERE {PENDING}{extra}",
+                (JobState.QUEUED.value, *names)):
             out.setdefault(r["folder"], {})[r["id"]] = r["estimated_usd"]
         return out
 
@@ -89,9 +92,9 @@ class SpendRows:
         count = 0
         for part in _parts(estimates):
             usd, ids, args = self._by_id(part)
-            count += await self._exec(f"UPDATE jobs SET cleared_at=?, estimated_usd={usd} "
-                                      f"WHERE id IN ({ids}) AND {UNJUDGED}",
-                                      (time.time(), *args, *part, JobState.QUEUED.value))
+            count += await self.store._exec(f"UPDATE jobs SET cleared_at=?, estimated_usd={usd} "
+                                            f"WHERE id IN ({ids}) AND {UNJUDGED}",
+                                            (time.time(), *args, *part, JobState.QUEUED.value))
         return count
 
     async def hold(self, estimates: Mapping[int, float]) -> list[Job]:
@@ -99,47 +102,51 @@ class SpendRows:
         a worker took up meanwhile (or an approval released) is left alone. Returns the held
         jobs."""
         rows: list[Mapping] = []
+        queued, sources = into(JobState.AWAITING_APPROVAL, only=(JobState.QUEUED,))
         for part in _parts(estimates):
             usd, ids, args = self._by_id(part)
-            rows += await self._rows(
+            rows += await self.store._rows(
                 f"UPDATE jobs SET state=?, estimated_usd={usd}, updated_at=? "
-                f"WHERE id IN ({ids}) AND {PENDING} RETURNING {_returning()}",
+                f"WHERE id IN ({ids}) AND {PENDING} AND {queued} RETURNING {_returning()}",
                 (JobState.AWAITING_APPROVAL.value, *args, time.time(), *part,
-                 JobState.QUEUED.value))
+                 JobState.QUEUED.value, *sources))
         changed = {"state": JobState.AWAITING_APPROVAL.value, "estimated_usd": None}
-        return [self._publish(JobState.QUEUED, _job(row), changed)
+        return [self.store._publish(JobState.QUEUED, _job(row), changed)
                 for row in sorted(rows, key=lambda r: r["id"])]
 
     async def held(self, folders: Iterable[str] | None = None) -> dict[str, tuple[int, float]]:
         """folder → (pictures awaiting approval, their estimated dollars)."""
         extra, names = self._folders_sql("IN", folders)
-        return {r["folder"]: (r["n"], float(r["usd"] or 0.0)) for r in await self._rows(
+        return {r["folder"]: (r["n"], float(r["usd"] or 0.0)) for r in await self.store._rows(
             "SELECT folder, COUNT(*) AS n, SUM(estimated_usd) AS usd FROM jobs WHERE state=?"
             f"{extra} GROUP BY folder", (JobState.AWAITING_APPROVAL.value, *names))}
 
-    async def held_pictures(self, folders: Iterable[str] | None = None) -> list[tuple[str, str, float]]:
+    async def held_pictures(self, folders: Iterable[str]
+                            | None = None) -> list[tuple[str, str, float]]:
         """(folder, file, estimated dollars) of every picture awaiting approval."""
         extra, names = self._folders_sql("IN", folders)
         return [(r["folder"], os.fsdecode(bytes(r["rel"])), float(r["estimated_usd"] or 0.0))
-                for r in await self._rows("SELECT folder, rel, estimated_usd FROM jobs WHERE state=?"
-                                    f"{extra} ORDER BY folder, id",
-                                    (JobState.AWAITING_APPROVAL.value, *names))]
+                for r in await self.store._rows(
+                        "SELECT folder, rel, estimated_usd FROM jobs WHERE state=?"
+                        f"{extra} ORDER BY folder, id",
+                        (JobState.AWAITING_APPROVAL.value, *names))]
 
     async def approve(self, folders: Iterable[str] | None = None) -> dict[str, tuple[int, float]]:
         """Release every picture held at this moment (of ``folders``, or all): back to the
         queue, cleared and approved, so they never count towards a hold again. Later
         arrivals are judged afresh. Returns folder → (pictures released, their dollars)."""
         extra, names = self._folders_sql("IN", folders)
-        async with self.transaction():
-            rows = await self._rows(
+        held, sources = into(JobState.QUEUED, only=(JobState.AWAITING_APPROVAL,))
+        async with self.store.transaction():
+            rows = await self.store._rows(
                 f"UPDATE jobs SET state=?, cleared_at=?, approved_at=?, updated_at=? "
-                f"WHERE state=?{extra} RETURNING {_returning()}",
+                f"WHERE {held}{extra} RETURNING {_returning()}",
                 (JobState.QUEUED.value, time.time(), time.time(), time.time(),
-                 JobState.AWAITING_APPROVAL.value, *names))
+                 *sources, *names))
         released: dict[str, tuple[int, float]] = {}
         for row in rows:
-            job = self._publish(JobState.AWAITING_APPROVAL, _job(row),
-                                {"state": JobState.QUEUED.value, "cleared_at": None})
+            job = self.store._publish(JobState.AWAITING_APPROVAL, _job(row),
+                                      {"state": JobState.QUEUED.value, "cleared_at": None})
             count, usd = released.get(job.folder, (0, 0.0))
             released[job.folder] = (count + 1, usd + float(row["estimated_usd"] or 0.0))
         return released

@@ -1,21 +1,22 @@
 """Files becoming jobs, many at a time: a drop of thousands of pictures is journaled in a
 few transactions instead of one (and several round trips) per file.
 
-Part of ``JournalBase`` (journal/base.py), which provides the statements and transactions.
-The statements live here once; the SQLite store runs the same ones on its own thread, a
-whole batch in one hop (journal/sqlite.py).
+The statements live here once: the SQLite store runs them on its own thread, a whole batch
+in one hop (journal/sqlite.py); the PostgreSQL store folds them into one statement per file
+(journal/postgres.py).
 """
 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..jobs import Job, JobState
-from .rows import WAITING, fs_bytes, row_to_job
+from ..jobs import HELD, Job, JobState
+from ..jobs import WAITING as WAITING_STATES
+from .rows import fs_bytes, into, row_to_job
+from .store import Store
 
 #: Parameters per statement kept well under every driver's limit (SQLite's is 32766).
 CHUNK = 500
@@ -23,9 +24,10 @@ CHUNK = 500
 #: This very version (path + size + mtime + hash) is journaled already, by any daemon.
 SAME_VERSION = ("SELECT id FROM jobs WHERE folder=? AND path=? AND size=? AND mtime_ns=? "
                 "AND sha256=? AND state!=?")
-#: Older unfinished versions of the path (held for approval too) are superseded.
+#: Older versions of the path no worker holds (waiting, or held for approval) are superseded.
+_OLDER, _OLDER_STATES = into(JobState.SUPERSEDED, only=(*WAITING_STATES, *HELD))
 SUPERSEDE = ("UPDATE jobs SET state=?, reason=?, updated_at=? WHERE folder=? AND path=? "
-             "AND state IN (?, ?, ?) AND NOT (size=? AND mtime_ns=? AND sha256=?)")
+             f"AND {_OLDER} AND NOT (size=? AND mtime_ns=? AND sha256=?)")
 INSERT_COLUMNS = ("folder", "path", "rel", "size", "mtime_ns", "sha256", "state", "created_at",
                   "updated_at")
 SUPERSEDED_REASON = "the file changed before it was processed"
@@ -47,7 +49,7 @@ def same_version_args(folder: str, a: Arrival) -> tuple[Any, ...]:
 
 def supersede_args(folder: str, a: Arrival, now: float) -> tuple[Any, ...]:
     return (JobState.SUPERSEDED.value, SUPERSEDED_REASON, now, folder, fs_bytes(a.path),
-            *WAITING, JobState.AWAITING_APPROVAL.value, a.size, a.mtime_ns, a.sha256)
+            *_OLDER_STATES, a.size, a.mtime_ns, a.sha256)
 
 
 def insert_values(folder: str, a: Arrival, now: float) -> dict[str, Any]:
@@ -68,39 +70,15 @@ def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
 
 
 class ArrivalRows:
-    """Mixed into JournalBase."""
+    """What the stores' ``enqueue_many`` share: publishing the new jobs, and the look-up
+    of which versions a scan found are journaled already."""
 
-    async def _enqueue_row(self, folder: str, a: Arrival, now: float) -> int | None:
-        """Journal one arrival inside the caller's transaction; its new job id, or None
-        when this exact version is journaled already."""
-        if await self._one(SAME_VERSION, same_version_args(folder, a)):
-            return None
-        # Not this very version: another daemon may have journaled it a moment ago.
-        await self._exec(SUPERSEDE, supersede_args(folder, a, now))
-        return await self._insert_job(insert_values(folder, a, now))
+    def __init__(self, store: Store):
+        self.store = store
 
-    async def enqueue_many(self, folder: str, arrivals: Sequence[Arrival]) -> list[Job]:
-        """Journal settled files of ``folder`` in one transaction, each as ``enqueue`` does:
-        a version journaled already (by any daemon) is skipped, older unfinished versions
-        of its path are superseded. Returns the new jobs, in path order."""
-        if not arrivals:
-            return []
-        now = time.time()
-        async with self.transaction():
-            ids = [await self._enqueue_row(folder, a, now) for a in in_key_order(arrivals)]
-        return self._published(await self._jobs_by_id([i for i in ids if i is not None]))
-
-    async def _jobs_by_id(self, ids: Sequence[int]) -> list[Mapping[str, Any]]:
-        rows: list[Mapping[str, Any]] = []
-        for part in chunks(ids):
-            rows += await self._rows(f"SELECT {self.columns} FROM jobs WHERE id IN "
-                                     f"({','.join('?' * len(part))})", tuple(part))
-        order = {job_id: n for n, job_id in enumerate(ids)}
-        return sorted(rows, key=lambda r: order[r["id"]])
-
-    def _published(self, rows: Iterable[Mapping[str, Any]]) -> list[Job]:
+    def published(self, rows: Iterable[Mapping[str, Any]]) -> list[Job]:
         queued = {"state": JobState.QUEUED.value}
-        return [self._publish(None, row_to_job(row), queued) for row in rows]
+        return [self.store._publish(None, row_to_job(row), queued) for row in rows]
 
     async def known_among(self, folder: str,
                           versions: Iterable[tuple[Path, int, int]]) -> set[tuple[str, int, int]]:
@@ -109,7 +87,7 @@ class ArrivalRows:
         paths = sorted({fs_bytes(p) for p, _, _ in versions})
         found: set[tuple[str, int, int]] = set()
         for part in chunks(paths):
-            for r in await self._rows(
+            for r in await self.store._rows(
                     "SELECT path, size, mtime_ns FROM jobs WHERE folder=? AND state!=? AND "
                     f"path IN ({','.join('?' * len(part))})",
                     (folder, JobState.SUPERSEDED.value, *part)):

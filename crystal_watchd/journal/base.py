@@ -16,11 +16,11 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import LeaseLost
+from ..errors import IllegalTransition, LeaseLost
 from ..events import Events, JobChanged
 from ..jobs import Job, JobState
 from . import ledger
@@ -30,11 +30,29 @@ from .daemons import DaemonRows
 from .limits import LimitRows, SubmitRows
 from .outbox import OutboxRows
 from .reads import JobReads
-from .rows import COLUMNS, UNFINISHED, fs_bytes, row_to_job
+from .rows import COLUMNS, UNFINISHED, fs_bytes, into, marks, row_to_job
 
 
-class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, SubmitRows, LimitRows):
-    """The job store. Subclasses set ``db_clock`` and implement the primitives below."""
+class _Part:
+    """A journal operation one of its parts carries out: ``get = _Part("reads")`` makes
+    ``journal.get`` the reads part's ``get``, same name and signature."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __init__(self, part: str):
+        self.part = part
+
+    def __get__(self, journal: Any, owner: type | None = None) -> Any:
+        if journal is None:
+            return self
+        return getattr(getattr(journal, self.part), self.name)
+
+
+class JournalBase:
+    """The job store: the state changes, written once, and the parts it is composed of
+    (each given this store). Subclasses set ``db_clock`` and implement the primitives
+    below (the ``Store`` interface, journal/store.py)."""
 
     #: SQL for "now" in Unix seconds on the database's clock (leases and heartbeats use it,
     #: so daemons on hosts whose clocks disagree still agree on when a lease ends).
@@ -48,14 +66,86 @@ class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, Subm
     #: What ``SELECT`` reads for a job (a read-only look at an older journal fills columns it
     #: does not have yet with NULL).
     columns = COLUMNS
+    #: Tables and ``table.column``s of the schema this journal lacks: only ever any in a
+    #: read-only look at a journal its daemon has not migrated yet.
+    schema_gaps: frozenset[str] = frozenset()
     #: Where job changes are published (the web page, metrics, the terminal view).
     events: Events | None = None
-    #: True for a read-only look at a journal that has no spend ledger yet (its daemon has
-    #: not migrated it): its spend reads as nothing.
-    ledger_missing = False
+    #: The configured hooks (set by the service, again on reload): which deliveries a
+    #: finished job gets.
+    hooks: tuple[Any, ...] = ()
+    #: Set by the spend guard while it is on: only cleared jobs may be claimed.
+    spend_guard = False
     #: Round trips to the database so far (statements, and a transaction's begin and end):
     #: what the benchmark reports per job.
     round_trips = 0
+
+    def __init__(self) -> None:
+        self.reads = JobReads(self)
+        self.arrivals = ArrivalRows(self)
+        self.daemon_rows = DaemonRows(self)
+        self.outbox = OutboxRows(self)
+        self.spend = SpendRows(self)
+        self.submits = SubmitRows(self)
+        self.limits = LimitRows(self, self.reads)
+
+    # -- what the parts do, under the journal's names ----------------------------------------
+
+    get = _Part("reads")
+    jobs = _Part("reads")
+    known_versions = _Part("reads")
+    is_known = _Part("reads")
+    find_done_output = _Part("reads")
+    counts = _Part("reads")
+    spent_since = _Part("reads")
+    spent_on = _Part("reads")
+    committed_since = _Part("reads")
+    totals_by_folder = _Part("reads")
+    latest_finished = _Part("reads")
+    spend_rows = _Part("reads")
+    oldest_waiting = _Part("reads")
+    last_errors = _Part("reads")
+    next_ready = _Part("reads")
+    next_wakeup = _Part("reads")
+    waiting_by_folder = _Part("reads")
+    queued_folders = _Part("reads")
+    unfinished = _Part("reads")
+    arriving_later = _Part("reads")
+
+    known_among = _Part("arrivals")
+
+    register_daemon = _Part("daemon_rows")
+    heartbeat = _Part("daemon_rows")
+    unregister_daemon = _Part("daemon_rows")
+    daemons = _Part("daemon_rows")
+
+    claim_deliveries = _Part("outbox")
+    next_delivery_at = _Part("outbox")
+    orphan_deliveries = _Part("outbox")
+    delivery_done = _Part("outbox")
+    delivery_failed = _Part("outbox")
+    retry_deliveries = _Part("outbox")
+    delivery_counts = _Part("outbox")
+    given_up = _Part("outbox")
+
+    unjudged = _Part("spend")
+    pending = _Part("spend")
+    clear_spend = _Part("spend")
+    hold = _Part("spend")
+    held = _Part("spend")
+    held_pictures = _Part("spend")
+    approve = _Part("spend")
+
+    submit_sending = _Part("submits")
+    submit_refused = _Part("submits")
+    submit_given_up = _Part("submits")
+    run_abandoned = _Part("submits")
+    unanswered_submit = _Part("submits")
+    paid_twice = _Part("submits")
+
+    acquire_slot = _Part("limits")
+    release_slot = _Part("limits")
+    reserve_budget = _Part("limits")
 
     # -- primitives a store provides -------------------------------------------------------
 
@@ -78,6 +168,11 @@ class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, Subm
 
     async def close(self) -> None:
         raise NotImplementedError
+
+    def has(self, name: str) -> bool:
+        """Whether the journal has table ``name`` (or column ``table.column``): readers of
+        an older journal skip what it cannot have, and any other failure surfaces."""
+        return name not in self.schema_gaps
 
     def _sql(self, sql: str) -> str:
         return sql.replace("{now}", self.db_clock)
@@ -125,22 +220,33 @@ class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, Subm
         values["updated_at"] = time.time()
         cols = ", ".join(f"{k}=?" for k in values)
         mine, owner = self._mine()
-        outbox = self._wants_deliveries(values)
+        target = JobState(values["state"]) if "state" in values else None
+        guard, sources = into(target) if target else ("", ())
+        outbox = self.outbox.wants_deliveries(values)
         returning = COLUMNS + (", reserved_usd, estimated_usd" if spend is not None else "")
         # One statement, one round trip: the changed row comes back with the update. A
         # change that hooks report writes its deliveries in the same transaction, and a
         # billed run its ledger row.
         async with self._recording(spend, outbox):
             row = await self._changed(
-                f"UPDATE jobs SET {cols} WHERE id=?{mine} RETURNING {returning}",
-                (*values.values(), job.id, *owner), spend, values["updated_at"])
+                f"UPDATE jobs SET {cols} WHERE id=?{mine}"
+                f"{' AND ' + guard if guard else ''} RETURNING {returning}",
+                (*values.values(), job.id, *owner, *sources), spend, values["updated_at"])
             if row is not None and outbox:
-                await self._add_deliveries(row_to_job(row), values)
+                await self.outbox.add_deliveries(row_to_job(row), values)
         if row is None:
-            if mine and await self._one("SELECT 1 AS one FROM jobs WHERE id=?", (job.id,)):
-                raise LeaseLost(job.id)
-            raise KeyError(job.id)
+            await self._refused(job.id, target, bool(mine))
         return self._publish(job.state, row_to_job(row), values)
+
+    async def _refused(self, job_id: int, target: JobState | None, guarded: bool) -> None:
+        """Why a guarded change of one job changed nothing: raises KeyError (no such job),
+        LeaseLost (another daemon holds it) or IllegalTransition (its state forbids it)."""
+        row = await self._one("SELECT state, owner FROM jobs WHERE id=?", (job_id,))
+        if row is None:
+            raise KeyError(job_id)
+        if target is None or (guarded and row["owner"] not in (None, self.daemon_id)):
+            raise LeaseLost(job_id)
+        raise IllegalTransition(job_id, row["state"], target.value)
 
     def _publish(self, before: JobState | None, job: Job, values: Mapping[str, Any]) -> Job:
         """Tell readers (page, metrics, terminal) that ``job`` changed; returns it."""
@@ -152,8 +258,15 @@ class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, Subm
         """Insert one job row; None if this exact version is journaled already."""
         raise NotImplementedError
 
+    async def enqueue_many(self, folder: str, arrivals: Sequence[Arrival]) -> list[Job]:
+        """Journal settled files of ``folder`` in one transaction, each as ``enqueue`` does:
+        a version journaled already (by any daemon) is skipped, older unfinished versions
+        of its path are superseded. Returns the new jobs, in path order. Each store does it
+        in as few round trips as it can (journal/arrivals.py has the shared statements)."""
+        raise NotImplementedError
+
     async def enqueue(self, folder: str, path: Path, rel: str, size: int, mtime_ns: int,
-                sha256: str) -> Job | None:
+                      sha256: str) -> Job | None:
         """Journal a detected file. Returns the new job, or None if this exact version
         (path + size + mtime + hash) is already journaled (by any daemon). Older unfinished
         versions of the same path are superseded: the file changed before we got to it."""
@@ -166,35 +279,36 @@ class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, Subm
         shared journal only jobs whose lease ran out are taken back (others are alive), and
         those of an earlier run on this host and ``state_dir``: the lock there says that
         daemon is gone, so its jobs need not wait for their leases."""
+        running, sources = into(JobState.QUEUED, only=(JobState.RUNNING,))
         if not self.shared:
-            return await self._exec("UPDATE jobs SET state=?, next_attempt_at=0 WHERE state=?",
-                              (JobState.QUEUED.value, JobState.RUNNING.value))
+            return await self._exec(f"UPDATE jobs SET state=?, next_attempt_at=0 WHERE {running}",
+                                    (JobState.QUEUED.value, *sources))
         async with self.transaction():
             earlier = [r["id"] for r in await self._rows(
                 "SELECT id FROM daemons WHERE host=? AND state_dir=? AND id!=?",
                 (*self.home, self.daemon_id))] if self.home else []
-            marks = ",".join("?" * len(earlier))
             count = await self._exec(self._sql(
-                "UPDATE jobs SET state=?, next_attempt_at=0 WHERE state=? AND "
+                f"UPDATE jobs SET state=?, next_attempt_at=0 WHERE {running} AND "
                 "(lease_until IS NULL OR lease_until<{now}"
-                + (f" OR owner IN ({marks})" if earlier else "") + ")"),
-                (JobState.QUEUED.value, JobState.RUNNING.value, *earlier))
+                + (f" OR owner IN ({marks(earlier)})" if earlier else "") + ")"),
+                (JobState.QUEUED.value, *sources, *earlier))
             if earlier:
-                await self._exec(f"DELETE FROM daemons WHERE id IN ({marks})", earlier)
+                await self._exec(f"DELETE FROM daemons WHERE id IN ({marks(earlier)})", earlier)
         return count
 
     async def claim(self, job: Job) -> Job:
         """A worker takes the job: no other dispatch round (nor daemon) can pick it again."""
+        claimable, sources = into(JobState.RUNNING)
         row = await self._one(self._sql(
             "UPDATE jobs SET state=?, owner=?, lease_until={now}+?, updated_at=? WHERE id=? "
-            f"RETURNING {COLUMNS}"),
-            (JobState.RUNNING.value, self.daemon_id, self.lease, time.time(), job.id))
+            f"AND {claimable} RETURNING {COLUMNS}"),
+            (JobState.RUNNING.value, self.daemon_id, self.lease, time.time(), job.id, *sources))
         if row is None:
-            raise KeyError(job.id)
+            await self._refused(job.id, JobState.RUNNING, False)
         return row_to_job(row)
 
     async def claim_ready(self, now: float, *, exclude_folders: Iterable[str] = (), limit: int = 1,
-                    only_paid: bool = False) -> list[Job]:
+                          only_paid: bool = False) -> list[Job]:
         """Take up to ``limit`` ready jobs for this daemon, oldest first."""
         return [await self.claim(job) for job in await self.next_ready(
             now, exclude_folders=exclude_folders, limit=limit, only_paid=only_paid)]
@@ -206,7 +320,7 @@ class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, Subm
     async def start(self, job: Job, settings: dict[str, Any], settings_key: str) -> Job:
         """Record the settings the job runs with (the current config's, at this moment)."""
         return await self._update(job, state=JobState.RUNNING.value, settings=json.dumps(settings),
-                            settings_key=settings_key)
+                                  settings_key=settings_key)
 
     async def submitted(self, job: Job, request_id: str) -> Job:
         """The backend accepted the work: from now on, resume this request, never resubmit
@@ -225,18 +339,28 @@ class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, Subm
         content and settings and is not itself waiting, ``job`` goes back to the queue
         waiting for it (it is not ready again until that job has finished) and that job is
         returned. Otherwise ``job`` stops waiting for anyone and None is returned: it does
-        the work itself. One serialised transaction, so two copies (in any daemons) never
+        the work itself. One serialised statement, so two copies (in any daemons) never
         both wait or both go ahead."""
+        unfinished = UNFINISHED
+        running, sources = into(JobState.QUEUED, only=(JobState.RUNNING,))
+        rows = await self._serialised(
+            f"WITH twin AS (SELECT id FROM jobs WHERE sha256=? AND settings_key=? AND "
+            f"state IN ({marks(unfinished)}) AND waits_for IS NULL AND id!=? ORDER BY id "
+            "LIMIT 1) UPDATE jobs SET waits_for=(SELECT id FROM twin), state=CASE WHEN EXISTS "
+            f"(SELECT 1 FROM twin) THEN ? ELSE ? END, updated_at=? WHERE id=? AND {running} "
+            "RETURNING waits_for",
+            (job.sha256, settings_key, *unfinished, job.id, JobState.QUEUED.value,
+             JobState.RUNNING.value, time.time(), job.id, *sources))
+        if not rows:
+            await self._refused(job.id, JobState.QUEUED, False)
+        twin = rows[0]["waits_for"]
+        return await self.get(twin) if twin is not None else None
+
+    async def _serialised(self, sql: str, args: Iterable[Any]) -> list[Mapping[str, Any]]:
+        """One check-then-write statement, serialised with every other of any daemon; its
+        rows. A store may send it in fewer round trips."""
         async with self.transaction(exclusive=True):
-            row = await self._one(
-                "SELECT id FROM jobs WHERE sha256=? AND settings_key=? AND state IN (?, ?, ?) "
-                "AND waits_for IS NULL AND id!=? ORDER BY id LIMIT 1",
-                (job.sha256, settings_key, *UNFINISHED, job.id))
-            await self._exec("UPDATE jobs SET waits_for=?, state=?, updated_at=? WHERE id=?",
-                       (row["id"] if row else None,
-                        JobState.QUEUED.value if row else JobState.RUNNING.value,
-                        time.time(), job.id))
-        return await self.get(row["id"]) if row else None
+            return await self._rows(sql, args)
 
     async def forget_request(self, job: Job) -> Job:
         return await self._update(job, request_id=None)
@@ -246,38 +370,39 @@ class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, Subm
         return await self._update(job, pending=json.dumps(pending))
 
     async def output_written(self, job: Job, outputs: list[str], *, megapixels: float | None,
-                       cost_usd: float | None, billed_units: float | None = None,
-                       billed_usd: float | None = None) -> Job:
+                             cost_usd: float | None, billed_units: float | None = None,
+                             billed_usd: float | None = None) -> Job:
         """The outputs are in place; ``cost_usd`` is the run whose result they are (written
         to the ledger with this change, once per request; ``billed_*`` where fal said what
         it billed). The budget reservation is spent now, so it no longer counts."""
         spend = ledger.Entry(ledger.RESULT, billed_units=billed_units, billed_usd=billed_usd,
                              once_per_request=True)
         return await self._update(job, spend, outputs=json.dumps(outputs), pending="[]",
-                            output_megapixels=megapixels, cost_usd=cost_usd, reserved_usd=None)
+                                  output_megapixels=megapixels, cost_usd=cost_usd,
+                                  reserved_usd=None)
 
     async def done(self, job: Job) -> Job:
         return await self._update(job, state=JobState.DONE.value, finished_at=time.time(),
-                            error_kind=None, reason=None, slot_held=0, reserved_usd=None)
+                                  error_kind=None, reason=None, slot_held=0, reserved_usd=None)
 
     async def retry_later(self, job: Job, *, delay: float, kind: str, reason: str,
-                    count_attempt: bool = True) -> Job:
+                          count_attempt: bool = True) -> Job:
         return await self._update(job, state=JobState.QUEUED.value,
-                            next_attempt_at=time.time() + delay,
-                            attempts=job.attempts + (1 if count_attempt else 0),
-                            error_kind=kind, reason=reason)
+                                  next_attempt_at=time.time() + delay,
+                                  attempts=job.attempts + (1 if count_attempt else 0),
+                                  error_kind=kind, reason=reason)
 
     async def arriving(self, job: Job, *, until: float, kind: str, reason: str) -> Job:
         """The file does not decode yet and may still be being written: look again at
         ``until``, without counting an attempt. If a newer version of the file was journaled
         meanwhile, this one is superseded instead."""
         newer = await self._one("SELECT 1 AS one FROM jobs WHERE folder=? AND path=? AND id>? "
-                          "AND state!=?", (job.folder, fs_bytes(job.path), job.id,
-                                           JobState.SUPERSEDED.value))
+                                "AND state!=?", (job.folder, fs_bytes(job.path), job.id,
+                                                 JobState.SUPERSEDED.value))
         if newer:
             return await self.superseded(job, "the file changed while it was being checked")
         return await self._update(job, state=JobState.ARRIVING.value, next_attempt_at=until,
-                            error_kind=kind, reason=reason)
+                                  error_kind=kind, reason=reason)
 
     async def requeue(self, job: Job) -> Job:
         """Back to the queue without counting an attempt (shutdown, paused folder)."""
@@ -289,18 +414,19 @@ class JournalBase(JobReads, ArrivalRows, DaemonRows, OutboxRows, SpendRows, Subm
         rejection), recorded with this change; runs billed earlier are in the ledger already
         and keep counting."""
         return await self._update(job, billed, state=JobState.FAILED.value,
-                            finished_at=time.time(),
-                            error_kind=kind, reason=reason, slot_held=0, reserved_usd=None,
-                            attempts=job.attempts if attempts is None else attempts)
+                                  finished_at=time.time(), error_kind=kind, reason=reason,
+                                  slot_held=0, reserved_usd=None,
+                                  attempts=job.attempts if attempts is None else attempts)
 
     async def superseded(self, job: Job, reason: str) -> Job:
         return await self._update(job, state=JobState.SUPERSEDED.value, reason=reason,
-                            finished_at=time.time(), slot_held=0, reserved_usd=None)
+                                  finished_at=time.time(), slot_held=0, reserved_usd=None)
 
     async def moved_source(self, job: Job, path: Path) -> Job:
         """The original now lives at ``path`` (failed_dir, or back in the inbox on retry)."""
         return await self._update(job, path=fs_bytes(path))
 
     async def retry_failed(self, job: Job, path: Path) -> Job:
-        return await self._update(job, state=JobState.QUEUED.value, path=fs_bytes(path), attempts=0,
-                            next_attempt_at=0, finished_at=None, request_id=None, waits_for=None)
+        return await self._update(job, state=JobState.QUEUED.value, path=fs_bytes(path),
+                                  attempts=0, next_attempt_at=0, finished_at=None,
+                                  request_id=None, waits_for=None)

@@ -1,7 +1,7 @@
 """The outbox: hook deliveries, journaled in the same transaction as the job change they
-report, so a crash between the two can lose neither. The delivery loop (hooks.py) takes due
-rows from here and records how each attempt went; a delivery keeps its id across retries so
-a receiver can drop repeats (delivery is at least once).
+report, so a crash between the two can lose neither. The delivery loop (daemon/hooks.py)
+takes due rows from here and records how each attempt went; a delivery keeps its id across
+retries so a receiver can drop repeats (delivery is at least once).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..jobs import Job, JobState
+from .store import Store
 
 PENDING, DELIVERED, GAVE_UP = "pending", "delivered", "gave_up"
 DELIVERY_STATES = (PENDING, DELIVERED, GAVE_UP)
@@ -54,41 +55,41 @@ def job_fields(job: Job, event: str) -> dict[str, Any]:
 
 
 class OutboxRows:
-    """The outbox operations of a journal store (mixed into JournalBase, which provides the
-    statements and transactions)."""
+    """The outbox operations of a journal, through the store it is given (its statements,
+    transactions, and the configured ``hooks``)."""
 
-    #: The configured hooks (set by the service, again on reload): which deliveries a
-    #: finished job gets.
-    hooks: tuple[Any, ...] = ()
+    def __init__(self, store: Store):
+        self.store = store
 
-    async def _add_deliveries(self, job: Job, values: dict[str, Any]) -> None:
+    async def add_deliveries(self, job: Job, values: dict[str, Any]) -> None:
         """Inside the job change's transaction: one row per hook that wants this change."""
         event = EVENT_OF_STATE.get(values.get("state"))  # type: ignore[arg-type]
         if event is None:
             return
         now = time.time()
-        for hook in self.hooks:
+        for hook in self.store.hooks:
             if not hook.wants(event, job.folder):
                 continue
             delivery_id = str(uuid.uuid4())
             body = {"delivery_id": delivery_id, "hook": hook.name, **job_fields(job, event)}
-            await self._exec("INSERT INTO deliveries (delivery_id, job_id, hook, event, payload, "
-                       "state, attempts, next_attempt_at, created_at, updated_at) "
-                       "VALUES (?, ?, ?, ?, ?, ?, 0, 0, ?, ?)",
-                       (delivery_id, job.id, hook.name, event,
-                        json.dumps(body, sort_keys=True), PENDING, now, now))
+            await self.store._exec(
+                    "INSERT INTO deliveries (delivery_id, job_id, hook, event, payload, "
+                    "state, attempts, next_attempt_at, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 0, 0, ?, ?)",
+                    (delivery_id, job.id, hook.name, event,
+                     json.dumps(body, sort_keys=True), PENDING, now, now))
 
-    def _wants_deliveries(self, values: dict[str, Any]) -> bool:
-        return bool(self.hooks) and values.get("state") in EVENT_OF_STATE
+    def wants_deliveries(self, values: dict[str, Any]) -> bool:
+        return bool(self.store.hooks) and values.get("state") in EVENT_OF_STATE
 
     async def _deliveries(self, where: str, args: Iterable[Any] = (), *,
-                    limit: int = 100) -> list[Delivery]:
-        rows = await self._rows(f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {where} "
-                          "ORDER BY next_attempt_at, id LIMIT ?", (*args, limit))
+                          limit: int = 100) -> list[Delivery]:
+        rows = await self.store._rows(f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {where} "
+                                      "ORDER BY next_attempt_at, id LIMIT ?", (*args, limit))
         return [Delivery(**dict(r)) for r in rows]
 
     async def claim_deliveries(self, now: float, hold: float, limit: int = 8, *,
-                         hooks: Iterable[str] | None = None) -> list[Delivery]:
+                               hooks: Iterable[str] | None = None) -> list[Delivery]:
         """Due deliveries (of the ``hooks`` named, if given: daemons sharing a journal may
         have different hooks), each taken for ``hold`` seconds (a daemon that dies
         mid-attempt leaves it to be tried again after that) and counted as one more
@@ -99,12 +100,13 @@ class OutboxRows:
         only = f" AND hook IN ({','.join('?' * len(names))})" if names else ""
         claimed = []
         for d in await self._deliveries(f"state=? AND next_attempt_at<=?{only}",
-                                  (PENDING, now, *(names or ())), limit=limit):
+                                        (PENDING, now, *(names or ())), limit=limit):
             # Taken only if nobody else took it since we read it (another daemon on a
             # shared journal): the row must still say what we read.
-            if await self._exec("UPDATE deliveries SET next_attempt_at=?, attempts=attempts+1, "
-                          "updated_at=? WHERE id=? AND state=? AND next_attempt_at=?",
-                          (now + hold, now, d.id, PENDING, d.next_attempt_at)):
+            if await self.store._exec(
+                    "UPDATE deliveries SET next_attempt_at=?, attempts=attempts+1, "
+                    "updated_at=? WHERE id=? AND state=? AND next_attempt_at=?",
+                    (now + hold, now, d.id, PENDING, d.next_attempt_at)):
                 claimed.append(Delivery(**{**d.__dict__, "attempts": d.attempts + 1}))
         return claimed
 
@@ -112,8 +114,9 @@ class OutboxRows:
         names = list(hooks)
         if not names:
             return None
-        row = await self._one("SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE state=? "
-                        f"AND hook IN ({','.join('?' * len(names))})", (PENDING, *names))
+        row = await self.store._one(
+                "SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE state=? "
+                f"AND hook IN ({','.join('?' * len(names))})", (PENDING, *names))
         return row["t"] if row else None
 
     async def orphan_deliveries(self, hooks: Iterable[str]) -> int:
@@ -121,34 +124,39 @@ class OutboxRows:
         only: with a shared one another daemon may still have the hook)."""
         names = list(hooks)
         only = f" AND hook NOT IN ({','.join('?' * len(names))})" if names else ""
-        return await self._exec(f"UPDATE deliveries SET state=?, last_error=?, updated_at=? "
-                          f"WHERE state=?{only}",
-                          (GAVE_UP, "no hook of this name is configured any more", time.time(),
-                           PENDING, *names))
+        return await self.store._exec(
+            f"UPDATE deliveries SET state=?, last_error=?, updated_at=? WHERE state=?{only}",
+            (GAVE_UP, "no hook of this name is configured any more", time.time(), PENDING,
+             *names))
 
     async def delivery_done(self, delivery: Delivery) -> None:
-        await self._exec("UPDATE deliveries SET state=?, last_error=NULL, updated_at=? WHERE id=?",
-                   (DELIVERED, time.time(), delivery.id))
+        await self.store._exec(
+                "UPDATE deliveries SET state=?, last_error=NULL, updated_at=? WHERE id=?",
+                (DELIVERED, time.time(), delivery.id))
 
-    async def delivery_failed(self, delivery: Delivery, error: str, *, retry_in: float | None) -> None:
+    async def delivery_failed(self, delivery: Delivery, error: str, *,
+                              retry_in: float | None) -> None:
         """Try again in ``retry_in`` seconds, or give up (None)."""
         now = time.time()
-        await self._exec("UPDATE deliveries SET state=?, last_error=?, next_attempt_at=?, updated_at=? "
-                   "WHERE id=?", (GAVE_UP if retry_in is None else PENDING, error[:2000],
-                                  now + (retry_in or 0), now, delivery.id))
+        await self.store._exec(
+                "UPDATE deliveries SET state=?, last_error=?, next_attempt_at=?, updated_at=? "
+                "WHERE id=?", (GAVE_UP if retry_in is None else PENDING, error[:2000],
+                               now + (retry_in or 0), now, delivery.id))
 
     async def retry_deliveries(self, ids: Iterable[int] | None = None) -> int:
         """Given-up deliveries (all, or those with these ids) are tried again from scratch,
         with the same delivery id."""
         wanted = list(ids) if ids is not None else []
         only = f" AND id IN ({','.join('?' * len(wanted))})" if wanted else ""
-        return await self._exec("UPDATE deliveries SET state=?, attempts=0, next_attempt_at=0, "
-                          f"updated_at=? WHERE state=?{only}",
-                          (PENDING, time.time(), GAVE_UP, *wanted))
+        return await self.store._exec(
+                "UPDATE deliveries SET state=?, attempts=0, next_attempt_at=0, "
+                f"updated_at=? WHERE state=?{only}",
+                (PENDING, time.time(), GAVE_UP, *wanted))
 
     async def delivery_counts(self) -> dict[str, int]:
         counts = dict.fromkeys(DELIVERY_STATES, 0)
-        for r in await self._rows("SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state"):
+        for r in await self.store._rows(
+                "SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state"):
             counts[r["state"]] = r["n"]
         return counts
 

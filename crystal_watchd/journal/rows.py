@@ -4,22 +4,45 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..jobs import Job, JobState
+from ..errors import IllegalTransition
+from ..jobs import UNFINISHED as UNFINISHED_STATES
+from ..jobs import WAITING as WAITING_STATES
+from ..jobs import Job, JobState, ordered, predecessors
 
 COLUMNS = ("id, folder, path, rel, size, mtime_ns, sha256, state, attempts, next_attempt_at, "
            "request_id, settings, outputs, pending, error_kind, reason, created_at, updated_at, "
            "finished_at, output_megapixels, cost_usd, submissions, waits_for, paid_twice")
-#: States of a job that waits for ``next_attempt_at`` before a worker takes it.
-WAITING = (JobState.QUEUED.value, JobState.ARRIVING.value)
-#: Unfinished states: a job in one of them may still produce an output.
-UNFINISHED = (*WAITING, JobState.RUNNING.value)
+#: The values of jobs.WAITING and jobs.UNFINISHED, as SQL arguments.
+WAITING = ordered(WAITING_STATES)
+UNFINISHED = ordered(UNFINISHED_STATES)
 #: A queued job may run unless it waits for an identical job that is still unfinished.
 NOT_WAITING = ("(waits_for IS NULL OR waits_for NOT IN "
                f"(SELECT id FROM jobs WHERE state IN {UNFINISHED!r}))")
+
+
+def into(target: JobState, *, only: Iterable[JobState]
+         | None = None) -> tuple[str, tuple[str, ...]]:
+    """The guard of every statement that changes a job's state: ``state IN (…)`` over the
+    states ``jobs.TRANSITIONS`` lets a job change to ``target`` from (just those of ``only``,
+    for a statement meant for some of them; naming one the table forbids is refused at
+    once). A row in any other state is left alone."""
+    sources = predecessors(target)
+    if only is not None:
+        wanted = frozenset(only)
+        for before in wanted - sources:
+            raise IllegalTransition(None, before.value, target.value)
+        sources = wanted
+    values = ordered(sources)
+    return f"state IN ({', '.join('?' * len(values))})", values
+
+
+def marks(values: Iterable[Any]) -> str:
+    """``?, ?, …``: one placeholder per value."""
+    return ", ".join("?" for _ in values)
 
 
 def fs_bytes(path: Path | str) -> bytes:

@@ -1,7 +1,8 @@
 """The embedded journal: one SQLite file in ``state_dir``, one daemon.
 
 WAL mode lets ``status`` read while the daemon writes. The operations themselves are in
-base.py, shared with the PostgreSQL store; statements run on a thread of the journal's own.
+journal/base.py and its parts, shared with the PostgreSQL store; statements run on a thread
+of the journal's own. The schema is journal/schema.py's.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 
 from ..events import Events
 from ..jobs import Job
-from . import ledger
+from . import schema
 from .arrivals import (
     SAME_VERSION,
     SUPERSEDE,
@@ -34,93 +35,10 @@ from .sync import SyncJournal
 
 T = TypeVar("T")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY,
-    folder TEXT NOT NULL,
-    path BLOB NOT NULL,  -- os.fsencode(): file names need not be UTF-8
-    rel BLOB NOT NULL,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL DEFAULT 0,
-    request_id TEXT,
-    settings TEXT,
-    settings_key TEXT,
-    outputs TEXT NOT NULL DEFAULT '[]',
-    pending TEXT NOT NULL DEFAULT '[]',
-    error_kind TEXT,
-    reason TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    finished_at REAL,
-    output_megapixels REAL,
-    cost_usd REAL,
-    submissions INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(state, next_attempt_at);
-CREATE INDEX IF NOT EXISTS jobs_path ON jobs(folder, path);
-CREATE INDEX IF NOT EXISTS jobs_content ON jobs(folder, sha256, settings_key, state);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-#: Each step takes the schema from version N to N+1; a journal is migrated in place at start.
-MIGRATIONS = (
-    # 1 → 2: owners and leases, concurrency slots and budget reservations, daemons.
-    """
-    ALTER TABLE jobs ADD COLUMN owner TEXT;
-    ALTER TABLE jobs ADD COLUMN lease_until REAL;
-    ALTER TABLE jobs ADD COLUMN slot_held INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE jobs ADD COLUMN reserved_usd REAL;
-    CREATE TABLE IF NOT EXISTS daemons (id TEXT PRIMARY KEY, host TEXT NOT NULL,
-        pid INTEGER NOT NULL, state_dir TEXT NOT NULL, started_at REAL NOT NULL,
-        heartbeat_at REAL NOT NULL, folders TEXT);
-    """,
-    # 2 → 3: a copy waits for the identical job in flight whose output it will copy.
-    """
-    ALTER TABLE jobs ADD COLUMN waits_for INTEGER;
-    CREATE INDEX IF NOT EXISTS jobs_twins ON jobs(sha256, settings_key);
-    """,
-    # 3 → 4: counts per folder and state, and the latest finished jobs, without a table
-    # scan (the web page).
-    """
-    CREATE INDEX IF NOT EXISTS jobs_folder_state ON jobs(folder, state);
-    CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished_at, cost_usd);
-    """,
-    # 4 → 5: the hooks outbox, deliveries written with the job change they report.
-    """
-    CREATE TABLE IF NOT EXISTS deliveries (id INTEGER PRIMARY KEY,
-        delivery_id TEXT NOT NULL UNIQUE, job_id INTEGER NOT NULL, hook TEXT NOT NULL,
-        event TEXT NOT NULL, payload TEXT NOT NULL, state TEXT NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL DEFAULT 0,
-        last_error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL);
-    CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(state, next_attempt_at);
-    """,
-    # 5 → 6: a submission sent whose answer has not arrived (what identifies it at fal, and
-    # when it was sent), and submissions that may have been paid twice.
-    """
-    ALTER TABLE jobs ADD COLUMN submit_identity TEXT;
-    ALTER TABLE jobs ADD COLUMN submit_sent_at REAL;
-    ALTER TABLE jobs ADD COLUMN paid_twice INTEGER NOT NULL DEFAULT 0;
-    """,
-    # 6 → 7: the spend guard: each picture's estimated cost, when the guard let it go, and
-    # when an approval released it.
-    """
-    ALTER TABLE jobs ADD COLUMN estimated_usd REAL;
-    ALTER TABLE jobs ADD COLUMN cleared_at REAL;
-    ALTER TABLE jobs ADD COLUMN approved_at REAL;
-    """,
-    # 7 → 8: a path's versions by state. Without it SQLite answers "the unfinished versions
-    # of this path" (superseding, at every file journaled) from jobs_folder_state, reading
-    # every queued job of the folder: a drop of N files cost N² row visits.
-    """
-    CREATE INDEX IF NOT EXISTS jobs_path_state ON jobs(folder, path, state);
-    """,
-    # 8 → 9: the spend ledger, back-filled from the jobs' recorded costs.
-    ledger.migration("sqlite"),
-)
-SCHEMA_VERSION = str(1 + len(MIGRATIONS))
+#: The first step's script (with ``meta``): what a journal of 0.1 was made of.
+SCHEMA = ";\n".join([schema.META, *schema.statements(schema.STEPS[0], schema.SQLITE)]) + ";"
+#: The version a migrated journal records in ``meta``.
+SCHEMA_VERSION = str(schema.SCHEMA_VERSION)
 
 
 class SqliteStore(JournalBase):
@@ -132,6 +50,7 @@ class SqliteStore(JournalBase):
 
     def __init__(self, path: Path, *, readonly: bool = False, lease: float = 60.0,
                  events: Events | None = None):
+        super().__init__()
         self.path = path
         self.readonly = readonly
         self.events = events
@@ -170,16 +89,14 @@ class SqliteStore(JournalBase):
     def _migrate(self) -> None:
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _statements(SCHEMA):
-                self.db.execute(statement)
-            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', '1')")
-            version = int(self.db.execute("SELECT value FROM meta WHERE key='schema'")
-                          .fetchone()[0])
-            for step in MIGRATIONS[version - 1:]:
-                for statement in _statements(step):
+            self.db.execute(schema.META)
+            row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            for step in schema.after(int(row[0]) if row else 0):
+                for statement in schema.statements(step, schema.SQLITE):
                     if not self._has_column_already(statement):
                         self.db.execute(statement)
-            self.db.execute("UPDATE meta SET value=? WHERE key='schema'", (SCHEMA_VERSION,))
+            self.db.execute("INSERT INTO meta VALUES ('schema', ?) ON CONFLICT (key) "
+                            "DO UPDATE SET value=excluded.value", (SCHEMA_VERSION,))
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
@@ -194,11 +111,15 @@ class SqliteStore(JournalBase):
         return column in {r[1] for r in self.db.execute(f"PRAGMA table_info({words[2]})")}
 
     def _fill_missing_columns(self) -> None:
-        """A read-only look (``status``) at a journal the daemon has not migrated yet."""
-        have = {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}
-        self.ledger_missing = not self.db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='spend'").fetchone()
-        self.columns = ", ".join(c if c in have else f"NULL AS {c}"
+        """A read-only look (``status``) at a journal the daemon has not migrated yet: what
+        it lacks is noted (``has``), and the job columns it lacks read as NULL."""
+        gaps = set()
+        for table, columns in schema.tables().items():
+            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            gaps |= {table} if not have else {f"{table}.{c.name}" for c in columns
+                                              if c.name not in have}
+        self.schema_gaps = frozenset(gaps)
+        self.columns = ", ".join(c if self.has(f"jobs.{c}") else f"NULL AS {c}"
                                  for c in (c.strip() for c in COLUMNS.split(",")))
 
     def _fetch(self, sql: str, args: tuple[Any, ...]) -> list[Mapping[str, Any]]:
@@ -261,7 +182,7 @@ class SqliteStore(JournalBase):
         async with self._lock:
             self.round_trips += 1
             rows = await self._call(self._enqueue_batch, folder, ordered, time.time())
-        return self._published(rows)
+        return self.arrivals.published(rows)
 
     def _enqueue_batch(self, folder: str, arrivals: list[Arrival],
                        now: float) -> list[sqlite3.Row]:  # on the journal's thread
@@ -300,7 +221,3 @@ class SqliteJournal(SyncJournal):
                  events: Events | None = None):
         super().__init__(SqliteStore(path, readonly=readonly, lease=lease, events=events).open)
 
-
-def _statements(script: str) -> list[str]:
-    """Split a schema script into statements (none of ours has a ';' inside)."""
-    return [s.strip() for s in script.split(";") if s.strip()]

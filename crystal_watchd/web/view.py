@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import logs
-from ..jobs import Job, JobState
+from ..jobs import REPORTED, Job, JobState, report_key
 from ..journal import JournalBase, ledger
 from ..journal.outbox import Delivery
-from ..journal.rows import COLUMNS, row_to_job
 
 T = TypeVar("T")
-STATES = ("queued", "in_flight", "done", "failed", "superseded", "awaiting_approval")
+#: Every state, as ``status --json`` names them.
+STATES = REPORTED
 CHART_DAYS = 30
 
 
@@ -95,26 +95,16 @@ class JournalView:
 
     def counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
-        for r in self.journal.query(
-                "SELECT folder, state, COUNT(*) AS n FROM jobs GROUP BY folder, state"):
-            folder, state, n = r["folder"], r["state"], r["n"]
-            key = "in_flight" if state == JobState.RUNNING.value else state
-            out.setdefault(folder, dict.fromkeys(STATES, 0))[key] = n
+        for folder, states in self.journal.counts().items():
+            entry = out.setdefault(folder, dict.fromkeys(STATES, 0))
+            for state, n in states.items():
+                entry[report_key(state)] = n
         return out
 
     def totals(self) -> dict[str, dict[str, float]]:
         """Per folder: submissions, output megapixels and dollars of done jobs (what
         ``status --json`` sums as spend)."""
-        out: dict[str, dict[str, float]] = {}
-        spent = self.journal.run(ledger.by_folder(self.journal.store))
-        for r in self.journal.query(
-                "SELECT folder, SUM(submissions) AS subs, "
-                "SUM(CASE WHEN state=? THEN COALESCE(output_megapixels, 0) ELSE 0 END) AS mp "
-                "FROM jobs GROUP BY folder", (JobState.DONE.value,)):
-            folder, subs, mp = r["folder"], r["subs"], r["mp"]
-            out[folder] = {"submissions": subs or 0, "megapixels": mp or 0.0,
-                           "usd": spent.get(folder, 0.0)}
-        return out
+        return self.journal.totals_by_folder()
 
     def overview(self, folder_names: list[str], now: float) -> Overview:
         counts = self.counts()
@@ -140,33 +130,18 @@ class JournalView:
         """folder → (pictures the spend guard holds, their estimated dollars)."""
         return self.journal.held()
 
-    def _jobs(self, where: str, args: tuple[Any, ...], order: str, limit: int) -> list[Job]:
-        # One query for the whole list, not one more per job.
-        return [row_to_job(r) for r in self.journal.query(
-            f"SELECT {COLUMNS} FROM jobs WHERE {where} ORDER BY {order} LIMIT ?",
-            (*args, limit))]
-
     def recent(self, limit: int = 24, folder: str | None = None) -> list[Job]:
-        if folder is not None:
-            return self._jobs("state=? AND folder=?", (JobState.DONE.value, folder),
-                              "finished_at DESC", limit)
-        return self._jobs("state=?", (JobState.DONE.value,), "finished_at DESC", limit)
+        return self.journal.latest_finished(JobState.DONE, folder=folder, limit=limit)
 
     def failures(self, limit: int = 100) -> list[Job]:
-        return self._jobs("state=?", (JobState.FAILED.value,), "finished_at DESC", limit)
+        return self.journal.latest_finished(JobState.FAILED, limit=limit)
 
     def delivery_counts(self) -> dict[str, int]:
         """Hook deliveries per state (none in a journal the daemon has not migrated)."""
-        try:
-            return self.journal.delivery_counts()
-        except Exception:  # noqa: BLE001 - an older journal has no outbox yet
-            return {}
+        return self.journal.delivery_counts() if self.journal.has("deliveries") else {}
 
     def given_up(self) -> list[Delivery]:
-        try:
-            return self.journal.given_up()
-        except Exception:  # noqa: BLE001 - as above
-            return []
+        return self.journal.given_up() if self.journal.has("deliveries") else []
 
     def job(self, job_id: int) -> Job | None:
         try:
