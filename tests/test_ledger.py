@@ -17,8 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from crystal_watchd.daemon.budget import Budget
 from crystal_watchd.jobs import JobState
-from crystal_watchd.journal import SqliteJournal, ledger
-from crystal_watchd.journal import schema
+from crystal_watchd.journal import SqliteJournal, ledger, schema
 from crystal_watchd.web.metrics import _JournalCollector
 from crystal_watchd.web.view import JournalView, LiveState
 
