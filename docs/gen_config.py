@@ -122,17 +122,29 @@ def render(schema: dict) -> str:
     # One section per definition, named after the top-level key that uses it first; its
     # heading's anchor is that key (`fal`, `folders[]` → #fal, #folders).
     sections: dict[str, str] = {}
+    shown_as: dict[str, str] = {}
     for key, prop in top.items():
         name = ref_name(prop)
         if name and name not in sections:
             sections[name] = key
+            shown_as[name] = f"{key}[]" if prop.get("type") == "array" else key
+    # Then the sections those refer to (``folders[].fit``), each after its parents.
+    queue = list(sections)
+    while queue:
+        parent = queue.pop(0)
+        for key, prop in defs[parent].get("properties", {}).items():
+            name = ref_name(prop)
+            if name and name not in sections:
+                sections[name] = f"{sections[parent]}{key}"  # the heading's anchor
+                shown_as[name] = f"{shown_as[parent]}.{key}"
+                queue.append(name)
     link = {name: key for name, key in sections.items()}
     out = [INTRO, "## Top level", ""]
     out += table(top, set(schema.get("required", [])), link)
     for name, key in sections.items():
         definition = defs[name]
         props = definition.get("properties", {})
-        shown = f"{key}[]" if top[key].get("type") == "array" else key
+        shown = shown_as[name]
         out += ["", f"## `{shown}`", "", definition.get("description", ""), ""]
         wider = next((other for other in sections if other != name
                       and set(props) < set(defs[other].get("properties", {}))), None)
