@@ -141,7 +141,7 @@ def render(schema: dict) -> str:
     link = {name: key for name, key in sections.items()}
     out = [INTRO, "## Top level", ""]
     out += table(top, set(schema.get("required", [])), link)
-    for name, key in sections.items():
+    for name in sections:
         definition = defs[name]
         props = definition.get("properties", {})
         shown = shown_as[name]
