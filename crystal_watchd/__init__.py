@@ -1,3 +1,3 @@
 """crystal-watchd: a watched-folder daemon for Clarity AI's Crystal Upscaler on fal."""
 
-__version__ = "0.1.0"
+__version__ = "0.4.0"

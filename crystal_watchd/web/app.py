@@ -22,7 +22,7 @@ import jinja2
 from aiohttp import web
 from markupsafe import Markup
 
-from .. import logs
+from .. import __version__, logs
 from ..config import Config
 from ..config.hosts import MAX_HOST, HostCheck
 from ..events import Events, JobChanged
@@ -80,6 +80,8 @@ class WebServer:
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("crystal_watchd.web", "templates"),
             autoescape=True, trim_blocks=True, lstrip_blocks=True)
+        # Every page names the version that serves it (the header's brand).
+        self.templates.globals["version"] = __version__
         self.templates.filters.update(when=when, ago=ago, usd=lambda v: f"${v or 0:.2f}",
                                      clean=lambda v: logs.scrub(str(v)) if v else "")
         static = resources.files("crystal_watchd.web") / "static"

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from .. import __version__
 from ..events import JobChanged
 from ..jobs import JobState
 from .view import STATES, JournalView, LiveState
@@ -31,6 +32,11 @@ class _JournalCollector:
         self.view, self.live, self.folders = view, live, folders
 
     def collect(self):
+        info = GaugeMetricFamily("crystal_watchd_build_info",
+                                 "The crystal-watchd version serving these metrics (always 1)",
+                                 labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
         counts = self.view.run(self.view.counts)
         held = self.view.run(self.view.held)
         totals = self.view.run(self.view.totals)
