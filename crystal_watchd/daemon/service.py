@@ -124,12 +124,15 @@ class Service:
         lock.acquire()
         try:
             self.journal = await open_store(self.config, events=self.events)
+            self.identity = await register(self.journal, self.config)
+            # A start refused here (no fal key, say) took no work: it leaves no daemon row,
+            # or ``status`` would list it as alive until its heartbeat went stale.
+            self._build()
         except BaseException:
+            await self._refused()
             lock.release()
             raise
-        self.identity = await register(self.journal, self.config)
         page = None
-        self._build()
         overflow = OverflowHook(loop, self.intake.rescan_all)
         tasks: list[asyncio.Task] = []
         try:
@@ -194,6 +197,16 @@ class Service:
         log.info("daemon_stopped", done=done, failed=failed,
                  **({"left_arriving": self._left_arriving} if self._left_arriving else {}))
         return self._exit_code()
+
+    async def _refused(self) -> None:
+        """Undo what a start refused before it took work did to the journal."""
+        journal = getattr(self, "journal", None)
+        if journal is None:
+            return
+        try:
+            await journal.unregister_daemon()
+        finally:
+            await journal.close()
 
     def _exit_code(self) -> int:
         if not self.once:
