@@ -144,8 +144,7 @@ class Service:
                 overflow.install()
                 self._install_signals(loop)
             for folder in self.config.folders:
-                create_dirs(folder)
-                self.intake.start_folder(folder)
+                self._start_folder(folder)
             if not self.once:
                 page = await web.start(self)
             tasks = [asyncio.create_task(self.intake.settler.run(), name="settle"),
@@ -217,6 +216,13 @@ class Service:
             return EXIT_HELD
         return EXIT_LEFT_ARRIVING if self._left_arriving else 0
 
+    def _start_folder(self, folder: config_mod.FolderConfig) -> None:
+        """Watch a folder whose inbox is there (made if it may be); else it waits as gone."""
+        if create_dirs(folder, self.config.path):
+            self.intake.start_folder(folder)
+        else:
+            self.intake.wait_for_inbox(folder)
+
     def request_stop(self, *, immediately: bool = False) -> None:
         running = self.running
         if running.stopping and immediately:
@@ -262,7 +268,8 @@ class Service:
         running, settler = self.running, self.intake.settler
         idle_before = False
         while not self._stop.is_set():
-            mine = [f.name for f in self.config.folders]
+            # A folder waiting for its inbox is left for a run that finds it.
+            mine = [f.name for f in self.config.folders if f.name not in running.unavailable]
             # A file still arriving is not waited for: cron runs us again, and by then it
             # is complete or its grace has run out and it is judged.
             later = await self.journal.arriving_later(mine, time.time())
@@ -333,8 +340,7 @@ class Service:
         if (new.log.format, new.log.level) != (old.log.format, old.log.level):
             logs.configure(new.log.format, new.log.level)
         for name in added + changed:
-            create_dirs(new_folders[name])
-            self.intake.start_folder(new_folders[name])
+            self._start_folder(new_folders[name])
         self.dispatcher.lift_holds()
         self.guard.rejudge()
         log.info("config_reloaded", added=added, removed=removed, changed=changed)
