@@ -183,12 +183,26 @@ def _copy_rows(damaged: Path, target: Path) -> None:
         dst.close()
 
 
+#: Rowids tried one by one past the last row read before a damaged table is given up.
+MISSES_BEFORE_GIVING_UP = 5000
+
+
 def _copy_table(src: sqlite3.Connection, dst: sqlite3.Connection, name: str) -> None:
-    try:
-        last = src.execute(f'SELECT max(rowid) FROM "{name}"').fetchone()[0] or 0
-    except sqlite3.DatabaseError:
-        last = 1_000_000  # its b-tree is damaged: try rowids one by one up to a bound
-    for rowid in range(1, last + 1):
+    """The rows in rowid order while they read; past a damaged page, rowid by rowid until
+    rows read again, or MISSES_BEFORE_GIVING_UP rowids in a row did not."""
+    rowid, misses = 0, 0
+    while misses < MISSES_BEFORE_GIVING_UP:
+        try:
+            for row in src.execute(f'SELECT rowid, * FROM "{name}" WHERE rowid>? ORDER BY rowid',
+                                   (rowid,)):
+                marks = ",".join("?" * (len(row) - 1))
+                dst.execute(f'INSERT OR IGNORE INTO "{name}" VALUES ({marks})', row[1:])
+                rowid, misses = row[0], 0
+            return
+        except sqlite3.DatabaseError:
+            pass
+        rowid += 1  # the row after the last one read is unreadable: try the next
+        misses += 1
         try:
             row = src.execute(f'SELECT rowid, * FROM "{name}" WHERE rowid=?',
                               (rowid,)).fetchone()
@@ -197,3 +211,4 @@ def _copy_table(src: sqlite3.Connection, dst: sqlite3.Connection, name: str) -> 
         if row is not None:
             marks = ",".join("?" * (len(row) - 1))
             dst.execute(f'INSERT OR IGNORE INTO "{name}" VALUES ({marks})', row[1:])
+            misses = 0
