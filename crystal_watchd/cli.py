@@ -106,6 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     _subcommand(moves, "check", parents=[common],
                 help="check the journal file with SQLite's integrity check and list its "
                      "backups (78 if it is damaged)")
+    _subcommand(moves, "rebuild", parents=[common],
+                help="journal as done every inbox file whose output the outbox already holds "
+                     "(its provenance names the file and settings): nothing is paid again")
     _subcommand(moves, "recover", parents=[common],
                 help="bring a damaged journal back from its newest good backup or what "
                      "SQLite salvages (the damaged file is kept, renamed aside)")
@@ -266,7 +269,7 @@ def _check_online(config: config_mod.Config) -> int:
 
 
 def _journal(args: argparse.Namespace, config: config_mod.Config) -> int:
-    if args.journal_command in ("check", "recover"):
+    if args.journal_command in ("check", "recover", "rebuild"):
         from .commands import journalcare
         from .daemon.lock import StateLock
 
@@ -280,7 +283,8 @@ def _journal(args: argparse.Namespace, config: config_mod.Config) -> int:
                 print(f"crystal-watchd: {exc}; stop it before recovering", file=sys.stderr)
                 return EXIT_FAILURES
             try:
-                lines, code = journalcare.recover(config)
+                lines, code = (journalcare.recover(config) if args.journal_command == "recover"
+                               else journalcare.rebuild(config))
             finally:
                 lock.release()
         print("\n".join(lines), file=sys.stdout if code == EXIT_OK else sys.stderr)

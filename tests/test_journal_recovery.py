@@ -207,3 +207,62 @@ def test_refused_start_leaves_no_daemon_row(tmp_path):
     assert db.execute("SELECT count(*) FROM daemons").fetchone()[0] == 0
     status = cli("status", "--json", "--config", str(config))
     assert status.returncode == 3 and json.loads(status.stdout)["daemon_running"] is False
+
+
+def test_refused_start_leaves_no_daemon_row_on_postgresql(tmp_path, pg_url):
+    """The same on a shared PostgreSQL journal: a refused start leaves no daemon row that
+    the other daemons' ``status`` would list as alive; ``journal check`` reaches the database
+    and points at pg_dump for its backups."""
+    import psycopg
+
+    config = write_config(tmp_path, [{"inbox": "in", "outbox": "out"}], backend="fal",
+                          journal=pg_url)
+    refused = cli("once", "--config", str(config), env={"FAL_KEY": "", "FAL_KEY_ID": "",
+                                                        "FAL_KEY_SECRET": ""})
+    assert refused.returncode == 78, refused.stderr
+    with psycopg.connect(pg_url) as db:
+        assert db.execute("SELECT count(*) FROM daemons").fetchone()[0] == 0
+    checked = cli("journal", "check", "--config", str(config))
+    assert checked.returncode == 0, checked.stderr
+    assert "pg_dump" in checked.stdout
+
+
+def test_lost_postgresql_journal_pays_for_nothing_in_the_outbox(tmp_path, pg_url):
+    """A PostgreSQL journal emptied (a database recreated) finds the outputs' provenance
+    the same way: the next ``once`` records every file as done and writes no output."""
+    import psycopg
+
+    config = write_config(tmp_path, [{"name": "p", "inbox": "in", "outbox": "out"}],
+                          journal=pg_url)
+    for i in range(3):
+        make_image(tmp_path / f"in/pic{i}.jpg", (30 + i, 20), color=f"#{i * 40:02x}3050")
+    assert cli("once", "--config", str(config)).returncode == 0
+    before = outbox_state(tmp_path)
+    assert len(before) == 3
+    with psycopg.connect(pg_url) as db:
+        db.execute("DELETE FROM jobs")
+    again = cli("once", "--config", str(config))
+    assert again.returncode == 0, again.stderr
+    assert events(again.stderr).count("job_found_in_outbox") == 3
+    assert outbox_state(tmp_path) == before
+
+
+def test_rebuild_journals_what_the_outboxes_hold(tmp_path):
+    """``journal rebuild`` with the journal gone journals every file whose output is in
+    the outbox as done at no cost, and leaves a file with no output unknown (the next
+    ``once`` upscales only that one)."""
+    config = processed(tmp_path, count=4)
+    shutil.rmtree(tmp_path / "state")
+    make_image(tmp_path / "in/new.jpg", (44, 33), color="#102030")
+    rebuilt = cli("journal", "rebuild", "--config", str(config))
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "p: 4 file(s)" in rebuilt.stdout
+    db = sqlite3.connect(tmp_path / "state/journal.sqlite3")
+    assert db.execute("SELECT count(*), sum(cost_usd) FROM jobs WHERE state='done'"
+                      ).fetchone() == (4, 0.0)
+    db.close()
+    again = cli("once", "--config", str(config))
+    assert again.returncode == 0, again.stderr
+    assert events(again.stderr).count("job_started") == 1
+    assert sorted(images_in(tmp_path / "out")) == sorted(
+        [f"pic{i:02d}_x2.jpg" for i in range(4)] + ["new_x2.jpg"])

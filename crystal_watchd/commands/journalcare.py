@@ -104,4 +104,18 @@ def recover(config: Config) -> tuple[list[str], int]:
         return [*lines, f"crystal-watchd: the recovered journal cannot be used: {exc}"], \
             EXIT_FAILURES
     lines.append(f"journal OK: {path}")
-    return lines, EXIT_OK
+    # What the journal brought back lacks (jobs after the backup, rows on a damaged page),
+    # the outputs themselves say was done.
+    return [*lines, *rebuild(config)[0]], EXIT_OK
+
+
+def rebuild(config: Config) -> tuple[list[str], int]:
+    """``journal rebuild``: what the outboxes hold, journaled as done (daemon/rebuild.py).
+    The caller holds the state lock."""
+    import asyncio
+
+    from ..daemon.rebuild import rebuild as rebuild_from_outboxes
+
+    found = asyncio.run(rebuild_from_outboxes(config))
+    return [f"{name}: {count} file(s) journaled as done from the outputs that name them"
+            for name, count in found.items()], EXIT_OK

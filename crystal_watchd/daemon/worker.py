@@ -75,7 +75,14 @@ class JobCallbacks:
     budget_full: Callable[[], None] = lambda: None  # no reservation left for today
 
 
-def _named_for(folder: FolderConfig, rel: str, made: provenance.Provenance, path: Path) -> bool:
+def settings_for(config: Config, folder: FolderConfig, backend: str) -> Settings:
+    """The settings a new job of ``folder`` runs with on ``backend``."""
+    return Settings(backend, folder.scale_factor, folder.creativity, folder.output_format,
+                    "" if backend == "local" else config.fal.result_format, folder.dpi,
+                    fit=folder.fit.plain() if folder.fit else None)
+
+
+def named_for(folder: FolderConfig, rel: str, made: provenance.Provenance, path: Path) -> bool:
     """Whether ``path`` has the name the output of the file at ``rel`` gets (any of the
     first results' names) at the scale ``made`` records."""
     try:
@@ -124,11 +131,7 @@ class Worker:
                                          dpi=settings.dpi,
                                          fit=FitTarget.from_plain(settings.fit))
         else:
-            settings = Settings(self.backend.name, folder.scale_factor, folder.creativity,
-                                folder.output_format,
-                                "" if self.backend.name == "local"
-                                else self.config.fal.result_format, folder.dpi,
-                                fit=folder.fit.plain() if folder.fit else None)
+            settings = settings_for(self.config, folder, self.backend.name)
         async with self._twin_locks[hash(job.sha256) % TWIN_LOCK_STRIPES]:
             job = await self.journal.start(job, settings.__dict__, settings.key())
             earlier = leader = None
@@ -324,7 +327,7 @@ class Worker:
         async with self._outbox_lock:  # one index per outbox, however many jobs ask at once
             return await asyncio.to_thread(self._outbox_index.find, folder.outbox, job.sha256,
                                            settings.key(), job.rel, functools.partial(
-                                               _named_for, folder, job.rel))
+                                               named_for, folder, job.rel))
 
     async def _done_twin(self, job: Job, settings: Settings) -> Job | None:
         """A finished job with the same content and settings whose outputs are still there."""
