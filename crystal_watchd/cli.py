@@ -3,8 +3,9 @@ approve|journal``. The only place that exits.
 
 Exit codes: 0 ok, 1 job failures (``once``), a refused start, a config ``init`` would
 overwrite or a fal ``check --online`` cannot reach, 2 usage, 78 config error (or a key fal
-refuses, or a damaged SQLite journal: every command that opens it), 75 (``once``) nothing failed but a file still arriving was left for the next run or
-pictures are held for approval by the spend guard (nothing spent on them);
+refuses, or a damaged SQLite journal: every command that opens it), 75 (``once``) nothing
+failed but a file still arriving was left for the next run or pictures are held for approval
+by the spend guard (nothing spent on them);
 ``status`` exits 3 when no daemon is running (as LSB init scripts do), so health checks can
 rely on its exit code alone.
 """
