@@ -14,8 +14,6 @@ import time
 import pytest
 from conftest import cli, fal_env, images_in, make_image, write_config
 
-from crystal_watchd.images import provenance
-
 DAMAGE = ["garbage", "truncated"]
 
 
@@ -146,6 +144,8 @@ def test_lost_state_dir_pays_for_nothing_already_in_the_outbox(tmp_path, fakefal
     wiped volume). The restart submits nothing (fal's ledger bills each input once), writes
     no ``-1`` copies, and journals each file as done at no cost; every output names its
     source's sha256, the request id, scale, creativity, model and version in its XMP."""
+    from crystal_watchd.images import provenance
+
     server = fakefal(latency=0.1)
     config = write_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 0.2,
                                       "creativity": 1}], backend="fal",
