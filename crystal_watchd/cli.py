@@ -3,8 +3,9 @@ approve|journal``. The only place that exits.
 
 Exit codes: 0 ok, 1 job failures (``once``), a refused start, a config ``init`` would
 overwrite or a fal ``check --online`` cannot reach, 2 usage, 78 config error (or a key fal
-refuses), 75 (``once``) nothing failed but a file still arriving was left for the next run or
-pictures are held for approval by the spend guard (nothing spent on them);
+refuses, or a damaged SQLite journal: every command that opens it), 75 (``once``) nothing
+failed but a file still arriving was left for the next run or pictures are held for approval
+by the spend guard (nothing spent on them);
 ``status`` exits 3 when no daemon is running (as LSB init scripts do), so health checks can
 rely on its exit code alone.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 from . import __version__, logs
 from . import config as config_mod
 from .config import mask_url
-from .errors import ConfigError, LockedError
+from .errors import ConfigError, JournalDamaged, LockedError
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
 EXIT_NOT_RUNNING = 3
@@ -95,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     approve.add_argument("folders", nargs="*", metavar="FOLDER",
                          help="a folder's name, as in the config (none: every folder)")
     journal = _subcommand(sub, "journal", parents=[common],
-                             help="move jobs between the SQLite journal and PostgreSQL")
+                             help="check, recover, export or import the journal")
     moves = journal.add_subparsers(dest="journal_command", required=True, metavar="ACTION")
     export = _subcommand(moves, "export", parents=[common],
                               help="write every job of the configured journal to a file")
@@ -103,6 +104,15 @@ def _parser() -> argparse.ArgumentParser:
     imp = _subcommand(moves, "import", parents=[common],
                            help="add the jobs of an export file to the configured journal")
     imp.add_argument("file", type=Path, help="JSON lines file from 'journal export'")
+    _subcommand(moves, "check", parents=[common],
+                help="check the journal file with SQLite's integrity check and list its "
+                     "backups (78 if it is damaged)")
+    _subcommand(moves, "rebuild", parents=[common],
+                help="journal as done every inbox file whose output the outbox already holds "
+                     "(its provenance names the file and settings): nothing is paid again")
+    _subcommand(moves, "recover", parents=[common],
+                help="bring a damaged journal back from its newest good backup or what "
+                     "SQLite salvages (the damaged file is kept, renamed aside)")
     return parser
 
 
@@ -170,8 +180,13 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "journal":
-            return _move_jobs(args, config)
+            return _journal(args, config)
         return _command(args, config, status_mod, journal_path)
+    except JournalDamaged as exc:  # restarting cannot help: 78 stops a service manager
+        from .commands.journalcare import damaged_lines
+
+        print("\n".join(damaged_lines(exc, config)), file=sys.stderr)
+        return EXIT_CONFIG
     except JournalUnavailable as exc:
         print(f"crystal-watchd: {exc}", file=sys.stderr)
         return EXIT_FAILURES
@@ -252,6 +267,30 @@ def _check_online(config: config_mod.Config) -> int:
         return EXIT_OK
     print(f"crystal-watchd: --online: {words}", file=sys.stderr)
     return EXIT_CONFIG if outcome == "refused" else EXIT_FAILURES
+
+
+def _journal(args: argparse.Namespace, config: config_mod.Config) -> int:
+    if args.journal_command in ("check", "recover", "rebuild"):
+        from .commands import journalcare
+        from .daemon.lock import StateLock
+
+        if args.journal_command == "check":
+            lines, code = journalcare.check(config)
+        else:
+            lock = StateLock(config.state_dir)
+            try:
+                lock.acquire()
+            except LockedError as exc:
+                print(f"crystal-watchd: {exc}; stop it before recovering", file=sys.stderr)
+                return EXIT_FAILURES
+            try:
+                lines, code = (journalcare.recover(config) if args.journal_command == "recover"
+                               else journalcare.rebuild(config))
+            finally:
+                lock.release()
+        print("\n".join(lines), file=sys.stdout if code == EXIT_OK else sys.stderr)
+        return code
+    return _move_jobs(args, config)
 
 
 def _move_jobs(args: argparse.Namespace, config: config_mod.Config) -> int:

@@ -5,6 +5,7 @@
     ├── LockedError            another daemon holds the journal: refuse to start
     ├── JournalError           the journal itself, not a job
     │   ├── JournalUnavailable cannot be reached, opened or migrated: say why, exit 78
+    │   │   └── JournalDamaged the SQLite file is corrupt: name it and the recovery, exit 78
     │   ├── LeaseLost          another daemon took this job over: leave it alone
     │   └── IllegalTransition  a state change the job's state table forbids: a bug, not
     │                          a job's fault; the row is left as it was
@@ -70,6 +71,18 @@ class JournalError(CrystalWatchdError):
 
 class JournalUnavailable(JournalError):
     """The journal cannot be reached or migrated; the message is fit to print (no password)."""
+
+
+class JournalDamaged(JournalUnavailable):
+    """The SQLite journal file is damaged (SQLite's own check fails, or it cannot be read as
+    a database). Restarting cannot help: the caller names the file, what is wrong and the
+    command that recovers it, and exits 78 so a service manager stops restarting."""
+
+    exit_code = 78
+
+    def __init__(self, path: str, problem: str):
+        self.path, self.problem = path, problem
+        super().__init__(f"the journal {path} is damaged: {problem}")
 
 
 class LeaseLost(JournalError):

@@ -20,12 +20,13 @@ from pathlib import Path
 
 from PIL import Image
 
+from .. import __version__
 from ..config import Config, FolderConfig
 from ..errors import RetryableError
-from ..images import metadata, output, preflight, render
+from ..images import metadata, output, preflight, provenance, render
 from ..images.pixels import PixelPool
 from ..images.result import ResultImage
-from ..jobs import Job, JobState
+from ..jobs import Job, JobState, Settings
 from ..journal import JournalBase
 
 
@@ -87,7 +88,8 @@ class Completer:
                                        alpha=alpha, jpeg_quality=folder.jpeg_quality,
                                        webp_quality=folder.webp_quality,
                                        dpi=metadata.output_dpi(source.meta.dpi, folder.dpi,
-                                                               scale))
+                                                               scale),
+                                       made=self._provenance(job, folder, plan))
                 if render.passes_through(result, target):
                     written = await asyncio.to_thread(render.write, result, target, wanted, tag)
                 else:
@@ -106,6 +108,22 @@ class Completer:
         if alpha is not None:
             alpha.unlink(missing_ok=True)
         return pending, megapixels
+
+    def _provenance(self, job: Job, folder: FolderConfig,
+                    plan: preflight.Plan) -> provenance.Provenance:
+        """What the output says of where it came from (images/provenance.py)."""
+        settings = Settings(**job.settings) if job.settings else None
+        backend = settings.backend if settings else "local"
+        price = self._config().fal.price_per_megapixel
+        return provenance.Provenance(
+            SourceSha256=job.sha256, SettingsKey=settings.key() if settings else "",
+            Backend=backend,
+            Model=self._config().fal.endpoint if backend == "fal" else "pillow-lanczos",
+            Scale=output.format_number(plan.scale),
+            Creativity=output.format_number(folder.creativity),
+            Source=provenance.source_text(job.rel), RequestId=job.request_id or "",
+            EstimatedCostUsd=f"{plan.megapixels * price if self._charges else 0.0:.6f}",
+            Software=f"crystal-watchd {__version__}")
 
     async def _place(self, job: Job, folder: FolderConfig,
                      pending: list[list[str]]) -> tuple[Job, list[str] | None]:
@@ -142,6 +160,18 @@ class Completer:
         job = await self.journal.output_written(
             job, finals, megapixels=None if unpaid else round(megapixels, 6),
             cost_usd=round(billed * self._config().fal.price_per_megapixel, 6))
+        return await self._finish(job, folder, bound, started)
+
+    async def found_in_outbox(self, job: Job, folder: FolderConfig, outputs: list[Path],
+                              bound, started: float) -> JobState:
+        """The outbox already holds this work (its outputs name the same source and
+        settings) though the journal did not know it: recorded as done, nothing paid, no
+        copy written."""
+        finals = [str(p) for p in outputs]
+        job = await self.journal.output_written(job, finals, megapixels=None, cost_usd=0.0)
+        bound.info("job_found_in_outbox", outputs=finals,
+                   note="an output in the outbox already names this file and settings; "
+                        "recorded as done without upscaling again")
         return await self._finish(job, folder, bound, started)
 
     async def resume(self, job: Job, folder: FolderConfig, bound) -> JobState:

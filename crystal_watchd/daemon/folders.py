@@ -101,6 +101,14 @@ class FolderIntake:
             self._watchers[folder.name] = watcher
         self._scan(folder, folder.inbox)
 
+    def wait_for_inbox(self, folder: FolderConfig) -> None:
+        """A missing inbox that was not made: the folder waits as gone, and starts when the
+        inbox appears (``housekeeping`` looks every AVAILABILITY_CHECK)."""
+        self._running.unavailable.add(folder.name)
+        log.warning("inbox_missing", folder=folder.name, inbox=str(folder.inbox),
+                    note="not created (it may be a share not mounted yet, or a typo); "
+                         "watched as soon as it appears")
+
     def stop_folder(self, name: str) -> None:
         """Stop watching the folder and forget its unsettled files (its queued jobs stay)."""
         watcher = self._watchers.pop(name, None)
@@ -270,6 +278,11 @@ class FolderIntake:
         else:
             self._running.unavailable.discard(folder.name)
             log.info("folder_available", folder=folder.name, inbox=str(folder.inbox))
+            try:
+                folder.outbox.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # a job waits on an outbox it cannot write; say why now
+                log.warning("outbox_not_created", folder=folder.name,
+                            outbox=str(folder.outbox), error=str(exc))
             self._alerts.on_folder(folder.name, folder.inbox, available)
             self.start_folder(folder)
             self._running.wake.set()
@@ -295,7 +308,20 @@ class FolderIntake:
                 self.rescan_all()
 
 
-def create_dirs(folder: FolderConfig) -> None:
-    """Missing inbox and outbox folders are created at start (and on reload)."""
-    for directory in (folder.inbox, folder.outbox):
-        directory.mkdir(parents=True, exist_ok=True)
+def may_create_inbox(folder: FolderConfig, config_path: Path) -> bool:
+    """Whether a missing inbox may be made: only under the config file's own folder (a
+    checkout's example, a folder set up beside its config). Anywhere else it may be a share
+    not mounted yet or a mistyped path: made on the local disk under the mount point, it
+    would hide what syncs there once the share mounts."""
+    return config_path.parent.resolve() in folder.inbox.resolve().parents
+
+
+def create_dirs(folder: FolderConfig, config_path: Path) -> bool:
+    """At start (and on reload): the outbox is made if missing, and the inbox only where
+    ``may_create_inbox`` allows. Returns whether the inbox is there to be watched."""
+    if not folder.inbox.is_dir():
+        if not may_create_inbox(folder, config_path):
+            return False
+        folder.inbox.mkdir(parents=True, exist_ok=True)
+    folder.outbox.mkdir(parents=True, exist_ok=True)
+    return True

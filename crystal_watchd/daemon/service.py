@@ -124,12 +124,15 @@ class Service:
         lock.acquire()
         try:
             self.journal = await open_store(self.config, events=self.events)
+            self.identity = await register(self.journal, self.config)
+            # A start refused here (no fal key, say) took no work: it leaves no daemon row,
+            # or ``status`` would list it as alive until its heartbeat went stale.
+            self._build()
         except BaseException:
+            await self._refused()
             lock.release()
             raise
-        self.identity = await register(self.journal, self.config)
         page = None
-        self._build()
         overflow = OverflowHook(loop, self.intake.rescan_all)
         tasks: list[asyncio.Task] = []
         try:
@@ -141,8 +144,7 @@ class Service:
                 overflow.install()
                 self._install_signals(loop)
             for folder in self.config.folders:
-                create_dirs(folder)
-                self.intake.start_folder(folder)
+                self._start_folder(folder)
             if not self.once:
                 page = await web.start(self)
             tasks = [asyncio.create_task(self.intake.settler.run(), name="settle"),
@@ -195,6 +197,16 @@ class Service:
                  **({"left_arriving": self._left_arriving} if self._left_arriving else {}))
         return self._exit_code()
 
+    async def _refused(self) -> None:
+        """Undo what a start refused before it took work did to the journal."""
+        journal = getattr(self, "journal", None)
+        if journal is None:
+            return
+        try:
+            await journal.unregister_daemon()
+        finally:
+            await journal.close()
+
     def _exit_code(self) -> int:
         if not self.once:
             return 0
@@ -203,6 +215,13 @@ class Service:
         if self._held_at_exit:
             return EXIT_HELD
         return EXIT_LEFT_ARRIVING if self._left_arriving else 0
+
+    def _start_folder(self, folder: config_mod.FolderConfig) -> None:
+        """Watch a folder whose inbox is there (made if it may be); else it waits as gone."""
+        if create_dirs(folder, self.config.path):
+            self.intake.start_folder(folder)
+        else:
+            self.intake.wait_for_inbox(folder)
 
     def request_stop(self, *, immediately: bool = False) -> None:
         running = self.running
@@ -249,7 +268,8 @@ class Service:
         running, settler = self.running, self.intake.settler
         idle_before = False
         while not self._stop.is_set():
-            mine = [f.name for f in self.config.folders]
+            # A folder waiting for its inbox is left for a run that finds it.
+            mine = [f.name for f in self.config.folders if f.name not in running.unavailable]
             # A file still arriving is not waited for: cron runs us again, and by then it
             # is complete or its grace has run out and it is judged.
             later = await self.journal.arriving_later(mine, time.time())
@@ -320,8 +340,7 @@ class Service:
         if (new.log.format, new.log.level) != (old.log.format, old.log.level):
             logs.configure(new.log.format, new.log.level)
         for name in added + changed:
-            create_dirs(new_folders[name])
-            self.intake.start_folder(new_folders[name])
+            self._start_folder(new_folders[name])
         self.dispatcher.lift_holds()
         self.guard.rejudge()
         log.info("config_reloaded", added=added, removed=removed, changed=changed)

@@ -132,6 +132,9 @@ async def keep_alive(journal: JournalBase, current_config: Callable[[], object])
         await asyncio.sleep(max(0.2, min(config.journal_lease / 3, 20.0)))
         try:
             await journal.heartbeat(folder_settings(current_config()))
+            written = await journal.backup_if_due()
+            if written is not None:
+                log.info("journal_backed_up", file=str(written))
         except Exception as exc:  # noqa: BLE001 - a blip must not stop the daemon
             log.warning("heartbeat_failed", error=str(exc),
                         note="leases run out if the journal stays unreachable")

@@ -37,7 +37,7 @@ from ..errors import (
     RetryableError,
     StillArriving,
 )
-from ..images import output, preflight, unscaled
+from ..images import output, preflight, provenance, unscaled
 from ..images.pixels import PixelPool
 from ..images.source import open_source
 from ..intake import arrival
@@ -75,6 +75,25 @@ class JobCallbacks:
     budget_full: Callable[[], None] = lambda: None  # no reservation left for today
 
 
+def settings_for(config: Config, folder: FolderConfig, backend: str) -> Settings:
+    """The settings a new job of ``folder`` runs with on ``backend``."""
+    return Settings(backend, folder.scale_factor, folder.creativity, folder.output_format,
+                    "" if backend == "local" else config.fal.result_format, folder.dpi,
+                    fit=folder.fit.plain() if folder.fit else None)
+
+
+def named_for(folder: FolderConfig, rel: str, made: provenance.Provenance, path: Path) -> bool:
+    """Whether ``path`` has the name the output of the file at ``rel`` gets (any of the
+    first results' names) at the scale ``made`` records."""
+    try:
+        scale = float(made.Scale)
+        ext = path.suffix.lstrip(".")
+        return any(output.render_name(folder, rel, scale=scale, ext=ext, index=i) == path
+                   for i in range(4))
+    except (ValueError, JobError):
+        return False
+
+
 class Worker:
     """One job, start to finish, on the backend it is given.
 
@@ -94,6 +113,9 @@ class Worker:
         #: same job (the first to start) instead of for each other in a chain. A fixed number
         #: of locks: nothing to clean up, and unrelated files rarely share one.
         self._twin_locks = [asyncio.Lock() for _ in range(TWIN_LOCK_STRIPES)]
+        #: What the outboxes already hold, by the provenance in each output (read once).
+        self._outbox_index = provenance.OutboxIndex()
+        self._outbox_lock = asyncio.Lock()
 
     async def process(self, job: Job) -> JobState:
         folder = self.config.folder(job.folder)
@@ -109,11 +131,7 @@ class Worker:
                                          dpi=settings.dpi,
                                          fit=FitTarget.from_plain(settings.fit))
         else:
-            settings = Settings(self.backend.name, folder.scale_factor, folder.creativity,
-                                folder.output_format,
-                                "" if self.backend.name == "local"
-                                else self.config.fal.result_format, folder.dpi,
-                                fit=folder.fit.plain() if folder.fit else None)
+            settings = settings_for(self.config, folder, self.backend.name)
         async with self._twin_locks[hash(job.sha256) % TWIN_LOCK_STRIPES]:
             job = await self.journal.start(job, settings.__dict__, settings.key())
             earlier = leader = None
@@ -135,6 +153,11 @@ class Worker:
         try:
             if job.outputs or job.pending:
                 return await asyncio.shield(self.completer.resume(job, folder, bound))
+            if not job.request_id:
+                found = await self._in_outbox(job, folder, settings)
+                if found:
+                    return await asyncio.shield(self.completer.found_in_outbox(
+                        job, folder, found, bound, started))
             data = await asyncio.to_thread(self._read_source, job, folder)
             if earlier is not None and all(Path(p).exists() for p in earlier.outputs):
                 bound.info("job_deduplicated", same_as_job=earlier.id,
@@ -296,6 +319,15 @@ class Worker:
             return True
         self.hooks.budget_full()
         return False
+
+    async def _in_outbox(self, job: Job, folder: FolderConfig,
+                         settings: Settings) -> list[Path]:
+        """Outputs already in the folder's outbox that name this file's content and settings
+        (a journal lost or restored from an older backup): the outbox is indexed once."""
+        async with self._outbox_lock:  # one index per outbox, however many jobs ask at once
+            return await asyncio.to_thread(self._outbox_index.find, folder.outbox, job.sha256,
+                                           settings.key(), job.rel, functools.partial(
+                                               named_for, folder, job.rel))
 
     async def _done_twin(self, job: Job, settings: Settings) -> Job | None:
         """A finished job with the same content and settings whose outputs are still there."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from . import iptc, metadata, xmp
+from . import iptc, metadata, provenance, xmp
 from .metadata import Metadata
 
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "TIFF": "image/tiff", "WEBP": "image/webp",
@@ -45,16 +45,21 @@ class Blocks:
 
 
 def for_output(meta: Metadata, fmt: str, size: tuple[int, int], mode: str,
-               dpi: tuple[float, float] | None) -> Blocks:
-    """What an output of ``fmt``, ``size`` and pixel ``mode`` carries from ``meta``."""
-    packet = None
+               dpi: tuple[float, float] | None,
+               made: provenance.Provenance | None = None) -> Blocks:
+    """What an output of ``fmt``, ``size`` and pixel ``mode`` carries from ``meta``, and
+    where it came from (``made``) in the project's XMP namespace."""
+    parsed = None
     if meta.xmp:
         try:
             parsed = xmp.parse(meta.xmp)
             xmp.for_output(parsed, size=size, mime=MIME.get(fmt, ""), dpi=dpi)
-            packet = xmp.serialize(parsed)
         except xmp.XmpError:  # checked when read; cannot happen, but never fail a job
-            packet = None
+            parsed = None
+    if made is not None:
+        parsed = parsed if parsed is not None else xmp.empty()
+        provenance.add(parsed, made)
+    packet = xmp.serialize(parsed) if parsed is not None else None
     return Blocks(exif=metadata.exif_with_dpi(meta.exif, dpi), icc=meta.icc_for(mode),
                   xmp=packet, iim=meta.iim, irb=iptc.assemble(meta.iim, meta.irb, dpi),
                   dpi=dpi)

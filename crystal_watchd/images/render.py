@@ -22,7 +22,7 @@ from typing import BinaryIO
 from PIL import Image
 
 from ..errors import ConversionError, RetryableError
-from . import carriers, containers, output, pixels
+from . import carriers, containers, output, pixels, provenance
 from .metadata import Metadata
 from .result import ResultImage
 
@@ -55,6 +55,8 @@ class Target:
     webp_quality: int = 90
     #: The print resolution the output declares (pixels per inch), None to declare none.
     dpi: tuple[float, float] | None = None
+    #: Where the output comes from, written into its XMP (images/provenance.py).
+    made: provenance.Provenance | None = None
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,8 @@ def _pass_through(source: Path, target: Target, where: Path, tag: str, fmt: str)
     # The profile must describe the result's pixels (a CMYK JPEG's would not; see icc_for).
     mode = {1: "L", 3: "RGB"}.get(info.channels, "CMYK") if fmt == "JPEG" else (
         "L" if info.channels <= 2 else "RGB")
-    blocks = carriers.for_output(target.meta, fmt, (info.width, info.height), mode, target.dpi)
+    blocks = carriers.for_output(target.meta, fmt, (info.width, info.height), mode, target.dpi,
+                                 target.made)
 
     def copy(fh: BinaryIO) -> None:
         splice(source, fh, blocks)
@@ -160,7 +163,8 @@ def encode(image: Image.Image, target: Target, fh: BinaryIO) -> None:
     fmt = target.fmt
     params: dict[str, object] = {}
     if fmt in _CARRIES_METADATA:
-        blocks = carriers.for_output(target.meta, fmt, image.size, image.mode, target.dpi)
+        blocks = carriers.for_output(target.meta, fmt, image.size, image.mode, target.dpi,
+                                     target.made)
         params.update(carriers.save_params(blocks, fmt))
     if fmt == "JPEG":
         params.update(quality=target.jpeg_quality,

@@ -169,6 +169,11 @@ class JournalBase:
     async def close(self) -> None:
         raise NotImplementedError
 
+    async def backup_if_due(self) -> Path | None:
+        """Back the journal up if its daily backup is due; the file written, or None. A
+        PostgreSQL journal is backed up with the database's own tools (pg_dump)."""
+        return None
+
     def has(self, name: str) -> bool:
         """Whether the journal has table ``name`` (or column ``table.column``): readers of
         an older journal skip what it cannot have, and any other failure surfaces."""

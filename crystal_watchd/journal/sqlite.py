@@ -17,9 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..errors import JournalDamaged
 from ..events import Events
 from ..jobs import Job
-from . import schema
+from . import schema, sqlitecare
 from .arrivals import (
     SAME_VERSION,
     SUPERSEDE,
@@ -70,10 +71,23 @@ class SqliteStore(JournalBase):
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     def _connect(self) -> None:  # on the journal's thread, as everything below
+        try:
+            self._open_checked()
+        except sqlite3.DatabaseError as exc:
+            if self.db is not None:
+                self.db.close()
+                self.db = None
+            if not sqlitecare.is_damage(exc):
+                raise
+            raise JournalDamaged(str(self.path), str(exc)) from None
+
+    def _open_checked(self) -> None:
         # check_same_thread off: tests and benchmarks peek at the file through ``db``.
+        existed = self.path.exists() and self.path.stat().st_size > 0
         if self.readonly:
             self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10,
                                       check_same_thread=False)
+            self._check()
             self._fill_missing_columns()
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,8 +97,37 @@ class SqliteStore(JournalBase):
             # NORMAL in WAL mode is durable across a process crash; only a power cut may
             # lose the last transactions, and every file is then found again by a rescan.
             self.db.execute("PRAGMA synchronous=NORMAL")
+            if existed:
+                self._check()
+                if schema.after(self._version()):
+                    sqlitecare.backup(self.db, self.path, "before-migration")
             self._migrate()
+            if existed and sqlitecare.backup_due(self.path):
+                # a full disk must not stop the start: the heartbeat tries again, and logs
+                with contextlib.suppress(OSError, sqlite3.Error):
+                    sqlitecare.backup(self.db, self.path, "daily")
         self.db.row_factory = sqlite3.Row
+
+    def _check(self) -> None:
+        """SQLite's quick check of a journal that was there before: a damaged one is refused
+        here, with its file named, rather than failing somewhere in the first statements."""
+        problem = sqlitecare.quick_check(self.db)
+        if problem is not None:
+            raise JournalDamaged(str(self.path), problem)
+
+    def _version(self) -> int:
+        """The schema step the journal has (0 for one from before ``meta``)."""
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone():
+            return 0
+        row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        return int(row[0]) if row else 0
+
+    async def backup_if_due(self) -> Path | None:
+        """The daily backup of a daemon that runs for days (its heartbeat asks)."""
+        if self.readonly or self.db is None or not sqlitecare.backup_due(self.path):
+            return None
+        async with self._lock:  # never inside another coroutine's transaction
+            return await self._call(sqlitecare.backup, self.db, self.path, "daily")
 
     def _migrate(self) -> None:
         self.db.execute("BEGIN IMMEDIATE")
