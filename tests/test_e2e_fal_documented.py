@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import time
 
+import httpx
 import pytest
 from conftest import cli, fal_env, images_in, make_image, wait_for, write_config
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def fal_config(tmp_path, fal=None, **top):
@@ -163,3 +165,39 @@ def test_uploads_carry_a_neutral_name(tmp_path, fakefal, fal_daemons, tls_files)
         assert len(name) == 32 + len(".png") and name.endswith(".png")
     assert len(images_in(tmp_path / "out")) == 2
     assert d.stop() == 0
+
+
+@pytest.mark.parametrize("factor", [1.0, 1.5])
+def test_the_bill_fal_reports_is_shown_beside_the_estimate(factor, tmp_path, fakefal,
+                                                           fal_daemons, tls_files):
+    """fal's ``x-fal-billable-units`` on each result fetch is recorded with the job and
+    shown beside the estimate in `status` (text and JSON), on the page and in /metrics;
+    when the bill is not what fal's price list gives (factor 1.5), each says they differ."""
+    server = fakefal(latency=0.1)
+    server.strict.billable_units_factor = factor
+    config = fal_config(tmp_path, http={"listen": "127.0.0.1:0", "token": "t0ken-1234"})
+    d = fal_daemons(config, fal_env(server, tls_files)).ready()
+    make_image(tmp_path / "in/b0.png", (400, 300), fmt="PNG")
+    make_image(tmp_path / "in/b1.png", (300, 200), fmt="PNG")
+    d.wait_event("job_done", 2, timeout=60)
+    megapixels = sum(row["output_megapixels"] for row in server.ledger)
+    url = d.wait_event("http_listening")[0]["url"]
+    auth = {"Authorization": "Bearer t0ken-1234"}
+    page = httpx.get(url, headers={**auth, "Accept": "text/html"}).text
+    metrics = httpx.get(url + "metrics", headers=auth).text
+    assert d.stop() == 0
+    report = json.loads(cli("status", "--json", "--config", str(config)).stdout)["spend"]
+    bill = report["billed"]
+    assert bill["units"] == pytest.approx(megapixels * factor, rel=1e-4)
+    assert bill["usd"] == pytest.approx(megapixels * factor * 0.016, rel=1e-4)
+    assert bill["estimated_usd"] == pytest.approx(megapixels * 0.016, rel=1e-4)
+    assert bill["differs"] is (factor != 1.0)
+    text = cli("status", "--config", str(config)).stdout
+    assert f"fal billed: ${bill['usd']:.2f}" in text
+    assert ("they differ" in text) is (factor != 1.0)
+    assert 'id="bill"' in page and (("they differ" in page) is (factor != 1.0))
+    samples = {s.name: s.value for f in text_string_to_metric_families(metrics)
+               for s in f.samples}
+    assert samples["crystal_watchd_billed_units_total"] == pytest.approx(megapixels * factor,
+                                                                         rel=1e-4)
+    assert samples["crystal_watchd_bill_differs"] == (1 if factor != 1.0 else 0)

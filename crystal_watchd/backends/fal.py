@@ -123,8 +123,12 @@ class FalBackend:
             try:
                 handle = await self._run(request, request_id, image_url, bound)
                 # The slot is free again: download while the next request runs.
-                result = await self._retrying("result", lambda h=handle: self._result(h))
-                return await self._download_all(result, request, handle.request_id, bound)
+                result, units = await self._retrying("result",
+                                                     lambda h=handle: self._result(h))
+                images = await self._download_all(result, request, handle.request_id, bound)
+                if images and units is not None:
+                    images[0] = dataclasses.replace(images[0], billed_units=units)
+                return images
             except _Gone:
                 if attempt == 2:
                     raise RetryableError("fal lost the request twice", kind="gone") from None
@@ -263,11 +267,12 @@ class FalBackend:
         return await self._retrying("upload", lambda: self._client.upload(
             data, mime, file_name=name, lifecycle=lifecycle))
 
-    async def _result(self, handle: Any) -> Any:
-        """The finished request's result: one GET (its status is already known)."""
+    async def _result(self, handle: Any) -> tuple[Any, float | None]:
+        """The finished request's result: one GET (its status is already known), and what
+        fal says it billed for it (``x-fal-billable-units``), where it says."""
         response = await handle.client.get(handle.response_url, timeout=RESULT_TIMEOUT)
         falclient.raise_for_status(self._fal, response)
-        return response.json()
+        return response.json(), billable_units(response.headers)
 
     async def _submit(self, request: UpscaleRequest, image_url: str | None, bound) -> str:
         async def input_url() -> str:
@@ -402,6 +407,15 @@ class FalBackend:
             target.unlink(missing_ok=True)
             raise RetryableError(f"the downloaded result is incomplete or damaged: {problem}",
                                  kind="download")
+
+
+def billable_units(headers: Any) -> float | None:
+    """``x-fal-billable-units`` as a number; None when absent or not a number."""
+    try:
+        units = float(headers.get("x-fal-billable-units"))
+    except (TypeError, ValueError):
+        return None
+    return units if units >= 0 and units == units else None  # not negative, not NaN
 
 
 class _Failed(Exception):

@@ -584,9 +584,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, {"detail": "Request is still in progress"})
         elif req.outcome == "ok":
             # What fal bills: for this app, output megapixels.
-            units = {"x-fal-billable-units": f"{(req.result or {}).get('_mp', 0):.6g}"}
+            units = (req.result or {}).get("_mp", 0) * fake.strict.billable_units_factor
             self._send(200, {k: v for k, v in (req.result or {}).items() if not k.startswith("_")},
-                       units)
+                       {"x-fal-billable-units": f"{units:.6g}"})
         elif req.outcome == "rejected":
             self._send(422, req.error)
         else:

@@ -73,6 +73,9 @@ class Strict:
     #: The request list echoes data URIs re-encoded (not byte-identical: nothing in fal's
     #: docs promises the exact string); True echoes them exactly.
     exact_echo: bool = False
+    #: ``x-fal-billable-units`` on a result fetch: the output megapixels times this (1: the
+    #: bill matches fal's price list; another value, a bill that differs from it).
+    billable_units_factor: float = 1.0
     #: Probability that a storage upload PUT (the GCS-style fallback) fails with a 500.
     put_failure: float = 0.0
     #: (endpoint, monotonic time) of every call to the queue, storage and downloads.
