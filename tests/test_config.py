@@ -191,11 +191,11 @@ def test_systemd_credential_counts_as_a_token(tmp_path, monkeypatch):
 
 
 def test_fal_storage_settings_parse_and_are_checked(tmp_path):
-    """``fal.cdn_expiry`` takes never, seconds or a duration (1d is the default); cleanup and
+    """``fal.cdn_expiry`` takes never, seconds or a duration (7d is the default); cleanup and
     store_payloads must be booleans; each problem names its line and key."""
     base = "backend: local\nfolders: [{inbox: in, outbox: out}]\n"
     default = config_mod.parse(base, tmp_path / "c.yaml").fal
-    assert (default.cdn_expiry, default.cleanup, default.store_payloads) == (86_400, False, True)
+    assert (default.cdn_expiry, default.cleanup, default.store_payloads) == (7 * 86_400, True, True)
     for given, seconds in (("never", None), ("7d", 604_800), ("90m", 5400), (3600, 3600)):
         fal = config_mod.parse(base + f"fal: {{cdn_expiry: {given}}}\n", tmp_path / "c.yaml").fal
         assert fal.cdn_expiry == seconds

@@ -36,6 +36,7 @@ def test_lost_submit_replies_are_found_again_and_billed_once(upload, tmp_path, f
     twice, and every file has one output."""
     server = fakefal(latency=0.3, latency_spread=0.5, runners=4, seed=11,
                      faults=Faults(lose_reply=0.3, list_delay=0.3))
+    server.strict.exact_echo = True  # data URIs matched only where fal echoes them exactly
     config = fal_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 0.2}],
                         fal={"upload": upload}, concurrency=4)
     d = fal_daemons(config, fal_env(server, tls_files)).ready()

@@ -19,11 +19,17 @@ from pathlib import Path
 
 import httpx
 
-from ..errors import RetryableError
+from ..errors import PermanentJobError, RetryableError
 from .answers import retry_after
 
 #: Timeouts of one download: connecting, and any one read or write.
 TIMEOUT = httpx.Timeout(60, connect=15)
+#: Answers for a result file that fal deleted for good (its CDN expiry passed): the request
+#: is finished and its result JSON may still answer, but the file will never come back.
+EXPIRED_STATUSES = (404, 410)
+#: What a job whose result file expired fails with, in plain words.
+EXPIRED_REASON = ("the result expired on fal before it could be fetched; a retry pays again")
+
 #: Downloads at once; more wait their turn. Their own threads, so that a burst of results
 #: never holds up the short jobs other parts of the daemon send to asyncio's default pool.
 THREADS = 32
@@ -67,7 +73,8 @@ class Downloader:
 
     async def fetch(self, url: str, target: Path) -> tuple[int, str | None]:
         """Stream ``url`` into ``target``; (bytes received, the declared Content-Length).
-        Raises RetryableError for an answer other than 200 or a transfer that broke off;
+        Raises PermanentJobError (kind ``result_expired``) when the file is gone for good
+        (404/410), RetryableError for another answer than 200 or a transfer that broke off;
         either way, and when cancelled, ``target`` is removed."""
         transfer = _Transfer()
         try:
@@ -83,6 +90,9 @@ class Downloader:
         try:
             with self._client.stream("GET", url) as response:
                 transfer.response = response
+                if response.status_code in EXPIRED_STATUSES:
+                    raise PermanentJobError(f"{EXPIRED_REASON} (the file answered "
+                                            f"{response.status_code})", kind="result_expired")
                 if response.status_code != 200:
                     raise RetryableError(f"download of the result returned "
                                          f"{response.status_code}", kind="download",
@@ -94,7 +104,7 @@ class Downloader:
                             raise _Stopped
                         fh.write(chunk)
                         received += len(chunk)
-        except RetryableError:
+        except (RetryableError, PermanentJobError):
             raise
         except Exception as exc:
             target.unlink(missing_ok=True)

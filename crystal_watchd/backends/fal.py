@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import hashlib
 import io
 import json
 import time
@@ -32,6 +33,7 @@ from ..errors import AccountError, JobError, PermanentJobError, RetryableError
 from ..images import containers
 from ..images.formats import PHONE_FORMATS
 from ..images.preflight import FAL_ACCEPTS
+from . import falclient
 from .answers import plain_detail, retry_after
 from .base import ResultImage, Slots, UpscaleRequest
 from .download import Downloader
@@ -44,8 +46,10 @@ from .waiting import RunTime, wait_until_done
 
 log = logs.get(__name__)
 
-#: Inputs up to this size go inline as a data URI under ``upload: auto``; larger ones go
-#: through fal storage (fal recommends data URIs only for small files).
+#: Inputs up to this size go inline as a data URI under ``upload: auto`` when a lost
+#: submission could not be looked up anyway; larger ones, and every input whose lost
+#: submission is to be found again, go through fal storage (a storage URL is unique per
+#: upload, while fal does not document that a data URI is echoed byte for byte).
 DATA_URI_LIMIT = 256 * 1024
 #: How long fetching a finished request's result may take.
 RESULT_TIMEOUT = httpx.Timeout(120.0, connect=30.0)
@@ -53,10 +57,15 @@ RESULT_TIMEOUT = httpx.Timeout(120.0, connect=30.0)
 #: anyway, and its result is then used), and how often to look meanwhile.
 CANCEL_WAIT = 30.0
 CANCEL_POLL = 1.0
+#: fal's documented outcomes of a cancel (by name only: the HTTP codes are not documented).
+_CANCEL_OUTCOMES = ("OK", "CANCELLATION_REQUESTED", "ALREADY_COMPLETED", "NOT_FOUND")
 #: Pause after 401/403 before trying the account again (SIGHUP resumes sooner).
 ACCOUNT_PAUSE = 600.0
 #: fal's largest accepted input (its crystal-upscaler documentation: up to 100 MB).
 MAX_INPUT_BYTES = 100 * 1024 * 1024
+#: The extension of an upload's neutral name, by its type.
+_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp",
+               "image/gif": ".gif", "image/avif": ".avif"}
 #: fal error types that say the input itself is the problem.
 _PERMANENT_TYPES = {"image_load_error", "image_too_large", "image_too_small",
                     "file_download_error", "unsupported_image_format", "value_error",
@@ -77,9 +86,7 @@ class FalBackend:
         self._runtime = RunTime()
         key = read_key(cfg, environ)
         logs.register_secret(key)
-        import fal_client  # imported late: it reads FAL_*_HOST when imported
-
-        self._fal = fal_client
+        fal_client = self._fal = falclient.load()
         self._client = fal_client.AsyncClient(key=key, default_timeout=min(cfg.timeout, 120))
         self._downloads = Downloader()
         self.platform = Platform(key, environ)
@@ -116,8 +123,12 @@ class FalBackend:
             try:
                 handle = await self._run(request, request_id, image_url, bound)
                 # The slot is free again: download while the next request runs.
-                result = await self._retrying("result", lambda h=handle: self._result(h))
-                return await self._download_all(result, request, handle.request_id, bound)
+                result, units = await self._retrying("result",
+                                                     lambda h=handle: self._result(h))
+                images = await self._download_all(result, request, handle.request_id, bound)
+                if images and units is not None:
+                    images[0] = dataclasses.replace(images[0], billed_units=units)
+                return images
             except _Gone:
                 if attempt == 2:
                     raise RetryableError("fal lost the request twice", kind="gone") from None
@@ -132,6 +143,15 @@ class FalBackend:
             except _Failed as exc:
                 await request.on_forgotten()  # fal says it failed: the next attempt submits anew
                 raise exc.error from None
+            except PermanentJobError as exc:
+                if exc.kind == "result_expired":
+                    # The file is gone for good: asking again would never get it, and a
+                    # retry (by the user, knowingly) submits anew.
+                    await request.on_forgotten()
+                    bound.warning("fal_result_expired", request_id=request_id,
+                                  note="the result expired on fal before it could be "
+                                       "fetched; a retry pays again")
+                raise
         raise AssertionError("unreachable")
 
     async def _run(self, request: UpscaleRequest, request_id: str | None, image_url: str | None,
@@ -237,22 +257,22 @@ class FalBackend:
                 f"the image to send is {len(data) / 2**20:.0f} MB; fal accepts at most "
                 f"{MAX_INPUT_BYTES // 2**20} MB", kind="input_too_large")
         mode = self.cfg.upload
-        if mode == "data-uri" or (mode == "auto" and len(data) <= DATA_URI_LIMIT):
+        small = len(data) <= DATA_URI_LIMIT and not self._submitter.can_look_up
+        if mode == "data-uri" or (mode == "auto" and small):
             return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-        reencoded = {"image/png": ".png", "image/jpeg": ".jpg"}.get(mime)
-        keep_suffix = data is request.data
-        name = Path(request.source_name).stem + (Path(request.source_name).suffix if keep_suffix
-                                                 else reencoded or "")
+        # A neutral name: the client's file name would sit on fal's public CDN.
+        name = hashlib.sha256(data).hexdigest()[:32] + _EXTENSIONS.get(mime, "")
         lifecycle = (None if self.cfg.cdn_expiry is None
                      else self._fal.StorageSettings(expires_in=self.cfg.cdn_expiry))
         return await self._retrying("upload", lambda: self._client.upload(
             data, mime, file_name=name, lifecycle=lifecycle))
 
-    async def _result(self, handle: Any) -> Any:
-        """The finished request's result: one GET (its status is already known)."""
+    async def _result(self, handle: Any) -> tuple[Any, float | None]:
+        """The finished request's result: one GET (its status is already known), and what
+        fal says it billed for it (``x-fal-billable-units``), where it says."""
         response = await handle.client.get(handle.response_url, timeout=RESULT_TIMEOUT)
-        self._fal.client._raise_for_status(response)
-        return response.json()
+        falclient.raise_for_status(self._fal, response)
+        return response.json(), billable_units(response.headers)
 
     async def _submit(self, request: UpscaleRequest, image_url: str | None, bound) -> str:
         async def input_url() -> str:
@@ -280,45 +300,73 @@ class FalBackend:
         ready after all (fetch it); raises _Failed when the request ended without one.
 
         fal only signals a running request and the model decides: the run may stop later
-        or finish anyway, and a run cancelled while running is billed. So after a cancel we
-        wait (up to CANCEL_WAIT) for the request to complete: a result that comes is paid
-        for and used, and only a request that ended cancelled (or never ended) is submitted
-        again. Unless it was still waiting in fal's queue, that run is counted as one that may
-        have been paid (``trail.abandoned``), so the day's spend is never under the bill."""
+        or finish anyway, and a run cancelled while running is billed. fal documents the
+        cancel's outcomes by name only, not by HTTP code, so whatever the cancel answered
+        (accepted, ALREADY_COMPLETED as a 400 or a 409, an error) the status is looked at
+        before anything is sent again: a run that completed without error is taken. After
+        an accepted cancel that look goes on (up to CANCEL_WAIT) until the request ends.
+        Only a request that ended without a result (or never ended) is submitted again;
+        unless it was still waiting in fal's queue, that run is counted as one that may have
+        been paid (``trail.abandoned``), so the day's spend is never under the bill."""
         try:
             waiting = isinstance(await self._retrying("status", lambda: handle.status()),
                                  self._fal.Queued)
         except (JobError, _Gone):
             waiting = False  # unknown: assume it ran
-        try:
-            await self._retrying("cancel", handle.cancel)
-        except PermanentJobError:
-            return  # 400 ALREADY_COMPLETED: the result is ready, fetch it instead
-        except JobError:
-            pass
+        outcome = await self._cancel(handle)
+        cancelled = outcome == "CANCELLATION_REQUESTED"
+        if outcome not in _CANCEL_OUTCOMES:
+            bound.warning("fal_cancel_failed", request_id=request_id, error=outcome,
+                          note="looking at the request's status before anything is sent again")
         else:
-            give_up = time.monotonic() + CANCEL_WAIT
-            while time.monotonic() < give_up:
-                try:
-                    status = await self._retrying("status", lambda: handle.status())
-                except _Gone:
-                    break
-                if isinstance(status, self._fal.Completed):
-                    if not status.error:
-                        bound.info("fal_request_finished_despite_cancel",
-                                   request_id=request_id)
-                        return
-                    break
-                await asyncio.sleep(CANCEL_POLL)
+            bound.info("fal_cancel_answered", request_id=request_id, outcome=outcome)
+        give_up = time.monotonic() + (CANCEL_WAIT if cancelled else 0.0)
+        while True:
+            status = await self._status_once(handle)
+            if isinstance(status, self._fal.Completed):
+                if not status.error:
+                    bound.info("fal_request_finished_despite_cancel", request_id=request_id,
+                               cancel_accepted=cancelled)
+                    return
+                break
+            if status is None or time.monotonic() >= give_up:
+                break
+            await asyncio.sleep(CANCEL_POLL)
         if not waiting:
             await request.trail.abandoned()
         bound.warning("fal_request_timed_out", request_id=request_id, timeout=self.cfg.timeout,
-                      was_running=not waiting,
+                      was_running=not waiting, cancel_accepted=cancelled,
                       note="fal may bill a run cancelled while it was running (counted as "
                            "possibly paid twice); submitting again is another charge"
                       if not waiting else "it was still queued at fal: nothing was billed")
+        what = "the request was cancelled" if cancelled else "cancelling it failed"
         raise _Failed(RetryableError(f"no result within fal.timeout ({self.cfg.timeout:g}s); "
-                                     "the request was cancelled", kind="timeout"))
+                                     f"{what}", kind="timeout"))
+
+    async def _cancel(self, handle: Any) -> str:
+        """One cancel PUT; fal's outcome name (CANCELLATION_REQUESTED, ALREADY_COMPLETED,
+        NOT_FOUND, whatever the HTTP code it came with), else what went wrong. Sent by us,
+        once: fal-client's own cancel re-sends a 409 ten times over most of a minute."""
+        try:
+            response = await handle.client.put(handle.cancel_url, timeout=RESULT_TIMEOUT)
+        except httpx.HTTPError as exc:
+            return f"fal cancel failed: network error ({type(exc).__name__})"
+        try:
+            named = response.json().get("status")
+        except (ValueError, AttributeError):
+            named = None
+        if named in _CANCEL_OUTCOMES:
+            return "CANCELLATION_REQUESTED" if named == "OK" else named
+        if response.is_success:
+            return "CANCELLATION_REQUESTED"
+        return f"fal cancel returned {response.status_code}: {plain_detail(response.text)}"
+
+    async def _status_once(self, handle: Any) -> Any | None:
+        """The request's status, retried in place; None when it cannot be had."""
+        try:
+            return await self._retrying("status", lambda: handle.status())
+        except (JobError, _Gone):
+            return None
 
     # -- results ---------------------------------------------------------------------------
 
@@ -359,6 +407,15 @@ class FalBackend:
             target.unlink(missing_ok=True)
             raise RetryableError(f"the downloaded result is incomplete or damaged: {problem}",
                                  kind="download")
+
+
+def billable_units(headers: Any) -> float | None:
+    """``x-fal-billable-units`` as a number; None when absent or not a number."""
+    try:
+        units = float(headers.get("x-fal-billable-units"))
+    except (TypeError, ValueError):
+        return None
+    return units if units >= 0 and units == units else None  # not negative, not NaN
 
 
 class _Failed(Exception):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import httpx
 
 from .. import logs
+from . import falclient
 
 TIMEOUT = 20.0
 
@@ -17,10 +18,8 @@ def probe(key: str) -> tuple[str, str]:
     """(outcome, what happened in plain words); outcome is ``accepted``, ``refused`` (401,
     403: the key or the account) or ``failed`` (anything else: the way there, fal itself).
     The text never holds the key."""
-    import fal_client.client as fal_http
-
     logs.register_secret(key)
-    url = f"{fal_http.REST_URL}/storage/auth/token"
+    url = f"{falclient.rest_url()}/storage/auth/token"
     try:
         answer = httpx.post(url, params={"storage_type": "fal-cdn-v3"}, json={},
                             headers={"Authorization": f"Key {key}"}, timeout=TIMEOUT)

@@ -6,8 +6,11 @@ a dropped connection, a crash) may be running and billed at fal. The rule kept h
 - The POST is sent once, by us, with no retry underneath (fal-client's own helper re-sends
   on timeouts and dropped connections).
 - Before it is sent, the journal records what identifies it at fal and when it was sent.
-- An *answer* that says fal did not take it (429, 5xx) is retried as before; a connection
-  that was never made is retried too (nothing was sent).
+- An *answer* from fal itself that says it did not take the request (429, or a 5xx that
+  carries fal's ``x-fal-request-id``) is retried as before; a connection that was never
+  made is retried too (nothing was sent).
+- A 502/503/504 from the gateway in front of fal (no ``x-fal-request-id``) can come after
+  the queue took the request: like no answer at all, it is an *uncertain submit*.
 - No answer at all is an *uncertain submit*: the account's request list is searched for
   it until it appears (adopt its request id) or ``fal.timeout`` has passed since it was
   sent; only then is it sent again, and the journal counts it as possibly paid twice.
@@ -26,6 +29,7 @@ import httpx
 from .. import logs
 from ..config import FalConfig
 from ..errors import JobError, RetryableError
+from . import falclient
 from .base import UpscaleRequest
 from .platform import Platform, PlatformError, PlatformRefused, identity_of
 from .retries import RetryNow, retry_in_place
@@ -65,6 +69,12 @@ class Submitter:
         self._classify = classify
         #: Why uncertain submits cannot be looked up (said once; cleared by a reload).
         self.lookup_off: str | None = None
+
+    @property
+    def can_look_up(self) -> bool:
+        """Whether a submission whose answer is lost can be looked for in fal's request
+        list (so its input should be one fal can name: a storage upload)."""
+        return self.cfg.store_payloads and self.lookup_off is None
 
     async def submit(self, request: UpscaleRequest, input_url: Callable[[], Awaitable[str]],
                      arguments: dict[str, Any], bound) -> str:
@@ -107,8 +117,8 @@ class Submitter:
 
     async def _post(self, arguments: dict[str, Any]) -> str:
         """Send the submission once. Raises _Uncertain when it went out and no answer came."""
-        client = await self._client._client  # fal-client's own httpx client: auth, TLS, env
-        url = self._fal.client.QUEUE_URL_FORMAT + self.cfg.endpoint
+        client = await falclient.http_client(self._client)
+        url = falclient.queue_url(self._fal, self.cfg.endpoint)
         try:
             response = await client.post(url, json=arguments, headers=submit_headers(self.cfg),
                                          timeout=SUBMIT_TIMEOUT)
@@ -118,8 +128,11 @@ class Submitter:
                                  kind="network") from None
         except httpx.HTTPError as exc:
             raise _Uncertain(f"no answer ({type(exc).__name__})") from None
+        if falclient.from_gateway(response):
+            raise _Uncertain(f"the gateway answered {response.status_code} without fal's "
+                             "request id") from None
         try:
-            self._fal.client._raise_for_status(response)
+            falclient.raise_for_status(self._fal, response)
         except self._fal.FalClientHTTPError as exc:
             raise self._classify("submit", exc.status_code, exc.message, exc.error_type,
                                  exc.response_headers) from None

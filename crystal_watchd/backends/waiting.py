@@ -3,10 +3,12 @@
 fal's status stream (``GET {status_url}/stream``, server-sent events, one per state change,
 ending after COMPLETED) says the moment a request finishes at the cost of one call. A stream
 cut on the way (a proxy or NAT dropping a long connection) is opened again, as a browser's
-EventSource does, up to STREAM_REOPENS times per request. When it cannot be opened, keeps
-being cut, or stays silent for STREAM_SILENCE seconds (fal's own JS client gives up after as
-long), the wait goes on by polling: about once a second, a little faster only around the
-time the request is expected to end.
+EventSource does, up to STREAM_REOPENS times per request. fal keeps a quiet stream alive
+with a comment line (``: …``) every 15 s, which an SSE library drops, so the stream's raw
+lines are read here and every line, a comment included, is a sign of life (fal's JS client
+counts raw chunks the same way). When it cannot be opened, keeps being cut, or sends nothing
+at all for STREAM_SILENCE seconds, the wait goes on by polling: about once a second, a
+little faster only around the time the request is expected to end.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 
 from .. import logs
+from . import falclient
 
 log = logs.get(__name__)
 
-#: Seconds without any event after which the stream is given up for polling.
-STREAM_SILENCE = 15.0
+#: Seconds without a line (an event or a keep-alive comment) after which the stream is
+#: given up for polling: fal's keep-alive comes every 15 s, so a little more than that.
+STREAM_SILENCE = 20.0
 #: Times one request's stream is opened again after a cut, before polling takes over.
 STREAM_REOPENS = 2
 #: Poll intervals (seconds): normally, and right around the expected end of a run.
@@ -34,6 +38,7 @@ POLL_NEAR_END = 0.3
 #: How long before a running request is expected to finish its slot goes to the next one.
 HANDOVER_LEAD = 0.15
 STREAM_TIMEOUT = httpx.Timeout(30.0, read=STREAM_SILENCE + 5.0)
+_SSE_TYPE = "text/event-stream"
 
 
 class RunTime:
@@ -83,9 +88,13 @@ class StatusWatch:
             async with aconnect_sse(self._handle.client, "GET",
                                     self._handle.status_url + "/stream",
                                     params={"logs": 1}, timeout=STREAM_TIMEOUT) as source:
-                source.response.raise_for_status()
-                async for event in source.aiter_sse():
-                    status = self._handle._parse_status(json.loads(event.data))
+                response = source.response
+                response.raise_for_status()
+                if _SSE_TYPE not in response.headers.get("content-type", ""):
+                    raise SSEError(f"expected {_SSE_TYPE}, got "
+                                   f"{response.headers.get('content-type')!r}")
+                async for data in self._events_of(response):
+                    status = falclient.parse_status(self._handle, json.loads(data))
                     await self._events.put(status)
                     if isinstance(status, self._fal.Completed):
                         return
@@ -93,6 +102,26 @@ class StatusWatch:
             await self._events.put(exc)
             return
         await self._events.put(None)  # ended without COMPLETED: cut short
+
+    async def _events_of(self, response: httpx.Response):
+        """The data of each event on the stream. Every raw line, a keep-alive comment
+        included, counts as a sign of life (``_last_event``)."""
+        data: list[str] = []
+        async for raw in response.aiter_lines():
+            self._last_event = time.monotonic()
+            line = raw.rstrip("\r\n")
+            if not line:
+                if data:
+                    yield "\n".join(data)
+                data = []
+                continue
+            if line.startswith(":"):
+                continue  # a comment: fal's keep-alive
+            name, _, value = line.partition(":")
+            if name == "data":
+                data.append(value[1:] if value.startswith(" ") else value)
+        if data:
+            yield "\n".join(data)
 
     def _start_stream(self) -> asyncio.Task[None]:
         task = asyncio.create_task(self._stream())
@@ -125,19 +154,25 @@ class StatusWatch:
     async def next(self, wake_at: float) -> Any | None:
         """The next status, or None when ``wake_at`` (monotonic) comes first. Polling when
         the stream is gone: sleeps until the next poll (or ``wake_at``) and polls."""
-        now = time.monotonic()
         if self._task is None:
             return None
-        silence_at = self._last_event + STREAM_SILENCE
-        try:
-            item = await asyncio.wait_for(self._events.get(),
-                                          max(0.0, min(wake_at, silence_at) - now))
-        except asyncio.TimeoutError:
-            if time.monotonic() >= silence_at:
-                self._bound.info("fal_status_stream_fallback", reason="silent",
-                                 silent_for=STREAM_SILENCE)
-                await self.stop()
-            return None
+        while True:
+            now = time.monotonic()
+            silence_at = self._last_event + STREAM_SILENCE
+            try:
+                item = await asyncio.wait_for(self._events.get(),
+                                              max(0.0, min(wake_at, silence_at) - now))
+                break
+            except asyncio.TimeoutError:
+                now = time.monotonic()
+                if now >= self._last_event + STREAM_SILENCE:
+                    self._bound.info("fal_status_stream_fallback", reason="silent",
+                                     silent_for=STREAM_SILENCE)
+                    await self.stop()
+                    return None
+                if now >= wake_at:
+                    return None
+                # a keep-alive came meanwhile: the stream lives, listen on
         if item is None or isinstance(item, Exception):
             reason = "ended early" if item is None else type(item).__name__
             # A cut connection is worth opening again; an error answer (4xx/5xx) or a body

@@ -11,7 +11,8 @@ write) beside it, and the daemon's dispatcher picks retried jobs up on its next 
                         "spend_today_usd", "spend_total_usd": float}},
      "totals": {"queued", "in_flight", "done", "failed", "superseded", "arriving": int},
      "spend": {"today_usd", "total_usd", "today_megapixels", "total_megapixels": float,
-               "by_day": {YYYY-MM-DD: usd}, "maybe_paid_twice": int},
+               "by_day": {YYYY-MM-DD: usd}, "maybe_paid_twice": int,
+               "billed": {"units", "usd", "estimated_usd": float, "differs": bool}},
      "last_errors": [{"job_id", "folder", "file", "error", "reason", "at", "state"}],
      "daemons": [{"id", "host", "pid", "state_dir", "started_at", "heartbeat_at", "alive",
                   "working_on": [{"job_id", "file"}]}],
@@ -24,6 +25,10 @@ write) beside it, and the daemon's dispatcher picks retried jobs up on its next 
 
 "maybe_paid_twice": submissions sent again because an earlier one got no answer and could
 not be found in fal's request list (see "Money and privacy on fal" in the README).
+
+"billed": what fal said it billed (``x-fal-billable-units`` on the result fetch), over the
+runs where it said, beside our estimate of those same runs; ``differs`` when the two are
+more than half a cent apart. All zeros while fal has said nothing.
 
 "arriving": files that do not decode yet and are taken to be still being written; each is
 judged at ``judged_at`` unless it changes first (see the folder's ``incomplete_grace``).
@@ -69,7 +74,9 @@ def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
         "generated_at": _iso(datetime.now(timezone.utc).timestamp()),
         "folders": folders, "totals": {s: 0 for s in STATES},
         "spend": {"today_usd": 0.0, "total_usd": 0.0, "today_megapixels": 0.0,
-                  "total_megapixels": 0.0, "by_day": {}, "maybe_paid_twice": 0},
+                  "total_megapixels": 0.0, "by_day": {}, "maybe_paid_twice": 0,
+                  "billed": {"units": 0.0, "usd": 0.0, "estimated_usd": 0.0,
+                             "differs": False}},
         "last_errors": [], "daemons": [], "arriving": [], "awaiting_approval": [],
         "hooks": {"pending": 0, "delivered": 0, "gave_up": 0, "given_up": []},
     }
@@ -108,6 +115,9 @@ def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
         for key in ("today_usd", "total_usd", "today_megapixels", "total_megapixels"):
             spend[key] = round(spend[key], 6)
         spend["maybe_paid_twice"] = journal.paid_twice()
+        bill = journal.run(ledger.billed(journal.store))
+        spend["billed"] = {**{k: round(v, 6) for k, v in bill.items()},
+                           "differs": ledger.bill_differs(bill)}
         for job in journal.last_errors():
             report["last_errors"].append({
                 "job_id": job.id, "folder": job.folder, "file": job.rel, "error": job.error_kind,
@@ -165,6 +175,11 @@ def render(report: dict[str, Any]) -> str:
     s = report["spend"]
     lines.append(f"spend: today ${s['today_usd']:.2f} ({s['today_megapixels']:.1f} MP), "
                  f"total ${s['total_usd']:.2f} ({s['total_megapixels']:.1f} MP)")
+    bill = s.get("billed") or {}
+    if bill.get("units"):
+        lines.append(f"fal billed: ${bill['usd']:.2f} ({bill['units']:.1f} units) for the runs "
+                     f"where it said, against an estimate of ${bill['estimated_usd']:.2f}"
+                     + (" (they differ)" if bill["differs"] else ""))
     if s.get("maybe_paid_twice"):
         lines.append(f"submissions that may have been paid twice: {s['maybe_paid_twice']} "
                      "(sent again after an answer was lost and fal's request list could not "

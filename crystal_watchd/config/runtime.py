@@ -86,9 +86,13 @@ class FalConfig:
     #: ``concurrency`` (0: ``concurrency`` is a hard cap on requests at fal).
     queue_ahead: int = 0
     #: Seconds fal keeps uploaded inputs and result files on its CDN (None: fal's default).
-    cdn_expiry: int | None = 86_400
-    #: Delete each request's stored payloads and result files once its output is written.
-    cleanup: bool = False
+    #: Seven days: results of requests still in flight survive a machine switched off over
+    #: a long weekend (fal deletes expired files for good); ``cleanup`` removes each
+    #: request's files at once after download where the key allows.
+    cdn_expiry: int | None = 7 * 86_400
+    #: Delete each request's stored payloads and result files once its output is written
+    #: (needs an ADMIN-scope key; turned off, with one warning, when fal refuses).
+    cleanup: bool = True
     #: Let fal store each request's input/output JSON (needed to find a lost submission).
     store_payloads: bool = True
 

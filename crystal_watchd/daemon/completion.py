@@ -155,11 +155,17 @@ class Completer:
         # A picture kept as it is (it met the folder's fit target) never reached the upscaler.
         unpaid = copy or (plan is not None and plan.as_is)
         billed = megapixels if self._charges and not unpaid else 0.0
+        price = self._config().fal.price_per_megapixel
+        # What fal said it billed, beside the estimate: for this app a unit is an output
+        # megapixel, priced like the estimate.
+        said = [r.billed_units for r in results if r.billed_units is not None]
+        units = round(sum(said), 6) if said and not unpaid else None
         # This run's cost: runs fal may have billed without a result (see Job.paid_twice)
         # have their own rows in the spend ledger already.
         job = await self.journal.output_written(
             job, finals, megapixels=None if unpaid else round(megapixels, 6),
-            cost_usd=round(billed * self._config().fal.price_per_megapixel, 6))
+            cost_usd=round(billed * price, 6), billed_units=units,
+            billed_usd=None if units is None else round(units * price, 6))
         return await self._finish(job, folder, bound, started)
 
     async def found_in_outbox(self, job: Job, folder: FolderConfig, outputs: list[Path],

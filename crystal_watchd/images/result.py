@@ -14,6 +14,9 @@ class ResultImage:
 
     image: Image.Image | None = None
     path: Path | None = None
+    #: What the backend said it billed for the request (fal's ``x-fal-billable-units``),
+    #: on the first image of a result; None where it said nothing.
+    billed_units: float | None = None
 
     def open(self) -> Image.Image:
         if self.image is not None:

@@ -163,6 +163,15 @@ async def billed(store: Store) -> dict[str, float]:
     rows = await _query(store, "SELECT SUM(billed_units) AS units, SUM(billed_usd) AS usd, "
                         "SUM(estimated_usd) AS estimated FROM spend "
                         "WHERE billed_units IS NOT NULL OR billed_usd IS NOT NULL")
-    row = rows[0] if rows else {}
+    row = dict(rows[0]) if rows else {}  # a sqlite3.Row has no .get
     return {"units": float(row.get("units") or 0.0), "usd": float(row.get("usd") or 0.0),
             "estimated_usd": float(row.get("estimated") or 0.0)}
+
+
+#: Dollars by which fal's bill and our estimate may differ before they are said to differ.
+BILL_TOLERANCE_USD = 0.005
+
+
+def bill_differs(bill: dict[str, float]) -> bool:
+    """Whether what fal said it billed (``billed()``) differs from the estimate."""
+    return abs(bill["usd"] - bill["estimated_usd"]) > BILL_TOLERANCE_USD

@@ -63,6 +63,18 @@ class _JournalCollector:
             for folder in names:
                 family.add_metric([folder], totals.get(folder, {}).get(key, 0))
             yield family
+        bill = self.view.run(self.view.bill)
+        for name, key, doc in (
+                ("crystal_watchd_billed_units", "units",
+                 "Units fal said it billed (x-fal-billable-units), where it said"),
+                ("crystal_watchd_billed_dollars", "usd",
+                 "Dollars of what fal said it billed, where it said"),
+                ("crystal_watchd_billed_estimate_dollars", "estimated_usd",
+                 "The estimate of the same runs (compare with crystal_watchd_billed_dollars)")):
+            yield CounterMetricFamily(name, doc, value=bill[key])
+        yield GaugeMetricFamily("crystal_watchd_bill_differs",
+                                "1 when fal's bill and the estimate of the same runs differ",
+                                value=1 if bill["differs"] else 0)
         yield CounterMetricFamily(
             "crystal_watchd_maybe_paid_twice",
             "Submissions sent again after an unanswered one could not be found at fal",

@@ -61,6 +61,8 @@ class Overview:
     spend_by_day: dict[date, float]
     #: folder → (pictures awaiting approval, their estimated dollars)
     held: dict[str, tuple[int, float]] = field(default_factory=dict)
+    #: What fal said it billed beside the estimate of the same runs (``JournalView.bill``).
+    bill: dict[str, Any] = field(default_factory=dict)
 
 
 class JournalView:
@@ -106,6 +108,12 @@ class JournalView:
         ``status --json`` sums as spend)."""
         return self.journal.totals_by_folder()
 
+    def bill(self) -> dict[str, Any]:
+        """What fal said it billed (units, usd) over the runs where it said, the estimate of
+        those runs (estimated_usd), and whether the two differ."""
+        bill: dict[str, Any] = self.journal.run(ledger.billed(self.journal.store))
+        return {**bill, "differs": ledger.bill_differs(bill)}
+
     def overview(self, folder_names: list[str], now: float) -> Overview:
         counts = self.counts()
         rows = {name: FolderRow(name, counts.get(name, dict.fromkeys(STATES, 0)))
@@ -124,7 +132,7 @@ class JournalView:
         chart = {today - timedelta(days=i): by_day.get(today - timedelta(days=i), 0.0)
                  for i in range(CHART_DAYS - 1, -1, -1)}
         return Overview(list(rows.values()), by_day.get(today, 0.0), month, chart,
-                        self.held())
+                        self.held(), self.bill())
 
     def held(self) -> dict[str, tuple[int, float]]:
         """folder → (pictures the spend guard holds, their estimated dollars)."""

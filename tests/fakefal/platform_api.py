@@ -15,6 +15,8 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+from . import strict as _strict
+
 PREFIX = "/v1/"
 LIMIT_MAX = 100
 
@@ -58,7 +60,7 @@ def _item(fake: Any, req: Any, payloads: bool) -> dict[str, Any]:
         "status_code": {"ok": 200, "rejected": 422}.get(req.outcome, 500),
         "duration": round(req.completed_at - req.start, 3)}
     if payloads and req.stored and not req.payloads_deleted:
-        item["json_input"] = req.arguments
+        item["json_input"] = _strict.echoed(fake.strict, req.arguments)
         item["json_output"] = {k: v for k, v in (req.result or {}).items()
                                if not k.startswith("_")}
     return item

@@ -12,8 +12,12 @@ number of runners and the latency, and its status is a function of the clock.
 Fault knobs (``Faults``) inject, per endpoint, 429s, 5xx (with ``x-fal-request-id`` so they
 reach the caller like fal's own), dropped connections, slow answers; truncated downloads;
 failed runs (COMPLETED with ``error``); expired results; and a locked account (403); and
-submissions accepted whose reply is lost. The status stream and the platform API (request
-list, payload deletion) are in status_stream.py and platform_api.py.
+submissions accepted whose reply is lost. ``FakeFal.strict`` (strict.py) adds what fal does
+as documented where the docs leave the worst case open: gateway 504s after acceptance,
+cancels that lose the race or answer ALREADY_COMPLETED as a 409, keep-alive comments on the
+status stream, result files that expire, and data URIs echoed re-encoded. The status
+stream and the platform API (request list, payload deletion) are in status_stream.py and
+platform_api.py.
 """
 
 from __future__ import annotations
@@ -511,6 +515,11 @@ class _Handler(BaseHTTPRequestHandler):
         if not fake.gate("after") or fake.chance(fake.faults.lose_reply):
             self.close_connection = True  # accepted, and the reply is lost
             return
+        if fake.chance(fake.strict.gateway_504_after_accept):
+            # accepted, and the gateway gives up waiting for the queue's answer
+            page = _strict.NGINX_PAGE.format(status=504, phrase="Gateway Time-out")
+            _strict.raw_html(self, 504, page)
+            return
         base = f"{fake.base_url}{path}/requests/{req.id}"
         self._send(200, {"status": "IN_QUEUE", "request_id": req.id, "response_url": base,
                          "status_url": base + "/status", "cancel_url": base + "/cancel",
@@ -574,7 +583,10 @@ class _Handler(BaseHTTPRequestHandler):
         if state != "COMPLETED":
             self._send(400, {"detail": "Request is still in progress"})
         elif req.outcome == "ok":
-            self._send(200, {k: v for k, v in (req.result or {}).items() if not k.startswith("_")})
+            # What fal bills: for this app, output megapixels.
+            units = (req.result or {}).get("_mp", 0) * fake.strict.billable_units_factor
+            self._send(200, {k: v for k, v in (req.result or {}).items() if not k.startswith("_")},
+                       {"x-fal-billable-units": f"{units:.6g}"})
         elif req.outcome == "rejected":
             self._send(422, req.error)
         else:
@@ -586,7 +598,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self._faulted("download"):
             return
         fake.strict.downloads.wait()
-        item = fake.files.get(name)
+        item = None if _strict.file_expired(fake, name) else fake.files.get(name)
         if item is None:
             self._send(404, {"detail": "File not found"})
             return

@@ -1,7 +1,8 @@
 """The fake's status stream: ``GET {status_url}/stream``, server-sent events.
 
-One ``data:`` event per state change (the same JSON as a status poll), the current state
-again every HEARTBEAT seconds while nothing changes, and the stream ends after COMPLETED.
+One ``data:`` event per state change (the same JSON as a status poll), a comment line
+(``: ping``) every ``Strict.keepalive`` seconds (15, as fal's docs say) while nothing
+changes, and the stream ends after COMPLETED.
 ``Faults.cut_stream`` cuts a stream after its first event (``cut_streams_first``: the first
 N streams opened); ``Faults.silent_stream`` keeps
 it open without a word until the request is done.
@@ -15,7 +16,6 @@ import time
 import uuid
 from typing import Any
 
-HEARTBEAT = 5.0
 TICK = 0.01
 
 
@@ -40,7 +40,7 @@ def serve(handler: Any, status_path: str, query: dict[str, list[str]]) -> None:
     handler.send_header("x-fal-request-id", str(uuid.uuid4()))
     handler.end_headers()
     handler.close_connection = True
-    last_status, last_sent = None, 0.0
+    last_status, last_sent = None, time.monotonic()
     try:
         while True:
             body = fake.status_body(req, want_logs, status_path.removesuffix("/status"))
@@ -48,7 +48,12 @@ def serve(handler: Any, status_path: str, query: dict[str, list[str]]) -> None:
             if fake.faults.silent_stream:
                 if body["status"] == "COMPLETED":
                     return
-            elif body["status"] != last_status or now - last_sent >= HEARTBEAT:
+            elif body["status"] == last_status:
+                if now - last_sent >= fake.strict.keepalive:
+                    handler.wfile.write(b": ping\n\n")
+                    handler.wfile.flush()
+                    last_sent = now
+            else:
                 handler.wfile.write(f"data: {json.dumps(body)}\n\n".encode())
                 handler.wfile.flush()
                 last_status, last_sent = body["status"], now

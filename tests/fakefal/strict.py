@@ -56,6 +56,26 @@ class Strict:
     #: A cancel of a running request takes effect this many seconds later (fal only signals
     #: the runner); the run is billed. A queued request's cancel takes effect at once.
     cancel_delay: float = 2.0
+    #: Seconds between the status stream's keep-alive comments while nothing changes.
+    keepalive: float = 15.0
+    #: A cancel of a running request that loses the race: the run finishes (billed, with
+    #: its result) as the cancel arrives, and the cancel is answered with this status
+    #: (409: ALREADY_COMPLETED as a 409, which fal-client retries; 500: a failed cancel).
+    cancel_loses_race: int | None = None
+    #: The HTTP status of ALREADY_COMPLETED (fal documents the outcome, not the code).
+    already_completed_status: int = 400
+    #: Result files are deleted this many seconds after their request completed, while
+    #: the result JSON still answers (fal's CDN expiry).
+    files_expire_after: float | None = None
+    #: Probability that a submit is accepted (queued, and billed when it runs) and then
+    #: answered by the gateway with nginx's 504 page, without x-fal-request-id.
+    gateway_504_after_accept: float = 0.0
+    #: The request list echoes data URIs re-encoded (not byte-identical: nothing in fal's
+    #: docs promises the exact string); True echoes them exactly.
+    exact_echo: bool = False
+    #: ``x-fal-billable-units`` on a result fetch: the output megapixels times this (1: the
+    #: bill matches fal's price list; another value, a bill that differs from it).
+    billable_units_factor: float = 1.0
     #: Probability that a storage upload PUT (the GCS-style fallback) fails with a 500.
     put_failure: float = 0.0
     #: (endpoint, monotonic time) of every call to the queue, storage and downloads.
@@ -158,8 +178,9 @@ def input_problem(data: bytes, width: int, height: int) -> tuple[str, str] | Non
 
 
 def result_format(strict: Strict, asked: Any) -> str:
-    """Pillow's format for a result: what was asked (jpg, else PNG), or the other one."""
-    fmt = "JPEG" if asked == "jpg" else "PNG"
+    """Pillow's format for a result: what was asked (fal's default: jpg), or the other
+    one."""
+    fmt = "PNG" if asked == "png" else "JPEG"
     if strict.wrong_format:
         fmt = "PNG" if fmt == "JPEG" else "JPEG"
     return fmt
@@ -170,8 +191,16 @@ def cancel(fake: Any, req: Any) -> tuple[int, dict[str, Any]]:
     unbilled; a running one is only signalled: it stops ``cancel_delay`` later (or finishes
     normally if that comes first) and is billed either way."""
     state = fake.state(req)
+    race = fake.strict.cancel_loses_race
+    if race is not None and state == "IN_PROGRESS":
+        with fake._lock:
+            req.end = time.monotonic()
+        fake._finish(req)
+        if race == 409:
+            return 409, {"status": "ALREADY_COMPLETED"}
+        return race, {"detail": "Internal Server Error", "error_type": "internal_server_error"}
     if state == "COMPLETED":
-        return 400, {"status": "ALREADY_COMPLETED"}
+        return fake.strict.already_completed_status, {"status": "ALREADY_COMPLETED"}
     with fake._lock:
         if state == "IN_QUEUE":
             req.cancelled = True
@@ -213,6 +242,27 @@ def finish_cancelled_run(fake: Any, req: Any) -> bool:
                         "outcome": "cancelled",
                         "output_megapixels": (result or {}).get("_mp", 0)})
     return True
+
+
+def echoed(strict: Strict, arguments: dict[str, Any]) -> dict[str, Any]:
+    """A request's ``json_input`` as the request list shows it: a data URI re-encoded
+    (another case for its type, the base64 in lines), unless ``exact_echo``."""
+    url = arguments.get("image_url")
+    if strict.exact_echo or not isinstance(url, str) or not url.startswith("data:"):
+        return arguments
+    head, _, b64 = url.partition(",")
+    lines = "\n".join(b64[i:i + 76] for i in range(0, len(b64), 76))
+    return {**arguments, "image_url": head.upper().replace("DATA:", "data:") + "," + lines}
+
+
+def file_expired(fake: Any, name: str) -> bool:
+    """Whether the result file ``name`` was deleted by its CDN expiry."""
+    after = fake.strict.files_expire_after
+    if after is None or not name.startswith("out-"):
+        return False
+    req = fake.requests.get(name[len("out-"):].rsplit(".", 1)[0])
+    return (req is not None and req.completed_at is not None
+            and time.monotonic() - req.completed_at > after)
 
 
 def put_fails(handler: Any) -> bool:
