@@ -25,7 +25,7 @@ import httpx
 
 from .. import logs
 from ..config import FalConfig
-from ..errors import JobError, RetryableError
+from ..errors import FalUnreachable, JobError, RetryableError
 from .base import UpscaleRequest
 from .platform import Platform, PlatformError, PlatformRefused, identity_of
 from .retries import RetryNow, retry_in_place
@@ -113,9 +113,9 @@ class Submitter:
             response = await client.post(url, json=arguments, headers=submit_headers(self.cfg),
                                          timeout=SUBMIT_TIMEOUT)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            # The connection was never made: nothing reached fal.
-            raise RetryableError(f"fal submit failed: cannot connect ({type(exc).__name__})",
-                                 kind="network") from None
+            # The connection was never made: nothing reached fal (and fal is away).
+            raise FalUnreachable(f"fal submit failed: cannot connect ({type(exc).__name__})"
+                                 ) from None
         except httpx.HTTPError as exc:
             raise _Uncertain(f"no answer ({type(exc).__name__})") from None
         try:
