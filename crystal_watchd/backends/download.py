@@ -85,7 +85,7 @@ class Downloader:
                 transfer.response = response
                 if response.status_code in AWAY_STATUSES:
                     raise FalUnreachable(f"download of the result returned "
-                                         f"{response.status_code}",
+                                         f"{response.status_code}", kind="download",
                                          delay=retry_after(response.headers))
                 if response.status_code != 200:
                     raise RetryableError(f"download of the result returned "
@@ -106,7 +106,7 @@ class Downloader:
                 raise  # a bug, not the network: let it be seen
             if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
                 raise FalUnreachable(f"download of the result failed: cannot connect "
-                                     f"({type(exc).__name__})") from None
+                                     f"({type(exc).__name__})", kind="download") from None
             raise RetryableError(f"download of the result broke off after {received} bytes "
                                  f"({type(exc).__name__})", kind="download") from None
         return received, declared

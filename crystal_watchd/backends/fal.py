@@ -229,10 +229,11 @@ class FalBackend:
             raise self._classify(what, exc.status_code, exc.message, exc.error_type,
                                  exc.response_headers) from None
         except httpx.TimeoutException as exc:
-            raise FalUnreachable(f"fal {what} timed out ({type(exc).__name__})") from None
+            raise FalUnreachable(f"fal {what} timed out ({type(exc).__name__})",
+                                 kind="network") from None
         except httpx.TransportError as exc:
             raise FalUnreachable(f"fal {what} failed: network error "
-                                 f"({type(exc).__name__})") from None
+                                 f"({type(exc).__name__})", kind="network") from None
         except (ValueError, KeyError) as exc:  # malformed JSON or an unknown status
             raise RetryableError(f"fal {what} answered something unexpected: {exc}",
                                  kind="protocol") from None
@@ -254,7 +255,7 @@ class FalBackend:
             return PermanentJobError(f"fal rejected the input: {text}", kind="rejected")
         if status in AWAY_STATUSES:  # fal or something in front of it is away: not the picture
             return FalUnreachable(f"fal {what} returned {status}: {text}",
-                                  delay=retry_after(headers))
+                                  kind=error_type or f"http_{status}", delay=retry_after(headers))
         if status in (408, 409) or status >= 500 or (status == 400 and what == "result"):
             return RetryableError(f"fal {what} returned {status}: {text}",
                                   kind=error_type or f"http_{status}", delay=retry_after(headers))

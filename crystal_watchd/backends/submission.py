@@ -114,8 +114,8 @@ class Submitter:
                                          timeout=SUBMIT_TIMEOUT)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             # The connection was never made: nothing reached fal (and fal is away).
-            raise FalUnreachable(f"fal submit failed: cannot connect ({type(exc).__name__})"
-                                 ) from None
+            raise FalUnreachable(f"fal submit failed: cannot connect ({type(exc).__name__})",
+                                 kind="network") from None
         except httpx.HTTPError as exc:
             raise _Uncertain(f"no answer ({type(exc).__name__})") from None
         try:
