@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .. import logs
+from ..errors import FalUnreachable
 
 log = logs.get(__name__)
 
@@ -78,6 +79,8 @@ class Reachability:
         #: Probes sent in all (tests and the bench read it).
         self.probes = 0
         self.listeners: list[Callable[[Outage, float | None], None]] = []
+        #: The daemon is stopping: calls waiting for fal give up instead (see ``release``).
+        self._released = False
 
     @property
     def reachable(self) -> bool:
@@ -91,6 +94,8 @@ class Reachability:
 
     def failed(self, cause: str, retry_after: float | None = None) -> None:
         """A call failed for a reason that is not the picture's: open the breaker (once)."""
+        if self._released:
+            return  # stopping: nothing more is waited for
         if retry_after:
             self._retry_after = max(self._retry_after or 0.0, retry_after)
         if not self.reachable:
@@ -107,11 +112,20 @@ class Reachability:
 
     async def wait(self) -> None:
         """Return once fal is (or is again) reachable; after an outage, at a random moment
-        within the resume spread."""
-        if self._up.is_set():
+        within the resume spread. Raises FalUnreachable once ``release`` was called while
+        fal is away."""
+        if self.reachable:
             return
         await self._up.wait()
+        if not self.reachable:
+            raise FalUnreachable("the daemon is stopping while fal is unreachable")
         await asyncio.sleep(random.uniform(0.0, self._resume_spread))
+
+    def release(self) -> None:
+        """The daemon is stopping: calls waiting for fal end now (their jobs go back to the
+        queue with their request ids) instead of holding the shutdown for its grace."""
+        self._released = True
+        self._up.set()
 
     async def aclose(self) -> None:
         task, self._task = self._task, None

@@ -242,6 +242,9 @@ class Service:
         await asyncio.gather(*tasks, return_exceptions=True)
         for task in self.intake.tasks:
             task.cancel()  # not journaled yet: the next start's scan finds these files again
+        reachability = getattr(self.backend, "reachability", None)
+        if reachability is not None:
+            reachability.release()  # jobs waiting for fal go back to the queue at once
         if running.inflight:
             log.info("waiting_for_jobs", in_flight=len(running.inflight),
                      grace_seconds=self.config.shutdown_grace)

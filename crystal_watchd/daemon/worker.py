@@ -217,7 +217,9 @@ class Worker:
                                       count_attempt=False)).state
         except FalUnreachable as exc:
             # fal or the network is away: not the file's fault, so no attempt is counted
-            # (the backend normally waits this out itself, behind its breaker).
+            # (the backend waits this out itself, behind its breaker, until a shutdown).
+            bound.info("job_waiting_for_fal", reason=exc.reason,
+                       request_id=(await self.journal.get(job.id)).request_id)
             return (await self._fresh(job, self.journal.retry_later,
                                       delay=max(self.config.retry.backoff, 2.0),
                                       kind=exc.kind, reason=exc.reason,
