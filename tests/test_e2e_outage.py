@@ -70,6 +70,9 @@ def test_an_outage_longer_than_the_retry_budget_fails_nothing(tmp_path, fakefal,
     report = json.loads(cli("status", "--json", "--config", str(config)).stdout)
     assert report["fal"]["reachable"] is False
     assert report["fal"]["waiting_for"].startswith("waiting for fal since ")
+    assert "waiting for fal since " in cli("status", "--config", str(config)).stdout
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:
+        assert "Waiting for fal since " in page.read().decode()
     time.sleep(max(0.0, began + OUTAGE - time.monotonic()))
     assert not d.named("job_failed") and not d.named("job_retry_scheduled")
     server.outage.end()
