@@ -11,7 +11,9 @@
     │                          a job's fault; the row is left as it was
     └── JobError               something went wrong with one job
         ├── RetryableError     try the same job again later (carries its delay)
-        │   └── OutputBlockedError   the outbox cannot take the file right now
+        │   ├── OutputBlockedError   the outbox cannot take the file right now
+        │   └── FalUnreachable       fal or the way there is away (not the picture's
+        │                            fault): wait behind the breaker, no attempt counted
         ├── StillArriving      the file may still be being written: look again later,
         │                      no attempt counted
         ├── PermanentJobError  this job can never succeed: fail it, keep the original
@@ -131,6 +133,15 @@ class OutputBlockedError(RetryableError):
     """The outbox is full, read-only or missing; the job waits, the original stays."""
 
     kind = "output_blocked"
+
+
+class FalUnreachable(RetryableError):
+    """fal or the network to it is away (refused, reset, DNS, TLS, timeouts, 502/503/504,
+    429): nothing about the picture. The backend waits for the reachability probe and
+    tries the same call again; a job that meets it anyway waits without counting an
+    attempt."""
+
+    kind = "fal_unreachable"
 
 
 #: ``error_kind`` of a job whose file may still be being written.

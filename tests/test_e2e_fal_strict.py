@@ -88,7 +88,8 @@ def test_server_errors_of_every_shape_are_retried_in_plain_words(
     d.wait_event("job_done", 3, timeout=90)
     assert len(images_in(tmp_path / "out")) == 3
     assert sorted(server.billed_per_input().values()) == [1, 1, 1]
-    retries = d.named("fal_call_retry") + d.named("job_retry_scheduled")
+    retries = (d.named("fal_call_retry") + d.named("job_retry_scheduled")
+               + d.named("fal_unreachable"))
     for event in retries:
         text = json.dumps(event)
         assert "<" not in text and "nginx" not in text.lower(), text
@@ -103,9 +104,10 @@ def test_a_proxy_error_page_becomes_its_title(tmp_path, fakefal, fal_daemons, tl
     config = fal_config(tmp_path, [{"inbox": "in", "outbox": "out", "settle": 0.2}])
     d = fal_daemons(config, fal_env(server, tls_files)).ready()
     make_image(tmp_path / "in/p.png", (10, 10), fmt="PNG")
-    retry = d.wait_event("fal_call_retry", timeout=30)[0]
-    assert "Error 504 (Gateway Time-out)" in retry["error"]
-    assert "<" not in retry["error"] and len(retry["error"]) < 200
+    # a 504 says fal is away: the breaker's event carries the reason
+    retry = d.wait_event("fal_unreachable", timeout=30)[0]
+    assert "Error 504 (Gateway Time-out)" in retry["cause"]
+    assert "<" not in retry["cause"] and len(retry["cause"]) < 200
     server.faults.http5xx = {}
     d.wait_event("job_done", timeout=30)
     assert len(server.submissions) == 1

@@ -272,3 +272,39 @@ def test_fal_daemon_notifies_a_paused_account_and_a_reached_budget(
     assert _titles(http) == ["crystal-watchd: fal account paused",
                              "crystal-watchd: today's budget is reached"]
     assert d2.stop() == 0
+
+
+def test_fal_unreachable_is_told_after_its_delay_and_its_return_too(tmp_path, endpoints):
+    """fal away: nothing is sent before ``unreachable_after``; then one "waiting for fal"
+    message naming the time it went away, however many ticks follow, and one when it is
+    back. A short outage (back before the delay) sends nothing at all."""
+    http, _ = endpoints
+    journal, alerts, clock = _setup(tmp_path, endpoints, unreachable_after=600.0)
+
+    async def scenario():
+        since = clock.now
+        alerts.on_fal_unreachable(since, "fal submit failed: cannot connect")
+        clock.now += 599
+        await alerts.tick()
+        await alerts.drain_sending()
+        assert _titles(http) == []
+        for _ in range(3):
+            clock.now += 60
+            await alerts.tick()
+        alerts.on_fal_reachable(1200.0)
+        clock.now += 60
+        alerts.on_fal_unreachable(clock.now, "fal status returned 503")  # a short one
+        clock.now += 30
+        await alerts.tick()
+        alerts.on_fal_reachable(30.0)
+        await alerts.drain_sending()
+        return since
+
+    since = asyncio.run(scenario())
+    journal.close()
+    assert sorted(_titles(http)) == ["crystal-watchd: fal is reachable again",
+                                     "crystal-watchd: waiting for fal"]
+    away = next(p.json for p in http.all() if p.json["title"].endswith("waiting for fal"))
+    back = next(p.json for p in http.all() if p.json["title"].endswith("again"))
+    assert time.strftime("%H:%M", time.localtime(since)) in away["message"]
+    assert "cannot connect" in away["message"] and "20 min" in back["message"]

@@ -164,7 +164,10 @@ def test_healthz_fails_when_the_journal_is_locked(tmp_path, daemons):
         db.rollback()
         db.close()
     assert httpx.get(url + "healthz").json() == {"status": "ok", "journal": "writable",
-                                                  "in_flight": 0, "paused": False}
+                                                  "in_flight": 0, "paused": False,
+                                                  "fal_reachable": True,
+                                                  "fal_unreachable_since": None,
+                                                  "waiting_for": None}
     assert d.stop() == 0
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 
+#: Statuses that say fal (or something in front of it) is away, not that it judged the call.
+AWAY_STATUSES = frozenset({429, 502, 503, 504})
 #: How much of an HTML/XML error page's text a reason keeps.
 MARKUP_CHARS = 160
 

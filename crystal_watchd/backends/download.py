@@ -19,8 +19,8 @@ from pathlib import Path
 
 import httpx
 
-from ..errors import PermanentJobError, RetryableError
-from .answers import retry_after
+from ..errors import FalUnreachable, PermanentJobError, RetryableError
+from .answers import AWAY_STATUSES, retry_after
 
 #: Timeouts of one download: connecting, and any one read or write.
 TIMEOUT = httpx.Timeout(60, connect=15)
@@ -93,6 +93,10 @@ class Downloader:
                 if response.status_code in EXPIRED_STATUSES:
                     raise PermanentJobError(f"{EXPIRED_REASON} (the file answered "
                                             f"{response.status_code})", kind="result_expired")
+                if response.status_code in AWAY_STATUSES:
+                    raise FalUnreachable(f"download of the result returned "
+                                         f"{response.status_code}", kind="download",
+                                         delay=retry_after(response.headers))
                 if response.status_code != 200:
                     raise RetryableError(f"download of the result returned "
                                          f"{response.status_code}", kind="download",
@@ -110,6 +114,9 @@ class Downloader:
             target.unlink(missing_ok=True)
             if not isinstance(exc, (httpx.HTTPError, _Stopped)) and not transfer.stopped.is_set():
                 raise  # a bug, not the network: let it be seen
+            if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+                raise FalUnreachable(f"download of the result failed: cannot connect "
+                                     f"({type(exc).__name__})", kind="download") from None
             raise RetryableError(f"download of the result broke off after {received} bytes "
                                  f"({type(exc).__name__})", kind="download") from None
         return received, declared

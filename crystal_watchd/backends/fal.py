@@ -9,6 +9,9 @@ Money rules this module keeps:
   request that fal says failed, or no longer has (404, expired), is submitted again, and the
   log says that this is a second charge.
 - The key never leaves this module except inside the Authorization header.
+- An outage (fal or the network away) is waited out behind one breaker (reachability.py):
+  the call is made again, on the same request, once the probe is answered; it never costs
+  an attempt, and fal-client's own hidden retries are off so that nothing multiplies it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -29,16 +33,18 @@ from PIL import Image
 
 from .. import logs
 from ..config import FalConfig
-from ..errors import AccountError, JobError, PermanentJobError, RetryableError
+from ..errors import AccountError, FalUnreachable, JobError, PermanentJobError, RetryableError
 from ..images import containers
 from ..images.formats import PHONE_FORMATS
 from ..images.preflight import FAL_ACCEPTS
 from . import falclient
-from .answers import plain_detail, retry_after
+from .answers import AWAY_STATUSES, plain_detail, retry_after
 from .base import ResultImage, Slots, UpscaleRequest
 from .download import Downloader
 from .key import read_key
 from .platform import Platform
+from .probe import probe_reachable
+from .reachability import ProbeAnswer, Reachability
 from .retries import retry_in_place
 from .submission import Submitter
 from .tidy import Tidy
@@ -72,6 +78,14 @@ _PERMANENT_TYPES = {"image_load_error", "image_too_large", "image_too_small",
                     "greater_than_equal", "less_than_equal", "content_policy_violation"}
 
 
+class _BackupDomainNotice(logging.Filter):
+    """fal-client's "trying backup domain" warning, once per failed connection and naming no
+    file: the breaker's ``fal_unreachable`` says it once per outage instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "trying backup domain" not in record.getMessage()
+
+
 class _Gone(Exception):
     """fal no longer has this request (404 / expired result)."""
 
@@ -87,16 +101,23 @@ class FalBackend:
         key = read_key(cfg, environ)
         logs.register_secret(key)
         fal_client = self._fal = falclient.load()
+        falclient.one_try_per_call(fal_client)
+        quiet = falclient.client_logger(fal_client)
+        if not any(isinstance(f, _BackupDomainNotice) for f in quiet.filters):
+            quiet.addFilter(_BackupDomainNotice())
         self._client = fal_client.AsyncClient(key=key, default_timeout=min(cfg.timeout, 120))
         self._downloads = Downloader()
         self.platform = Platform(key, environ)
         self._submitter = Submitter(cfg, fal_client, self._client, self.platform, self._classify)
         self._tidy = Tidy(cfg, self.platform)
+        #: The daemon's one view of whether fal can be reached (the service listens to it).
+        self.reachability = Reachability(self._probe)
 
     def __repr__(self) -> str:
         return f"FalBackend(endpoint={self.cfg.endpoint!r}, key=***)"
 
     async def aclose(self) -> None:
+        await self.reachability.aclose()
         self._downloads.close()
         await self.platform.aclose()
 
@@ -178,10 +199,14 @@ class FalBackend:
             if request_id:
                 bound.info("fal_request_resumed", request_id=request_id)
             else:
-                request_id = await self._submit(request, image_url, bound)
+                request_id = await self._ride_out(
+                    lambda: self._submit(request, image_url, bound))
             handle = await self._client.get_handle(self.cfg.endpoint, request_id)
+            lost_before = self.reachability.lost_seconds()
             status = await wait_until_done(
                 self._fal, handle, deadline=time.monotonic() + self.cfg.timeout,
+                # an outage the request sat through does not count against fal.timeout
+                moved=lambda: self.reachability.lost_seconds() - lost_before,
                 runtime=self._runtime, bound=bound, nearly_done=hand_over,
                 poll=lambda: self._retrying("status", lambda: handle.status(with_logs=True)),
                 timed_out=lambda: self._cancel_after_timeout(handle, request, request_id, bound))
@@ -197,7 +222,21 @@ class FalBackend:
     async def _retrying(self, what: str, make: Callable[[], Awaitable[Any]]) -> Any:
         """One call, retried in place on transient errors. Polls, result fetches and
         downloads keep their request id, so a flaky network costs time, never money."""
-        return await retry_in_place(what, lambda: self._call(what, make()))
+        return await self._ride_out(
+            lambda: retry_in_place(what, lambda: self._call(what, make())))
+
+    async def _ride_out(self, make: Callable[[], Awaitable[Any]]) -> Any:
+        """``await make()`` once fal is reachable; when it finds fal away, open the breaker
+        and make it again after the probe is answered, as long as that takes."""
+        while True:
+            await self.reachability.wait()
+            try:
+                return await make()
+            except FalUnreachable as exc:
+                self.reachability.failed(exc.reason, exc.delay)
+
+    async def _probe(self) -> ProbeAnswer:
+        return await probe_reachable(await self._client._client)
 
     async def _call(self, what: str, coro: Awaitable[Any]) -> Any:
         """Run one fal-client call, turning its errors into ours."""
@@ -207,11 +246,11 @@ class FalBackend:
             raise self._classify(what, exc.status_code, exc.message, exc.error_type,
                                  exc.response_headers) from None
         except httpx.TimeoutException as exc:
-            raise RetryableError(f"fal {what} timed out ({type(exc).__name__})",
+            raise FalUnreachable(f"fal {what} timed out ({type(exc).__name__})",
                                  kind="network") from None
         except httpx.TransportError as exc:
-            raise RetryableError(f"fal {what} failed: network error ({type(exc).__name__})",
-                                 kind="network") from None
+            raise FalUnreachable(f"fal {what} failed: network error "
+                                 f"({type(exc).__name__})", kind="network") from None
         except (ValueError, KeyError) as exc:  # malformed JSON or an unknown status
             raise RetryableError(f"fal {what} answered something unexpected: {exc}",
                                  kind="protocol") from None
@@ -231,7 +270,10 @@ class FalBackend:
                                 "fal.endpoint", kind="endpoint_not_found", delay=ACCOUNT_PAUSE)
         if status == 422:
             return PermanentJobError(f"fal rejected the input: {text}", kind="rejected")
-        if status in (408, 409, 429) or status >= 500 or (status == 400 and what == "result"):
+        if status in AWAY_STATUSES:  # fal or something in front of it is away: not the picture
+            return FalUnreachable(f"fal {what} returned {status}: {text}",
+                                  kind=error_type or f"http_{status}", delay=retry_after(headers))
+        if status in (408, 409) or status >= 500 or (status == 400 and what == "result"):
             return RetryableError(f"fal {what} returned {status}: {text}",
                                   kind=error_type or f"http_{status}", delay=retry_after(headers))
         return PermanentJobError(f"fal {what} returned {status}: {text}",

@@ -9,6 +9,7 @@ changes its shape, before a release of fal-client can break paying once.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
@@ -21,6 +22,7 @@ PRIVATE_PARTS = (
     ("fal_client.client", "CDN_URL"),
     ("fal_client.client.AsyncClient", "_client"),
     ("fal_client.client.AsyncRequestHandle", "_parse_status"),
+    ("fal_client.client", "MAX_ATTEMPTS"),
 )
 
 #: Gateway answers that may come after fal's queue took the request (fal-client's own
@@ -33,6 +35,18 @@ def load() -> Any:
     import fal_client
 
     return fal_client
+
+
+def one_try_per_call(fal: Any) -> None:
+    """fal-client retries transport errors and 408/409/429 up to 10 times inside each call:
+    ten requests per call during an outage, hidden from the reachability breaker. One try
+    each; the daemon's own retry loop and the breaker decide what is tried again."""
+    fal.client.MAX_ATTEMPTS = 1
+
+
+def client_logger(fal: Any) -> logging.Logger:
+    """The logger fal-client's client module warns through (its backup-domain notices)."""
+    return logging.getLogger(fal.client.__name__)
 
 
 async def http_client(client: Any) -> httpx.AsyncClient:

@@ -1,7 +1,8 @@
 """``check --online``: one free call to fal proving the key and the way there.
 
 It asks for a storage upload token (``POST {REST_URL}/storage/auth/token``, the call
-fal-client's own upload makes first): authenticated, cheap, and it bills nothing.
+fal-client's own upload makes first): authenticated, cheap, and it bills nothing. The same
+call, made on the daemon's async client, is the reachability breaker's probe.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import httpx
 
 from .. import logs
 from . import falclient
+from .answers import AWAY_STATUSES, retry_after
+from .reachability import ProbeAnswer
 
 TIMEOUT = 20.0
 
@@ -43,3 +46,19 @@ def _detail(answer: httpx.Response) -> str:
     except (ValueError, AttributeError):
         detail = None
     return logs.scrub(f": fal says \"{detail}\"") if detail else ""
+
+
+async def probe_reachable(client: httpx.AsyncClient) -> ProbeAnswer:
+    """One storage-token call on fal-client's own httpx client (its auth, TLS and proxy
+    settings), for the reachability breaker. Any answer but 429/502/503/504 means fal is
+    there (a 401/403 is the account's own stop, which the next real call reports)."""
+    try:
+        answer = await client.post(f"{falclient.rest_url()}/storage/auth/token",
+                                   params={"storage_type": "fal-cdn-v3"}, json={},
+                                   timeout=TIMEOUT)
+    except httpx.HTTPError as exc:
+        return ProbeAnswer(False, f"cannot reach fal ({type(exc).__name__})")
+    if answer.status_code in AWAY_STATUSES:
+        return ProbeAnswer(False, f"fal answered {answer.status_code}",
+                           retry_after(answer.headers))
+    return ProbeAnswer(True)

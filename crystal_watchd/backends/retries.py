@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from .. import logs
-from ..errors import RetryableError
+from ..errors import FalUnreachable, RetryableError
 
 log = logs.get(__name__)
 
@@ -45,7 +45,7 @@ async def retry_in_place(call: str, once: Callable[[], Awaitable[T]], *,
                          attempts: int = IN_PLACE_RETRIES) -> T:
     """``await once()``, again after a RetryableError (pausing) or a RetryNow (not), up to
     ``attempts`` times in all; the last attempt's error is raised. Any other error is
-    raised at once."""
+    raised at once, and so is FalUnreachable (the breaker's to wait out)."""
     for attempt in range(attempts):
         last = attempt == attempts - 1
         try:
@@ -53,6 +53,8 @@ async def retry_in_place(call: str, once: Callable[[], Awaitable[T]], *,
         except RetryNow as again:
             if last:
                 raise again.error from None
+        except FalUnreachable:
+            raise  # not retried here: the breaker waits for fal, once for every call
         except RetryableError as exc:
             if last:
                 raise

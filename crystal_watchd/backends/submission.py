@@ -28,7 +28,7 @@ import httpx
 
 from .. import logs
 from ..config import FalConfig
-from ..errors import JobError, RetryableError
+from ..errors import FalUnreachable, JobError, RetryableError
 from . import falclient
 from .base import UpscaleRequest
 from .platform import Platform, PlatformError, PlatformRefused, identity_of
@@ -123,8 +123,8 @@ class Submitter:
             response = await client.post(url, json=arguments, headers=submit_headers(self.cfg),
                                          timeout=SUBMIT_TIMEOUT)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            # The connection was never made: nothing reached fal.
-            raise RetryableError(f"fal submit failed: cannot connect ({type(exc).__name__})",
+            # The connection was never made: nothing reached fal (and fal is away).
+            raise FalUnreachable(f"fal submit failed: cannot connect ({type(exc).__name__})",
                                  kind="network") from None
         except httpx.HTTPError as exc:
             raise _Uncertain(f"no answer ({type(exc).__name__})") from None

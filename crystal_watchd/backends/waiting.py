@@ -200,10 +200,12 @@ class StatusWatch:
 async def wait_until_done(fal: Any, handle: Any, *, deadline: float, runtime: RunTime,
                           poll: Callable[[], Awaitable[Any]], bound,
                           nearly_done: Callable[[], Awaitable[None]],
-                          timed_out: Callable[[], Awaitable[None]]) -> Any:
+                          timed_out: Callable[[], Awaitable[None]],
+                          moved: Callable[[], float] = lambda: 0.0) -> Any:
     """The COMPLETED status of ``handle``'s request. Calls ``nearly_done`` once it is expected
     to finish within HANDOVER_LEAD, and ``timed_out`` past ``deadline`` (which raises, or
-    returns when the request turns out to be finished)."""
+    returns when the request turns out to be finished). ``moved`` gives the seconds the
+    deadline is put back by (fal was unreachable that long: not the request's time)."""
     request_id = handle.request_id
     watch = StatusWatch(fal, handle, poll, bound)
     seen_logs = 0
@@ -214,7 +216,7 @@ async def wait_until_done(fal: Any, handle: Any, *, deadline: float, runtime: Ru
     try:
         while True:
             now = time.monotonic()
-            if now > deadline:
+            if now > deadline + moved():
                 await watch.stop()
                 await timed_out()
                 deadline = float("inf")  # finished after all: fetch it

@@ -19,7 +19,12 @@ write) beside it, and the daemon's dispatcher picks retried jobs up on its next 
      "arriving": [{"job_id", "folder", "file", "reason", "since", "judged_at"}],
      "hooks": {"pending", "delivered", "gave_up": int,
                "given_up": [{"id", "delivery_id", "hook", "event", "job_id", "error", "at"}]},
-     "awaiting_approval": [{"folder", "pictures": int, "estimated_usd": float, "approve": str}]}
+     "awaiting_approval": [{"folder", "pictures": int, "estimated_usd": float, "approve": str}],
+     "fal": {"reachable": bool, "unreachable_since": iso | null, "cause": str | null,
+             "waiting_for": str | null}}
+
+"fal": this machine's daemon's view of its way to fal; "waiting_for" is "waiting for fal
+since HH:MM" while fal or the network to it is away (no file fails meanwhile).
 
 (each folder entry also counts "awaiting_approval" and has "awaiting_approval_usd")
 
@@ -39,6 +44,7 @@ were estimated above ``budget.confirm_above_usd``; nothing is submitted until ``
 
 from __future__ import annotations
 
+import json
 import shlex
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,8 +54,10 @@ from .. import journal as journal_mod
 from ..config import Config
 from ..daemon import lock
 from ..daemon.requeue import retry_jobs
+from ..daemon.running import REACHABILITY_FILE
 from ..jobs import REPORTED, JobState, report_key
 from ..journal import ledger
+from ..web.view import waiting_for_fal
 
 #: Every state, under the names the report gives them.
 STATES = REPORTED
@@ -80,6 +88,7 @@ def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
         "last_errors": [], "daemons": [], "arriving": [], "awaiting_approval": [],
         "hooks": {"pending": 0, "delivered": 0, "gave_up": 0, "given_up": []},
     }
+    report["fal"] = _reachability(config, report["daemon_running"])
     if not shared and not where.exists():
         return report
     journal = journal_mod.open_journal(config, readonly=True)
@@ -140,6 +149,21 @@ def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
     return report
 
 
+def _reachability(config: Config, daemon_running: bool) -> dict[str, Any]:
+    """What the running daemon wrote while fal is unreachable (nothing: reachable)."""
+    entry: dict[str, Any] = {"reachable": True, "unreachable_since": None, "cause": None,
+                             "waiting_for": None}
+    try:
+        seen = json.loads((config.state_dir / REACHABILITY_FILE).read_text())
+    except (OSError, ValueError):
+        return entry
+    if not daemon_running or not isinstance(seen, dict) or not seen.get("unreachable_since"):
+        return entry  # left by a daemon that is gone
+    since = datetime.fromisoformat(seen["unreachable_since"])
+    return {"reachable": False, "unreachable_since": seen["unreachable_since"],
+            "cause": seen.get("cause"), "waiting_for": waiting_for_fal(since.timestamp())}
+
+
 def _hooks(journal: journal_mod.JournalBase) -> dict[str, Any]:
     if not journal.has("deliveries"):  # a journal the daemon has not migrated yet has none
         return {"pending": 0, "delivered": 0, "gave_up": 0, "given_up": []}
@@ -165,6 +189,9 @@ def _held(journal: journal_mod.JournalBase, folders: dict[str, dict[str, Any]]) 
 def render(report: dict[str, Any]) -> str:
     daemon = "running" if report["daemon_running"] else "not running"
     lines = [f"journal: {report['journal']} (daemon {daemon})",
+             *([f"{report['fal']['waiting_for']}: fal or the network to it is away "
+                f"({report['fal']['cause']}); files wait, none fails"]
+               if report.get("fal", {}).get("waiting_for") else []),
              f"{'folder':<20} {'queued':>7} {'arriving':>8} {'in flight':>9} {'done':>7} "
              f"{'failed':>7}  oldest waiting"]
     for name, f in report["folders"].items():

@@ -17,7 +17,7 @@ from .yamldoc import Doc, check_placeholders, kind_of, nonempty_text, text_list
 
 HOOK_EVENTS = ("done", "failed")
 HOOK_PLACEHOLDERS = ("input", "output", "folder")
-NOTIFY_EVENTS = ("failed", "budget", "account", "folder", "daily_summary")
+NOTIFY_EVENTS = ("failed", "budget", "account", "folder", "unreachable", "daily_summary")
 DEFAULT_HOOK_TIMEOUT = 60.0
 DEFAULT_HOOK_ATTEMPTS = 10
 
@@ -59,12 +59,15 @@ class NotifyConfig:
     daily_summary: str | None = None
     #: Failed jobs are gathered for this long into one message.
     batch_seconds: float = 60.0
+    #: fal unreachable this many seconds: tell (and tell again when it is back).
+    unreachable_after: float = 600.0
 
     def describe(self) -> dict[str, Any]:
         return {"urls": [mask_secret_url(u) for u in self.urls],
                 "urls_file": str(self.urls_file) if self.urls_file else None,
                 "on": list(self.on), "daily_summary": self.daily_summary,
-                "batch_seconds": self.batch_seconds}
+                "batch_seconds": self.batch_seconds,
+                "unreachable_after": self.unreachable_after}
 
 
 def mask_secret_url(url: str) -> str:
@@ -162,11 +165,14 @@ class NotifySettings(Settings):
     """A file with one Apprise URL a line, instead of (or beside) urls."""
     on: checked(tuple[Literal[NOTIFY_EVENTS], ...], _events(NOTIFY_EVENTS),
                 min_length=1) = NOTIFY_EVENTS
-    """What to tell about: failed, budget, account, folder, daily_summary."""
+    """What to tell about: failed, budget, account, folder, unreachable, daily_summary."""
     daily_summary: checked(str | None, optional(_clock), pattern=CLOCK) = None
     """A local time like "18:00" for the day's summary; left out: no summary."""
     batch_seconds: num(1, 86_400) = 60.0
     """Failed jobs are gathered for this long into one message."""
+    unreachable_after: num(0, 604_800) = NotifyConfig.unreachable_after
+    """Seconds fal (or the network to it) must be unreachable before this is told; its
+    return is told too."""
 
 
 def check_hooks(doc: Doc, raw: Any, folders: set[str]) -> None:
@@ -215,4 +221,5 @@ def build_notify(notify: NotifySettings | None) -> NotifyConfig | None:
     if notify is None:
         return None
     return NotifyConfig(urls=notify.urls, urls_file=notify.urls_file, on=notify.on,
-                        daily_summary=notify.daily_summary, batch_seconds=notify.batch_seconds)
+                        daily_summary=notify.daily_summary, batch_seconds=notify.batch_seconds,
+                        unreachable_after=notify.unreachable_after)

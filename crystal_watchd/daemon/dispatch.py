@@ -77,7 +77,9 @@ class Dispatcher:
             # Up to three times `concurrency` jobs run at once: a third hold a slot at the
             # upscaler, the others prepare or finish beside them (see backends.base.Slots).
             free = self._config().concurrency * PREPARE_AHEAD - len(running.inflight)
-            paused = running.paused(now)
+            # fal away: jobs stay queued (those in flight wait behind the backend's breaker).
+            unreachable = running.fal_unreachable_since is not None
+            paused = running.paused(now) or unreachable
             excluded = await self._excluded_folders()
             over_budget = await self.over_budget(now)
             # Hold what would spend too much at once, before anything is taken.
@@ -99,7 +101,7 @@ class Dispatcher:
                     continue
             timeout = None
             wakeup = await journal.next_wakeup(exclude_folders=excluded)
-            if wakeup is not None and free > 0:
+            if wakeup is not None and free > 0 and not unreachable:
                 timeout = max(0.05, (running.paused_until if paused else wakeup) - now)
                 if over_budget:
                     timeout = max(0.05, min(timeout if wakeup > now else 60.0,

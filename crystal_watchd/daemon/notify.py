@@ -120,6 +120,9 @@ class Alerts:
         self._budget_day: str | None = None
         self._summary_day: str | None = None
         self._sending: set[asyncio.Task] = set()
+        #: The current fal outage (since, cause), and whether it was told.
+        self._outage: tuple[float, str] | None = None
+        self._outage_told = False
 
     def _wants(self, event: str) -> NotifyConfig | None:
         config = self.config()
@@ -153,6 +156,31 @@ class Alerts:
                                f"fal refused work: {reason}. No file is failed; submissions "
                                "wait. Fix the account (key, balance), then reload.",
                                "failure"))
+
+    def on_fal_unreachable(self, since: float, cause: str) -> None:
+        """fal went away; told once it has lasted ``unreachable_after`` (see ``tick``)."""
+        self._outage, self._outage_told = (since, cause), False
+
+    def on_fal_reachable(self, lasted: float) -> None:
+        """fal answers again: told when its going away was."""
+        told, self._outage, self._outage_told = self._outage_told, None, False
+        if told and self._wants("unreachable") is not None:
+            self._post(Message("crystal-watchd: fal is reachable again",
+                               f"fal answers again after {_duration(lasted)} away; the waiting "
+                               "files are being processed.", "success"))
+
+    def _outage_due(self, now: float) -> None:
+        config = self._wants("unreachable")
+        if self._outage is None or self._outage_told or config is None:
+            return
+        since, cause = self._outage
+        if now - since >= config.unreachable_after:
+            self._outage_told = True
+            at = datetime.fromtimestamp(since).strftime("%H:%M")
+            self._post(Message("crystal-watchd: waiting for fal",
+                               f"fal (or the network to it) has been unreachable since {at} "
+                               f"({cause}). No file is failed and nothing is paid twice: "
+                               "every file waits and resumes when fal answers.", "warning"))
 
     def on_folder(self, name: str, inbox: Path, available: bool) -> None:
         if self._wants("folder") is None:
@@ -190,6 +218,7 @@ class Alerts:
         now = self.clock()
         if self._batch_due is not None and now >= self._batch_due:
             self.flush()
+        self._outage_due(now)
         config = self.config()
         if config is None or config.daily_summary is None or "daily_summary" not in config.on:
             return
@@ -238,3 +267,8 @@ class Alerts:
         if self._sending:
             # asyncio.wait raises none of the tasks' errors; send() logs its own
             await asyncio.wait(list(self._sending), timeout=30)
+
+
+def _duration(seconds: float) -> str:
+    minutes = seconds / 60
+    return f"{minutes:.0f} min" if minutes >= 1 else f"{seconds:.0f} s"

@@ -10,6 +10,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+#: In the state directory while fal is unreachable: what ``status`` shows. Not journaled:
+#: it is this daemon's view of its way to fal, removed when fal answers or the daemon stops.
+REACHABILITY_FILE = "fal-unreachable.json"
+
 
 @dataclass
 class Running:
@@ -34,6 +38,12 @@ class Running:
     #: ``Dispatcher``, ``once``'s idle check and the page.
     paused_until: float = 0.0
     pause_reason: str | None = None
+    #: Since when fal (or the network to it) has been unreachable, Unix time (None: it is
+    #: reachable), and why. Written by ``Service`` (told by the fal backend's breaker);
+    #: read by ``Dispatcher`` (no new work is claimed meanwhile), the page, /healthz and
+    #: the status line.
+    fal_unreachable_since: float | None = None
+    fal_unreachable_cause: str | None = None
 
     def paused(self, now: float) -> bool:
         return now < self.paused_until

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import signal
 import sys
 import time
@@ -25,6 +27,7 @@ from pathlib import Path
 from .. import backends, logs, web
 from .. import config as config_mod
 from ..backends.base import Backend
+from ..backends.reachability import Outage
 from ..config import Config
 from ..errors import ConfigError
 from ..events import Events
@@ -32,13 +35,14 @@ from ..images.pixels import PixelPool, give_freed_memory_back
 from ..intake.watcher import OverflowHook
 from ..journal import describe as describe_journal
 from ..journal import journal_file, open_store
+from ..web.view import waiting_for_fal
 from .dispatch import Dispatcher
 from .folders import FolderIntake, create_dirs
 from .hooks import Deliverer
 from .lock import StateLock
 from .notify import Alerts
 from .requeue import retry_jobs
-from .running import Running
+from .running import REACHABILITY_FILE, Running
 from .shared import SharedSlots, keep_alive, register
 from .spendguard import SpendGuard
 from .systemd import Notifier, StatusLine, status_text
@@ -100,6 +104,9 @@ class Service:
         self.alerts = Alerts(lambda: self.config.notify, self.journal)
         self.events.subscribe(self.alerts.on_change)
         self.backend = self._backend_factory(self.config)
+        reachability = getattr(self.backend, "reachability", None)
+        if reachability is not None:
+            reachability.listeners.append(self._fal_reachability)
         if self.journal.shared and self.backend.name != "local":
             # Requests at the upscaler are counted over every daemon on the journal.
             self.backend.slots = SharedSlots(self.journal, self.config.concurrency)
@@ -185,6 +192,7 @@ class Service:
             self.intake.stop_watching()
             if page is not None:
                 await page.stop()
+            (self.config.state_dir / REACHABILITY_FILE).unlink(missing_ok=True)
             await self.backend.aclose()
             await self.deliverer.aclose()
             try:
@@ -253,6 +261,9 @@ class Service:
         await asyncio.gather(*tasks, return_exceptions=True)
         for task in self.intake.tasks:
             task.cancel()  # not journaled yet: the next start's scan finds these files again
+        reachability = getattr(self.backend, "reachability", None)
+        if reachability is not None:
+            reachability.release()  # jobs waiting for fal go back to the queue at once
         if running.inflight:
             log.info("waiting_for_jobs", in_flight=len(running.inflight),
                      grace_seconds=self.config.shutdown_grace)
@@ -352,7 +363,33 @@ class Service:
         return self.config
 
     async def _status_text(self) -> str:
-        return status_text(await self.journal.counts(), len(self.running.inflight))
+        text = status_text(await self.journal.counts(), len(self.running.inflight))
+        waiting = waiting_for_fal(self.running.fal_unreachable_since)
+        if waiting:
+            return f"{waiting}; {text}"
+        if self.running.paused(time.time()):
+            return f"paused: fal refused the account; {text}"
+        return text
+
+    def _fal_reachability(self, outage: Outage, lasted: float | None) -> None:
+        """The fal backend's breaker opened (``lasted`` None) or closed: hold or resume
+        dispatching, tell the status line, the alerts and ``status``."""
+        running = self.running
+        running.fal_unreachable_since, running.fal_unreachable_cause = outage.since, outage.cause
+        marker = self.config.state_dir / REACHABILITY_FILE
+        if outage.since is not None:
+            self.alerts.on_fal_unreachable(outage.since, outage.cause or "")
+            try:
+                tmp = marker.with_suffix(".tmp")
+                tmp.write_text(json.dumps({**outage.as_dict(), "pid": os.getpid()}))
+                os.replace(tmp, marker)
+            except OSError as exc:
+                log.warning("fal_unreachable_not_recorded", error=str(exc))
+        else:
+            self.alerts.on_fal_reachable(lasted or 0.0)
+            marker.unlink(missing_ok=True)
+            running.wake.set()
+        self.status.changed()
 
     # -- what the web page sees and does ----------------------------------------------------
 
@@ -363,7 +400,9 @@ class Service:
             paused_until=running.paused_until, pause_reason=running.pause_reason,
             over_budget=self.dispatcher.over_budget_known(time.time()),
             daily_usd=self.config.budget.daily_usd,
-            watch_modes=self.intake.watch_modes())
+            watch_modes=self.intake.watch_modes(),
+            fal_unreachable_since=running.fal_unreachable_since,
+            fal_unreachable_cause=running.fal_unreachable_cause)
 
     async def retry_job(self, job_id: int) -> bool:
         """The page's Retry: what ``crystal-watchd retry PATH`` does, for one job."""

@@ -31,6 +31,7 @@ from ..days import local_midnight
 from ..errors import (
     INCOMPLETE_KIND,
     AccountError,
+    FalUnreachable,
     JobError,
     OutputBlockedError,
     PermanentJobError,
@@ -240,6 +241,15 @@ class Worker:
             delay = self.config.retry.max_backoff
             bound.warning("job_waiting_for_outbox", reason=exc.reason, retry_in=delay)
             return (await self._fresh(job, self.journal.retry_later, delay=delay,
+                                      kind=exc.kind, reason=exc.reason,
+                                      count_attempt=False)).state
+        except FalUnreachable as exc:
+            # fal or the network is away: not the file's fault, so no attempt is counted
+            # (the backend waits this out itself, behind its breaker, until a shutdown).
+            bound.info("job_waiting_for_fal", reason=exc.reason,
+                       request_id=(await self.journal.get(job.id)).request_id)
+            return (await self._fresh(job, self.journal.retry_later,
+                                      delay=max(self.config.retry.backoff, 2.0),
                                       kind=exc.kind, reason=exc.reason,
                                       count_attempt=False)).state
         except RetryableError as exc:

@@ -14,6 +14,7 @@ import os
 import sqlite3
 import time
 from collections import OrderedDict
+from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
@@ -407,8 +408,14 @@ class WebServer:
         except Exception as exc:  # noqa: BLE001 - whatever the store raises, it is unhealthy
             ok, problem = False, str(exc) or type(exc).__name__
         live = self.daemon.live_state()
+        since = live.fal_unreachable_since
+        # Still 200 while fal is away: the daemon itself is alive and keeps every file.
         body = {"status": "ok" if ok else "unhealthy", "journal": "writable" if ok else problem,
-                "in_flight": live.in_flight, "paused": live.paused}
+                "in_flight": live.in_flight, "paused": live.paused,
+                "fal_reachable": since is None,
+                "fal_unreachable_since": None if since is None else
+                datetime.fromtimestamp(since, timezone.utc).isoformat(timespec="seconds"),
+                "waiting_for": live.waiting_for_fal}
         return web.json_response(body, status=200 if ok else 503)
 
 

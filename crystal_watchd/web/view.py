@@ -39,10 +39,25 @@ class LiveState:
     daily_usd: float | None
     #: folder → native | polling | polling-fallback | once | unavailable
     watch_modes: dict[str, str] = field(default_factory=dict)
+    #: Since when fal has been unreachable (Unix time; None: reachable), and why.
+    fal_unreachable_since: float | None = None
+    fal_unreachable_cause: str | None = None
 
     @property
     def paused(self) -> bool:
         return self.paused_until > time.time()
+
+    @property
+    def waiting_for_fal(self) -> str | None:
+        """"waiting for fal since HH:MM" while fal is unreachable, else None."""
+        return waiting_for_fal(self.fal_unreachable_since)
+
+
+def waiting_for_fal(since: float | None) -> str | None:
+    """The words every view shows while fal is unreachable (local time)."""
+    if since is None:
+        return None
+    return f"waiting for fal since {datetime.fromtimestamp(since).strftime('%H:%M')}"
 
 
 @dataclass

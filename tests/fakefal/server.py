@@ -17,7 +17,7 @@ as documented where the docs leave the worst case open: gateway 504s after accep
 cancels that lose the race or answer ALREADY_COMPLETED as a 409, keep-alive comments on the
 status stream, result files that expire, and data URIs echoed re-encoded. The status
 stream and the platform API (request list, payload deletion) are in status_stream.py and
-platform_api.py.
+platform_api.py; an outage (refused connections, or 503 everywhere) in outage.py.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import io
 import json
 import random
 import re
+import socket
 import ssl
 import threading
 import time
@@ -40,6 +41,7 @@ from urllib.parse import parse_qs, urlparse
 
 from PIL import Image
 
+from . import outage as _outage
 from . import platform_api, status_stream
 from . import strict as _strict
 
@@ -163,6 +165,8 @@ class FakeFal:
         self._server: ThreadingHTTPServer | None = None
         #: Where the fake is as strict as fal (strict.py): its knobs and what it saw.
         self.strict = _strict.Strict()
+        #: fal away for a while (outage.py): refused connections or 503 everywhere.
+        self.outage = _outage.Outage()
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -173,6 +177,7 @@ class FakeFal:
             server_fake = fake
 
         server = _QuietServer(("127.0.0.1", 0), Handler)
+        server.outage = self.outage
         server.daemon_threads = True
         if self._certfile:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -394,8 +399,24 @@ class FakeFal:
 
 
 class _QuietServer(ThreadingHTTPServer):
+    outage: _outage.Outage | None = None
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # dropped connections are deliberate here
+
+    def get_request(self) -> tuple[Any, Any]:
+        """Accept, letting an outage refuse the connection before the TLS handshake."""
+        listener = self.socket
+        if self.outage is None:
+            return super().get_request()
+        raw, address = socket.socket.accept(listener)
+        if not self.outage.accepted(raw):
+            raise OSError("refused by the outage")
+        if isinstance(listener, ssl.SSLSocket):
+            raw = listener.context.wrap_socket(
+                raw, server_side=True, do_handshake_on_connect=listener.do_handshake_on_connect,
+                suppress_ragged_eofs=listener.suppress_ragged_eofs)
+        return raw, address
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -404,6 +425,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:  # quiet
         pass
+
+    def parse_request(self) -> bool:
+        """Every request is logged by the outage mode, which answers it while fal is away."""
+        if not super().parse_request():
+            return False
+        return not self.server_fake.outage.request(self)
 
     # -- plumbing -----------------------------------------------------------------------------
 
