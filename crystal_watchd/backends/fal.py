@@ -236,7 +236,7 @@ class FalBackend:
                 self.reachability.failed(exc.reason, exc.delay)
 
     async def _probe(self) -> ProbeAnswer:
-        return await probe_reachable(await self._client._client)
+        return await probe_reachable(await falclient.http_client(self._client))
 
     async def _call(self, what: str, coro: Awaitable[Any]) -> Any:
         """Run one fal-client call, turning its errors into ours."""
