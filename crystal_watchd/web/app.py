@@ -32,6 +32,7 @@ from ..journal import journal_file, open_journal
 from . import auth
 from .chart import spend_bars
 from .metrics import CONTENT_TYPE, Metrics
+from .review import Review
 from .thumbs import KINDS, ThumbCache
 from .view import JournalView, LiveState, ago, error_report, scrubbed, when
 
@@ -71,6 +72,7 @@ class WebServer:
         self.thumbs = ThumbCache(daemon.config.state_dir / "thumbs",
                                  int(daemon.config.http.thumbs_cache_mb * 1024 * 1024),
                                  daemon.pixels)
+        self.review = Review(self)
         self.metrics = Metrics(self.view, daemon.live_state,
                                lambda: [f.name for f in self.daemon.config.folders])
         self._streams: set[asyncio.Queue] = set()
@@ -106,6 +108,7 @@ class WebServer:
         app.router.add_post("/deliveries/retry", self.retry_deliveries)
         app.router.add_post("/approve", self.approve)
         app.router.add_get(r"/thumbs/{job_id:\d+}/{kind:before|after}.jpg", self.thumb)
+        self.review.register(app)
         app.router.add_get("/events", self.stream)
         app.router.add_get("/metrics", self.prometheus)
         app.router.add_get("/healthz", self.healthz)
@@ -145,6 +148,7 @@ class WebServer:
             await self.runner.cleanup()
             self.runner = None
         self.thumbs.close()
+        self.review.close()
         await asyncio.to_thread(self.view.close)
 
     def _on_change(self, event: JobChanged) -> None:
@@ -280,7 +284,7 @@ class WebServer:
             report = await self.view.call(error_report, job, self._failed_dir(job.folder))
         phases = sorted(self.phases.get(job.id, {}).items(), key=lambda kv: kv[1])
         return self._page(request, "job.html", page="job", job=job, phases=phases,
-                          report=scrubbed(report))
+                          report=scrubbed(report), **await self.review.facts(job))
 
     def _failed_dir(self, folder: str) -> Path | None:
         cfg = self.daemon.config.folder(folder)

@@ -181,3 +181,9 @@ def ago(ts: float | None) -> str:
         if seconds >= size:
             return f"{seconds / size:.0f} {unit} ago"
     return f"{seconds:.0f} s ago"
+
+
+def job_spend(view: JournalView, job_id: int) -> dict[str, float | None]:
+    """The job's estimate and what fal billed for it (run on the view's thread)."""
+    journal = view.journal
+    return journal.run(ledger.of_job(journal.store, job_id))
