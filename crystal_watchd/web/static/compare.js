@@ -2,6 +2,8 @@
 // pair in one OpenSeadragon viewer, so both always share the same framing; the after is
 // clipped to the right of the split. Keys: + - zoom, 1 = 100 %, 2 = 200 %, 0 = fit,
 // t = split / before / after, j k = older / newer job; the split slider takes arrow keys.
+// The viewer is OpenSeadragon 6.1.1 (npm openseadragon@6.1.1, static/openseadragon.min.js as
+// published; BSD-3-Clause, static/openseadragon-license.txt), served from this page only.
 (function () {
   "use strict";
   var el = document.getElementById("viewer");
