@@ -205,15 +205,20 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def retry(config: Config, journal_file: Path | None, paths: list[str]) -> list[str]:
+def retry(config: Config, journal_file: Path | None, paths: list[str],
+          unmatched: list[str] | None = None) -> list[str]:
     """Put failed jobs back in the queue, their originals back in the inbox. Returns what
-    was retried, one line each."""
+    was retried, one line each; the named paths no failed job answers to go to
+    ``unmatched`` when it is given."""
     if not getattr(config, "journal", None) and not (
             journal_file or journal_mod.journal_file(config)).exists():
+        if unmatched is not None:
+            unmatched.extend(paths)
         return []
     journal = journal_mod.open_journal(config)
     try:
-        return journal.run(retry_jobs(config, journal.store, paths=paths))
+        return journal.run(retry_jobs(config, journal.store, paths=paths,
+                                      unmatched=unmatched))
     finally:
         journal.close()
 
