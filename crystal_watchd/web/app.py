@@ -34,7 +34,16 @@ from .chart import spend_bars
 from .metrics import CONTENT_TYPE, Metrics
 from .review import Review
 from .thumbs import KINDS, ThumbCache
-from .view import JournalView, LiveState, ago, error_report, scrubbed, when
+from .view import (
+    JournalView,
+    LiveState,
+    ago,
+    attempts_shown,
+    error_report,
+    scrubbed,
+    settings_shown,
+    when,
+)
 
 log = logs.get(__name__)
 SERVER = web.AppKey("server", "WebServer")
@@ -83,7 +92,9 @@ class WebServer:
             loader=jinja2.PackageLoader("crystal_watchd.web", "templates"),
             autoescape=True, trim_blocks=True, lstrip_blocks=True)
         self.templates.filters.update(when=when, ago=ago, usd=lambda v: f"${v or 0:.2f}",
-                                     clean=lambda v: logs.scrub(str(v)) if v else "")
+                                     clean=lambda v: logs.scrub(str(v)) if v else "",
+                                     settings_shown=settings_shown,
+                                     attempts_shown=attempts_shown)
         static = resources.files("crystal_watchd.web") / "static"
         self.static = {p.name: p.read_bytes() for p in static.iterdir() if p.is_file()}
         self.runner: web.AppRunner | None = None

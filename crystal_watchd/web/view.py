@@ -187,3 +187,29 @@ def job_spend(view: JournalView, job_id: int) -> dict[str, float | None]:
     """The job's estimate and what fal billed for it (run on the view's thread)."""
     journal = view.journal
     return journal.run(ledger.of_job(journal.store, job_id))
+
+
+#: Settings the local backend takes no notice of (it only scales).
+LOCAL_IGNORES = ("creativity",)
+
+
+def settings_shown(settings: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The settings a job was run with, as the job page lists them: empty values (no
+    ``result_format`` for the local backend, no ``fit``) left out, and what the local
+    backend ignores said to be ignored."""
+    shown = []
+    local = (settings or {}).get("backend") == "local"
+    for key, value in sorted((settings or {}).items()):
+        if value in ("", None):
+            continue
+        text = json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value)
+        if local and key in LOCAL_IGNORES:
+            text += " (ignored by the local backend)"
+        shown.append((key, text))
+    return shown
+
+
+def attempts_shown(job: Job) -> int:
+    """Runs of the job: a done job ran at least once, though its first run counts as no
+    retry in the journal's ``attempts``."""
+    return max(job.attempts, 1) if job.state == JobState.DONE else job.attempts
