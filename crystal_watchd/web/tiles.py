@@ -38,6 +38,8 @@ OVERLAP = 1
 QUALITY = 90
 #: Reductions a base is decoded at; beyond 1/8 a level is cut from the 1/8 base.
 REDUCTIONS = (1, 2, 4, 8)
+#: The long side a reduced base keeps at least.
+MIN_BASE_SIDE = 2048
 #: Bases nobody has used for this long are let go (their memory goes back to the system).
 IDLE_SECONDS = 60.0
 KINDS = ("before", "after")
@@ -226,11 +228,25 @@ class TileCache:
     def _reduction(picture: Picture, per_pixel: float) -> int:
         if not picture.is_jpeg:
             return 1  # decoding at a smaller size is a JPEG's gift only: decode once, whole
-        return max(r for r in REDUCTIONS if r <= max(1.0, per_pixel))
+        reduction = max(r for r in REDUCTIONS if r <= max(1.0, per_pixel))
+        # Not smaller than a screenful: every level from the first view down is then cut
+        # from one base, decoded once.
+        while reduction > 1 and max(picture.width, picture.height) / reduction < MIN_BASE_SIDE:
+            reduction //= 2
+        return reduction
 
     async def _base(self, job_id: int, kind: str, picture: Picture,
                     reduction: int) -> Image.Image:
         self._let_idle_go()
+        # A finer base, held or on its way, serves a coarser level as well: one decode, not
+        # one per level, while the viewer asks for several levels at once.
+        for finer in REDUCTIONS:
+            if finer < reduction and (job_id, kind, finer) in self._decoding:
+                reduction = finer
+                break
+            if finer < reduction and (job_id, kind, finer) in self._bases:
+                reduction = finer
+                break
         key = (job_id, kind, reduction)
         held = self._bases.get(key)
         if held is not None:
