@@ -18,7 +18,8 @@ write) beside it, and the daemon's dispatcher picks retried jobs up on its next 
      "arriving": [{"job_id", "folder", "file", "reason", "since", "judged_at"}],
      "hooks": {"pending", "delivered", "gave_up": int,
                "given_up": [{"id", "delivery_id", "hook", "event", "job_id", "error", "at"}]},
-     "awaiting_approval": [{"folder", "pictures": int, "estimated_usd": float, "approve": str}]}
+     "awaiting_approval": [{"folder", "pictures": int, "estimated_usd": float, "approve": str}],
+     "not_taken": [{"folder", "file", "size": int, "reason", "seen_at"}]}
 
 (each folder entry also counts "awaiting_approval" and has "awaiting_approval_usd")
 
@@ -30,6 +31,9 @@ judged at ``judged_at`` unless it changes first (see the folder's ``incomplete_g
 
 "awaiting_approval": per folder, the pictures the spend guard holds because together they
 were estimated above ``budget.confirm_above_usd``; nothing is submitted until ``approve``.
+
+"not_taken": files seen in an inbox that never became jobs, newest first, with the reason
+(a hidden or temporary name, an extension not in the folder's list, an empty file).
 """
 
 from __future__ import annotations
@@ -44,10 +48,12 @@ from ..config import Config
 from ..daemon import lock
 from ..daemon.requeue import retry_jobs
 from ..jobs import REPORTED, JobState, report_key
-from ..journal import ledger
+from ..journal import ledger, skipped
 
 #: Every state, under the names the report gives them.
 STATES = REPORTED
+#: Files not taken that ``status`` reports, newest first.
+NOT_TAKEN_SHOWN = 200
 
 
 def _iso(ts: float | None) -> str | None:
@@ -71,6 +77,7 @@ def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
         "spend": {"today_usd": 0.0, "total_usd": 0.0, "today_megapixels": 0.0,
                   "total_megapixels": 0.0, "by_day": {}, "maybe_paid_twice": 0},
         "last_errors": [], "daemons": [], "arriving": [], "awaiting_approval": [],
+        "not_taken": [],
         "hooks": {"pending": 0, "delivered": 0, "gave_up": 0, "given_up": []},
     }
     if not shared and not where.exists():
@@ -125,6 +132,10 @@ def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
             for job in journal.jobs(state=JobState.ARRIVING)]
         report["hooks"] = _hooks(journal)
         report["awaiting_approval"] = _held(journal, folders)
+        report["not_taken"] = [
+            {"folder": r["folder"], "file": r["rel"], "size": r["size"],
+             "reason": r["reason"], "seen_at": _iso(r["seen_at"])}
+            for r in journal.run(skipped.recent(journal.store, limit=NOT_TAKEN_SHOWN))]
     finally:
         journal.close()
     return report
@@ -183,6 +194,12 @@ def render(report: dict[str, Any]) -> str:
         for a in report["arriving"]:
             lines.append(f"  [{a['folder']}] {a['file']}: {a['reason']} "
                          f"(judged at {a['judged_at']})")
+    if report.get("not_taken"):
+        lines.append("seen but not taken (most recent first):")
+        for n in report["not_taken"][:20]:
+            lines.append(f"  [{n['folder']}] {n['file']}: {n['reason']} (seen {n['seen_at']})")
+        if len(report["not_taken"]) > 20:
+            lines.append(f"  … {len(report['not_taken']) - 20} more in status --json")
     hooks = report.get("hooks") or {}
     if hooks.get("pending") or hooks.get("gave_up"):
         lines.append(f"hook deliveries: {hooks['pending']} pending, {hooks['gave_up']} gave up"

@@ -40,6 +40,7 @@ from .view import (
     ago,
     attempts_shown,
     error_report,
+    not_taken,
     scrubbed,
     settings_shown,
     when,
@@ -266,7 +267,9 @@ class WebServer:
         folders = [f.name for f in self.daemon.config.folders]
         data = await self.view.call(self.view.overview, folders, time.time())
         hooks = await self.view.call(self.view.delivery_counts)
+        not_out = await self.view.call(not_taken, self.view)
         return self._page(request, "overview.html", page="overview", data=data, hooks=hooks,
+                          not_out=not_out,
                           chart=Markup(spend_bars(data.spend_by_day)),
                           daily_usd=self.daemon.config.budget.daily_usd,
                           confirm_above_usd=self.daemon.config.budget.confirm_above_usd)

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from .. import logs
 from ..jobs import REPORTED, Job, JobState, report_key
-from ..journal import JournalBase, ledger
+from ..journal import JournalBase, ledger, skipped
 from ..journal.outbox import Delivery
 
 T = TypeVar("T")
@@ -213,3 +213,15 @@ def attempts_shown(job: Job) -> int:
     """Runs of the job: a done job ran at least once, though its first run counts as no
     retry in the journal's ``attempts``."""
     return max(job.attempts, 1) if job.state == JobState.DONE else job.attempts
+
+
+#: Files not taken the overview lists, newest first.
+NOT_TAKEN_SHOWN = 50
+
+
+def not_taken(view: JournalView) -> dict[str, list[Any]]:
+    """What has not come out and why: files seen but not taken, and files taken to be
+    still arriving (with since when), for the overview (run on the view's thread)."""
+    journal = view.journal
+    skipped_rows = journal.run(skipped.recent(journal.store, limit=NOT_TAKEN_SHOWN))
+    return {"skipped": skipped_rows, "arriving": journal.jobs(state=JobState.ARRIVING)}
