@@ -369,9 +369,14 @@ def _command(args, config, status_mod, journal_path) -> int:
         print(json.dumps(report, indent=2) if args.json else status_mod.render(report))
         return EXIT_OK if report["daemon_running"] else EXIT_NOT_RUNNING
     if args.command == "retry":
-        for line in status_mod.retry(config, journal_path(config), args.paths):
+        unmatched: list[str] = []
+        for line in status_mod.retry(config, journal_path(config), args.paths, unmatched):
             print(f"retrying {line}")
-        return EXIT_OK
+        for path in unmatched:
+            print(f"no failed job matches {path} (see `crystal-watchd status` for the failed "
+                  "files, by their path in failed_dir or where they were dropped)",
+                  file=sys.stderr)
+        return EXIT_FAILURES if unmatched else EXIT_OK
     if args.command == "retry-hooks":
         count = status_mod.retry_hooks(config, journal_path(config), args.ids)
         print(f"retrying {count} hook deliver{'y' if count == 1 else 'ies'}")

@@ -90,3 +90,26 @@ def _rotated_exif() -> bytes:
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise to display
     return exif.tobytes()
+
+
+def test_sixteen_bit_tiff_thumbnail_is_tone_mapped_not_white(tmp_path):
+    """A 16-bit grayscale TIFF gradient (dark to light, left to right) gives a "before"
+    thumbnail that is not white and keeps the gradient's order; a 12-bit one (nothing above
+    4095) and a float one do too."""
+    cases = {"I;16": 65535, "I;16-12bit": 4095, "F": 1.0}
+    for name, top in cases.items():
+        mode = "F" if name == "F" else "I;16"
+        image = Image.new(mode, (640, 64))
+        image.putdata([x / 639 * top for x in range(640)] * 64)
+        source = tmp_path / f"gradient-{name.replace(';', '')}.tif"
+        image.save(source)
+        with Image.open(source) as check:
+            assert check.mode == mode
+        dest = tmp_path / f"thumb-{name.replace(';', '')}.jpg"
+        thumbs.render(source, dest)
+        with Image.open(dest) as thumb:
+            assert thumb.size == (320, 32)
+            row = [thumb.getpixel((x, 16))[0] for x in [*range(0, 320, 32), 319]]
+        assert row != [255] * len(row), name
+        assert row == sorted(row) and row[-1] - row[0] > 200, (name, row)
+        assert row[0] < 20 and row[-1] > 235, (name, row)

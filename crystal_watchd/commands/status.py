@@ -21,7 +21,8 @@ write) beside it, and the daemon's dispatcher picks retried jobs up on its next 
                "given_up": [{"id", "delivery_id", "hook", "event", "job_id", "error", "at"}]},
      "awaiting_approval": [{"folder", "pictures": int, "estimated_usd": float, "approve": str}],
      "fal": {"reachable": bool, "unreachable_since": iso | null, "cause": str | null,
-             "waiting_for": str | null}}
+             "waiting_for": str | null},
+     "not_taken": [{"folder", "file", "size": int, "reason", "seen_at"}]}
 
 "fal": this machine's daemon's view of its way to fal; "waiting_for" is "waiting for fal
 since HH:MM" while fal or the network to it is away (no file fails meanwhile).
@@ -40,6 +41,9 @@ judged at ``judged_at`` unless it changes first (see the folder's ``incomplete_g
 
 "awaiting_approval": per folder, the pictures the spend guard holds because together they
 were estimated above ``budget.confirm_above_usd``; nothing is submitted until ``approve``.
+
+"not_taken": files seen in an inbox that never became jobs, newest first, with the reason
+(a hidden or temporary name, an extension not in the folder's list, an empty file).
 """
 
 from __future__ import annotations
@@ -56,11 +60,13 @@ from ..daemon import lock
 from ..daemon.requeue import retry_jobs
 from ..daemon.running import REACHABILITY_FILE
 from ..jobs import REPORTED, JobState, report_key
-from ..journal import ledger
+from ..journal import ledger, skipped
 from ..web.view import waiting_for_fal
 
 #: Every state, under the names the report gives them.
 STATES = REPORTED
+#: Files not taken that ``status`` reports, newest first.
+NOT_TAKEN_SHOWN = 200
 
 
 def _iso(ts: float | None) -> str | None:
@@ -86,6 +92,7 @@ def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
                   "billed": {"units": 0.0, "usd": 0.0, "estimated_usd": 0.0,
                              "differs": False}},
         "last_errors": [], "daemons": [], "arriving": [], "awaiting_approval": [],
+        "not_taken": [],
         "hooks": {"pending": 0, "delivered": 0, "gave_up": 0, "given_up": []},
     }
     report["fal"] = _reachability(config, report["daemon_running"])
@@ -144,6 +151,10 @@ def collect(config: Config, journal_file: Path | None = None) -> dict[str, Any]:
             for job in journal.jobs(state=JobState.ARRIVING)]
         report["hooks"] = _hooks(journal)
         report["awaiting_approval"] = _held(journal, folders)
+        report["not_taken"] = [
+            {"folder": r["folder"], "file": r["rel"], "size": r["size"],
+             "reason": r["reason"], "seen_at": _iso(r["seen_at"])}
+            for r in journal.run(skipped.recent(journal.store, limit=NOT_TAKEN_SHOWN))]
     finally:
         journal.close()
     return report
@@ -225,6 +236,12 @@ def render(report: dict[str, Any]) -> str:
         for a in report["arriving"]:
             lines.append(f"  [{a['folder']}] {a['file']}: {a['reason']} "
                          f"(judged at {a['judged_at']})")
+    if report.get("not_taken"):
+        lines.append("seen but not taken (most recent first):")
+        for n in report["not_taken"][:20]:
+            lines.append(f"  [{n['folder']}] {n['file']}: {n['reason']} (seen {n['seen_at']})")
+        if len(report["not_taken"]) > 20:
+            lines.append(f"  … {len(report['not_taken']) - 20} more in status --json")
     hooks = report.get("hooks") or {}
     if hooks.get("pending") or hooks.get("gave_up"):
         lines.append(f"hook deliveries: {hooks['pending']} pending, {hooks['gave_up']} gave up"
@@ -247,15 +264,20 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def retry(config: Config, journal_file: Path | None, paths: list[str]) -> list[str]:
+def retry(config: Config, journal_file: Path | None, paths: list[str],
+          unmatched: list[str] | None = None) -> list[str]:
     """Put failed jobs back in the queue, their originals back in the inbox. Returns what
-    was retried, one line each."""
+    was retried, one line each; the named paths no failed job answers to go to
+    ``unmatched`` when it is given."""
     if not getattr(config, "journal", None) and not (
             journal_file or journal_mod.journal_file(config)).exists():
+        if unmatched is not None:
+            unmatched.extend(paths)
         return []
     journal = journal_mod.open_journal(config)
     try:
-        return journal.run(retry_jobs(config, journal.store, paths=paths))
+        return journal.run(retry_jobs(config, journal.store, paths=paths,
+                                      unmatched=unmatched))
     finally:
         journal.close()
 

@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from ..intake.hashing import Hashed, hash_settled
 from ..intake.rules import Rules
 from ..intake.settle import Settler
 from ..intake.watcher import FolderWatcher
-from ..journal import JournalBase
+from ..journal import JournalBase, skipped
 from ..journal.arrivals import Arrival
 from .notify import Alerts
 from .running import Running
@@ -36,6 +37,8 @@ HASH_PARALLELISM = 4
 HASH_BYTES_PER_THREAD = 8 << 20
 #: Settled files of one folder hashed and journaled together (one transaction).
 INTAKE_BATCH = 500
+#: File versions remembered as reported not taken (the journal keeps them for good).
+SKIPPED_REMEMBERED = 10_000
 AVAILABILITY_CHECK = 2.0  # seconds between checks that every inbox is still there
 
 
@@ -59,7 +62,9 @@ class FolderIntake:
         self._rules: dict[str, Rules] = {}
         self.set_rules()
         self._watchers: dict[str, FolderWatcher] = {}
-        self.settler = Settler(self._on_stable)
+        self.settler = Settler(self._on_stable, on_empty=self._on_empty)
+        #: Versions (path, size, mtime) reported as not taken, so each is written once.
+        self._skipped: OrderedDict[tuple[Path, int, int], None] = OrderedDict()
         #: Scans and intake batches running (``Service`` cancels them at shutdown).
         self.tasks: set[asyncio.Task] = set()
         #: Files settled and being hashed, not journaled yet (the spend guard counts them).
@@ -141,6 +146,38 @@ class FolderIntake:
             src = dest
         if rules.wants_file(src):
             self._track(folder, src)
+        elif kind in ("created", "modified", "closed", "moved"):
+            reason = rules.why_not(src)
+            if reason is not None:
+                self._spawn_intake(self._note_skipped(folder.name, src, reason))
+
+    def _on_empty(self, folder_name: str, path: Path, st: os.stat_result) -> None:
+        self._spawn_intake(self._note_skipped(folder_name, path, "empty file (0 bytes)", st))
+
+    async def _note_skipped(self, folder_name: str, path: Path, reason: str,
+                            st: os.stat_result | None = None) -> None:
+        """Record a file not taken, once per version: the log, ``status`` and the page
+        then say why it did not come out."""
+        if st is None:
+            try:
+                st = await asyncio.to_thread(path.stat)
+            except OSError:
+                return  # gone already (a temporary file renamed into place)
+        key = (path, st.st_size, st.st_mtime_ns)
+        if key in self._skipped:
+            return
+        self._skipped[key] = None
+        while len(self._skipped) > SKIPPED_REMEMBERED:
+            self._skipped.popitem(last=False)
+        rules = self._rules.get(folder_name)
+        rel = (rules.rel(path) if rules else None) or path.name
+        try:
+            if await skipped.note(self._journal, folder_name, rel, st.st_size,
+                                  st.st_mtime_ns, reason):
+                log.info("file_not_taken", folder=folder_name, file=str(path), reason=reason)
+        except Exception as exc:  # noqa: BLE001 - a report about a file must not stop intake
+            log.warning("file_not_taken_unrecorded", folder=folder_name, file=str(path),
+                        error=str(exc))
 
     def _track(self, folder: FolderConfig, path: Path) -> None:
         if self.settler.touch(folder.name, path, folder.settle):

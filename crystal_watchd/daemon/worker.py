@@ -45,6 +45,7 @@ from ..intake import arrival
 from ..jobs import Job, JobState, Settings
 from ..journal import JournalBase, LeaseLost
 from .completion import Completer, unchanged
+from .requeue import retry_command
 
 log = logs.get(__name__)
 #: Seconds before a job turned away by the budget asks again (others may free a reservation).
@@ -430,12 +431,13 @@ class Worker:
             "error": exc.kind, "reason": exc.reason, "attempts": attempts,
             "backend": self.backend.name, "request_id": job.request_id,
             "first_seen": _iso(job.created_at), "failed_at": _iso(time.time()),
-            "retry": "fix the cause, then run: crystal-watchd retry " + str(moved or job.path),
+            "hint": "fix the cause, then run the command in \"retry\"",
+            "retry": retry_command(self.config.path, moved or job.path),
         }
         try:
             report_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = output.write_temp(report_path, json.dumps(report, indent=2).encode() + b"\n",
-                                    f"{job.id}-error")
+            text = json.dumps(report, indent=2, ensure_ascii=False)  # names as they are
+            tmp = output.write_temp(report_path, text.encode() + b"\n", f"{job.id}-error")
             os.replace(tmp, report_path)
         except (OSError, JobError) as exc_write:
             bound.warning("error_report_not_written", error=str(exc_write))

@@ -68,6 +68,23 @@ class Rules:
             return False
         return os.path.splitext(name)[1].lower().lstrip(".") in self._extensions
 
+    def why_not(self, path: Path) -> str | None:
+        """Why a file in a watched directory is not taken, in words for the user; None for
+        one that is (or one in a directory never watched, where nothing is reported)."""
+        if not self.wants_dir(path.parent) or self.rel(path) is None:
+            return None
+        name = path.name
+        if name.startswith((".", "~")):
+            return "hidden or temporary name (starts with . or ~)"
+        extension = os.path.splitext(name)[1].lower().lstrip(".")
+        if extension not in self._extensions:
+            listed = ", ".join(sorted(self._extensions))
+            return (f"extension .{extension} is not in the folder's extensions ({listed})"
+                    if extension else f"no extension (the folder takes {listed})")
+        if self._glob_ignored(self.rel(path) or name, name):
+            return "matches the folder's ignore patterns"
+        return None
+
     def wants_file(self, path: Path) -> bool:
         """Whether a file name could be an image to process (name only, no disk access)."""
         name = path.name

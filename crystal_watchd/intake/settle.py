@@ -38,8 +38,11 @@ class Settler:
     """
 
     def __init__(self, on_stable: Callable[[str, Path, os.stat_result], None],
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 on_empty: Callable[[str, Path, os.stat_result], None] | None = None):
         self._on_stable = on_stable
+        #: Told of a file that settled empty (it is not taken: nothing to upscale).
+        self._on_empty = on_empty
         self._clock = clock
         self._tracked: dict[Path, _Tracked] = {}
         self._wake = asyncio.Event()
@@ -109,6 +112,8 @@ class Settler:
                 continue
             del self._tracked[path]
             if st.st_size == 0:
+                if self._on_empty is not None:
+                    self._on_empty(entry.folder, path, st)
                 continue  # a placeholder; the write that fills it brings it back
             self._on_stable(entry.folder, path, st)
 

@@ -175,3 +175,16 @@ BILL_TOLERANCE_USD = 0.005
 def bill_differs(bill: dict[str, float]) -> bool:
     """Whether what fal said it billed (``billed()``) differs from the estimate."""
     return abs(bill["usd"] - bill["estimated_usd"]) > BILL_TOLERANCE_USD
+
+
+async def of_job(store: Store, job_id: int) -> dict[str, float | None]:
+    """One job's runs: ``estimated_usd`` over all of them; ``billed_usd`` and
+    ``billed_units`` over those fal said it billed (None where it said nothing)."""
+    rows = await _query(store, "SELECT SUM(estimated_usd) AS estimated, SUM(billed_usd) AS usd,"
+                        " SUM(billed_units) AS units, COUNT(*) AS runs FROM spend "
+                        "WHERE job_id=?", (int(job_id),))
+    row = dict(rows[0]) if rows else {}
+    return {"estimated_usd": float(row.get("estimated") or 0.0),
+            "billed_usd": None if row.get("usd") is None else float(row["usd"]),
+            "billed_units": None if row.get("units") is None else float(row["units"]),
+            "runs": float(row.get("runs") or 0)}

@@ -152,6 +152,15 @@ SPEND = Table("spend", _cols("""
     day text NOT NULL
     created_at real NOT NULL
 """))
+SKIPPED = Table("skipped", _cols("""
+    id id
+    folder text NOT NULL
+    rel text NOT NULL
+    size bigint NOT NULL
+    mtime_ns bigint NOT NULL
+    reason text NOT NULL
+    seen_at real NOT NULL
+"""))
 #: Words the back-fills spell per store: the local date of a job's finishing (PostgreSQL's
 #: is in the session's time zone; the daemon writes its own day from then on).
 BACKFILL_WORDS: Mapping[str, Mapping[str, str]] = MappingProxyType({
@@ -252,6 +261,13 @@ STEPS: tuple[Step, ...] = (
                  Index("spend_job", "spend", "job_id, kind"),
                  Index("spend_kind", "spend", "kind"),
                  *SPEND_BACKFILL,
+             )),
+    Step(11, "files seen in an inbox but not taken, with the reason (one row per version "
+             "of a path, the most recent few hundred a folder kept)", (
+                 SKIPPED,
+                 Index("skipped_version", "skipped", "folder, rel, size, mtime_ns",
+                       unique=True),
+                 Index("skipped_recent", "skipped", "folder, seen_at"),
              )),
 )
 SCHEMA_VERSION = STEPS[-1].number

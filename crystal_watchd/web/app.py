@@ -33,8 +33,19 @@ from ..journal import journal_file, open_journal
 from . import auth
 from .chart import spend_bars
 from .metrics import CONTENT_TYPE, Metrics
+from .review import Review
 from .thumbs import KINDS, ThumbCache
-from .view import JournalView, LiveState, ago, error_report, scrubbed, when
+from .view import (
+    JournalView,
+    LiveState,
+    ago,
+    attempts_shown,
+    error_report,
+    not_taken,
+    scrubbed,
+    settings_shown,
+    when,
+)
 
 log = logs.get(__name__)
 SERVER = web.AppKey("server", "WebServer")
@@ -72,6 +83,7 @@ class WebServer:
         self.thumbs = ThumbCache(daemon.config.state_dir / "thumbs",
                                  int(daemon.config.http.thumbs_cache_mb * 1024 * 1024),
                                  daemon.pixels)
+        self.review = Review(self)
         self.metrics = Metrics(self.view, daemon.live_state,
                                lambda: [f.name for f in self.daemon.config.folders])
         self._streams: set[asyncio.Queue] = set()
@@ -84,7 +96,9 @@ class WebServer:
         # Every page names the version that serves it (the header's brand).
         self.templates.globals["version"] = __version__
         self.templates.filters.update(when=when, ago=ago, usd=lambda v: f"${v or 0:.2f}",
-                                     clean=lambda v: logs.scrub(str(v)) if v else "")
+                                     clean=lambda v: logs.scrub(str(v)) if v else "",
+                                     settings_shown=settings_shown,
+                                     attempts_shown=attempts_shown)
         static = resources.files("crystal_watchd.web") / "static"
         self.static = {p.name: p.read_bytes() for p in static.iterdir() if p.is_file()}
         self.runner: web.AppRunner | None = None
@@ -109,6 +123,7 @@ class WebServer:
         app.router.add_post("/deliveries/retry", self.retry_deliveries)
         app.router.add_post("/approve", self.approve)
         app.router.add_get(r"/thumbs/{job_id:\d+}/{kind:before|after}.jpg", self.thumb)
+        self.review.register(app)
         app.router.add_get("/events", self.stream)
         app.router.add_get("/metrics", self.prometheus)
         app.router.add_get("/healthz", self.healthz)
@@ -148,6 +163,7 @@ class WebServer:
             await self.runner.cleanup()
             self.runner = None
         self.thumbs.close()
+        self.review.close()
         await asyncio.to_thread(self.view.close)
 
     def _on_change(self, event: JobChanged) -> None:
@@ -254,7 +270,9 @@ class WebServer:
         folders = [f.name for f in self.daemon.config.folders]
         data = await self.view.call(self.view.overview, folders, time.time())
         hooks = await self.view.call(self.view.delivery_counts)
+        not_out = await self.view.call(not_taken, self.view)
         return self._page(request, "overview.html", page="overview", data=data, hooks=hooks,
+                          not_out=not_out,
                           chart=Markup(spend_bars(data.spend_by_day)),
                           daily_usd=self.daemon.config.budget.daily_usd,
                           confirm_above_usd=self.daemon.config.budget.confirm_above_usd)
@@ -283,7 +301,7 @@ class WebServer:
             report = await self.view.call(error_report, job, self._failed_dir(job.folder))
         phases = sorted(self.phases.get(job.id, {}).items(), key=lambda kv: kv[1])
         return self._page(request, "job.html", page="job", job=job, phases=phases,
-                          report=scrubbed(report))
+                          report=scrubbed(report), **await self.review.facts(job))
 
     def _failed_dir(self, folder: str) -> Path | None:
         cfg = self.daemon.config.folder(folder)

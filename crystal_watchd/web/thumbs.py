@@ -22,6 +22,7 @@ from ..events import JobChanged
 from ..images.pixels import PixelPool
 from ..images.source import open_source
 from ..jobs import Job, JobState
+from .tones import to_rgb8
 
 log = logs.get(__name__)
 THUMB_SIDE = 320
@@ -55,14 +56,8 @@ def render(source: Path | BinaryIO, dest: Path) -> int:
     with Image.open(source) as image:
         image.draft("RGB", (THUMB_SIDE, THUMB_SIDE))
         image.thumbnail((THUMB_SIDE, THUMB_SIDE), reducing_gap=2.0)
-        small = ImageOps.exif_transpose(image)
-        if small.mode in ("RGBA", "LA", "P", "PA"):
-            small = small.convert("RGBA")
-            flat = Image.new("RGB", small.size, "white")
-            flat.paste(small, mask=small.getchannel("A"))
-            small = flat
-        elif small.mode != "RGB":
-            small = small.convert("RGB")
+        # 16-bit and float pictures are tone-mapped to 8 bits, not clipped to white.
+        small = to_rgb8(ImageOps.exif_transpose(image))
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
         small.save(tmp, "JPEG", quality=82, optimize=True)

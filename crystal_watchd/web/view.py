@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from .. import logs
 from ..jobs import REPORTED, Job, JobState, report_key
-from ..journal import JournalBase, ledger
+from ..journal import JournalBase, ledger, skipped
 from ..journal.outbox import Delivery
 
 T = TypeVar("T")
@@ -204,3 +204,47 @@ def ago(ts: float | None) -> str:
         if seconds >= size:
             return f"{seconds / size:.0f} {unit} ago"
     return f"{seconds:.0f} s ago"
+
+
+def job_spend(view: JournalView, job_id: int) -> dict[str, float | None]:
+    """The job's estimate and what fal billed for it (run on the view's thread)."""
+    journal = view.journal
+    return journal.run(ledger.of_job(journal.store, job_id))
+
+
+#: Settings the local backend takes no notice of (it only scales).
+LOCAL_IGNORES = ("creativity",)
+
+
+def settings_shown(settings: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The settings a job was run with, as the job page lists them: empty values (no
+    ``result_format`` for the local backend, no ``fit``) left out, and what the local
+    backend ignores said to be ignored."""
+    shown = []
+    local = (settings or {}).get("backend") == "local"
+    for key, value in sorted((settings or {}).items()):
+        if value in ("", None):
+            continue
+        text = json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value)
+        if local and key in LOCAL_IGNORES:
+            text += " (ignored by the local backend)"
+        shown.append((key, text))
+    return shown
+
+
+def attempts_shown(job: Job) -> int:
+    """Runs of the job: a done job ran at least once, though its first run counts as no
+    retry in the journal's ``attempts``."""
+    return max(job.attempts, 1) if job.state == JobState.DONE else job.attempts
+
+
+#: Files not taken the overview lists, newest first.
+NOT_TAKEN_SHOWN = 50
+
+
+def not_taken(view: JournalView) -> dict[str, list[Any]]:
+    """What has not come out and why: files seen but not taken, and files taken to be
+    still arriving (with since when), for the overview (run on the view's thread)."""
+    journal = view.journal
+    skipped_rows = journal.run(skipped.recent(journal.store, limit=NOT_TAKEN_SHOWN))
+    return {"skipped": skipped_rows, "arriving": journal.jobs(state=JobState.ARRIVING)}
