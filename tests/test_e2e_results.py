@@ -40,8 +40,10 @@ def _photo(path, fmt, size=(64, 48)):
 
 
 def _fal_file(server, fmt: str) -> bytes:
-    (name,) = [n for n in server.files if n.endswith(fmt)]
-    return server.files[name][0]
+    """The one result file fal made (kept by the fake after the daemon's cleanup deletes it;
+    inputs uploaded to its storage are files there too, not results)."""
+    (name,) = [n for n in server.made if n.endswith(fmt)]
+    return server.made[name]
 
 
 def _decoded(data_or_path) -> bytes:

@@ -22,6 +22,9 @@ def shared_config(tmp_path: Path, name: str, url: str, **top) -> Path:
     """A daemon's own config (own state_dir) on the shared journal, inbox and outbox."""
     folder = tmp_path / name
     folder.mkdir()
+    # The shared inbox is there, as a share is: a daemon creates no inbox outside its
+    # config file's folder (a share not yet mounted must not be made on the local disk).
+    (tmp_path / "inbox").mkdir(exist_ok=True)
     data = {"backend": "fal", "state_dir": str(folder / "state"), "journal": url,
             "journal_lease": LEASE, "concurrency": 6,
             "log": {"format": "json", "level": "debug"},

@@ -188,8 +188,9 @@ def _check_backfill(j) -> None:
 
 
 #: The schema's steps before the one that adds the spend ledger.
-BEFORE_LEDGER = tuple(step for step in schema.STEPS
-                      if not any(getattr(c, "name", "") == "spend" for c in step.changes))
+LEDGER_STEP = next(step.number for step in schema.STEPS
+                   if any(getattr(c, "name", "") == "spend" for c in step.changes))
+BEFORE_LEDGER = tuple(step for step in schema.STEPS if step.number < LEDGER_STEP)
 
 
 def test_an_old_sqlite_journal_is_back_filled(tmp_path):

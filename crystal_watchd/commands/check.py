@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..config import HTTP_TOKEN_CREDENTIAL, Config, FolderConfig, mask_url
 from ..config.hosts import HostCheck
+from ..daemon.folders import may_create_inbox
 from ..errors import ConfigError
 from ..images import fit as fitting
 
@@ -187,7 +188,9 @@ def _folders(ctx: Context) -> Iterable[str]:
     for i, f in enumerate(ctx.config.folders):
         where = f"folders[{i}] ('{f.name}')"
         if not f.inbox.exists():
-            yield (f"{where}: the inbox {f.inbox} does not exist; `run` creates it empty "
+            then = ("`run` creates it empty" if may_create_inbox(f, ctx.config.path)
+                    else "`run` waits for it to appear")
+            yield (f"{where}: the inbox {f.inbox} does not exist; {then} "
                    "(is the path right, the share mounted?)")
         elif not os.access(f.inbox, os.R_OK | os.X_OK):
             yield f"{where}: the inbox {f.inbox} cannot be read by this user"

@@ -128,6 +128,8 @@ class FakeFal:
         self.latency_spread = latency_spread
         #: Every upload, with the lifecycle header it carried.
         self.uploads: list[dict[str, Any]] = []
+        #: Every result file made, by name, kept after a cleanup deletes it from ``files``.
+        self.made: dict[str, bytes] = {}
         #: Requests whose payloads were deleted: {request_id, at (monotonic)}.
         self.deleted: list[dict[str, Any]] = []
         #: The query of every request-list call.
@@ -368,6 +370,7 @@ class FakeFal:
         name = f"out-{req.id}.{'jpg' if fmt == 'JPEG' else 'png'}"
         payload = buffer.getvalue()
         self.files[name] = (payload, f"image/{fmt.lower()}")
+        self.made[name] = payload
         url = f"{self.base_url}/files/{name}"
         item: Any = url if self.faults.plain_urls else {
             "url": url, "content_type": f"image/{fmt.lower()}", "file_name": name,
