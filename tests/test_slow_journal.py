@@ -11,7 +11,9 @@ from delayproxy import DelayProxy
 
 #: Seconds each way between the daemon and the database: more than a VPN between two sites.
 DELAY = 0.04
-FILES = 16
+# Enough files that the jobs run for several seconds at concurrency 4 and fal latency 1 s:
+# the page is asked many times while they run, even on a loaded machine.
+FILES = 32
 
 
 def test_page_answers_quickly_while_jobs_run_on_a_slow_journal(tmp_path, pg_cluster, pg_url,
