@@ -7,6 +7,7 @@ import asyncio
 
 from .. import logs
 from ..config import FalConfig
+from ..waits import within
 from .platform import Platform, PlatformError, PlatformRefused
 
 log = logs.get(__name__)
@@ -25,8 +26,8 @@ class Tidy:
         if not self.on:
             return
         try:
-            failed = await asyncio.wait_for(self._platform.delete_payloads(request_id),
-                                            DELETE_TIMEOUT)
+            failed = await within(self._platform.delete_payloads(request_id),
+                                  DELETE_TIMEOUT)
         except PlatformRefused as exc:
             # Deletion needs an admin-scope key: say so once, not for every job (nor again
             # for a deletion that was already under way when the first refusal came).

@@ -23,6 +23,7 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 
 from .. import logs
+from ..waits import within
 from . import falclient
 
 log = logs.get(__name__)
@@ -160,8 +161,8 @@ class StatusWatch:
             now = time.monotonic()
             silence_at = self._last_event + STREAM_SILENCE
             try:
-                item = await asyncio.wait_for(self._events.get(),
-                                              max(0.0, min(wake_at, silence_at) - now))
+                item = await within(self._events.get(),
+                                    max(0.0, min(wake_at, silence_at) - now))
                 break
             except asyncio.TimeoutError:
                 now = time.monotonic()

@@ -14,7 +14,6 @@ state; the worker's callbacks for a refused account or a full budget are its met
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
@@ -24,6 +23,7 @@ from ..days import next_midnight
 from ..errors import AccountError
 from ..jobs import Job, JobState
 from ..journal import JournalBase
+from ..waits import event_set
 from .budget import Budget
 from .notify import Alerts
 from .running import Running
@@ -108,8 +108,7 @@ class Dispatcher:
                                             next_midnight(now) - now))
             # Another process (``crystal-watchd retry``) may queue work: look again now and then.
             timeout = min(timeout or DISPATCH_POLL, DISPATCH_POLL)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(running.wake.wait(), timeout)
+            await event_set(running.wake, timeout)
 
     async def over_budget(self, now: float) -> bool:
         """Whether new submissions wait for the budget (read from the journal)."""

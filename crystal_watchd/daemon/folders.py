@@ -28,6 +28,7 @@ from ..intake.settle import Settler
 from ..intake.watcher import FolderWatcher
 from ..journal import JournalBase, skipped
 from ..journal.arrivals import Arrival
+from ..waits import within
 from .notify import Alerts
 from .running import Running
 
@@ -334,7 +335,7 @@ class FolderIntake:
             await asyncio.sleep(AVAILABILITY_CHECK)
             for folder in self._config().folders:
                 try:
-                    present = await asyncio.wait_for(asyncio.to_thread(folder.inbox.is_dir), 10)
+                    present = await within(asyncio.to_thread(folder.inbox.is_dir), 10)
                 except asyncio.TimeoutError:
                     present = False  # a hung network mount is as good as gone
                 if self._running.stopping:

@@ -26,6 +26,7 @@ from ..config.automation import HookConfig
 from ..events import JobChanged
 from ..journal import JournalBase
 from ..journal.outbox import Delivery
+from ..waits import event_set, within
 
 log = logs.get(__name__)
 #: The most of a command's output that goes into the log.
@@ -101,8 +102,7 @@ class Deliverer:
                     log.exception("hook_loop_error", note="trying again shortly")
                     due = None
                 wait = POLL if due is None else min(POLL, max(0.05, due - time.time()))
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                await event_set(self._wake, wait)
         finally:
             await self.aclose()
 
@@ -173,7 +173,7 @@ class Deliverer:
         except OSError as exc:
             raise DeliveryError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), hook.timeout)
+            out, _ = await within(proc.communicate(), hook.timeout)
         except asyncio.TimeoutError:
             _kill_group(proc.pid)
             await proc.wait()

@@ -15,7 +15,6 @@ Intake is in daemon/folders.py, dispatch in daemon/dispatch.py, the shared run s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -35,6 +34,7 @@ from ..images.pixels import PixelPool, give_freed_memory_back
 from ..intake.watcher import OverflowHook
 from ..journal import describe as describe_journal
 from ..journal import journal_file, open_store
+from ..waits import event_set
 from ..web.view import waiting_for_fal
 from .dispatch import Dispatcher
 from .folders import FolderIntake, create_dirs
@@ -54,6 +54,8 @@ log = logs.get(__name__)
 EXIT_LEFT_ARRIVING = 75
 #: ``once`` ends with pictures held for approval: nothing was spent on them (EX_TEMPFAIL).
 EXIT_HELD = 75
+#: Seconds the daemon's own loops get to end once cancelled at shutdown (they take none).
+LOOPS_STOP_WITHIN = 10.0
 
 
 def journal_path(config: Config) -> Path:
@@ -258,7 +260,15 @@ class Service:
         self.intake.stop_watching()
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # A loop that ignores its cancellation is named, not waited for forever.
+        ended, stuck = await asyncio.wait(tasks, timeout=LOOPS_STOP_WITHIN) if tasks \
+            else (set(), set())
+        for task in ended:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("loop_crashed", loop=task.get_name(), error=repr(task.exception()))
+        if stuck:
+            log.error("shutdown_loops_stuck", loops=sorted(t.get_name() for t in stuck),
+                      note="left behind; the shutdown goes on")
         for task in self.intake.tasks:
             task.cancel()  # not journaled yet: the next start's scan finds these files again
         reachability = getattr(self.backend, "reachability", None)
@@ -308,8 +318,7 @@ class Service:
                 log.error("once_stopped_early", queued=await self.journal.unfinished(mine),
                           note="files stay queued in the journal for the next run")
                 return
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), 0.2)
+            await event_set(self._stop, 0.2)
 
     def reload(self) -> None:
         """SIGHUP: re-read the config. Added folders start, removed ones stop, changed

@@ -4,7 +4,6 @@ upscaler counted over every daemon."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
 import socket
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from .. import logs
 from ..backends.base import Slots
 from ..journal import JournalBase
+from ..waits import event_set
 
 log = logs.get(__name__)
 #: How often a daemon waiting for a global slot looks again (the others free them).
@@ -65,8 +65,7 @@ class SharedSlots(Slots):
             async with self._turn:
                 while not await self.journal.acquire_slot(owner, self.limit):
                     self._freed.clear()
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._freed.wait(), SLOT_POLL)
+                    await event_set(self._freed, SLOT_POLL)
         self.used += 1
 
     async def release(self, owner: int | None = None) -> None:

@@ -30,6 +30,7 @@ from ..events import Events, JobChanged
 from ..images.pixels import PixelPool
 from ..jobs import JobState
 from ..journal import journal_file, open_journal
+from ..waits import within
 from . import auth
 from .chart import spend_bars
 from .metrics import CONTENT_TYPE, Metrics
@@ -397,7 +398,7 @@ class WebServer:
             await response.write(b"retry: 3000\n\n")
             while True:
                 try:
-                    note = await asyncio.wait_for(queue.get(), KEEPALIVE)
+                    note = await within(queue.get(), KEEPALIVE)
                 except asyncio.TimeoutError:
                     await response.write(b": keep-alive\n\n")
                     continue
@@ -418,9 +419,9 @@ class WebServer:
         """200 while this loop answers and the journal takes writes; 503 otherwise."""
         try:
             if self.journal_file is not None:
-                await asyncio.wait_for(asyncio.to_thread(_journal_writable, self.journal_file), 5)
+                await within(asyncio.to_thread(_journal_writable, self.journal_file), 5)
             else:  # the shared database answers on the view's own connection
-                await asyncio.wait_for(self.view.call(
+                await within(self.view.call(
                     lambda: self.view.journal.query("SELECT 1 AS one")), 5)
             ok, problem = True, None
         except Exception as exc:  # noqa: BLE001 - whatever the store raises, it is unhealthy
