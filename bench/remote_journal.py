@@ -103,6 +103,7 @@ def remote_row(env, work: Path, cluster: Cluster, delay: float, files: int, conc
     url = proxy.url(cluster.new_database())
     base = work / f"remote-{delay * 1000:g}ms"
     inbox, outbox = base / "in", base / "out"
+    inbox.mkdir(parents=True)  # a share the daemons are given is there before they start
     procs = []
     try:
         for i in range(DAEMONS):

@@ -40,6 +40,7 @@ def daemons_throughput(env, work: Path, cluster: Cluster | None, daemons: int, f
     journal = {"journal": cluster.new_database(), "journal_lease": 10} if cluster else {}
     base = work / f"several{daemons}{'' if cluster else '-sqlite'}"
     inbox, outbox = base / "in", base / "out"
+    inbox.mkdir(parents=True)  # a share the daemons are given is there before they start
     procs = []
     try:
         for i in range(daemons):

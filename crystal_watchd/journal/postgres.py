@@ -235,29 +235,38 @@ class PostgresStore(JournalBase):
                                "SELECT * FROM changed", (*args, *insert_args))
 
     async def enqueue_many(self, folder: str, arrivals: Sequence[Arrival]) -> list[Job]:
-        """As the base's, one statement per file (one round trip for a single file, with no
-        transaction around it): older unfinished versions of the path are superseded (unless
-        this very version is journaled already) and the new job inserted unless another
-        daemon did so a moment ago; the new row comes back with the insert."""
+        """As the base's, one statement per file, all of them sent at once with the
+        transaction around them (psycopg's pipeline mode): a drop of a hundred files costs
+        one round trip to a journal across a VPN, not a hundred. Each statement supersedes
+        older unfinished versions of the path (unless this very version is journaled
+        already) and inserts the new job unless another daemon did so a moment ago; the new
+        row comes back with the insert."""
+        if not arrivals:
+            return []
         now = time.time()
         returning = ", ".join(c.strip() for c in COLUMNS.split(","))
-        rows = []
-        async with self.transaction() if len(arrivals) > 1 else contextlib.nullcontext():
-            for a in in_key_order(arrivals):
-                values = insert_values(folder, a, now)
-                row = await self._one(
-                    "WITH known AS (" + SAME_VERSION + "), "
-                    "older AS (" + SUPERSEDE + " AND NOT EXISTS (SELECT 1 FROM known) "
-                    f"RETURNING id) INSERT INTO jobs ({', '.join(values)}) "
-                    f"SELECT {', '.join('?' * len(values))} "
-                    "WHERE NOT EXISTS (SELECT 1 FROM known) "
-                    "ON CONFLICT (folder, path, size, mtime_ns, sha256) "
-                    f"WHERE state <> 'superseded' DO NOTHING RETURNING {returning}",
-                    (*same_version_args(folder, a), *supersede_args(folder, a, now),
-                     *values.values()))
-                if row is not None:
-                    rows.append(row)
-        return self.arrivals.published(rows)
+        statements = []
+        for a in in_key_order(arrivals):
+            values = insert_values(folder, a, now)
+            statements.append((
+                "WITH known AS (" + SAME_VERSION + "), "
+                "older AS (" + SUPERSEDE + " AND NOT EXISTS (SELECT 1 FROM known) "
+                f"RETURNING id) INSERT INTO jobs ({', '.join(values)}) "
+                f"SELECT {', '.join('?' * len(values))} "
+                "WHERE NOT EXISTS (SELECT 1 FROM known) "
+                "ON CONFLICT (folder, path, size, mtime_ns, sha256) "
+                f"WHERE state <> 'superseded' DO NOTHING RETURNING {returning}",
+                (*same_version_args(folder, a), *supersede_args(folder, a, now),
+                 *values.values())))
+        if self._tx_conn.get() is not None:  # inside a caller's transaction: its connection
+            rows = [await self._one(sql, args) for sql, args in statements]
+            return self.arrivals.published([r for r in rows if r is not None])
+        self.round_trips += 1
+        async with self.pool.connection() as conn, conn.pipeline():
+            async with conn.transaction():
+                cursors = [await conn.execute(self._sql(sql), args) for sql, args in statements]
+            rows = [await cursor.fetchone() for cursor in cursors]
+        return self.arrivals.published([r for r in rows if r is not None])
 
     async def heartbeat(self, folders: dict[str, Any] | None = None) -> int:
         """As the base's, in one statement: the daemon's row and every lease it holds."""
