@@ -7,10 +7,12 @@ retries.
 
 For a fair comparison it is given the same work as the daemon it is measured against: the
 same ``output_format`` asked of fal, and the same upload mode with the daemon's rule for
-``fal.upload: auto`` (inputs up to 256 KiB inline, larger ones uploaded).
+``fal.upload: auto``: every input uploaded (a submission whose answer is lost can then be
+found in fal's request list by its file's URL), unless ``inline-small`` is asked for (the
+daemon's rule where that lookup is off: inputs up to 256 KiB inline, larger ones uploaded).
 
     FAL_* / SSL_CERT_FILE / FAKEFAL_BASE_URL set as for the daemon;
-    python bench/peer.py INBOX OUTBOX CONCURRENCY SCALE png|jpg auto|data-uri|cdn
+    python bench/peer.py INBOX OUTBOX CONCURRENCY SCALE png|jpg auto|inline-small|data-uri|cdn
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from watchdog.observers import Observer
 
 fal_client_module.REST_URL = os.environ["FAKEFAL_BASE_URL"]
 fal_client_module.CDN_URL = os.environ["FAKEFAL_BASE_URL"]
-#: ``fal.upload: auto``: inputs up to this size go inline (crystal-watchd's rule).
+#: ``fal.upload: auto`` without the lookup: inputs up to this size go inline.
 INLINE_LIMIT = 256 * 1024
 
 
@@ -38,7 +40,7 @@ def main() -> None:
     inbox, outbox = Path(sys.argv[1]), Path(sys.argv[2])
     concurrency, scale = int(sys.argv[3]), float(sys.argv[4])
     output_format, upload = sys.argv[5], sys.argv[6]
-    assert output_format in ("png", "jpg") and upload in ("auto", "data-uri", "cdn")
+    assert output_format in ("png", "jpg") and upload in ("auto", "inline-small", "data-uri", "cdn")
     arguments = {"output_format": output_format}
     ext = f".{output_format}"
     outbox.mkdir(parents=True, exist_ok=True)
@@ -47,7 +49,7 @@ def main() -> None:
     lock = threading.Lock()
 
     def process(path: str) -> None:
-        inline = upload == "data-uri" or (upload == "auto"
+        inline = upload == "data-uri" or (upload == "inline-small"
                                           and os.path.getsize(path) <= INLINE_LIMIT)
         url = fal_client.encode_file(path) if inline else fal_client.upload_file(path)
         result = fal_client.subscribe("clarityai/crystal-upscaler",

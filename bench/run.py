@@ -211,7 +211,7 @@ def throughput(env: Env, work: Path, n: int, c: int, latency: float, settle: flo
         since, uploads_before = len(server.submissions), server.calls["upload"]
         (work / "peer/in").mkdir(parents=True)
         # The same work as the daemon's folder: JPEG in, fal asked for JPEG (output_format
-        # "same" keeps fal's JPEG), small inputs inline (fal.upload: auto).
+        # "same" keeps fal's JPEG), every input uploaded (fal.upload: auto).
         peer = Proc([str(ROOT / "bench/peer.py"), str(work / "peer/in"), str(work / "peer/out"),
                      str(c), "2", "jpg", "auto"], env.environ(server), work / "peer.log")
         while "peer_ready" not in peer.log.read_text():

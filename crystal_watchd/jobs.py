@@ -177,3 +177,7 @@ class Job:
     #: submission sent again because its answer was lost and it could not be found, or a
     #: request cancelled at ``fal.timeout`` after it had started running.
     paid_twice: int = 0
+    #: When this job's latest attempt started, and when the backend took its request (the
+    #: job page's timings; None before it happened, and in a journal older than them).
+    started_at: float | None = None
+    submitted_at: float | None = None

@@ -71,3 +71,31 @@ def test_example_config_takes_the_default_extensions():
     for folder in example["folders"]:
         if "extensions" in folder:
             assert set(folder["extensions"]) == set(DEFAULT_EXTENSIONS), folder["name"]
+
+
+def test_files_in_the_inbox_before_the_start_say_why_too(tmp_path, daemons):
+    """Files that were in the inbox before the daemon started (found by its first scan, not
+    by the watcher) are listed with their reason as well; the count is in the scan's log
+    line; a restart does not list them twice."""
+    config = write_config(tmp_path, [{"name": "photos", "inbox": "in", "outbox": "out",
+                                      "extensions": ["jpg"], "ignore": ["*_proof.jpg"]}])
+    inbox = tmp_path / "in"
+    inbox.mkdir(exist_ok=True)
+    (inbox / "IMG_0002.CR2").write_bytes(b"raw")
+    (inbox / ".DS_Store").write_bytes(b"x")
+    make_image(inbox / "client_proof.jpg", (40, 30))
+    make_image(inbox / "real.jpg", (40, 30))
+    d = daemons(config).ready()
+    d.wait_event("job_done")
+    assert d.wait_event("folder_scanned")[0]["not_taken"] == 3
+    wait_for(lambda: len(not_taken(config)) == 3, 20, "three files not taken")
+    rows = {r["file"]: r["reason"] for r in not_taken(config)}
+    assert "extension .cr2" in rows["IMG_0002.CR2"]
+    assert rows[".DS_Store"].startswith("hidden or temporary name")
+    assert rows["client_proof.jpg"] == "matches the folder's ignore patterns"
+    assert d.stop() == 0
+    again = daemons(config).ready()
+    again.wait_event("folder_scanned")
+    time.sleep(0.5)
+    assert len(not_taken(config)) == 3 and not again.named("file_not_taken")
+    assert again.stop() == 0

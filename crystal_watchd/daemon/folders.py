@@ -189,21 +189,33 @@ class FolderIntake:
         self._scans_pending += 1
         rules = self._rules[folder.name]
 
-        def list_new(known: set[tuple[str, int, int]]) -> list[Path]:
-            return [Path(name) for name, st in rules.scan_names(start)
-                    if (name, st.st_size, st.st_mtime_ns) not in known]
+        def list_new(known: set[tuple[str, int, int]],
+                     ) -> tuple[list[Path], list[tuple[str, os.stat_result]], int]:
+            unwanted: list[tuple[str, os.stat_result]] = []
+            new = [Path(name) for name, st in rules.scan_names(start, unwanted)
+                   if (name, st.st_size, st.st_mtime_ns) not in known]
+            # The newest of the files not taken (a folder of RAW sidecars holds thousands),
+            # oldest first, so the newest is the most recent one reported.
+            unwanted.sort(key=lambda e: e[1].st_mtime_ns)
+            return new, unwanted[-skipped.KEEP:], len(unwanted)
 
         async def scan() -> None:
             try:
                 started = time.monotonic()
                 known = await self._journal.known_versions(folder.name)
-                new = await asyncio.to_thread(list_new, known)
+                new, unwanted, not_taken = await asyncio.to_thread(list_new, known)
                 for path in new:
                     self._track(folder, path)
                 log.info("folder_scanned", folder=folder.name, directory=str(start), new=len(new),
-                         known=len(known), seconds=round(time.monotonic() - started, 3))
+                         known=len(known), not_taken=not_taken,
+                         seconds=round(time.monotonic() - started, 3))
             finally:
                 self._scans_pending -= 1
+            for name, st in unwanted:
+                path = Path(name)
+                reason = rules.why_not(path)
+                if reason is not None:
+                    await self._note_skipped(folder.name, path, reason, st)
 
         self._spawn_intake(scan())
 

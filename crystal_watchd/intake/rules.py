@@ -98,9 +98,13 @@ class Rules:
         for name, st in self.scan_names(start):
             yield Path(name), st
 
-    def scan_names(self, start: Path | None = None) -> Iterator[tuple[str, os.stat_result]]:
+    def scan_names(self, start: Path | None = None,
+                   unwanted: list[tuple[str, os.stat_result]] | None = None,
+                   ) -> Iterator[tuple[str, os.stat_result]]:
         """``scan`` with each path as a plain string: a restart compares 100,000 of them with
-        the journal and makes a Path only of the few that are new.
+        the journal and makes a Path only of the few that are new. Regular files the folder
+        does not take (their name, the ignore patterns) are appended to ``unwanted``, if
+        given, for "why didn't my file come out?".
 
         Symbolic links are never followed: a link could lead out of the inbox, or make one
         image two jobs. Unreadable directories are skipped (the next scan tries again).
@@ -124,10 +128,13 @@ class Rules:
                         path = Path(entry.path)
                         if self.wants_dir(path):
                             stack.append((path, f"{under}{entry.name}/"))
+                    elif not entry.is_file(follow_symlinks=False):
+                        continue
                     elif (self._wanted_name(entry.name)
-                          and entry.is_file(follow_symlinks=False)
                           and not self._glob_ignored(under + entry.name, entry.name)):
                         yield entry.path, entry.stat(follow_symlinks=False)
+                    elif unwanted is not None:
+                        unwanted.append((entry.path, entry.stat(follow_symlinks=False)))
                 except OSError:
                     continue
 

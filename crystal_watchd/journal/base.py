@@ -325,16 +325,17 @@ class JournalBase:
     async def start(self, job: Job, settings: dict[str, Any], settings_key: str) -> Job:
         """Record the settings the job runs with (the current config's, at this moment)."""
         return await self._update(job, state=JobState.RUNNING.value, settings=json.dumps(settings),
-                                  settings_key=settings_key)
+                                  settings_key=settings_key, started_at=time.time())
 
     async def submitted(self, job: Job, request_id: str) -> Job:
         """The backend accepted the work: from now on, resume this request, never resubmit
         unless the backend says it no longer has it."""
         mine, owner = self._mine()
+        now = time.time()
         row = await self._one("UPDATE jobs SET request_id=?, submissions=submissions+1, "
-                              "submit_identity=NULL, submit_sent_at=NULL, updated_at=? "
-                              f"WHERE id=?{mine} RETURNING {COLUMNS}",
-                              (request_id, time.time(), job.id, *owner))
+                              "submit_identity=NULL, submit_sent_at=NULL, updated_at=?, "
+                              f"submitted_at=? WHERE id=?{mine} RETURNING {COLUMNS}",
+                              (request_id, now, now, job.id, *owner))
         if row is None:
             raise LeaseLost(job.id)
         return self._publish(job.state, row_to_job(row), {"request_id": request_id})

@@ -15,7 +15,8 @@ from ..jobs import Job, JobState, ordered, predecessors
 
 COLUMNS = ("id, folder, path, rel, size, mtime_ns, sha256, state, attempts, next_attempt_at, "
            "request_id, settings, outputs, pending, error_kind, reason, created_at, updated_at, "
-           "finished_at, output_megapixels, cost_usd, submissions, waits_for, paid_twice")
+           "finished_at, output_megapixels, cost_usd, submissions, waits_for, paid_twice, "
+           "started_at, submitted_at")
 #: The values of jobs.WAITING and jobs.UNFINISHED, as SQL arguments.
 WAITING = ordered(WAITING_STATES)
 UNFINISHED = ordered(UNFINISHED_STATES)
@@ -63,4 +64,5 @@ def row_to_job(row: Mapping[str, Any]) -> Job:
         updated_at=row["updated_at"], finished_at=row["finished_at"],
         output_megapixels=row["output_megapixels"], cost_usd=row["cost_usd"],
         submissions=row["submissions"], waits_for=row["waits_for"], paid_twice=row["paid_twice"],
+        started_at=row["started_at"], submitted_at=row["submitted_at"],
     )

@@ -269,6 +269,11 @@ STEPS: tuple[Step, ...] = (
                        unique=True),
                  Index("skipped_recent", "skipped", "folder, seen_at"),
              )),
+    Step(12, "when a job's latest attempt started and when fal took its request: the job "
+             "page's timings, kept over a restart", _add("jobs", """
+                 started_at real
+                 submitted_at real
+             """)),
 )
 SCHEMA_VERSION = STEPS[-1].number
 

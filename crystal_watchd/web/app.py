@@ -43,6 +43,7 @@ from .view import (
     attempts_shown,
     error_report,
     not_taken,
+    phases_shown,
     scrubbed,
     settings_shown,
     when,
@@ -300,7 +301,7 @@ class WebServer:
         report = None
         if job.state.value == "failed":
             report = await self.view.call(error_report, job, self._failed_dir(job.folder))
-        phases = sorted(self.phases.get(job.id, {}).items(), key=lambda kv: kv[1])
+        phases = phases_shown(job, self.phases.get(job.id, {}))
         return self._page(request, "job.html", page="job", job=job, phases=phases,
                           report=scrubbed(report), **await self.review.facts(job))
 

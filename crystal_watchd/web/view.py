@@ -248,3 +248,18 @@ def not_taken(view: JournalView) -> dict[str, list[Any]]:
     journal = view.journal
     skipped_rows = journal.run(skipped.recent(journal.store, limit=NOT_TAKEN_SHOWN))
     return {"skipped": skipped_rows, "arriving": journal.jobs(state=JobState.ARRIVING)}
+
+
+def phases_shown(job: Job, seen: dict[str, float]) -> list[tuple[str, float]]:
+    """The job page's timings, in order: what the journal keeps (queued, started, submitted,
+    finished; these survive a restart) with what this daemon saw happen (``seen``: the
+    output written, a retry). After a retry only the times since it are the attempt's."""
+    phases = {"queued": job.created_at, "started": job.started_at,
+              "submitted": job.submitted_at}
+    if job.state in (JobState.DONE, JobState.FAILED):
+        phases[job.state.value] = job.finished_at
+    retried = seen.get("retried")
+    phases = {name: at for name, at in phases.items()
+              if at is not None and (retried is None or name == "queued" or at >= retried)}
+    phases.update(seen)
+    return sorted(phases.items(), key=lambda kv: kv[1])
