@@ -405,7 +405,7 @@ def report(results: dict, args: argparse.Namespace) -> str:
          f"{ta['ideal_s']} s, peak {ta['peak_at_fal']} at fal)", "≥ 0.95",
          ta["efficiency"] >= 0.95, fal_setting(ta)),
         ("ours ÷ peer wall time, same work", f"{t['ours_over_peer']:.3f}  (peer "
-         f"{t['peer_wall_s']} s; both: JPEG out, inputs inline)", "≤ 1× peer",
+         f"{t['peer_wall_s']} s; both: JPEG out, inputs uploaded)", "≤ 1× peer",
          t["ours_over_peer"] <= 1, fal_setting(t)),
         ("drop→submit p50 / p95", f"{lat['submit_p50_s']} / {lat['submit_p95_s']} s",
          f"p95 ≤ settle + 0.3 = {lat['settle'] + 0.3:g} s",

@@ -279,6 +279,38 @@ def test_compare_view_at_100_percent_is_the_output_pixel_for_pixel(tmp_path, bro
     assert d.stop() == 0
 
 
+def test_compare_view_works_under_the_pages_own_csp(tmp_path, browser, daemons):
+    """With the page's Content-Security-Policy enforced (no bypass), the compare view loads
+    both pictures and zooms, and the browser reports no violation of the policy (the viewer
+    injects no stylesheet, runs no eval, loads nothing from elsewhere)."""
+    config = write_config(tmp_path, [{"name": "portraits", "inbox": "in", "outbox": "out"}],
+                          http={"listen": "127.0.0.1:0"})
+    d = daemons(config).ready()
+    url = d.wait_event("http_listening")[0]["url"]
+    _portrait(tmp_path / "in/portrait.png", (300, 400))
+    d.wait_event("job_done")
+    page = browser.new_page(viewport={"width": 900, "height": 700})
+    messages: list[str] = []
+    page.on("console", lambda m: messages.append(m.text))
+    page.on("pageerror", lambda e: messages.append(f"page error: {e}"))
+    response = page.goto(f"{url}jobs/1/compare")
+    assert "style-src 'self'" in response.headers["content-security-policy"]
+
+    def loaded() -> bool:
+        return page.evaluate("() => !!(window.crystalCompare && crystalCompare.viewer.world"
+                             ".getItemCount() === 2 && crystalCompare.viewer.world"
+                             ".getItemAt(1).getFullyLoaded())")
+
+    wait_for(loaded, 30, "the compare view loaded under its CSP")
+    page.keyboard.press("1")
+    wait_for(lambda: page.inner_text("#zoom-level") == "100 % of the output", 10,
+             "zoomed to 100 %")
+    page.wait_for_timeout(500)
+    violations = [m for m in messages if "Content Security Policy" in m or "page error" in m]
+    assert violations == []
+    assert d.stop() == 0
+
+
 def _rss_mb(pid: int, field: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
