@@ -50,6 +50,9 @@ from .view import (
 )
 
 log = logs.get(__name__)
+#: The CSP hash of an empty inline stylesheet: the compare page's empty <style> marker (it
+#: keeps OpenSeadragon from injecting one of its own) and nothing else.
+EMPTY_STYLE = "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='"
 SERVER = web.AppKey("server", "WebServer")
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
 MAX_PHASES = 5000
@@ -261,7 +264,8 @@ class WebServer:
         return web.Response(text=body, content_type="text/html",
                             headers={"Cache-Control": "no-store",
                                      "Content-Security-Policy": "default-src 'self'; "
-                                     "img-src 'self'; style-src 'self'; script-src 'self'; "
+                                     f"img-src 'self'; style-src 'self' {EMPTY_STYLE}; "
+                                     "script-src 'self'; "
                                      "frame-ancestors 'none'",
                                      "X-Content-Type-Options": "nosniff",
                                      "Referrer-Policy": "same-origin"})
