@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from crystal_watchd.jobs import Job, JobState
-from crystal_watchd.web.view import attempts_shown, settings_shown
+from crystal_watchd.web.view import attempts_shown, scale_shown, settings_shown
 
 
 def job(state: JobState, attempts: int) -> Job:
@@ -34,3 +34,14 @@ def test_a_done_job_ran_at_least_once():
     assert attempts_shown(job(JobState.DONE, 0)) == 1
     assert attempts_shown(job(JobState.DONE, 3)) == 3
     assert attempts_shown(job(JobState.QUEUED, 0)) == 0
+
+
+def test_a_fitted_job_says_its_target_not_the_folders_factor():
+    """A job with a fit shows the fit's target where others show ×N, and its settings say
+    the folder's scale_factor was not what decided its size."""
+    fitted = {"backend": "fal", "scale_factor": 2, "fit": {"long_edge": 6000,
+                                                             "enlarge_only": True}}
+    assert scale_shown(fitted) == "fit to 6000 px on the long edge"
+    assert scale_shown({"backend": "fal", "scale_factor": 3}) == "×3"
+    assert scale_shown(None) == "×?"
+    assert dict(settings_shown(fitted))["scale_factor"].startswith("2 (not used")

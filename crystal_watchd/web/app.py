@@ -44,6 +44,7 @@ from .view import (
     error_report,
     not_taken,
     phases_shown,
+    scale_shown,
     scrubbed,
     settings_shown,
     when,
@@ -102,7 +103,7 @@ class WebServer:
         self.templates.globals["version"] = __version__
         self.templates.filters.update(when=when, ago=ago, usd=lambda v: f"${v or 0:.2f}",
                                      clean=lambda v: logs.scrub(str(v)) if v else "",
-                                     settings_shown=settings_shown,
+                                     settings_shown=settings_shown, scale_shown=scale_shown,
                                      attempts_shown=attempts_shown)
         static = resources.files("crystal_watchd.web") / "static"
         self.static = {p.name: p.read_bytes() for p in static.iterdir() if p.is_file()}

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import logs
+from ..config.fit import FitTarget
 from ..jobs import REPORTED, Job, JobState, report_key
 from ..journal import JournalBase, ledger, skipped
 from ..journal.outbox import Delivery
@@ -228,8 +229,18 @@ def settings_shown(settings: dict[str, Any] | None) -> list[tuple[str, str]]:
         text = json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value)
         if local and key in LOCAL_IGNORES:
             text += " (ignored by the local backend)"
+        elif key == "scale_factor" and (settings or {}).get("fit"):
+            text += " (not used: the fit decides each picture's factor)"
         shown.append((key, text))
     return shown
+
+
+def scale_shown(settings: dict[str, Any] | None) -> str:
+    """How a job's size was chosen, in a few words: ``×2``, or the fit's target."""
+    if not settings:
+        return "×?"
+    fit = FitTarget.from_plain(settings.get("fit"))
+    return f"fit to {fit.describe()}" if fit else f"×{settings.get('scale_factor', '?')}"
 
 
 def attempts_shown(job: Job) -> int:
