@@ -127,6 +127,7 @@ class Review:
             before, after = await self.tiles.pictures(job)
         except TileNotAvailable as exc:
             raise web.HTTPNotFound(text=f"the pictures cannot be read: {exc}\n") from None
+        self.tiles.warm(job, before, after)
         return self.server._page(request, "compare.html", page="compare", job=job,
                                  before=before, after=after, newer=newer, older=older)
 

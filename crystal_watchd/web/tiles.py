@@ -120,11 +120,12 @@ def probe(path: Path) -> Picture:
 def decode(picture: Picture, reduction: int) -> Image.Image:
     """The picture upright, in 8-bit RGB, at 1/``reduction`` of its size (or larger)."""
     with Image.open(picture.path) as image:
+        wanted = max(1, math.ceil(image.size[0] / reduction))  # the base's width, about
         if reduction > 1 and picture.is_jpeg:
-            w, h = image.size
-            image.draft("RGB", (math.ceil(w / reduction), math.ceil(h / reduction)))
+            image.draft("RGB", (wanted, math.ceil(image.size[1] / reduction)))
         image.load()
-        shrink = image.size[0] // max(1, math.ceil(image.size[0] / reduction))
+        # What the draft did not reduce (its scales are powers of two; other formats none).
+        shrink = image.size[0] // wanted
         base = _keep_exif(image.reduce(shrink), image) if shrink > 1 else image
         ImageOps.exif_transpose(base, in_place=True)  # no copy of a large image
         return to_rgb8(base)
@@ -164,9 +165,10 @@ class TileCache:
         self._tiles_size = 0
         self._pictures: OrderedDict[tuple[int, str], Picture] = OrderedDict()
         self._cutter = ThreadPoolExecutor(max_workers=2, thread_name_prefix="web-tiles")
+        self._warming: set[asyncio.Task] = set()
 
     def close(self) -> None:
-        for task in self._decoding.values():
+        for task in [*self._decoding.values(), *self._warming]:
             task.cancel()
         self._bases.clear()
         self._tiles.clear()
@@ -193,6 +195,21 @@ class TileCache:
                     self._pictures.popitem(last=False)
             found.append(picture)
         return found[0], found[1]
+
+    def warm(self, job: Job, before: Picture, after: Picture) -> None:
+        """Start decoding what the first, zoomed-out view is cut from while the compare
+        page loads: its viewer asks for tiles only once its scripts have run."""
+        loop = asyncio.get_running_loop()
+        for kind, picture in (("after", after), ("before", before)):
+            coarsest = self._reduction(picture, float("inf"))
+            task = loop.create_task(self._base(job.id, kind, picture, coarsest))
+            self._warming.add(task)
+            task.add_done_callback(self._warmed)
+
+    def _warmed(self, task: asyncio.Task) -> None:
+        self._warming.discard(task)
+        if not task.cancelled():
+            task.exception()  # said by the tile route that asks for it (tiles_not_made)
 
     async def pyramid(self, job: Job) -> Pyramid:
         _, after = await self.pictures(job)
