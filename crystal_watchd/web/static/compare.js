@@ -23,6 +23,7 @@
     maxZoomPixelRatio: 2,
     visibilityRatio: 0.5,
     animationTime: 0.25,
+    immediateRender: true,  // the level that fits at once, not every coarser one first
     gestureSettingsMouse: { clickToZoom: false },
     tileSources: [
       { tileSource: "/jobs/" + job + "/tiles/before.dzi", x: 0, y: 0, width: 1 },
