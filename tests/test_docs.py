@@ -78,10 +78,14 @@ def test_every_page_is_in_the_nav():
 
 
 def test_readme_is_a_page_that_links_into_the_manual():
-    """README.md stays short, keeps the run command at its top, and every docs/ page it
-    links to exists."""
+    """README.md stays short, opens with one sentence saying what it is and then the run
+    and test commands, and every docs/ page it links to exists."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(readme.splitlines()) <= 250
+    title, rest = readme.split("\n", 1)
+    opening = rest.split("```", 1)[0].strip()
+    assert title.startswith("# ") and opening and opening.count(". ") == 0
+    assert opening.endswith(".") and "watched-folder" in opening
     blocks = re.findall(r"```sh\n(.*?)```", readme, re.S)
     assert "crystal-watchd run" in blocks[0] and "--backend local" in blocks[0]
     assert "pytest" in blocks[1]
