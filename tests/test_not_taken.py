@@ -99,3 +99,23 @@ def test_files_in_the_inbox_before_the_start_say_why_too(tmp_path, daemons):
     time.sleep(0.5)
     assert len(not_taken(config)) == 3 and not again.named("file_not_taken")
     assert again.stop() == 0
+
+
+def test_a_copy_renamed_into_place_is_not_listed_under_its_temporary_name(tmp_path, daemons):
+    """A picture written as ``.name.jpg`` and renamed into place at once (rsync, a sync
+    client, an atomic save) is processed and never listed as not taken; a hidden file that
+    stays is listed once its grace has passed."""
+    config = write_config(tmp_path, [{"name": "photos", "inbox": "in", "outbox": "out"}])
+    d = daemons(config).ready()
+    inbox = tmp_path / "in"
+    inbox.mkdir(exist_ok=True)
+    make_image(tmp_path / "src.jpg", (40, 30))
+    (inbox / ".face.jpg").write_bytes((tmp_path / "src.jpg").read_bytes())
+    time.sleep(0.5)  # a copy takes a moment before its rename
+    (inbox / ".face.jpg").rename(inbox / "face.jpg")
+    (inbox / ".stays.jpg").write_bytes(b"x")
+    d.wait_event("job_done")
+    wait_for(lambda: len(not_taken(config)) == 1, 20, "the hidden file that stayed")
+    time.sleep(1)
+    assert [r["file"] for r in not_taken(config)] == [".stays.jpg"]
+    assert d.stop() == 0

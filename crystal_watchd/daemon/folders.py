@@ -40,6 +40,9 @@ HASH_BYTES_PER_THREAD = 8 << 20
 INTAKE_BATCH = 500
 #: File versions remembered as reported not taken (the journal keeps them for good).
 SKIPPED_REMEMBERED = 10_000
+#: Seconds a file with a hidden or temporary name must stay so before it is reported as not
+#: taken (a copy written as ``.name`` and renamed into place is not worth a line).
+TEMPORARY_NAME_GRACE = 3.0
 AVAILABILITY_CHECK = 2.0  # seconds between checks that every inbox is still there
 
 
@@ -66,6 +69,8 @@ class FolderIntake:
         self.settler = Settler(self._on_stable, on_empty=self._on_empty)
         #: Versions (path, size, mtime) reported as not taken, so each is written once.
         self._skipped: OrderedDict[tuple[Path, int, int], None] = OrderedDict()
+        #: Hidden or temporary names waiting out TEMPORARY_NAME_GRACE before they are noted.
+        self._temporary: set[Path] = set()
         #: Scans and intake batches running (``Service`` cancels them at shutdown).
         self.tasks: set[asyncio.Task] = set()
         #: Files settled and being hashed, not journaled yet (the spend guard counts them).
@@ -149,8 +154,22 @@ class FolderIntake:
             self._track(folder, src)
         elif kind in ("created", "modified", "closed", "moved"):
             reason = rules.why_not(src)
-            if reason is not None:
+            if reason is None:
+                return
+            if not src.name.startswith((".", "~")):
                 self._spawn_intake(self._note_skipped(folder.name, src, reason))
+            elif src not in self._temporary:
+                # Mostly a copy or a sync in progress, renamed into place a moment later:
+                # reported only if it is still there under that name after a while.
+                self._temporary.add(src)
+                self._spawn_intake(self._note_if_left(folder.name, src, reason))
+
+    async def _note_if_left(self, folder_name: str, path: Path, reason: str) -> None:
+        try:
+            await asyncio.sleep(TEMPORARY_NAME_GRACE)
+            await self._note_skipped(folder_name, path, reason)
+        finally:
+            self._temporary.discard(path)
 
     def _on_empty(self, folder_name: str, path: Path, st: os.stat_result) -> None:
         self._spawn_intake(self._note_skipped(folder_name, path, "empty file (0 bytes)", st))
