@@ -6,13 +6,13 @@ result with httpx. No journal, no settling beyond waiting for the close of the w
 retries.
 
 For a fair comparison it is given the same work as the daemon it is measured against: the
-same ``output_format`` asked of fal, and the same upload mode with the daemon's rule for
-``fal.upload: auto``: every input uploaded (a submission whose answer is lost can then be
-found in fal's request list by its file's URL), unless ``inline-small`` is asked for (the
-daemon's rule where that lookup is off: inputs up to 256 KiB inline, larger ones uploaded).
+same ``output_format`` asked of fal, and the same upload mode as the daemon's ``fal.upload``:
+``auto`` and ``cdn`` upload every input (the daemon's ``auto`` does, so that a submission
+whose answer is lost can be found in fal's request list by its file's URL), ``data-uri``
+sends each inline.
 
     FAL_* / SSL_CERT_FILE / FAKEFAL_BASE_URL set as for the daemon;
-    python bench/peer.py INBOX OUTBOX CONCURRENCY SCALE png|jpg auto|inline-small|data-uri|cdn
+    python bench/peer.py INBOX OUTBOX CONCURRENCY SCALE png|jpg auto|data-uri|cdn
 """
 
 from __future__ import annotations
@@ -32,15 +32,13 @@ from watchdog.observers import Observer
 
 fal_client_module.REST_URL = os.environ["FAKEFAL_BASE_URL"]
 fal_client_module.CDN_URL = os.environ["FAKEFAL_BASE_URL"]
-#: ``fal.upload: auto`` without the lookup: inputs up to this size go inline.
-INLINE_LIMIT = 256 * 1024
 
 
 def main() -> None:
     inbox, outbox = Path(sys.argv[1]), Path(sys.argv[2])
     concurrency, scale = int(sys.argv[3]), float(sys.argv[4])
     output_format, upload = sys.argv[5], sys.argv[6]
-    assert output_format in ("png", "jpg") and upload in ("auto", "inline-small", "data-uri", "cdn")
+    assert output_format in ("png", "jpg") and upload in ("auto", "data-uri", "cdn")
     arguments = {"output_format": output_format}
     ext = f".{output_format}"
     outbox.mkdir(parents=True, exist_ok=True)
@@ -49,9 +47,8 @@ def main() -> None:
     lock = threading.Lock()
 
     def process(path: str) -> None:
-        inline = upload == "data-uri" or (upload == "inline-small"
-                                          and os.path.getsize(path) <= INLINE_LIMIT)
-        url = fal_client.encode_file(path) if inline else fal_client.upload_file(path)
+        url = (fal_client.encode_file(path) if upload == "data-uri"
+               else fal_client.upload_file(path))
         result = fal_client.subscribe("clarityai/crystal-upscaler",
                                       {"image_url": url, "scale_factor": scale, **arguments})
         image = result["images"][0]
