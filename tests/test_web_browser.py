@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import fal_env, make_image, wait_for, write_config
+from conftest import Daemon, fal_env, make_image, wait_for, write_config
 from PIL import Image, ImageChops, ImageStat
 from realparts import missing
 
@@ -189,11 +189,27 @@ def _portrait(path: Path, size: tuple[int, int]) -> Image.Image:
     return picture
 
 
-def _open_compare(page, url: str, job_id: int, timeout: float = 30_000) -> None:
-    page.goto(f"{url}jobs/{job_id}/compare")
-    page.wait_for_function("() => window.crystalCompare && crystalCompare.viewer.world"
-                           ".getItemCount() === 2 && crystalCompare.viewer.world.getItemAt(1)"
-                           ".getFullyLoaded()", timeout=timeout)
+def _portrait_job(tmp_path: Path, daemons, size: tuple[int, int]) -> tuple[Daemon, str]:
+    """A daemon on the local backend with its page, and one portrait upscaled: the daemon
+    and its page's URL."""
+    config = write_config(tmp_path, [{"name": "portraits", "inbox": "in", "outbox": "out"}],
+                          http={"listen": "127.0.0.1:0"})
+    d = daemons(config).ready()
+    url = d.wait_event("http_listening")[0]["url"]
+    _portrait(tmp_path / "in/portrait.png", size)
+    d.wait_event("job_done")
+    return d, url
+
+
+def _open_compare(page, url: str, job_id: int, timeout: float = 30):
+    """Open a job's compare view and wait until the after is drawn; the page's response.
+    Waits by asking the page (``evaluate``), which works under the page's own CSP too."""
+    response = page.goto(f"{url}jobs/{job_id}/compare")
+    wait_for(lambda: page.evaluate("() => !!(window.crystalCompare && crystalCompare.viewer"
+                                   ".world.getItemCount() === 2 && crystalCompare.viewer.world"
+                                   ".getItemAt(1).getFullyLoaded())"),
+             timeout, "the compare view drawn")
+    return response
 
 
 def _settle(page) -> None:
@@ -211,12 +227,7 @@ def test_compare_view_at_100_percent_is_the_output_pixel_for_pixel(tmp_path, bro
     then the after alone; the split slider moves with the arrow keys and the after's clip
     follows; the download links give the files' bytes. The split view at 100 % is saved as
     docs/compare-100.png."""
-    config = write_config(tmp_path, [{"name": "portraits", "inbox": "in", "outbox": "out"}],
-                          http={"listen": "127.0.0.1:0"})
-    d = daemons(config).ready()
-    url = d.wait_event("http_listening")[0]["url"]
-    _portrait(tmp_path / "in/portrait.png", (500, 700))
-    d.wait_event("job_done")
+    d, url = _portrait_job(tmp_path, daemons, (500, 700))
     output_path = next((tmp_path / "out").iterdir())
     output = Image.open(output_path).convert("RGB")
     page = browser.new_page(viewport={"width": 1000, "height": 900}, device_scale_factor=1,
@@ -283,25 +294,13 @@ def test_compare_view_works_under_the_pages_own_csp(tmp_path, browser, daemons):
     """With the page's Content-Security-Policy enforced (no bypass), the compare view loads
     both pictures and zooms, and the browser reports no violation of the policy (the viewer
     injects no stylesheet, runs no eval, loads nothing from elsewhere)."""
-    config = write_config(tmp_path, [{"name": "portraits", "inbox": "in", "outbox": "out"}],
-                          http={"listen": "127.0.0.1:0"})
-    d = daemons(config).ready()
-    url = d.wait_event("http_listening")[0]["url"]
-    _portrait(tmp_path / "in/portrait.png", (300, 400))
-    d.wait_event("job_done")
+    d, url = _portrait_job(tmp_path, daemons, (300, 400))
     page = browser.new_page(viewport={"width": 900, "height": 700})
     messages: list[str] = []
     page.on("console", lambda m: messages.append(m.text))
     page.on("pageerror", lambda e: messages.append(f"page error: {e}"))
-    response = page.goto(f"{url}jobs/1/compare")
+    response = _open_compare(page, url, 1)
     assert "style-src 'self'" in response.headers["content-security-policy"]
-
-    def loaded() -> bool:
-        return page.evaluate("() => !!(window.crystalCompare && crystalCompare.viewer.world"
-                             ".getItemCount() === 2 && crystalCompare.viewer.world"
-                             ".getItemAt(1).getFullyLoaded())")
-
-    wait_for(loaded, 30, "the compare view loaded under its CSP")
     page.keyboard.press("1")
     wait_for(lambda: page.inner_text("#zoom-level") == "100 % of the output", 10,
              "zoomed to 100 %")
