@@ -137,19 +137,24 @@ def test_downloads_are_the_files_bytes_under_their_exact_names(tmp_path, daemons
 
 def test_a_jobs_timings_are_on_its_page_after_a_restart(tmp_path, daemons):
     """The job page's timings (queued, started, done) come from the journal: a daemon
-    started after the job finished shows them, in order, with their offsets."""
+    started after the job finished shows them, in order, with their offsets; the daemon
+    that ran the job also shows when it wrote the output."""
+    def timings(daemon) -> tuple[list[str], list[float]]:
+        with httpx.Client(base_url=page_url(daemon)) as client:
+            page = client.get("/jobs/1").text
+        table = re.search(r'<table class="phases">(.*?)</table>', page, re.S)
+        assert table is not None, "no timings on the page"
+        return (re.findall(r"<tr><th>([^<]+)</th>", table.group(1)),
+                [float(x) for x in re.findall(r"\+([0-9.]+) s", table.group(1))])
+
     config = web_config(tmp_path)
     first = daemons(config).ready()
     make_image(tmp_path / "in/a.jpg", (120, 80))
     first.wait_event("job_done")
+    assert timings(first)[0] == ["queued", "started", "output written", "done"]
     assert first.stop() == 0
     second = daemons(config).ready()
-    with httpx.Client(base_url=page_url(second)) as client:
-        page = client.get("/jobs/1").text
-    table = re.search(r'<table class="phases">(.*?)</table>', page, re.S)
-    assert table is not None, "no timings on the page"
-    names = re.findall(r"<tr><th>([^<]+)</th>", table.group(1))
+    names, offsets = timings(second)
     assert names == ["queued", "started", "done"]
-    offsets = [float(x) for x in re.findall(r"\+([0-9.]+) s", table.group(1))]
     assert offsets[0] == 0 and offsets == sorted(offsets) and offsets[-1] < 60
     assert second.stop() == 0

@@ -93,7 +93,8 @@ class WebServer:
         self.metrics = Metrics(self.view, daemon.live_state,
                                lambda: [f.name for f in self.daemon.config.folders])
         self._streams: set[asyncio.Queue] = set()
-        #: job id → phase → Unix time, while the daemon runs (the journal keeps only the ends)
+        #: job id → what this daemon saw that the journal does not keep (a retry, the output
+        #: written) → Unix time; the journal's own times are added by ``phases_shown``
         self.phases: OrderedDict[int, dict[str, float]] = OrderedDict()
         self._unsubscribe = daemon.events.subscribe(self._on_change)
         self.templates = jinja2.Environment(
@@ -176,22 +177,16 @@ class WebServer:
         self.thumbs.on_change(event)
         self.metrics.on_change(event)
         job = event.job
-        if event.before == JobState.FAILED and job.state == JobState.QUEUED:
-            self.phases.pop(job.id, None)  # retried: this attempt's timings start afresh
-        phases = self.phases.setdefault(job.id, {"queued": job.created_at})
-        if event.before == JobState.FAILED:
-            phases["retried"] = event.at
-        self.phases.move_to_end(job.id)
-        if event.started:
-            phases.setdefault("started", event.at)
-        if event.submitted:
-            phases["submitted"] = event.at
-        if "outputs" in event.changed and job.outputs:
-            phases["output_written"] = event.at
-        if event.finished:
-            phases[job.state.value] = event.at
-        while len(self.phases) > MAX_PHASES:
-            self.phases.popitem(last=False)
+        retried = event.before == JobState.FAILED
+        written = "outputs" in event.changed and bool(job.outputs)
+        if retried:  # this attempt's timings start afresh
+            self.phases[job.id] = {"retried": event.at}
+        elif written:
+            self.phases.setdefault(job.id, {})["output_written"] = event.at
+        if retried or written:
+            self.phases.move_to_end(job.id)
+            while len(self.phases) > MAX_PHASES:
+                self.phases.popitem(last=False)
         note = {"job": job.id, "folder": job.folder, "state": job.state.value}
         for queue in self._streams:
             if not queue.full():
