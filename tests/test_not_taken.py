@@ -102,19 +102,23 @@ def test_files_in_the_inbox_before_the_start_say_why_too(tmp_path, daemons):
 
 
 def test_a_copy_renamed_into_place_is_not_listed_under_its_temporary_name(tmp_path, daemons):
-    """A picture written as ``.name.jpg`` and renamed into place at once (rsync, a sync
-    client, an atomic save) is processed and never listed as not taken; a hidden file that
-    stays is listed once its grace has passed."""
+    """A picture written as ``.name.jpg`` and renamed into place a moment later (rsync, a
+    sync client, an atomic save) is processed and never listed as not taken, whether the
+    watcher saw it being written or the start's scan found it half-copied; a hidden file
+    that stays is listed once its grace has passed."""
     config = write_config(tmp_path, [{"name": "photos", "inbox": "in", "outbox": "out"}])
-    d = daemons(config).ready()
     inbox = tmp_path / "in"
     inbox.mkdir(exist_ok=True)
     make_image(tmp_path / "src.jpg", (40, 30))
+    (inbox / ".early.jpg").write_bytes((tmp_path / "src.jpg").read_bytes())
+    d = daemons(config).ready()
+    d.wait_event("folder_scanned")
+    (inbox / ".early.jpg").rename(inbox / "early.jpg")  # the copy the scan found ends
     (inbox / ".face.jpg").write_bytes((tmp_path / "src.jpg").read_bytes())
     time.sleep(0.5)  # a copy takes a moment before its rename
     (inbox / ".face.jpg").rename(inbox / "face.jpg")
     (inbox / ".stays.jpg").write_bytes(b"x")
-    d.wait_event("job_done")
+    d.wait_event("job_done", 2)
     wait_for(lambda: len(not_taken(config)) == 1, 20, "the hidden file that stayed")
     time.sleep(1)
     assert [r["file"] for r in not_taken(config)] == [".stays.jpg"]

@@ -154,20 +154,24 @@ class FolderIntake:
             self._track(folder, src)
         elif kind in ("created", "modified", "closed", "moved"):
             reason = rules.why_not(src)
-            if reason is None:
-                return
-            if not src.name.startswith((".", "~")):
-                self._spawn_intake(self._note_skipped(folder.name, src, reason))
-            elif src not in self._temporary:
-                # Mostly a copy or a sync in progress, renamed into place a moment later:
-                # reported only if it is still there under that name after a while.
-                self._temporary.add(src)
-                self._spawn_intake(self._note_if_left(folder.name, src, reason))
+            if reason is not None:
+                self._spawn_intake(self._report_not_taken(folder.name, src, reason))
+
+    async def _report_not_taken(self, folder_name: str, path: Path, reason: str,
+                                st: os.stat_result | None = None) -> None:
+        """Note a file not taken (seen by the watcher or a scan). A hidden or temporary name
+        is mostly a copy or a sync in progress, renamed into place a moment later: it is
+        noted only if it is still there under that name after TEMPORARY_NAME_GRACE."""
+        if not path.name.startswith((".", "~")):
+            await self._note_skipped(folder_name, path, reason, st)
+        elif path not in self._temporary:
+            self._temporary.add(path)
+            self._spawn_intake(self._note_if_left(folder_name, path, reason))
 
     async def _note_if_left(self, folder_name: str, path: Path, reason: str) -> None:
         try:
             await asyncio.sleep(TEMPORARY_NAME_GRACE)
-            await self._note_skipped(folder_name, path, reason)
+            await self._note_skipped(folder_name, path, reason)  # looks at it afresh
         finally:
             self._temporary.discard(path)
 
@@ -234,7 +238,7 @@ class FolderIntake:
                 path = Path(name)
                 reason = rules.why_not(path)
                 if reason is not None:
-                    await self._note_skipped(folder.name, path, reason, st)
+                    await self._report_not_taken(folder.name, path, reason, st)
 
         self._spawn_intake(scan())
 
